@@ -1,0 +1,50 @@
+# swiperec: `make demo` runs the main job on the embedded defaults; `make test` runs the tests.
+# Both install what they need first (a .venv from setup.py, Deno from the npm registry).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DENO_VERSION := 2.9.6
+DENO   := tools/deno/node_modules/.bin/deno
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup deno demo test lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "swiperec needs Python 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]' -c requirements/constraints.txt
+	@touch $(STAMP)
+
+deno: $(DENO)
+
+$(DENO):
+	npm install --silent --no-audit --no-fund --prefix tools/deno deno@$(DENO_VERSION)
+	@$(DENO) --version | head -n 1
+
+demo: setup
+	$(BIN)/swiperec demo $(DEMO_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: setup deno lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m tests.performance.bench_synthetic_load $(BENCH_ARGS)
+
+clean:
+	-$(BIN)/swiperec db stop
+	rm -rf $(VENV) tools .swiperec *.egg-info .pytest_cache .ruff_cache

