@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_db_migrate)
     psql = db_commands.add_parser("psql", help="open psql on the database (extra args go to psql)")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="e.g. -c 'select 1'")
+    psql.add_argument("psql_args", nargs="*", help="arguments for psql, e.g. -c 'select 1'")
     psql.set_defaults(func=cmd_db_psql)
 
     data = commands.add_parser("data", help="synthetic data, CSV import, ground truth, summary")
@@ -433,7 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["db", "psql"] and argv[2:3] not in (["-h"], ["--help"]):
+        # Everything after `db psql` belongs to psql, options included, in order.
+        args = parser.parse_args(argv[:2])
+        args.psql_args = argv[2:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as err:

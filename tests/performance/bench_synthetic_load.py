@@ -1,0 +1,205 @@
+"""Benchmark: generate the 200k-video / 10k-user synthetic data set and load it with binary COPY.
+
+    python -m tests.performance.bench_synthetic_load      # 200k videos, 10k users, ~3M decisions
+    python -m tests.performance.bench_synthetic_load --videos 20000 --users 1000   # a quick look
+
+Runs against a fresh embedded server in a temporary folder (never the developer's data). Reports
+generation time, load time (COPY + index rebuild + ANALYZE, one transaction), rows per second and
+peak memory, and loads the same decisions a second time with CSV text COPY (the usual simple
+approach) into an identical scratch table, as the baseline. Prints a table and writes JSON to
+tests/performance/results/synthetic_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from swiperec.data.load import load_synthetic
+from swiperec.data.synthetic import SyntheticConfig, generate
+from swiperec.db import connect
+from swiperec.db.copy import Column, copy_binary
+from swiperec.db.embedded import EmbeddedServer
+from swiperec.db.migrate import migrate
+
+RESULTS = Path(__file__).parent / "results" / "synthetic_load.json"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def server_rss_mb(server: EmbeddedServer) -> float:
+    """Resident memory of the PostgreSQL server and its backends, now."""
+    root = psutil.Process(server.status().pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def _scratch_load(conn, load) -> float:
+    """Seconds for `load(cur)` into a fresh copy of user_video_decisions (indexes included)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "create table scratch_decisions (like public.user_video_decisions including all)"
+        )
+        conn.commit()
+        start = time.perf_counter()
+        load(cur)
+        conn.commit()
+        seconds = time.perf_counter() - start
+        cur.execute("drop table scratch_decisions")
+    conn.commit()
+    return seconds
+
+
+def csv_text_copy(dataset):
+    """The usual simple approach: format rows with the csv module, COPY them as text."""
+    decisions = dataset.decisions
+
+    def load(cur):
+        user_strings = [str(uuid.UUID(bytes=bytes(row))) for row in dataset.user_ids]
+        created = np.datetime_as_string(decisions["created_at"], unit="us")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for u, v, like, t in zip(
+            decisions["user_index"],
+            decisions["video_id"],
+            decisions["like"],
+            created,
+            strict=True,
+        ):
+            writer.writerow((user_strings[u], int(v), "like" if like else "nope", t + "Z"))
+        buffer.seek(0)
+        cur.copy_expert(
+            "copy scratch_decisions (user_id, video_id, decision, created_at)"
+            " from stdin with (format csv)",
+            buffer,
+        )
+
+    return load
+
+
+def binary_copy(dataset):
+    """swiperec's path: columns encoded with numpy, binary COPY."""
+
+    def load(cur):
+        decisions = dataset.decisions
+        copy_binary(
+            cur,
+            "scratch_decisions",
+            [
+                Column("user_id", "uuid", dataset.user_ids[decisions["user_index"]]),
+                Column("video_id", "int8", decisions["video_id"]),
+                Column("decision", "text", np.where(decisions["like"], b"like", b"nope")),
+                Column("created_at", "timestamptz", decisions["created_at"]),
+            ],
+            chunk_rows=500_000,
+        )
+
+    return load
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--pseudo-users", type=int, default=20_000)
+    parser.add_argument("--decisions-per-user", type=float, default=300.0)
+    parser.add_argument("--reviews-per-pseudo-user", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    config = SyntheticConfig(
+        videos=args.videos,
+        users=args.users,
+        pseudo_users=args.pseudo_users,
+        decisions_per_user=args.decisions_per_user,
+        reviews_per_pseudo_user=args.reviews_per_pseudo_user,
+        seed=args.seed,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as home:
+        server = EmbeddedServer(Path(home))
+        url = server.start().url
+        try:
+            conn = connect(url)
+            migrate(conn, local_bootstrap=True)
+
+            start = time.perf_counter()
+            dataset = generate(config)
+            generate_s = time.perf_counter() - start
+            generate_rss = peak_rss_mb()
+
+            start = time.perf_counter()
+            counts = load_synthetic(conn, dataset)
+            load_s = time.perf_counter() - start
+            load_rss = peak_rss_mb()
+            postgres_rss = server_rss_mb(server)
+
+            # Like for like: the decisions alone, into an indexed scratch table, both ways.
+            binary_s = _scratch_load(conn, binary_copy(dataset))
+            baseline_s = _scratch_load(conn, csv_text_copy(dataset))
+            conn.close()
+        finally:
+            server.stop()
+
+    decisions = counts["user_video_decisions"]
+    result = {
+        "config": config.__dict__,
+        "rows": counts,
+        "generate_seconds": round(generate_s, 2),
+        "load_seconds": round(load_s, 2),
+        "total_seconds": round(generate_s + load_s, 2),
+        "load_rows_per_second": round(sum(counts.values()) / load_s),
+        "peak_rss_mb_after_generate": round(generate_rss),
+        "peak_rss_mb_after_load": round(load_rss),
+        "postgres_rss_mb_after_load": round(postgres_rss),
+        "decisions_csv_text_copy_seconds": round(baseline_s, 2),
+        "decisions_binary_copy_seconds": round(binary_s, 2),
+        "binary_vs_csv_speedup": round(baseline_s / binary_s, 2),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30),
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+
+    print(
+        f"synthetic data: {config.videos:,} videos, {config.users:,} users, "
+        f"{config.pseudo_users:,} pseudo-users -> {decisions:,} decisions, "
+        f"{counts['video_reviews']:,} reviews"
+    )
+    rows = [
+        ("generate", f"{generate_s:.1f} s", f"peak RSS {generate_rss:,.0f} MB"),
+        (
+            "load (binary COPY, indexes, analyze)",
+            f"{load_s:.1f} s",
+            f"{result['load_rows_per_second']:,} rows/s; peak RSS {load_rss:,.0f} MB; "
+            f"postgres {postgres_rss:,.0f} MB",
+        ),
+        ("total", f"{generate_s + load_s:.1f} s", ""),
+        ("decisions: binary COPY (ours)", f"{binary_s:.1f} s", ""),
+        (
+            "decisions: CSV text COPY (baseline)",
+            f"{baseline_s:.1f} s",
+            f"ours is {baseline_s / binary_s:.1f}x faster",
+        ),
+    ]
+    for name, seconds, note in rows:
+        print(f"  {name:<40}{seconds:>10}   {note}")
+    print(f"saved {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
