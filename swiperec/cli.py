@@ -165,7 +165,7 @@ def generate_and_load(conn, config, *, replace: bool, out: Path | None = None) -
     from swiperec.data.load import load_synthetic
     from swiperec.data.synthetic import generate, write_csv
 
-    bar, advance = _stage_bar(["videos", "users", "decisions", "reviews"], "generate")
+    bar, advance = _stage_bar(["catalogue", "people", "decisions", "reviews", "done"], "generate")
     dataset = generate(config, progress=advance)
     bar.close()
     bar, advance = _stage_bar(

@@ -1,3 +1,3 @@
-"""The one version string: package version, image tags and the images named in compiled pipelines."""
+"""The one version string: package version, image tags, and the images in compiled pipelines."""
 
 __version__ = "0.1.0"

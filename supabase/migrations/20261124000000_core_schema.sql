@@ -145,7 +145,8 @@ create table if not exists public.import_rejections (
     id          bigint generated always as identity primary key,
     import_id   bigint not null references public.data_imports (id) on delete cascade,
     line_number integer not null,
-    reason      text not null,
+    category    text not null,   -- short code to group by: invalid_decision, unknown_video, ...
+    reason      text not null,   -- the sentence for a person, with the offending value
     raw_line    text not null
 );
 
@@ -153,7 +154,8 @@ comment on table public.import_rejections is
     'The quarantine: rows a CSV import refused, with the line they started on and why. Nothing '
     'an import reads is dropped without a row here or in the target table.';
 
-create index if not exists import_rejections_import_idx on public.import_rejections (import_id);
+create index if not exists import_rejections_import_idx
+    on public.import_rejections (import_id, line_number);
 
 -- ---------------------------------------------------------------------------------------------
 -- Row-level security (Supabase): the app's users see their own data only.

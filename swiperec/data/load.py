@@ -42,9 +42,12 @@ def load_synthetic(
                 )
             if replace:
                 cur.execute(f"truncate {', '.join(DATA_TABLES)} restart identity")
-            # Indexes are dropped for the load and rebuilt after it, which is several
-            # times faster than maintaining them row by row; the transaction hides the gap.
-            saved_indexes = _drop_secondary_indexes(cur, "user_video_decisions")
+            # Keys and indexes of the big tables are rebuilt after the COPY, not maintained
+            # row by row; the transaction hides the gap from every other session.
+            rebuild = [
+                *drop_keys_and_indexes(cur, "public.user_video_decisions"),
+                *drop_keys_and_indexes(cur, "public.video_reviews"),
+            ]
             say("copy videos")
             counts = {"videos": _copy_videos(cur, dataset.videos)}
             cur.execute(
@@ -56,7 +59,7 @@ def load_synthetic(
             say("copy decisions")
             counts["user_video_decisions"] = _copy_decisions(cur, dataset)
             say("build indexes")
-            for ddl in saved_indexes:
+            for ddl in rebuild:
                 cur.execute(ddl)
         conn.commit()
     except BaseException:
@@ -79,24 +82,38 @@ def _row_counts(cur) -> dict[str, int]:
     return counts
 
 
-def _drop_secondary_indexes(cur, table: str) -> list[str]:
-    """Drop the plain (non-constraint) indexes of `table`; returns the DDL to recreate them."""
+def drop_keys_and_indexes(cur, table: str) -> list[str]:
+    """Drop `table`'s primary/unique/foreign keys and plain indexes; returns the DDL that
+    recreates them. Checking a foreign key row by row and maintaining B-trees per row makes a
+    COPY ~20x slower than the COPY itself; rebuilding them once afterwards costs a few seconds
+    (measured by tests/performance/bench_synthetic_load.py)."""
+    cur.execute(
+        """
+        select c.conname, pg_get_constraintdef(c.oid)
+        from pg_constraint c
+        where c.conrelid = %s::regclass and c.contype in ('p', 'u', 'f')
+        order by c.contype = 'f'  -- foreign keys last
+        """,
+        (table,),
+    )
+    constraints = cur.fetchall()
     cur.execute(
         """
         select i.relname, pg_get_indexdef(i.oid)
-        from pg_index x
-        join pg_class i on i.oid = x.indexrelid
-        join pg_class t on t.oid = x.indrelid
-        join pg_namespace n on n.oid = t.relnamespace
-        where n.nspname = 'public' and t.relname = %s
+        from pg_index x join pg_class i on i.oid = x.indexrelid
+        where x.indrelid = %s::regclass
           and not exists (select 1 from pg_constraint c where c.conindid = i.oid)
         """,
         (table,),
     )
     indexes = cur.fetchall()
+    for name, _ in constraints:
+        cur.execute(f'alter table {table} drop constraint "{name}"')
     for name, _ in indexes:
         cur.execute(f'drop index public."{name}"')
-    return [ddl for _, ddl in indexes]
+    return [f'alter table {table} add constraint "{name}" {ddl}' for name, ddl in constraints] + [
+        ddl for _, ddl in indexes
+    ]
 
 
 def _copy_videos(cur, videos: dict) -> int:

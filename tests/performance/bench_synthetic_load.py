@@ -3,11 +3,12 @@
     python -m tests.performance.bench_synthetic_load      # 200k videos, 10k users, ~3M decisions
     python -m tests.performance.bench_synthetic_load --videos 20000 --users 1000   # a quick look
 
-Runs against a fresh embedded server in a temporary folder (never the developer's data). Reports
-generation time, load time (COPY + index rebuild + ANALYZE, one transaction), rows per second and
-peak memory, and loads the same decisions a second time with CSV text COPY (the usual simple
-approach) into an identical scratch table, as the baseline. Prints a table and writes JSON to
-tests/performance/results/synthetic_load.json.
+Runs against a fresh embedded server in a temporary folder (never the developer's data).
+Reports generation time, load time (COPY + key and index rebuild + ANALYZE, one transaction),
+rows per second and peak memory. Then loads the same decisions twice more into an identical
+scratch table (keys, foreign key, indexes): swiperec's way (binary COPY, keys and indexes
+rebuilt once afterwards) and the usual simple way (CSV text COPY into the table as it is), the
+baseline. Prints a table and writes JSON to tests/performance/results/synthetic_load.json.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from swiperec.data.load import load_synthetic
+from swiperec.data.load import drop_keys_and_indexes, load_synthetic
 from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
 from swiperec.db.copy import Column, copy_binary
@@ -90,10 +91,12 @@ def csv_text_copy(dataset):
 
 
 def binary_copy(dataset):
-    """swiperec's path: columns encoded with numpy, binary COPY."""
+    """swiperec's path: keys and indexes dropped, columns encoded with numpy, binary COPY,
+    keys and indexes rebuilt once."""
 
     def load(cur):
         decisions = dataset.decisions
+        rebuild = drop_keys_and_indexes(cur, "scratch_decisions")
         copy_binary(
             cur,
             "scratch_decisions",
@@ -105,6 +108,8 @@ def binary_copy(dataset):
             ],
             chunk_rows=500_000,
         )
+        for ddl in rebuild:
+            cur.execute(ddl)
 
     return load
 
@@ -163,9 +168,9 @@ def main(argv=None) -> int:
         "peak_rss_mb_after_generate": round(generate_rss),
         "peak_rss_mb_after_load": round(load_rss),
         "postgres_rss_mb_after_load": round(postgres_rss),
-        "decisions_csv_text_copy_seconds": round(baseline_s, 2),
-        "decisions_binary_copy_seconds": round(binary_s, 2),
-        "binary_vs_csv_speedup": round(baseline_s / binary_s, 2),
+        "decisions_baseline_csv_copy_keys_maintained_seconds": round(baseline_s, 2),
+        "decisions_binary_copy_keys_rebuilt_seconds": round(binary_s, 2),
+        "speedup_vs_baseline": round(baseline_s / binary_s, 2),
         "machine": {
             "cpus": psutil.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30),
@@ -182,21 +187,21 @@ def main(argv=None) -> int:
     rows = [
         ("generate", f"{generate_s:.1f} s", f"peak RSS {generate_rss:,.0f} MB"),
         (
-            "load (binary COPY, indexes, analyze)",
+            "load (binary COPY, keys, indexes, analyze)",
             f"{load_s:.1f} s",
             f"{result['load_rows_per_second']:,} rows/s; peak RSS {load_rss:,.0f} MB; "
             f"postgres {postgres_rss:,.0f} MB",
         ),
         ("total", f"{generate_s + load_s:.1f} s", ""),
-        ("decisions: binary COPY (ours)", f"{binary_s:.1f} s", ""),
+        ("decisions: binary COPY, keys rebuilt", f"{binary_s:.1f} s", "swiperec's path"),
         (
-            "decisions: CSV text COPY (baseline)",
+            "decisions: CSV COPY, keys maintained",
             f"{baseline_s:.1f} s",
-            f"ours is {baseline_s / binary_s:.1f}x faster",
+            f"baseline; swiperec's path is {baseline_s / binary_s:.1f}x faster",
         ),
     ]
     for name, seconds, note in rows:
-        print(f"  {name:<40}{seconds:>10}   {note}")
+        print(f"  {name:<44}{seconds:>8}   {note}")
     print(f"saved {RESULTS}")
     return 0
 

@@ -1,0 +1,406 @@
+"""Reading and validating import CSVs, one row at a time.
+
+`read_rows` streams a file's rows with the physical line each starts on and its raw text;
+`RowValidator` turns each row into typed values or a `Rejection` whose reason a person can
+act on. Nothing here touches the database: the checks that need it or the whole file
+(duplicates, unknown videos, conflicting decisions) live in `swiperec.data.importer`.
+
+Rules beyond the file formats themselves:
+- Files are UTF-8 (a leading byte-order mark is ignored), decoded with `surrogateescape` so
+  that one line with bad bytes is rejected on its own instead of failing the whole file.
+- Header names are matched ignoring case and surrounding spaces, in any order; a missing or an
+  unknown column makes the whole file unreadable (`ImportFileError`).
+- Blank lines are not rows (as with `csv.DictReader`); they are counted, not rejected.
+- Surrounding whitespace is stripped from every value; an empty optional value is NULL; list
+  items are stripped, empty items dropped, repeats dropped. Line breaks inside text are stored
+  as `\\n`.
+- Timestamps without an offset are read as UTC. A date-only `created_at` means midnight UTC.
+- A time is "in the future" after `now` + 5 minutes; a release date is in the future when it is
+  later than today's date anywhere on Earth (UTC+14) at that moment, so a title released today
+  in Japan is not refused while it is still yesterday in UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from collections import namedtuple
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+# Each file's header line, exactly as the files carry it (any order and case is accepted).
+HEADERS = {
+    "videos": "external_id,title,description,genres,maker,performers,release_date",
+    "reviews": "reviewer_id,video_external_id,rating,created_at",
+    "decisions": "user_id,video_external_id,decision,created_at",
+}
+COLUMNS = {kind: tuple(header.split(",")) for kind, header in HEADERS.items()}
+IMPORT_ORDER = ("videos", "reviews", "decisions")  # decisions and reviews refer to videos
+
+MAX_ID_LENGTH = 200
+FUTURE_TOLERANCE = timedelta(minutes=5)
+LIST_SEPARATOR = "|"
+DECISIONS = ("like", "nope")
+
+_INVALID_BYTES = re.compile("[\udc80-\udcff]+")  # what surrogateescape makes of bad bytes
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 except tab, \n, \r
+_SUSPECT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd\udc80-\udcff]")
+_LINE_OR_TAB = re.compile(r"[\t\n\r]")
+_LINE_BREAK = re.compile(r"\r\n?")
+_RATING = re.compile(r"[0-9]+")
+_EARTH_LEAD = timedelta(hours=14)  # the earliest time zone (UTC+14) sees a date first
+
+
+class ImportFileError(Exception):
+    """The file cannot be imported at all: missing, not a file, empty, or a wrong header."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row the import refuses: where it starts, why (a category and a sentence), its text."""
+
+    line_number: int
+    category: str
+    reason: str
+    raw_line: str
+
+
+class CsvRow(NamedTuple):
+    """One CSV record: the physical line it starts on, its raw text, its values by column."""
+
+    line_number: int
+    raw_line: str
+    values: dict[str, str]
+
+
+# The typed values of a good row (VideoRow, ReviewRow, DecisionRow), fields as COLUMNS: text
+# stripped (empty optional text is None), lists as list[str], release_date a date or None,
+# created_at an aware UTC datetime, user_id a uuid.UUID, rating an int, decision like/nope.
+ROW_TYPES = {kind: namedtuple(f"{kind[:-1].title()}Row", names) for kind, names in COLUMNS.items()}
+
+# What makes two rows of a file the same row (the target table's key); a later row with the
+# key of an earlier good row is a duplicate (checked in the staging table, which scales).
+KEYS = {
+    "videos": ("external_id",),
+    "reviews": ("reviewer_id", "video_external_id"),
+    "decisions": ("user_id", "video_external_id", "created_at"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def check_header(kind: str, path: Path) -> None:
+    """Raise `ImportFileError` unless `path` is a readable CSV with exactly `kind`'s columns."""
+    rows = read_rows(kind, path)
+    next(rows, None)
+    rows.close()
+
+
+def read_rows(kind: str, path: Path) -> Iterator[CsvRow | Rejection | int]:
+    """The rows of an import file in order: a `CsvRow` per record, a `Rejection` for a record
+    that cannot be split into the expected fields, and an `int` (its line number) per blank
+    line. Raises `ImportFileError` before yielding anything when the file is unreadable."""
+    expected = COLUMNS[kind]
+    path = Path(path)
+    if not path.exists():
+        raise ImportFileError(f"{kind} file {path} does not exist")
+    if not path.is_file():
+        raise ImportFileError(f"{kind} file {path} is not a file")
+    try:
+        binary = open(path, "rb")  # noqa: SIM115 (closed by the text wrapper below)
+    except OSError as error:
+        raise ImportFileError(f"{kind} file {path} cannot be read: {error}") from error
+    with io.TextIOWrapper(
+        binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
+    ) as text:
+        lines = _LineTap(text)
+        records = csv.reader(lines)
+        order = _read_header(kind, path, expected, records, lines)
+        while True:
+            start = lines.count + 1
+            try:
+                fields = next(records)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                raw = lines.take()
+                yield _reject(start, "unreadable_csv", f"cannot parse as CSV: {error}", raw)
+                continue
+            raw = lines.take()
+            if not fields:
+                yield start
+            elif len(fields) != len(expected):
+                yield _reject(
+                    start, "wrong_field_count", _field_count(expected, fields, start, lines), raw
+                )
+            else:
+                yield CsvRow(start, _strip_line_end(raw), dict(zip(order, fields, strict=True)))
+
+
+def _read_header(kind, path, expected, records, lines) -> tuple[str, ...]:
+    """The column name of each field position, after checking the header names `expected`."""
+    header: list[str] = []
+    try:
+        while not header:  # blank lines before the header are not content
+            header = next(records)
+    except StopIteration:
+        raise ImportFileError(f"{kind} file {path} is empty: expected a header row") from None
+    except csv.Error as error:
+        raise ImportFileError(f"{kind} file {path}: cannot parse the header: {error}") from None
+    finally:
+        lines.take()
+    found = [name.strip().lower() for name in header]
+    problems = []
+    if any(_INVALID_BYTES.search(name) for name in found):
+        problems.append("the header is not valid UTF-8")
+    missing = [name for name in expected if name not in found]
+    unknown = [name for name in found if name not in expected]
+    repeated = sorted({name for name in found if found.count(name) > 1})
+    if missing:
+        problems.append(f"missing columns: {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown columns: {', '.join(map(_column_name, unknown))}")
+    if repeated:
+        problems.append(f"repeated columns: {', '.join(repeated)}")
+    if problems:
+        raise ImportFileError(
+            f"{kind} file {path} has a wrong header ({'; '.join(problems)}). "
+            f"Expected columns: {','.join(expected)}; found: {','.join(map(_column_name, found))}"
+        )
+    return tuple(found)
+
+
+class _LineTap:
+    """Hands physical lines to the csv reader while keeping the text of the record being read,
+    so each record has its raw text and the line number it starts on."""
+
+    def __init__(self, text: io.TextIOBase):
+        self._lines = iter(text)
+        self._taken: list[str] = []
+        self.count = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        self.count += 1
+        return line
+
+    def take(self) -> str:
+        raw, self._taken = "".join(self._taken), []
+        return raw
+
+
+def _field_count(expected, fields, start: int, lines: _LineTap) -> str:
+    reason = f"expected {len(expected)} fields ({','.join(expected)}), got {len(fields)}"
+    if lines.count > start:
+        reason += f"; the row spans lines {start}-{lines.count}: is a quote unbalanced?"
+    elif len(fields) > len(expected):
+        reason += "; a value containing a comma must be quoted"
+    return reason
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Invalid(Exception):
+    """One problem with one value: a short category for counting and a sentence for people."""
+
+    def __init__(self, category: str, message: str):
+        super().__init__(message)
+        self.category = category
+
+
+class RowValidator:
+    """Validates rows of one kind: typed values (a `ROW_TYPES` tuple) for a good row, a
+    `Rejection` naming every problem for a bad one. `now` fixes what counts as a future time
+    (naive means UTC)."""
+
+    def __init__(self, kind: str, now: datetime):
+        if kind not in COLUMNS:
+            raise ValueError(f"unknown import kind {kind!r}; expected one of {IMPORT_ORDER}")
+        self.kind = kind
+        self.latest_time = _as_utc(now) + FUTURE_TOLERANCE
+        self.latest_date = (self.latest_time + _EARTH_LEAD).date()
+        self._parsers = [(name, _FIELDS[name][0]) for name in COLUMNS[kind]]
+
+    def validate(self, row: CsvRow | Rejection):
+        """The row's typed values, or its `Rejection` (a row that could not be split passes
+        through); the category is that of the row's first problem."""
+        if isinstance(row, Rejection):
+            return row
+        values, problems = [], []
+        for name, parse in self._parsers:
+            try:
+                values.append(parse(self, name, row.values[name]))
+            except _Invalid as problem:
+                problems.append(problem)
+        if problems:
+            reason = "; ".join(map(str, problems))
+            return _reject(row.line_number, problems[0].category, reason, row.raw_line)
+        return ROW_TYPES[self.kind](*values)
+
+    def identifier(self, name: str, value: str) -> str:
+        value = self.required(name, value)
+        if len(value) > MAX_ID_LENGTH:
+            raise _Invalid(
+                "too_long", f"{name} is longer than {MAX_ID_LENGTH} characters ({len(value)})"
+            )
+        return value
+
+    def required(self, name: str, value: str, *, single_line: bool = True) -> str:
+        value = _clean(name, value, single_line=single_line)
+        if not value:
+            raise _Invalid("missing_value", f"{name} is empty")
+        return value
+
+    def title(self, name: str, value: str) -> str:
+        return self.required(name, value, single_line=False)
+
+    def text(self, name: str, value: str) -> str | None:
+        return _clean(name, value, single_line=False) or None
+
+    def text_list(self, name: str, value: str) -> list[str]:
+        items = [
+            item.strip() for item in _clean(name, value, single_line=False).split(LIST_SEPARATOR)
+        ]
+        for item in items:
+            if _LINE_OR_TAB.search(item):
+                raise _Invalid(
+                    "control_character", f"{name} item {_show(item)} contains a line break or tab"
+                )
+        return list(dict.fromkeys(item for item in items if item))
+
+    def release_date(self, name: str, value: str) -> date | None:
+        value = _clean(name, value)
+        if not value:
+            return None
+        try:
+            released = date.fromisoformat(value)
+        except ValueError:
+            try:
+                released = datetime.fromisoformat(value).date()  # as written, not in UTC
+            except ValueError:
+                raise _Invalid(
+                    "invalid_date", f"{name} must be an ISO date, got {_show(value)}"
+                ) from None
+        if released > self.latest_date:
+            raise _Invalid("future_time", f"{name} {released.isoformat()} is in the future")
+        return released
+
+    def timestamp(self, name: str, value: str) -> datetime:
+        value = self.required(name, value)
+        try:
+            instant = _as_utc(datetime.fromisoformat(value))
+        except (ValueError, OverflowError):
+            raise _Invalid(
+                "invalid_timestamp", f"{name} must be an ISO 8601 timestamp, got {_show(value)}"
+            ) from None
+        if instant > self.latest_time:
+            latest = self.latest_time.isoformat(timespec="seconds")
+            raise _Invalid("future_time", f"{name} {value} is in the future (later than {latest})")
+        return instant
+
+    def user_id(self, name: str, value: str) -> uuid.UUID:
+        value = self.required(name, value)
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise _Invalid("invalid_uuid", f"{name} must be a UUID, got {_show(value)}") from None
+
+    def decision(self, name: str, value: str) -> str:
+        value = _clean(name, value)
+        if value.lower() not in DECISIONS:
+            raise _Invalid(
+                "invalid_decision", f"{name} must be 'like' or 'nope', got {_show(value)}"
+            )
+        return value.lower()
+
+    def rating(self, name: str, value: str) -> int:
+        value = _clean(name, value)
+        if not (_RATING.fullmatch(value) and 1 <= int(value) <= 5):
+            raise _Invalid(
+                "invalid_rating", f"{name} must be an integer from 1 to 5, got {_show(value)}"
+            )
+        return int(value)
+
+
+# Each column's parser, and the type of its value as `swiperec.db.copy` names it.
+_FIELDS = {
+    "external_id": (RowValidator.identifier, "text"),
+    "title": (RowValidator.title, "text"),
+    "description": (RowValidator.text, "text"),
+    "genres": (RowValidator.text_list, "text[]"),
+    "maker": (RowValidator.text, "text"),
+    "performers": (RowValidator.text_list, "text[]"),
+    "release_date": (RowValidator.release_date, "date"),
+    "reviewer_id": (RowValidator.identifier, "text"),
+    "video_external_id": (RowValidator.identifier, "text"),
+    "rating": (RowValidator.rating, "int2"),
+    "created_at": (RowValidator.timestamp, "timestamptz"),
+    "user_id": (RowValidator.user_id, "uuid"),
+    "decision": (RowValidator.decision, "text"),
+}
+PG_TYPES = {name: pg_type for name, (_, pg_type) in _FIELDS.items()}
+
+
+def storable(text: str) -> str:
+    """`text` in a form PostgreSQL accepts: undecodable bytes and NUL written as `\\xNN`."""
+    if not _INVALID_BYTES.search(text) and "\x00" not in text:
+        return text
+    fixed = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return fixed.replace("\x00", "\\x00")
+
+
+def _clean(name: str, value: str, *, single_line: bool = True) -> str:
+    """The value without surrounding whitespace and with `\\n` line breaks, unless it holds
+    undecodable bytes, U+FFFD, a control character (PostgreSQL text cannot hold NUL), or a
+    tab or line break where the value must be one line."""
+    if not _SUSPECT.search(value):  # the common case: one scan instead of three
+        value = value.strip()
+        if single_line and _LINE_OR_TAB.search(value):
+            raise _Invalid("control_character", f"{name} contains a line break or tab")
+        return _LINE_BREAK.sub("\n", value)
+    bad = _INVALID_BYTES.search(value)
+    if bad:
+        shown = "".join(f"\\x{ord(c) - 0xDC00:02x}" for c in bad.group()[:8])
+        raise _Invalid("invalid_utf8", f"{name} is not valid UTF-8 (bytes {shown})")
+    if "\ufffd" in value:
+        message = f"{name} contains U+FFFD (the text was mis-decoded before it was exported)"
+        raise _Invalid("replacement_character", message)
+    # Checked before strip(), which would drop some control characters silently.
+    control = _CONTROL.search(value).group()
+    raise _Invalid("control_character", f"{name} contains control character {_show(control)}")
+
+
+def _as_utc(instant: datetime) -> datetime:
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+def _column_name(name: str) -> str:
+    return name if name.isprintable() and "," not in name else repr(name)
+
+
+def _show(value: str, limit: int = 60) -> str:
+    """A value quoted for a message; repr escapes control characters and undecodable bytes."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _strip_line_end(raw: str) -> str:
+    return raw.removesuffix("\n").removesuffix("\r")
+
+
+def _reject(line_number: int, category: str, reason: str, raw_line: str) -> Rejection:
+    return Rejection(line_number, category, storable(reason), storable(_strip_line_end(raw_line)))

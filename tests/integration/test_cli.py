@@ -1,0 +1,180 @@
+"""The `swiperec` command end to end, as a user runs it, against the test database."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SMALL = [
+    "--videos",
+    "300",
+    "--users",
+    "40",
+    "--pseudo-users",
+    "60",
+    "--decisions-per-user",
+    "20",
+    "--reviews-per-pseudo-user",
+    "8",
+    "--seed",
+    "3",
+]
+
+
+def swiperec(*args, db_url, home, check=True):
+    env = {**os.environ, "DATABASE_URL": db_url, "SWIPEREC_HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "swiperec.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"swiperec {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["db"],
+        ["db", "migrate"],
+        ["data"],
+        ["data", "generate"],
+        ["data", "import"],
+        ["data", "oracle"],
+        ["data", "summary"],
+        ["demo"],
+    ],
+)
+def test_every_command_has_help(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "swiperec.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "usage: swiperec" in result.stdout
+
+
+def test_generate_import_round_trip_and_oracle(db_url, pg_server, tmp_path):
+    home = tmp_path / "home"
+    out = tmp_path / "csv"
+    swiperec("db", "migrate", db_url=db_url, home=home)
+    generated = swiperec("data", "generate", *SMALL, "--out", str(out), db_url=db_url, home=home)
+    assert "loaded" in generated.stdout and (home / "synthetic" / "ground_truth.npz").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decisions.csv",
+        "ground_truth.npz",
+        "reviews.csv",
+        "videos.csv",
+    ]
+
+    again = swiperec("data", "generate", *SMALL, db_url=db_url, home=home, check=False)
+    assert again.returncode == 2 and "--replace" in again.stderr  # existing data is not wiped
+
+    summary = swiperec("data", "summary", db_url=db_url, home=home).stdout
+    assert "videos" in summary and "like rate" in summary
+
+    # The generator's CSV files pass the importer's validation untouched, into an empty database.
+    import psycopg2
+
+    admin = psycopg2.connect(pg_server.status().url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("drop database if exists cli_import")
+        cur.execute("create database cli_import template swiperec_template")
+    import_url = db_url.rsplit("/", 1)[0] + "/cli_import"
+    imported = swiperec(
+        "data",
+        "import",
+        "--videos",
+        str(out / "videos.csv"),
+        "--decisions",
+        str(out / "decisions.csv"),
+        "--reviews",
+        str(out / "reviews.csv"),
+        db_url=import_url,
+        home=home,
+    )
+    with psycopg2.connect(db_url) as a, psycopg2.connect(import_url) as b:
+        for table in ("videos", "video_reviews", "user_video_decisions"):
+            counts = []
+            for conn in (a, b):
+                with conn.cursor() as cur:
+                    cur.execute(f"select count(*) from {table}")
+                    counts.append(cur.fetchone()[0])
+            assert counts[0] == counts[1] > 0, (table, counts, imported.stdout)
+        with b.cursor() as cur:
+            cur.execute("select count(*) from import_rejections")
+            assert cur.fetchone()[0] == 0
+    a.close()
+    b.close()
+    with admin.cursor() as cur:
+        cur.execute("drop database cli_import with (force)")
+    admin.close()
+
+    with open(out / "decisions.csv", newline="", encoding="utf-8") as handle:
+        first = next(csv.DictReader(handle))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        f"user_id,video_external_id\n{first['user_id']},{first['video_external_id']}\n"
+    )
+    oracle = swiperec("data", "oracle", "--pairs", str(pairs), db_url=db_url, home=home).stdout
+    p_like = float(oracle.splitlines()[1].split(",")[2])
+    assert 0.0 < p_like < 1.0
+
+
+def test_unreachable_database_says_what_to_do(tmp_path):
+    result = swiperec(
+        "data", "summary", db_url="postgresql://nobody@127.0.0.1:1/x", home=tmp_path, check=False
+    )
+    assert result.returncode == 2
+    assert "cannot reach the database" in result.stderr and "DATABASE_URL" in result.stderr
+
+
+def test_import_of_missing_file_fails_clearly(db_url, tmp_path):
+    result = swiperec(
+        "data",
+        "import",
+        "--videos",
+        str(tmp_path / "nope.csv"),
+        db_url=db_url,
+        home=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0 and "nope.csv" in result.stderr
+
+
+def test_embedded_server_commands_without_database_url(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SWIPEREC_HOME"] = str(tmp_path / "home")
+
+    def run(*args):
+        result = subprocess.run(
+            [sys.executable, "-m", "swiperec.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        assert "stopped" in run("db", "status")
+        assert "running" in run("db", "start")
+        url = run("db", "url").strip()
+        assert url.startswith("postgresql://postgres@127.0.0.1:")
+        assert "applied 20261124000000_core_schema.sql" in run("db", "migrate")
+        assert "nothing to apply" in run("db", "migrate")
+        assert "applied" in run("db", "status")
+        assert "42" in run("db", "psql", "-A", "-t", "-c", "select 42")
+    finally:
+        assert "stopped" in run("db", "stop")
