@@ -133,6 +133,9 @@ def _copy_videos(cur, videos: dict) -> int:
             Column("performers", "text[]", videos["performers"]),
             Column("release_date", "date", videos["release_date"]),
             Column("duration_sec", "int4", np.asarray(videos["duration_sec"], dtype=np.int32)),
+            # A synthetic video enters the catalogue on its release day, so snapshots taken
+            # "as of" a past cutoff see the catalogue as it was then.
+            Column("created_at", "timestamptz", np.asarray(videos["release_date"])),
         ],
         chunk_rows=20_000,
     )
