@@ -57,7 +57,7 @@ def load_synthetic(
             say("copy reviews")
             counts["video_reviews"] = _copy_reviews(cur, dataset)
             say("copy decisions")
-            counts["user_video_decisions"] = _copy_decisions(cur, dataset)
+            counts["user_video_decisions"] = copy_decisions(cur, dataset)
             say("build indexes")
             for ddl in rebuild:
                 cur.execute(ddl)
@@ -99,7 +99,7 @@ def drop_keys_and_indexes(cur, table: str) -> list[str]:
     constraints = cur.fetchall()
     cur.execute(
         """
-        select i.relname, pg_get_indexdef(i.oid)
+        select i.oid::regclass::text, pg_get_indexdef(i.oid)
         from pg_index x join pg_class i on i.oid = x.indexrelid
         where x.indrelid = %s::regclass
           and not exists (select 1 from pg_constraint c where c.conindid = i.oid)
@@ -110,7 +110,7 @@ def drop_keys_and_indexes(cur, table: str) -> list[str]:
     for name, _ in constraints:
         cur.execute(f'alter table {table} drop constraint "{name}"')
     for name, _ in indexes:
-        cur.execute(f'drop index public."{name}"')
+        cur.execute(f"drop index {name}")  # regclass text: already quoted and qualified
     return [f'alter table {table} add constraint "{name}" {ddl}' for name, ddl in constraints] + [
         ddl for _, ddl in indexes
     ]
@@ -156,11 +156,12 @@ def _copy_reviews(cur, dataset) -> int:
     )
 
 
-def _copy_decisions(cur, dataset) -> int:
+def copy_decisions(cur, dataset, table: str = "public.user_video_decisions") -> int:
+    """COPY the data set's swipes into `table` (a table shaped like user_video_decisions)."""
     decisions = dataset.decisions
     return copy_binary(
         cur,
-        "public.user_video_decisions",
+        table,
         [
             Column("user_id", "uuid", dataset.user_ids[decisions["user_index"]]),
             Column("video_id", "int8", decisions["video_id"]),

@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from swiperec.data.load import drop_keys_and_indexes, load_synthetic
+from swiperec.data.load import copy_decisions, drop_keys_and_indexes, load_synthetic
 from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
-from swiperec.db.copy import Column, copy_binary
 from swiperec.db.embedded import EmbeddedServer
 from swiperec.db.migrate import migrate
 
@@ -95,19 +94,8 @@ def binary_copy(dataset):
     keys and indexes rebuilt once."""
 
     def load(cur):
-        decisions = dataset.decisions
         rebuild = drop_keys_and_indexes(cur, "scratch_decisions")
-        copy_binary(
-            cur,
-            "scratch_decisions",
-            [
-                Column("user_id", "uuid", dataset.user_ids[decisions["user_index"]]),
-                Column("video_id", "int8", decisions["video_id"]),
-                Column("decision", "text", np.where(decisions["like"], b"like", b"nope")),
-                Column("created_at", "timestamptz", decisions["created_at"]),
-            ],
-            chunk_rows=500_000,
-        )
+        copy_decisions(cur, dataset, "scratch_decisions")
         for ddl in rebuild:
             cur.execute(ddl)
 
