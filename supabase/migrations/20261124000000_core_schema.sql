@@ -62,7 +62,7 @@ create index if not exists video_reviews_created_at_idx on public.video_reviews 
 
 create table if not exists public.user_video_decisions (
     id         bigint generated always as identity primary key,
-    user_id    uuid not null,
+    user_id    uuid not null default auth.uid(),
     video_id   bigint not null references public.videos (id) on delete cascade,
     decision   text not null check (decision in ('like', 'nope')),
     created_at timestamptz not null default now(),
@@ -71,6 +71,8 @@ create table if not exists public.user_video_decisions (
 
 -- user_id is the Supabase auth user's id. There is no foreign key to auth.users: decisions also
 -- arrive by CSV import and from the synthetic generator, for users who have no auth row here.
+-- The app inserts only (video_id, decision): user_id and created_at come from the verified JWT
+-- and the server clock, so a client can neither swipe as someone else nor backdate a swipe.
 comment on table public.user_video_decisions is
     'Every swipe, as an append-only event log. A user who sees a video again and swipes again adds '
     'a second row: the latest row per (user_id, video_id) is the user''s current opinion (see '
@@ -102,6 +104,13 @@ comment on view public.user_video_latest_decisions is
 -- Partitioned by model_version: each version's set is its own partition, loaded with COPY and
 -- indexed (HNSW, cosine) before it is attached, and dropped whole by the retention policy.
 -- Which version serves whom is data (set by the embedding writer and the experiment tables).
+--
+-- Partitions live in the schema `swiperec_private`, which the API roles cannot use: row-level
+-- security is checked on the table a query names, so a partition reachable directly would
+-- bypass the policies of its parent. Queries go through the parents below.
+
+create schema if not exists swiperec_private;
+revoke all on schema swiperec_private from public;
 
 create table if not exists public.video_embeddings (
     model_version text not null,
@@ -118,6 +127,32 @@ create table if not exists public.user_embeddings (
     updated_at    timestamptz not null default now(),
     primary key (model_version, user_id)
 ) partition by list (model_version);
+
+-- The partition of one model version's embeddings, created (empty, attached) when missing.
+-- kind is 'video' or 'user'. The name carries a hash of the version, so any version string
+-- makes a valid, unique table name.
+create or replace function swiperec_private.embedding_partition(kind text, version text)
+returns regclass
+language plpgsql
+as $$
+declare
+    parent regclass;
+    partition_name text := format('%s_embeddings_%s', kind, left(md5(version), 16));
+    existing regclass := to_regclass(format('swiperec_private.%I', partition_name));
+begin
+    if kind not in ('video', 'user') then
+        raise exception 'embedding kind must be video or user, got %', kind;
+    end if;
+    if existing is not null then
+        return existing;
+    end if;
+    parent := format('public.%I', kind || '_embeddings')::regclass;
+    execute format('create table swiperec_private.%I partition of %s for values in (%L)',
+                   partition_name, parent, version);
+    execute format('alter table swiperec_private.%I enable row level security', partition_name);
+    return format('swiperec_private.%I', partition_name)::regclass;
+end
+$$;
 
 comment on table public.video_embeddings is
     'Video tower output per model version: 768-d, L2-normalised, so cosine = dot product.';
@@ -186,8 +221,13 @@ drop policy if exists user_embeddings_select_own on public.user_embeddings;
 create policy user_embeddings_select_own on public.user_embeddings
     for select to authenticated using (user_id = (select auth.uid()));
 
+-- Supabase grants the API roles everything on `public` by default and leaves the rest to RLS.
+-- Narrow that to what the app needs, so a policy mistake is not the only line of defence.
+revoke all on all tables in schema public from anon, authenticated;
+revoke all on all sequences in schema public from anon, authenticated;
 grant usage on schema public to anon, authenticated;
 grant select on public.videos to anon, authenticated;
-grant select, insert on public.user_video_decisions to authenticated;
+grant select on public.user_video_decisions to authenticated;
+grant insert (video_id, decision) on public.user_video_decisions to authenticated;
 grant select on public.user_video_latest_decisions to authenticated;
 grant select on public.user_embeddings to authenticated;

@@ -40,7 +40,7 @@ from swiperec.data.validation import (
     check_header,
     read_rows,
 )
-from swiperec.db.copy import Column, copy_binary
+from swiperec.db.binary_copy import Column, copy_binary
 
 __all__ = ["FileReport", "ImportFileError", "ImportReport", "import_files"]
 
@@ -339,7 +339,9 @@ _MERGE = {
         order by s.line_number
         on conflict (reviewer_id, video_id) do update set
             rating = excluded.rating, created_at = excluded.created_at
+        -- an older export re-imported later must not undo a newer review
         where (r.rating, r.created_at) is distinct from (excluded.rating, excluded.created_at)
+          and excluded.created_at >= r.created_at
         returning (r.xmax = 0) as inserted""",
     "decisions": """
         insert into public.user_video_decisions (user_id, video_id, decision, created_at)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from swiperec.db.copy import Column, copy_binary
+from swiperec.db.binary_copy import Column, copy_binary
 
 DATA_TABLES = (
     "public.user_video_decisions",
@@ -68,9 +68,11 @@ def load_synthetic(
     say("analyze")
     autocommit = conn.autocommit
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("analyze public.videos, public.video_reviews, public.user_video_decisions")
-    conn.autocommit = autocommit
+    try:
+        with conn.cursor() as cur:
+            cur.execute("analyze public.videos, public.video_reviews, public.user_video_decisions")
+    finally:
+        conn.autocommit = autocommit
     return counts
 
 

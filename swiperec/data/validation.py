@@ -335,7 +335,7 @@ class RowValidator:
         return int(value)
 
 
-# Each column's parser, and the type of its value as `swiperec.db.copy` names it.
+# Each column's parser, and the type of its value as `swiperec.db.binary_copy` names it.
 _FIELDS = {
     "external_id": (RowValidator.identifier, "text"),
     "title": (RowValidator.title, "text"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import psycopg2
-import psycopg2.extensions
 
 
 def database_url(home=None) -> str:
@@ -45,7 +44,10 @@ def connect(url: str | None = None, *, application_name: str = "swiperec"):
 
 def redact(url: str) -> str:
     """The URL with any password replaced by `***`, for printing."""
-    parsed = psycopg2.extensions.parse_dsn(url)
-    if "password" not in parsed:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
         return url
-    return url.replace(parsed["password"], "***")
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))

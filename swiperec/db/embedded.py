@@ -200,13 +200,13 @@ def _run(program: str, args: list[str], *, pgdata: Path, user: str | None) -> st
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether `pid` is a running postgres (after a reboot the pid may belong to another)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).name() == "postgres"
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _port_free(port: int) -> bool:

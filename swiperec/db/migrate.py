@@ -78,8 +78,19 @@ def has_supabase_auth(conn) -> bool:
 
 
 def apply_local_bootstrap(conn) -> None:
-    """Create stand-ins for Supabase's roles and `auth.uid()` (embedded or plain servers only)."""
+    """Create stand-ins for Supabase's roles and `auth.uid()` (embedded or plain servers only).
+
+    Refused on a Supabase project (recognised by its `auth.users` table), whose real roles,
+    grants and `auth` schema must stay as Supabase made them.
+    """
     with conn.cursor() as cur:
+        cur.execute("select to_regclass('auth.users') is not null")
+        if cur.fetchone()[0]:
+            conn.rollback()
+            raise RuntimeError(
+                "this server has Supabase's auth schema: run `swiperec db migrate` without "
+                "--auth-stand-in (stand-ins are for the embedded or a plain PostgreSQL server)"
+            )
         cur.execute(LOCAL_BOOTSTRAP.read_text(encoding="utf-8"))
     conn.commit()
 

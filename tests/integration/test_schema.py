@@ -117,10 +117,7 @@ def test_embeddings_are_vector_768(conn):
             " where attrelid = 'public.video_embeddings'::regclass and attname = 'embedding'"
         )
         assert cur.fetchone()[0] == "vector(768)"
-        cur.execute(
-            "create table public.video_embeddings_t partition of public.video_embeddings"
-            " for values in ('t')"
-        )
+        cur.execute("select swiperec_private.embedding_partition('video', 't')")
         cur.execute(
             "insert into public.video_embeddings (model_version, video_id, embedding)"
             " values ('t', 1, %s)",
@@ -202,10 +199,8 @@ def test_row_level_security_keeps_users_to_their_own_rows(conn):
                 " values (%s, %s, 'like')",
                 (user, video),
             )
-        cur.execute(
-            "create table public.user_embeddings_t partition of public.user_embeddings"
-            " for values in ('t')"
-        )
+        cur.execute("select swiperec_private.embedding_partition('user', 't')")
+        partition = cur.fetchone()[0]
         for user in (USER_A, USER_B):
             cur.execute(
                 "insert into public.user_embeddings (model_version, user_id, embedding)"
@@ -224,26 +219,55 @@ def test_row_level_security_keeps_users_to_their_own_rows(conn):
         assert cur.fetchall() == [(USER_A,)]
         cur.execute("select count(*) from public.videos")
         assert cur.fetchone()[0] == 1
-        cur.execute("select count(*) from public.video_reviews")  # no policy: nothing visible
-        assert cur.fetchone()[0] == 0
+        cur.execute("savepoint before_reviews")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):  # reviews: service only
+            cur.execute("select count(*) from public.video_reviews")
+        cur.execute("rollback to savepoint before_reviews")
+        # The app sends only the video and the answer; who and when come from the JWT and clock.
         cur.execute(
-            "insert into public.user_video_decisions (user_id, video_id, decision)"
-            " values (%s, %s, 'nope')",
-            (USER_A, video),
+            "insert into public.user_video_decisions (video_id, decision) values (%s, 'nope')"
+            " returning user_id::text",
+            (video,),
         )
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
-            cur.execute(
+        assert cur.fetchone() == (USER_A,)
+        cur.execute("savepoint before_denials")
+        denied = [
+            (
                 "insert into public.user_video_decisions (user_id, video_id, decision)"
-                " values (%s, %s, 'nope')",
-                (USER_B, video),
-            )
+                f" values ('{USER_B}', {video}, 'nope')",
+                "permission denied",
+            ),
+            (
+                "insert into public.user_video_decisions (video_id, decision, created_at)"
+                f" values ({video}, 'like', '2099-01-01')",
+                "permission denied",
+            ),
+            (f"select * from {partition}", "permission denied for schema swiperec_private"),
+            ("delete from public.user_video_decisions", "permission denied"),
+            ("update public.user_embeddings set embedding = embedding", "permission denied"),
+            ("truncate public.user_video_decisions", "permission denied"),
+            ("select nextval('public.videos_id_seq')", "permission denied"),
+            ("select swiperec_private.embedding_partition('user', 'x')", "permission denied"),
+        ]
+        for statement, message in denied:
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege, match=message):
+                cur.execute(statement)
+            cur.execute("rollback to savepoint before_denials")
         conn.rollback()
 
         cur.execute("set local role anon")
         cur.execute("select count(*) from public.videos")
         assert cur.fetchone()[0] == 1
-        cur.execute("select count(*) from public.user_video_decisions")
-        assert cur.fetchone()[0] == 0
+        cur.execute("savepoint anon_denials")
+        for statement in (
+            "select count(*) from public.user_video_decisions",
+            "select count(*) from public.user_embeddings",
+            f"select count(*) from {partition}",
+            f"insert into public.user_video_decisions (video_id, decision) values ({video}, 'like')",
+        ):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(statement)
+            cur.execute("rollback to savepoint anon_denials")
     conn.rollback()
 
 

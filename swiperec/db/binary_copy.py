@@ -169,7 +169,7 @@ def _encode_field(column: Column, start: int, stop: int):
         value_dtype = np.dtype(_FIXED[pg_type])
         fixed = np.empty(len(values), dtype=[("len", ">i4"), ("v", value_dtype)])
         fixed["len"] = value_dtype.itemsize
-        fixed["v"] = _to_wire(pg_type, values, column.name)
+        fixed["v"] = _to_wire(pg_type, values, column.name, nulls)
     if nulls is None or not nulls.any():
         return fixed
     rows = fixed.view(np.uint8).reshape(len(fixed), -1).copy()
@@ -179,11 +179,24 @@ def _encode_field(column: Column, start: int, stop: int):
     return rows[keep], np.where(nulls, 4, rows.shape[1]).astype(np.int64)
 
 
-def _to_wire(pg_type: str, values, name: str) -> np.ndarray:
-    if pg_type == "date":
-        return (np.asarray(values).astype("datetime64[D]") - _PG_EPOCH_DAYS).astype(np.int64)
-    if pg_type in ("timestamptz", "timestamp"):
-        return (np.asarray(values).astype("datetime64[us]") - _PG_EPOCH_US).astype(np.int64)
+def _to_wire(pg_type: str, values, name: str, nulls: np.ndarray | None) -> np.ndarray:
+    """Values as the integers or bytes PostgreSQL expects; refuses what would silently change
+    (an integer out of the column's range, a NaT not marked as NULL)."""
+    present = slice(None) if nulls is None else ~nulls
+    if pg_type in ("date", "timestamptz", "timestamp"):
+        unit = "D" if pg_type == "date" else "us"
+        times = np.asarray(values).astype(f"datetime64[{unit}]")
+        if np.isnat(times[present]).any():
+            raise ValueError(f"{name}: NaT where no NULL is marked (pass nulls=np.isnat(...))")
+        epoch = _PG_EPOCH_DAYS if pg_type == "date" else _PG_EPOCH_US
+        return (times - epoch).astype(np.int64)
+    if pg_type in ("int2", "int4", "int8"):
+        ints = np.asarray(values)
+        limits = np.iinfo(np.dtype(_FIXED[pg_type]))
+        checked = ints[present]
+        if checked.size and (checked.min() < limits.min or checked.max() > limits.max):
+            raise ValueError(f"{name}: values outside the range of {pg_type}")
+        return ints
     if pg_type == "uuid":
         array = np.asarray(values, dtype=np.uint8)
         if array.ndim != 2 or array.shape[1] != 16:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from swiperec.db.copy import HEADER, TRAILER, Column, encode
+from swiperec.db.binary_copy import HEADER, TRAILER, Column, encode
 
 
 def test_one_int4_row_is_count_length_value():
@@ -79,7 +79,7 @@ def test_chunking_does_not_change_the_payload():
         Column("n", "int8", np.arange(5)),
     ]
     whole = encode(columns)
-    from swiperec.db.copy import _encode_stream
+    from swiperec.db.binary_copy import _encode_stream
 
     assert b"".join(_encode_stream(columns, 5, chunk_rows=2)) == whole
 
@@ -92,3 +92,15 @@ def test_fixed_width_bytes_text_must_be_exact_width():
 def test_columns_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="differ in length"):
         encode([Column("a", "int4", np.arange(2)), Column("b", "int4", np.arange(3))])
+
+
+def test_values_that_would_change_on_the_way_are_refused():
+    with pytest.raises(ValueError, match="outside the range of int4"):
+        encode([Column("n", "int4", np.array([2**31 + 5]))])
+    with pytest.raises(ValueError, match="NaT"):
+        encode([Column("d", "date", np.array(["NaT"], dtype="datetime64[D]"))])
+    # A NaT marked as NULL is fine.
+    payload = encode(
+        [Column("d", "date", np.array(["NaT"], dtype="datetime64[D]"), nulls=np.array([True]))]
+    )
+    assert payload == HEADER + b"\x00\x01" + b"\xff\xff\xff\xff" + TRAILER
