@@ -263,7 +263,8 @@ def test_row_level_security_keeps_users_to_their_own_rows(conn):
             "select count(*) from public.user_video_decisions",
             "select count(*) from public.user_embeddings",
             f"select count(*) from {partition}",
-            f"insert into public.user_video_decisions (video_id, decision) values ({video}, 'like')",
+            "insert into public.user_video_decisions (video_id, decision)"
+            f" values ({video}, 'like')",
         ):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
