@@ -1,0 +1,1 @@
+"""Features: configuration, snapshot events, per-user history features, training examples."""

@@ -1,0 +1,300 @@
+"""The feature-transform step: a snapshot in, TFT transform graph and split examples out.
+
+    run_transform("artifacts/snapshot", "artifacts/transform", "artifacts/examples",
+                  FeatureConfig(), ["--runner=DirectRunner"])
+
+The Beam pipeline reads the snapshot's decisions and reviews, groups them per user, and walks
+each user's history in time order (`build_user_examples`): every example carries the user's
+features as of its own time, so no feature sees a decision at or after it. Examples get their
+video's raw features, are split by time, and pass through TensorFlow Transform: analysed on the
+training split only, then applied to all three splits.
+
+Outputs:
+    transform_dir/        the TFT output (transform graph, vocabularies, schemas)
+    examples_dir/{train,validation,test}/part-*.tfrecord.gz   transformed tf.Examples
+    metadata.json in both: counts, vocabulary sizes, split boundaries, config, snapshot hash
+
+Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue and the
+negative sampler (a few hundred MB at 200k videos) are side inputs, broadcast to each worker.
+    Dataflow: --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+              --staging_location=gs://B/staging --sdk_container_image=<the pipeline image>
+    Flink:    --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER
+              --environment_config=<the pipeline image>
+    Spark:    --runner=SparkRunner --spark_master_url=spark://HOST:7077 (same environment flags)
+with the snapshot and output folders on gs:// (or another filesystem all workers see).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from swiperec.features.config import FeatureConfig
+from swiperec.features.events import load_snapshot
+from swiperec.features.examples import NegativeSampler, build_user_examples, split_boundaries
+
+SPLITS = ("train", "validation", "test")
+_DAY_US = 86_400 * 1_000_000
+
+
+@dataclass
+class TransformResult:
+    transform_dir: str
+    examples_dir: str
+    metadata: dict
+
+
+def video_raw_features(catalogue, position: int, at_us: int) -> dict:
+    """The video's raw features for an example at `at_us` (UTC microseconds)."""
+    release = catalogue.release_date[position]
+    if np.isnat(release):
+        age_days = 0.0
+    else:
+        release_us = release.astype("datetime64[us]").astype(np.int64)
+        age_days = max(0.0, (at_us - release_us) / _DAY_US)
+    duration = catalogue.duration_sec[position]
+    return {
+        "title": catalogue.title[position],
+        "description": catalogue.description[position],
+        "genres": list(catalogue.genres[position]),
+        "maker": catalogue.maker[position],
+        "performers": list(catalogue.performers[position]),
+        "duration_sec": 0.0 if np.isnan(duration) else float(duration),
+        "age_days": float(age_days),
+    }
+
+
+def _user_events(batch, kind: str, config: FeatureConfig):
+    """One Parquet record batch of decisions or reviews -> (user_key, event) pairs.
+
+    An event is (time_us, video_id, label, is_pseudo). Reviews become pseudo-user events:
+    rating >= like_rating is a like, <= nope_rating a nope, anything between is dropped.
+    """
+    columns = batch.to_pydict()
+    times = np.asarray(batch.column("created_at").cast("int64").to_numpy(zero_copy_only=False))
+    if kind == "decisions":
+        keys = columns["user_id"]
+        labels = [1 if d == "like" else 0 for d in columns["decision"]]
+        pseudo = False
+    else:
+        keys = ["review:" + r for r in columns["reviewer_id"]]
+        labels = [
+            1 if r >= config.like_rating else 0 if r <= config.nope_rating else -1
+            for r in columns["rating"]
+        ]
+        pseudo = True
+    for key, time_us, video_id, label in zip(keys, times, columns["video_id"], labels, strict=True):
+        if label >= 0:
+            yield key, (int(time_us), int(video_id), label, pseudo)
+
+
+def _build_examples_fn(config: FeatureConfig):
+    import apache_beam as beam
+
+    class BuildUserExamples(beam.DoFn):
+        """One user's grouped events -> that user's raw examples, with video features."""
+
+        def process(self, keyed, catalogue, sampler, boundaries):
+            yield from _user_examples(keyed, catalogue, sampler, boundaries, config)
+
+    return BuildUserExamples()
+
+
+def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig):
+    """(user_key, events) -> the user's raw examples, each with its video's raw features."""
+    from apache_beam.metrics import Metrics
+
+    user_key, events = keyed
+    # A decision on a video outside the snapshot's catalogue cannot be featurised; the
+    # snapshot makes this impossible, so count it rather than fail a whole run on it.
+    known = [e for e in events if catalogue.contains(e[1])]
+    if len(known) < len(events):
+        Metrics.counter("events", "unknown_video").inc(len(events) - len(known))
+    if not known:
+        return
+    events = sorted(known)  # time, then video id: a deterministic order for equal times
+    times = np.array([e[0] for e in events], dtype=np.int64)
+    videos = np.array([e[1] for e in events], dtype=np.int64)
+    labels = np.array([e[2] for e in events], dtype=np.int8)
+    examples = build_user_examples(
+        user_key,
+        events[0][3],
+        videos,
+        labels,
+        times,
+        catalogue,
+        sampler,
+        boundaries,
+        config,
+    )
+    positions = catalogue.index_of(np.array([e["video_id"] for e in examples], np.int64))
+    for example, position in zip(examples, positions, strict=True):
+        example.update(video_raw_features(catalogue, position, example["example_time_us"]))
+        yield example
+
+
+def run_transform(
+    snapshot: str,
+    transform_dir: str,
+    examples_dir: str,
+    config: FeatureConfig | None = None,
+    pipeline_args: list[str] | None = None,
+) -> TransformResult:
+    """Run the feature transform over `snapshot` (local paths or gs:// URIs throughout)."""
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    from swiperec.features.preprocessing import make_preprocessing_fn, raw_feature_spec
+
+    config = config or FeatureConfig()
+    started = time.time()
+    catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
+    boundaries = split_boundaries(events, config)
+    sampler = NegativeSampler(catalogue, events, boundaries, config)
+    del events  # the pipeline re-reads the events; only the catalogue and sampler travel
+
+    raw_metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(raw_feature_spec())
+    )
+    raw_names = set(raw_feature_spec())
+    options = PipelineOptions(pipeline_args or [])
+    temp_dir = tempfile.mkdtemp(prefix="swiperec-tft-")
+
+    with beam.Pipeline(options=options) as pipeline, tft_beam.Context(temp_dir=temp_dir):
+        catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
+        sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
+        boundaries_side = beam.pvalue.AsSingleton(
+            pipeline | "Boundaries" >> beam.Create([boundaries])
+        )
+        sources = []
+        for kind in ("decisions", "reviews"):
+            sources.append(
+                pipeline
+                | f"Read {kind}"
+                >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
+                | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
+            )
+        examples = (
+            sources
+            | "All events" >> beam.Flatten()
+            | "Per user" >> beam.GroupByKey()
+            | "Build examples"
+            >> beam.ParDo(_build_examples_fn(config), catalogue_side, sampler_side, boundaries_side)
+        )
+        by_split = examples | "Split" >> beam.Partition(
+            lambda example, n: SPLITS.index(example["split"]), len(SPLITS)
+        )
+        raw = {
+            split: by_split[i]
+            | f"Raw {split}"
+            >> beam.Map(lambda example: {k: v for k, v in example.items() if k in raw_names})
+            for i, split in enumerate(SPLITS)
+        }
+        for i, split in enumerate(SPLITS):
+            _ = by_split[i] | f"Count {split}" >> beam.Map(_count, split)
+
+        transform_fn = (raw["train"], raw_metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
+            make_preprocessing_fn(config)
+        )
+        _ = transform_fn | "Write transform" >> tft_beam.WriteTransformFn(transform_dir)
+        for split in SPLITS:
+            transformed, transformed_metadata = (
+                (raw[split], raw_metadata),
+                transform_fn,
+            ) | f"Transform {split}" >> tft_beam.TransformDataset()
+            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
+            _ = (
+                transformed
+                | f"Encode {split}" >> beam.Map(coder.encode)
+                | f"Write {split}"
+                >> beam.io.WriteToTFRecord(
+                    os.path.join(examples_dir, split, "part"),
+                    file_name_suffix=".tfrecord.gz",
+                )
+            )
+        result = pipeline.run()
+    result.wait_until_finish()
+
+    counts = _read_counts(result)
+    tft_output = tft.TFTransformOutput(transform_dir)
+    metadata = {
+        "snapshot": {
+            "path": snapshot,
+            "content_hash": snapshot_meta.get("content_hash"),
+            "cutoff": snapshot_meta.get("cutoff"),
+        },
+        "config": config.to_dict(),
+        "split_boundaries": {
+            "validation_start": _iso(boundaries.val_start_us),
+            "test_start": _iso(boundaries.test_start_us),
+        },
+        "counts": counts,
+        "vocabulary_sizes": _vocabulary_sizes(tft_output),
+        "transformed_features": sorted(tft_output.transformed_feature_spec()),
+        "seconds": round(time.time() - started, 2),
+    }
+    for folder in (transform_dir, examples_dir):
+        with tf.io.gfile.GFile(os.path.join(folder, "metadata.json"), "w") as handle:
+            handle.write(json.dumps(metadata, indent=2))
+    return TransformResult(transform_dir, examples_dir, metadata)
+
+
+def _count(example: dict, split: str) -> None:
+    from apache_beam.metrics import Metrics
+
+    kind = "positive" if example["label"] == 1 else example["negative_source"]
+    Metrics.counter("examples", f"{split}/{kind}").inc()
+    if example["user_source"] == "pseudo":
+        Metrics.counter("examples", f"{split}/pseudo").inc()
+
+
+def _read_counts(result) -> dict:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counts = {split: {"positive": 0, "nope": 0, "sampled": 0, "pseudo": 0} for split in SPLITS}
+    for counter in result.metrics().query(MetricsFilter().with_namespace("examples"))["counters"]:
+        split, kind = counter.key.metric.name.split("/")
+        counts[split][kind] = int(counter.committed or counter.attempted or 0)
+    for split in SPLITS:
+        c = counts[split]
+        c["examples"] = c["positive"] + c["nope"] + c["sampled"]
+    return counts
+
+
+def _vocabulary_sizes(tft_output) -> dict[str, int]:
+    from swiperec.features.preprocessing import (
+        GENRE_VOCAB,
+        MAKER_VOCAB,
+        PERFORMER_VOCAB,
+        RECENT_VIDEO_VOCAB,
+        TEXT_VOCAB,
+    )
+
+    return {
+        name: tft_output.vocabulary_size_by_name(name)
+        for name in (TEXT_VOCAB, GENRE_VOCAB, MAKER_VOCAB, PERFORMER_VOCAB, RECENT_VIDEO_VOCAB)
+    }
+
+
+def _iso(time_us: int) -> str:
+    return str(np.datetime64(int(time_us), "us")) + "Z"
+
+
+def read_metadata(folder: str) -> dict:
+    """The metadata.json of a finished transform run (its transform or examples folder)."""
+    import tensorflow as tf
+
+    path = os.path.join(folder, "metadata.json")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{folder} is not a finished transform output (no metadata.json)")
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)

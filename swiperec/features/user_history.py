@@ -1,0 +1,218 @@
+"""A user's like/nope history and the raw user features it answers as of any later time.
+
+Written once and shared by training (the example builder walks each user's events in time
+order), the batch refresh of user embeddings and the real-time cold start: the same code makes
+the features a model was trained on and the features it is served with.
+
+Recency weighting is exponential: an event `d` days before the query time weighs
+`0.5 ** (d / recency_half_life_days)`. Weights are stored "forward-scaled", as
+`2 ** ((t_event - anchor) / half_life)`, so an `add` touches only the counters of its own
+video, and a query multiplies by one factor; the anchor moves forward (rescaling everything
+once) before the scaled values could overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from itertools import chain
+
+from swiperec.features.config import FeatureConfig, char_ngrams
+from swiperec.features.events import Catalogue
+
+DAY_US = 86_400 * 1_000_000
+# Rescale once forward-scaled weights pass 2**256 (~1e77): far from float64's 1e308 limit.
+_RESCALE_HALF_LIVES = 256.0
+
+# The raw user features, in the order `features` returns them: a contract with the TFT
+# preprocessing_fn (swiperec/features/preprocessing.py).
+USER_FEATURE_NAMES = (
+    "user_source",
+    "like_count",
+    "nope_count",
+    "like_ratio",
+    "recency_like_count",
+    "recency_nope_count",
+    "recency_like_ratio",
+    "days_since_last_decision",
+    "tenure_days",
+    "has_history",
+    "liked_genres",
+    "liked_genre_weights",
+    "noped_genres",
+    "noped_genre_weights",
+    "liked_makers",
+    "liked_maker_weights",
+    "noped_makers",
+    "noped_maker_weights",
+    "liked_title_ngrams",
+    "recent_liked_videos",
+)
+
+
+class UserHistory:
+    """A user's like/nope history, updated one decision at a time, answering the raw user
+    features as of a time.
+
+    Events must be added in time order (equal times allowed). `features(at_us)` uses only the
+    events added so far, so a caller that wants "strictly before t" adds the events at t after
+    asking. Picklable; holds a reference to the catalogue it reads genres, makers and titles from.
+    """
+
+    def __init__(self, catalogue: Catalogue, config: FeatureConfig, is_pseudo: bool):
+        self._catalogue = catalogue
+        self._config = config
+        self._source = "pseudo" if is_pseudo else "real"
+        self._half_life_us = config.recency_half_life_days * DAY_US
+        self._counts = [0, 0]  # nopes, likes
+        self._scaled = [0.0, 0.0]  # forward-scaled recency weights of nopes, likes
+        self._genres: tuple[dict[str, float], dict[str, float]] = ({}, {})  # noped, liked
+        self._makers: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        # (names, shares) per dict, in the order noped genres, liked genres, noped makers,
+        # liked makers; None when the dict changed since: a nope leaves the liked lists alone.
+        self._shares: list[tuple[list[str], list[float]] | None] = [None] * 4
+        # Most recent first; each entry is one liked title's n-gram list.
+        self._title_ngrams: deque[list[str]] = deque(maxlen=config.history_titles)
+        self._liked_videos: deque[str] = deque(maxlen=config.history_videos)
+        self._title_ngrams_joined: list[str] | None = []  # None: a like came since
+        self._first_us: int | None = None
+        self._last_us: int | None = None
+        self._anchor_us = 0
+
+    def __len__(self) -> int:
+        """Number of events added."""
+        return self._counts[0] + self._counts[1]
+
+    def add(self, video_id: int, label: int, time_us: int) -> None:
+        """Record a decision: `label` 1 like / 0 nope on `video_id` at `time_us` (UTC µs).
+
+        Raises KeyError for a video not in the catalogue, ValueError for a bad label or a time
+        before the last added event.
+        """
+        position = int(self._catalogue.index_of([video_id])[0])
+        self.add_at_position(position, label, time_us)
+
+    def add_at_position(self, position: int, label: int, time_us: int) -> None:
+        """`add` for a video given by its catalogue row position (saves the id lookup)."""
+        if label not in (0, 1):
+            raise ValueError(f"label must be 1 (like) or 0 (nope), got {label!r}")
+        time_us = int(time_us)
+        if self._last_us is None:
+            self._first_us = self._anchor_us = time_us
+        elif time_us < self._last_us:
+            raise ValueError(
+                f"events must be added in time order: {time_us} µs is before the last "
+                f"event at {self._last_us} µs"
+            )
+        self._last_us = time_us
+        exponent = (time_us - self._anchor_us) / self._half_life_us
+        if exponent > _RESCALE_HALF_LIVES:
+            self._rescale(time_us)
+            exponent = 0.0
+        weight = math.exp2(exponent)
+
+        label = int(label)
+        self._shares[label] = self._shares[2 + label] = None
+        self._counts[label] += 1
+        self._scaled[label] += weight
+        genres = self._genres[label]
+        for genre in self._catalogue.genres[position]:
+            genres[genre] = genres.get(genre, 0.0) + weight
+        maker = self._catalogue.maker[position]
+        if maker:  # '' is a NULL maker: no maker to like or dislike
+            makers = self._makers[label]
+            makers[maker] = makers.get(maker, 0.0) + weight
+        if label == 1:
+            config = self._config
+            self._title_ngrams_joined = None
+            if config.history_titles:
+                self._title_ngrams.appendleft(
+                    char_ngrams(self._catalogue.title[position], config.ngram_min, config.ngram_max)
+                )
+            self._liked_videos.appendleft(self._catalogue.external_id[position])
+
+    def _rescale(self, time_us: int) -> None:
+        """Move the anchor to `time_us`, multiplying every stored weight by the same factor."""
+        factor = math.exp2(-(time_us - self._anchor_us) / self._half_life_us)
+        self._anchor_us = time_us
+        self._shares = [None] * 4
+        self._scaled = [value * factor for value in self._scaled]
+        for weights in (*self._genres, *self._makers):
+            for key, value in list(weights.items()):
+                # A weight that underflows to 0 has no share left; dropping it keeps every
+                # total positive even after thousands of half-lives.
+                if value * factor > 0.0:
+                    weights[key] = value * factor
+                else:
+                    del weights[key]
+
+    def features(self, at_us: int) -> dict:
+        """The raw user features as of `at_us` (UTC µs), from the events added so far.
+
+        Returns every name in `USER_FEATURE_NAMES`: `user_source` "real"/"pseudo"; float
+        counts, smoothed ratios `(likes + 1) / (likes + nopes + 2)`, recency-decayed counts
+        and their smoothed ratio; `days_since_last_decision`, `tenure_days` (days, 0 with no
+        history) and `has_history` (0/1); liked/noped genres and makers with their
+        recency-weighted shares (each list's weights sum to 1; sorted by weight descending,
+        then name); `liked_title_ngrams`: the char n-grams of the last `history_titles` liked
+        titles, most recent title first, concatenated; `recent_liked_videos`: external ids of
+        the last `history_videos` likes, most recent first. Lists may be empty. Raises
+        ValueError if `at_us` is before the last added event (that would leak it).
+        """
+        at_us = int(at_us)
+        nopes, likes = self._counts
+        if self._last_us is None:
+            recency_nopes = recency_likes = days_since_last = tenure = 0.0
+        else:
+            if at_us < self._last_us:
+                raise ValueError(
+                    f"features asked at {at_us} µs, before the last added event at "
+                    f"{self._last_us} µs: the history would include its future"
+                )
+            decay = math.exp2(-(at_us - self._anchor_us) / self._half_life_us)
+            recency_nopes = self._scaled[0] * decay
+            recency_likes = self._scaled[1] * decay
+            days_since_last = (at_us - self._last_us) / DAY_US
+            tenure = (at_us - self._first_us) / DAY_US
+        for k, weights in enumerate((*self._genres, *self._makers)):
+            if self._shares[k] is None:
+                self._shares[k] = _shares(weights)
+        if self._title_ngrams_joined is None:
+            self._title_ngrams_joined = list(chain.from_iterable(self._title_ngrams))
+        shares = [(list(names), list(values)) for names, values in self._shares]
+        (noped_genres, noped_genre_weights), (liked_genres, liked_genre_weights) = shares[:2]
+        (noped_makers, noped_maker_weights), (liked_makers, liked_maker_weights) = shares[2:]
+        return {
+            "user_source": self._source,
+            "like_count": float(likes),
+            "nope_count": float(nopes),
+            "like_ratio": (likes + 1.0) / (likes + nopes + 2.0),
+            "recency_like_count": recency_likes,
+            "recency_nope_count": recency_nopes,
+            "recency_like_ratio": (recency_likes + 1.0) / (recency_likes + recency_nopes + 2.0),
+            "days_since_last_decision": days_since_last,
+            "tenure_days": tenure,
+            "has_history": 1.0 if self._last_us is not None else 0.0,
+            "liked_genres": liked_genres,
+            "liked_genre_weights": liked_genre_weights,
+            "noped_genres": noped_genres,
+            "noped_genre_weights": noped_genre_weights,
+            "liked_makers": liked_makers,
+            "liked_maker_weights": liked_maker_weights,
+            "noped_makers": noped_makers,
+            "noped_maker_weights": noped_maker_weights,
+            "liked_title_ngrams": list(self._title_ngrams_joined),
+            "recent_liked_videos": list(self._liked_videos),
+        }
+
+
+def _shares(weights: dict[str, float]) -> tuple[list[str], list[float]]:
+    """Names sorted by weight (descending, then name) and their shares of the total.
+
+    The shares need no decay factor: every stored weight carries the same one, so it cancels.
+    """
+    if not weights:
+        return [], []
+    total = sum(weights.values())
+    ranked = sorted([(-value, name) for name, value in weights.items()])
+    return [name for _, name in ranked], [-negative / total for negative, _ in ranked]

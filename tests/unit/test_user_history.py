@@ -1,0 +1,244 @@
+"""Char n-grams (the TF graph's twin), FeatureConfig, and UserHistory's features on hand cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from datetime import UTC, datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from swiperec.features.config import FeatureConfig, char_ngrams, datetime_to_us
+from swiperec.features.events import catalogue_from_table
+from swiperec.features.user_history import DAY_US, USER_FEATURE_NAMES, UserHistory
+
+T0 = datetime_to_us(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+# -- char_ngrams -------------------------------------------------------------------------------
+# Expected lists are what TF 2.21 printed for tf.strings.ngrams(tf.strings.unicode_split(text,
+# "UTF-8"), ngram_width=(lo..hi), separator=""): all narrow n-grams first, then wider ones.
+
+
+def test_char_ngrams_japanese_title():
+    assert char_ngrams("初恋の", 1, 2) == ["初", "恋", "の", "初恋", "恋の"]
+    assert char_ngrams("恋の放課後", 1, 2) == [
+        "恋", "の", "放", "課", "後", "恋の", "の放", "放課", "課後",
+    ]  # fmt: skip
+
+
+def test_char_ngrams_widths_one_to_three():
+    assert char_ngrams("初恋の夏", 1, 3) == [
+        "初", "恋", "の", "夏", "初恋", "恋の", "の夏", "初恋の", "恋の夏",
+    ]  # fmt: skip
+    assert char_ngrams("初恋の夏", 2, 3) == ["初恋", "恋の", "の夏", "初恋の", "恋の夏"]
+
+
+def test_char_ngrams_keeps_whitespace_and_drops_too_short_widths():
+    # A space (and an ideographic space) is a character like any other in the TF graph.
+    assert char_ngrams("ab c", 1, 2) == ["a", "b", " ", "c", "ab", "b ", " c"]
+    assert char_ngrams("夏　海", 2, 2) == ["夏　", "　海"]
+    # TF's preserve_short_sequences=False: a text shorter than a width has no such n-grams.
+    assert char_ngrams("a", 2, 3) == []
+    assert char_ngrams("ab", 1, 3) == ["a", "b", "ab"]
+
+
+def test_char_ngrams_empty_text():
+    assert char_ngrams("", 1, 2) == []
+    assert char_ngrams(None, 1, 2) == []
+
+
+# -- FeatureConfig ----------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_json():
+    config = FeatureConfig(
+        pseudo_user_weight=0.5,
+        val_start=datetime(2026, 3, 1, tzinfo=UTC),
+        test_start=datetime(2026, 4, 1, 9, tzinfo=timezone(timedelta(hours=9))),
+    )
+    assert config.test_start == datetime(2026, 4, 1, 0, tzinfo=UTC)  # normalised to UTC
+    restored = FeatureConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+    assert FeatureConfig.from_dict({}) == FeatureConfig()
+
+
+def test_config_reads_naive_datetimes_as_utc():
+    config = FeatureConfig(val_start=datetime(2026, 3, 1), test_start=datetime(2026, 4, 1))
+    assert config.val_start == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"like_rating": 2, "nope_rating": 2}, "nope_rating < like_rating"),
+        ({"like_rating": 6}, "like_rating <= 5"),
+        ({"pseudo_user_weight": -0.1}, "pseudo_user_weight must not be negative"),
+        ({"negatives_per_positive": float("nan")}, "must be finite"),
+        ({"recency_half_life_days": 0}, "recency_half_life_days must be positive"),
+        ({"history_titles": 2.5}, "history_titles must be an int"),
+        ({"seed": True}, "seed must be an int"),
+        ({"ngram_min": 3, "ngram_max": 2}, "ngram_min <= ngram_max"),
+        ({"val_start": datetime(2026, 3, 1)}, "give both val_start and test_start"),
+        (
+            {"val_start": datetime(2026, 4, 1), "test_start": datetime(2026, 3, 1)},
+            "must be before test_start",
+        ),
+    ],
+)
+def test_config_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureConfig(**changes)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown FeatureConfig keys"):
+        FeatureConfig.from_dict({"negatives_per_postive": 2.0})
+
+
+# -- UserHistory ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalogue():
+    return catalogue_from_table(
+        pa.table(
+            {
+                "id": [1, 2, 3, 4],
+                "external_id": ["v1", "v2", "v3", "v4"],
+                "title": ["初恋", "夏祭り", "", "海"],
+                "genres": [["恋愛", "ドラマ"], ["恋愛"], [], ["アクション"]],
+                "maker": ["A", "B", None, "A"],
+            }
+        )
+    )
+
+
+# Half-life one day, so weights are powers of two of the event's age in days.
+CONFIG = FeatureConfig(recency_half_life_days=1.0, history_titles=2, history_videos=2)
+
+
+def test_empty_history(catalogue):
+    features = UserHistory(catalogue, CONFIG, is_pseudo=False).features(T0)
+    assert list(features) == list(USER_FEATURE_NAMES)
+    assert features["user_source"] == "real"
+    for name in ("like_count", "nope_count", "recency_like_count", "recency_nope_count",
+                 "days_since_last_decision", "tenure_days", "has_history"):  # fmt: skip
+        assert features[name] == 0.0, name
+    assert features["like_ratio"] == features["recency_like_ratio"] == 0.5  # (0 + 1) / (0 + 2)
+    for name in USER_FEATURE_NAMES[10:]:
+        assert features[name] == [], name
+
+
+def test_counts_ratios_recency_and_shares(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=True)
+    history.add(1, 1, T0)  # like 初恋: 恋愛, ドラマ, maker A
+    history.add(2, 1, T0 + DAY_US)  # like 夏祭り: 恋愛, maker B
+    history.add(4, 0, T0 + 2 * DAY_US)  # nope 海: アクション, maker A
+    features = history.features(T0 + 3 * DAY_US)
+    assert features["user_source"] == "pseudo"
+    assert features["like_count"] == 2.0 and features["nope_count"] == 1.0
+    assert features["like_ratio"] == pytest.approx(3 / 5)  # (2 + 1) / (3 + 2)
+    # At day 3 the likes are 3 and 2 days old, the nope 1 day: 1/8 + 1/4 and 1/2.
+    assert features["recency_like_count"] == pytest.approx(0.375)
+    assert features["recency_nope_count"] == pytest.approx(0.5)
+    assert features["recency_like_ratio"] == pytest.approx(1.375 / 2.875)
+    assert features["days_since_last_decision"] == pytest.approx(1.0)
+    assert features["tenure_days"] == pytest.approx(3.0)
+    assert features["has_history"] == 1.0
+    # 恋愛 carries both likes (1/8 + 1/4), ドラマ one (1/8): shares 3/4 and 1/4.
+    assert features["liked_genres"] == ["恋愛", "ドラマ"]
+    assert features["liked_genre_weights"] == pytest.approx([0.75, 0.25])
+    # Maker B's like is the more recent one: 1/4 against A's 1/8.
+    assert features["liked_makers"] == ["B", "A"]
+    assert features["liked_maker_weights"] == pytest.approx([2 / 3, 1 / 3])
+    assert features["noped_genres"] == ["アクション"] and features["noped_genre_weights"] == [1.0]
+    assert features["noped_makers"] == ["A"] and features["noped_maker_weights"] == [1.0]
+
+
+def test_decayed_count_halves_after_one_half_life(catalogue):
+    config = FeatureConfig(recency_half_life_days=30.0)
+    history = UserHistory(catalogue, config, is_pseudo=False)
+    history.add(1, 1, T0)
+    history.add(4, 0, T0)
+    assert history.features(T0)["recency_like_count"] == pytest.approx(1.0)
+    later = history.features(T0 + 30 * DAY_US)
+    assert later["recency_like_count"] == pytest.approx(0.5)
+    assert later["recency_nope_count"] == pytest.approx(0.5)
+    assert history.features(T0 + 60 * DAY_US)["recency_like_count"] == pytest.approx(0.25)
+    assert later["like_count"] == 1.0  # plain counts do not decay
+
+
+def test_equal_weights_sort_by_name(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    history.add(1, 1, T0)  # 恋愛 and ドラマ with the same weight
+    features = history.features(T0)
+    assert features["liked_genres"] == sorted(["恋愛", "ドラマ"])
+    assert features["liked_genre_weights"] == [0.5, 0.5]
+
+
+def test_title_ngrams_and_recent_videos_use_only_the_last_likes(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)  # last 2 titles, last 2 videos
+    history.add(1, 1, T0)  # 初恋: falls out of both windows
+    history.add(2, 1, T0 + 1)  # 夏祭り
+    history.add(3, 0, T0 + 2)  # a nope never enters the liked windows
+    history.add(4, 1, T0 + 3)  # 海
+    features = history.features(T0 + 4)
+    # Most recent title first; each title's n-grams in char_ngrams order.
+    assert features["liked_title_ngrams"] == ["海", "夏", "祭", "り", "夏祭", "祭り"]
+    assert features["recent_liked_videos"] == ["v4", "v2"]
+
+
+def test_repeated_titles_repeat_their_ngrams(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    history.add(4, 1, T0)
+    history.add(4, 1, T0 + DAY_US)  # a second like of the same video is a second answer
+    features = history.features(T0 + DAY_US)
+    assert features["like_count"] == 2.0
+    assert features["liked_title_ngrams"] == ["海", "海"]  # TF-IDF counts it twice
+    assert features["recent_liked_videos"] == ["v4", "v4"]
+
+
+def test_video_without_title_genres_or_maker(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    history.add(3, 1, T0)
+    features = history.features(T0)
+    assert features["like_count"] == 1.0
+    assert features["liked_genres"] == [] and features["liked_makers"] == []
+    assert features["liked_title_ngrams"] == []
+    assert features["recent_liked_videos"] == ["v3"]
+
+
+def test_history_refuses_out_of_order_events_and_past_queries(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    history.add(1, 1, T0 + DAY_US)
+    with pytest.raises(ValueError, match="time order"):
+        history.add(2, 1, T0)
+    with pytest.raises(ValueError, match="before the last added event"):
+        history.features(T0)
+    with pytest.raises(ValueError, match="label"):
+        history.add(2, 2, T0 + DAY_US)
+    with pytest.raises(KeyError, match="not in the catalogue"):
+        history.add(99, 1, T0 + DAY_US)
+
+
+def test_weights_stay_finite_across_thousands_of_half_lives(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)  # half-life: one day
+    history.add(1, 1, T0)
+    history.add(2, 1, T0 + 600 * DAY_US)  # the forward-scaled weights rescale on the way
+    history.add(4, 1, T0 + 3000 * DAY_US)
+    features = history.features(T0 + 3001 * DAY_US)
+    assert features["recency_like_count"] == pytest.approx(0.5)
+    assert features["liked_genres"] == ["アクション"]  # the older genres decayed to nothing
+    assert math.fsum(features["liked_maker_weights"]) == pytest.approx(1.0)
+    assert features["like_count"] == 3.0
+
+
+def test_history_pickles(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    history.add(1, 1, T0)
+    history.add(4, 0, T0 + DAY_US)
+    restored = pickle.loads(pickle.dumps(history))
+    assert restored.features(T0 + 2 * DAY_US) == history.features(T0 + 2 * DAY_US)
