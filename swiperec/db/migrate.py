@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from swiperec.errors import SwiperecError
+
 _MIGRATION_FILE = re.compile(r"^(\d{14})_([A-Za-z0-9_\-]+)\.sql$")
 _LOCK_KEY = 727_001  # any constant: identifies "swiperec migrations" among advisory locks
 
@@ -87,7 +89,7 @@ def apply_local_bootstrap(conn) -> None:
         cur.execute("select to_regclass('auth.users') is not null")
         if cur.fetchone()[0]:
             conn.rollback()
-            raise RuntimeError(
+            raise SwiperecError(
                 "this server has Supabase's auth schema: run `swiperec db migrate` without "
                 "--auth-stand-in (stand-ins are for the embedded or a plain PostgreSQL server)"
             )
@@ -131,7 +133,7 @@ def migrate(
         if local_bootstrap:
             apply_local_bootstrap(conn)
         elif not has_supabase_auth(conn):
-            raise RuntimeError(
+            raise SwiperecError(
                 "this server has no Supabase `auth` schema or `anon`/`authenticated` roles; "
                 "for a plain PostgreSQL run `swiperec db migrate --auth-stand-in`"
             )
@@ -153,7 +155,7 @@ def migrate(
                 conn.commit()
             except Exception as err:
                 conn.rollback()
-                raise RuntimeError(f"migration {migration.path.name} failed: {err}") from err
+                raise SwiperecError(f"migration {migration.path.name} failed: {err}") from err
             applied.append(migration)
         return applied
     finally:

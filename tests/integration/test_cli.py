@@ -39,23 +39,30 @@ def swiperec(*args, db_url, home, check=True):
     return result
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        [],
-        ["db"],
-        ["db", "migrate"],
-        ["data"],
-        ["data", "generate"],
-        ["data", "import"],
-        ["data", "oracle"],
-        ["data", "summary"],
-        ["demo"],
-    ],
+HELP_COMMANDS = (
+    "",
+    "db",
+    "db start",
+    "db stop",
+    "db status",
+    "db url",
+    "db migrate",
+    "db psql",
+    "data",
+    "data generate",
+    "data import",
+    "data oracle",
+    "data summary",
+    "snapshot",
+    "transform",
+    "demo",
 )
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
 def test_every_command_has_help(command):
     result = subprocess.run(
-        [sys.executable, "-m", "swiperec.cli", *command, "--help"],
+        [sys.executable, "-m", "swiperec.cli", *command.split(), "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -63,6 +70,7 @@ def test_every_command_has_help(command):
     assert result.returncode == 0 and "usage: swiperec" in result.stdout
 
 
+@pytest.mark.slow
 def test_generate_import_round_trip_and_oracle(db_url, pg_server, tmp_path):
     home = tmp_path / "home"
     out = tmp_path / "csv"
@@ -178,3 +186,63 @@ def test_embedded_server_commands_without_database_url(tmp_path):
         assert "42" in run("db", "psql", "-A", "-t", "-c", "select 42")
     finally:
         assert "stopped" in run("db", "stop")
+
+
+def test_demo_prints_url_counts_and_like_rate(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SWIPEREC_HOME"] = str(tmp_path / "home")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "swiperec.cli", "demo", *SMALL],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "database    postgresql://postgres@127.0.0.1:" in out
+        counts = {
+            line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ")
+        }
+        assert (
+            counts["videos"] == "300" and int(counts["user_video_decisions"].replace(",", "")) > 0
+        )
+        like_rate = float(
+            next(line for line in out.splitlines() if line.startswith("like rate")).split()[-1]
+        )
+        assert 0.2 < like_rate < 0.6
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "swiperec.cli", "db", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def test_demo_refuses_a_remote_database_without_allow_remote(db_url, tmp_path):
+    result = swiperec("demo", *SMALL, db_url=db_url, home=tmp_path, check=False)
+    assert result.returncode == 2 and "--allow-remote" in result.stderr
+
+
+def test_a_remote_database_is_not_migrated_behind_the_users_back(pg_server, tmp_path):
+    import psycopg2
+
+    admin = psycopg2.connect(pg_server.status().url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("drop database if exists unmigrated")
+        cur.execute("create database unmigrated")
+    url = pg_server.status().url.rsplit("/", 1)[0] + "/unmigrated"
+    try:
+        result = swiperec("data", "summary", db_url=url, home=tmp_path, check=False)
+        assert result.returncode == 2 and "swiperec db migrate" in result.stderr
+        assert "Traceback" not in result.stderr
+        migrated = swiperec("db", "migrate", "--auth-stand-in", db_url=url, home=tmp_path)
+        assert "applied" in migrated.stdout
+        assert "like rate" in swiperec("data", "summary", db_url=url, home=tmp_path).stdout
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("drop database unmigrated with (force)")
+        admin.close()

@@ -1,0 +1,5 @@
+import sys
+
+from swiperec.cli import main
+
+sys.exit(main())
