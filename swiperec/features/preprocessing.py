@@ -135,6 +135,12 @@ def char_ngram_tokens(text: tf.Tensor, ngram_min: int, ngram_max: int) -> tf.Rag
     )
 
 
+def _z_score(x: tf.Tensor) -> tf.Tensor:
+    """z-score with float64 analyzers: Beam combines partial sums in whatever order its bundles
+    finish, and float32 sums would differ in the last bits from run to run."""
+    return tf.cast(tft.scale_to_z_score(tf.cast(x, tf.float64)), tf.float32)
+
+
 def make_preprocessing_fn(config: FeatureConfig):
     """Returns the `preprocessing_fn` for `config` (vocabulary size, n-gram range)."""
 
@@ -170,18 +176,14 @@ def make_preprocessing_fn(config: FeatureConfig):
             num_oov_buckets=OOV_BUCKETS[PERFORMER_VOCAB],
         )
         minutes = tf.math.log1p(tf.maximum(inputs["duration_sec"], 0.0) / 60.0)
-        outputs["video_duration_z"] = tft.scale_to_z_score(minutes)
-        outputs["video_age_z"] = tft.scale_to_z_score(
-            tf.math.log1p(tf.maximum(inputs["age_days"], 0.0))
-        )
+        outputs["video_duration_z"] = _z_score(minutes)
+        outputs["video_age_z"] = _z_score(tf.math.log1p(tf.maximum(inputs["age_days"], 0.0)))
 
         # -- user ----------------------------------------------------------------------------
         outputs["user_is_pseudo"] = tf.cast(tf.equal(inputs["user_source"], "pseudo"), tf.float32)
         outputs["user_has_history"] = inputs["has_history"]
         for name in USER_COUNTS:
-            outputs[f"user_{name}_z"] = tft.scale_to_z_score(
-                tf.math.log1p(tf.maximum(inputs[name], 0.0))
-            )
+            outputs[f"user_{name}_z"] = _z_score(tf.math.log1p(tf.maximum(inputs[name], 0.0)))
         for name in USER_RATIOS:
             outputs[f"user_{name}"] = inputs[name]
         vocabularies = {GENRE_VOCAB: genre_vocab, MAKER_VOCAB: maker_vocab}

@@ -26,8 +26,10 @@ with the snapshot and output folders on gs:// (or another filesystem all workers
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -138,6 +140,69 @@ def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig)
         yield example
 
 
+def _build_pipeline(
+    pipeline, snapshot, transform_dir, examples_dir, config, catalogue, sampler, boundaries
+) -> None:
+    """Adds the transform's steps to `pipeline` (inside a `tft_beam.Context`)."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    from swiperec.features.preprocessing import make_preprocessing_fn, raw_feature_spec
+
+    raw_metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(raw_feature_spec())
+    )
+    raw_names = set(raw_feature_spec())
+    catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
+    sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
+    boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
+    sources = [
+        pipeline
+        | f"Read {kind}"
+        >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
+        | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
+        for kind in ("decisions", "reviews")
+    ]
+    examples = (
+        sources
+        | "All events" >> beam.Flatten()
+        | "Per user" >> beam.GroupByKey()
+        | "Build examples"
+        >> beam.ParDo(_build_examples_fn(config), catalogue_side, sampler_side, boundaries_side)
+    )
+    by_split = examples | "Split" >> beam.Partition(
+        lambda example, n: SPLITS.index(example["split"]), len(SPLITS)
+    )
+    raw = {}
+    for i, split in enumerate(SPLITS):
+        _ = by_split[i] | f"Count {split}" >> beam.Map(_count, split)
+        raw[split] = by_split[i] | f"Raw {split}" >> beam.Map(
+            lambda example: {k: v for k, v in example.items() if k in raw_names}
+        )
+
+    # Analysed on the training split only: validation and test statistics must not leak in.
+    transform_fn = (raw["train"], raw_metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
+        make_preprocessing_fn(config)
+    )
+    _ = transform_fn | "Write transform" >> tft_beam.WriteTransformFn(transform_dir)
+    for split in SPLITS:
+        transformed, transformed_metadata = (
+            (raw[split], raw_metadata),
+            transform_fn,
+        ) | f"Transform {split}" >> tft_beam.TransformDataset()
+        coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
+        _ = (
+            transformed
+            | f"Encode {split}" >> beam.Map(coder.encode)
+            | f"Write {split}"
+            >> beam.io.WriteToTFRecord(
+                os.path.join(examples_dir, split, "part"), file_name_suffix=".tfrecord.gz"
+            )
+        )
+
+
 def run_transform(
     snapshot: str,
     transform_dir: str,
@@ -151,9 +216,6 @@ def run_transform(
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
-
-    from swiperec.features.preprocessing import make_preprocessing_fn, raw_feature_spec
 
     config = config or FeatureConfig()
     started = time.time()
@@ -162,69 +224,22 @@ def run_transform(
     sampler = NegativeSampler(catalogue, events, boundaries, config)
     del events  # the pipeline re-reads the events; only the catalogue and sampler travel
 
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(raw_feature_spec())
-    )
-    raw_names = set(raw_feature_spec())
     options = PipelineOptions(pipeline_args or [])
     temp_dir = tempfile.mkdtemp(prefix="swiperec-tft-")
-
-    with beam.Pipeline(options=options) as pipeline, tft_beam.Context(temp_dir=temp_dir):
-        catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
-        sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
-        boundaries_side = beam.pvalue.AsSingleton(
-            pipeline | "Boundaries" >> beam.Create([boundaries])
+    pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
+    with tft_beam.Context(temp_dir=temp_dir):
+        _build_pipeline(
+            pipeline, snapshot, transform_dir, examples_dir, config, catalogue, sampler, boundaries
         )
-        sources = []
-        for kind in ("decisions", "reviews"):
-            sources.append(
-                pipeline
-                | f"Read {kind}"
-                >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
-                | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
-            )
-        examples = (
-            sources
-            | "All events" >> beam.Flatten()
-            | "Per user" >> beam.GroupByKey()
-            | "Build examples"
-            >> beam.ParDo(_build_examples_fn(config), catalogue_side, sampler_side, boundaries_side)
-        )
-        by_split = examples | "Split" >> beam.Partition(
-            lambda example, n: SPLITS.index(example["split"]), len(SPLITS)
-        )
-        raw = {
-            split: by_split[i]
-            | f"Raw {split}"
-            >> beam.Map(lambda example: {k: v for k, v in example.items() if k in raw_names})
-            for i, split in enumerate(SPLITS)
-        }
-        for i, split in enumerate(SPLITS):
-            _ = by_split[i] | f"Count {split}" >> beam.Map(_count, split)
-
-        transform_fn = (raw["train"], raw_metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
-            make_preprocessing_fn(config)
-        )
-        _ = transform_fn | "Write transform" >> tft_beam.WriteTransformFn(transform_dir)
-        for split in SPLITS:
-            transformed, transformed_metadata = (
-                (raw[split], raw_metadata),
-                transform_fn,
-            ) | f"Transform {split}" >> tft_beam.TransformDataset()
-            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
-            _ = (
-                transformed
-                | f"Encode {split}" >> beam.Map(coder.encode)
-                | f"Write {split}"
-                >> beam.io.WriteToTFRecord(
-                    os.path.join(examples_dir, split, "part"),
-                    file_name_suffix=".tfrecord.gz",
-                )
-            )
-        result = pipeline.run()
+    result = pipeline.run()
     result.wait_until_finish()
-
     counts = _read_counts(result)
+    # Beam and TF objects left for the interpreter's final teardown can crash it (exit code
+    # 139) after all work is done; release them while everything is still alive.
+    del pipeline, result
+    gc.collect()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
     tft_output = tft.TFTransformOutput(transform_dir)
     metadata = {
         "snapshot": {
@@ -246,6 +261,20 @@ def run_transform(
         with tf.io.gfile.GFile(os.path.join(folder, "metadata.json"), "w") as handle:
             handle.write(json.dumps(metadata, indent=2))
     return TransformResult(transform_dir, examples_dir, metadata)
+
+
+def _local_runner(pipeline_args: list[str] | None):
+    """Beam's in-process FnApiRunner when no --runner is given.
+
+    Beam's DirectRunner would first try its Prism runner, which downloads a binary at run time;
+    the FnApiRunner is what it falls back to, and takes the same options
+    (`--direct_num_workers=2 --direct_running_mode=multi_processing` for two processes).
+    """
+    if any(arg.startswith("--runner") for arg in pipeline_args or []):
+        return None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
 
 
 def _count(example: dict, split: str) -> None:

@@ -5,12 +5,12 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import tensorflow as tf  # noqa: E402
-from tensorflow_transform.beam import tft_unit  # noqa: E402
-from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils  # noqa: E402
+import tensorflow as tf
+from tensorflow_transform.beam import tft_unit
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from swiperec.features.config import FeatureConfig, char_ngrams  # noqa: E402
-from swiperec.features.preprocessing import (  # noqa: E402
+from swiperec.features.config import FeatureConfig, char_ngrams
+from swiperec.features.preprocessing import (
     make_preprocessing_fn,
     raw_feature_spec,
     user_feature_spec,

@@ -1,0 +1,290 @@
+"""The feature transform end to end: database -> snapshot -> TFT on Beam -> examples.
+
+One small synthetic data set is loaded, snapshotted and transformed once for the module; the
+KFP component runs it again through `.python_func` and through the KFP local runner, and those
+runs double as the determinism check.
+"""
+
+import glob
+import os
+
+import numpy as np
+import psycopg2
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from swiperec.data.load import load_synthetic
+from swiperec.data.snapshot import take_snapshot
+from swiperec.data.synthetic import SyntheticConfig, generate
+from swiperec.db import connect
+from swiperec.features.config import FeatureConfig
+from swiperec.features.transform import SPLITS, read_metadata, run_transform
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DATA = SyntheticConfig(
+    videos=400,
+    users=60,
+    pseudo_users=60,
+    decisions_per_user=25,
+    reviews_per_pseudo_user=10,
+    seed=11,
+)
+
+
+@pytest.fixture(scope="module")
+def snapshot_dir(pg_server, tmp_path_factory):
+    root = pg_server.status().url
+    admin = psycopg2.connect(root)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("drop database if exists transform_data")
+        cur.execute("create database transform_data template swiperec_template")
+    conn = connect(root.rsplit("/", 1)[0] + "/transform_data")
+    load_synthetic(conn, generate(DATA))
+    folder = tmp_path_factory.mktemp("snapshot") / "s"
+    take_snapshot(conn, folder)
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute("drop database transform_data with (force)")
+    admin.close()
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def transformed(snapshot_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("transform")
+    return run_transform(
+        snapshot_dir, str(out / "transform"), str(out / "examples"), FeatureConfig()
+    )
+
+
+def read_examples(examples_dir, split):
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(examples_dir, split, "part-*.tfrecord.gz")))
+    return [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def parse(transform_dir, records):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    return tf.io.parse_example(tf.constant(records), spec)
+
+
+def test_counts_ratio_and_metadata(transformed, snapshot_dir):
+    meta = transformed.metadata
+    assert (
+        meta == read_metadata(transformed.examples_dir) == read_metadata(transformed.transform_dir)
+    )
+    from swiperec.data.snapshot import read_snapshot_metadata
+
+    assert meta["snapshot"]["content_hash"] == read_snapshot_metadata(snapshot_dir).content_hash
+    for split in SPLITS:
+        counts = meta["counts"][split]
+        assert counts["positive"] > 0
+        # 1 positive : 2 negatives, exactly, per user and so in total
+        assert counts["nope"] + counts["sampled"] == 2 * counts["positive"]
+        assert counts["sampled"] > 0  # nopes alone do not reach 1:2 at a ~38% like rate
+    assert meta["split_boundaries"]["validation_start"] < meta["split_boundaries"]["test_start"]
+    sizes = meta["vocabulary_sizes"]
+    assert sizes["text_ngrams"] == 1000  # the top-1000 of many more character n-grams
+    assert 5 <= sizes["genres"] <= 18 and sizes["makers"] > 1 and sizes["performers"] > 10
+
+
+def test_examples_are_written_per_split_and_respect_the_time_split(transformed):
+    meta = transformed.metadata
+    bounds = meta["split_boundaries"]
+    starts = {
+        name: np.datetime64(bounds[name].rstrip("Z")).astype("datetime64[us]").astype(np.int64)
+        for name in ("validation_start", "test_start")
+    }
+    for split in SPLITS:
+        records = read_examples(transformed.examples_dir, split)
+        assert len(records) == meta["counts"][split]["examples"]
+        features = parse(transformed.transform_dir, records)
+        labels = features["label"].numpy()
+        assert 2 * labels.sum() == (labels == 0).sum()
+        times = features["example_time_us"].numpy()
+        if split == "train":
+            assert (times < starts["validation_start"]).all()
+        elif split == "validation":
+            assert ((times >= starts["validation_start"]) & (times < starts["test_start"])).all()
+        else:
+            assert (times >= starts["test_start"]).all()
+        assert np.isfinite(features["video_age_z"].numpy()).all()
+        assert set(np.unique(features["user_is_pseudo"].numpy())) <= {0.0, 1.0}
+
+
+def test_each_tower_transforms_its_own_raw_features_alone(transformed):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from swiperec.features.preprocessing import user_feature_spec, video_feature_spec
+
+    def raw_batch(spec, values):
+        batch = {}
+        for name, feature in spec.items():
+            value = values[name]
+            if isinstance(feature, tf.io.VarLenFeature):
+                batch[name] = (
+                    tf.sparse.from_dense(tf.constant([value], dtype=feature.dtype))
+                    if value
+                    else tf.SparseTensor(
+                        tf.zeros([0, 2], tf.int64), tf.constant([], feature.dtype), [1, 0]
+                    )
+                )
+            else:
+                batch[name] = tf.constant([value], dtype=feature.dtype)
+        return batch
+
+    layer = tft.TFTransformOutput(transformed.transform_dir).transform_features_layer()
+    video = layer(
+        raw_batch(
+            video_feature_spec(),
+            {
+                "title": "初恋の放課後",
+                "description": "告白の物語。",
+                "genres": ["恋愛"],
+                "maker": "",
+                "performers": [],
+                "duration_sec": 3600.0,
+                "age_days": 3.0,
+            },
+        )
+    )
+    assert {k for k in video if k.startswith("video_")} == {
+        "video_text_ids",
+        "video_text_weights",
+        "video_genre_ids",
+        "video_maker_id",
+        "video_performer_ids",
+        "video_duration_z",
+        "video_age_z",
+    }
+    assert not any(k.startswith("user_") for k in video)
+    user_values = {
+        name: ([] if isinstance(f, tf.io.VarLenFeature) else 0.0)
+        for name, f in user_feature_spec().items()
+    }
+    user_values.update(user_source="real", liked_genres=["恋愛"], liked_genre_weights=[1.0])
+    user = layer(raw_batch(user_feature_spec(), user_values))
+    assert "user_liked_genre_ids" in user and not any(k.startswith("video_") for k in user)
+
+
+def _assert_same_examples(examples_dir, transform_dir, reference):
+    """Same examples, feature by feature (serialised bytes may order a tf.Example's features
+    differently from one process to the next)."""
+    import tensorflow as tf
+
+    def canonical(examples, transform, split):
+        features = parse(transform, read_examples(examples, split))
+        keys = [
+            f"{u}|{v}|{t}|{label}"
+            for u, v, t, label in zip(
+                features["user_key"].numpy(),
+                features["video_id"].numpy(),
+                features["example_time_us"].numpy(),
+                features["label"].numpy(),
+                strict=True,
+            )
+        ]
+        order = np.argsort(keys)
+        dense = {}
+        for name, value in features.items():
+            if isinstance(value, tf.SparseTensor):
+                value = tf.sparse.to_dense(value)
+            dense[name] = value.numpy()[order]
+        return dense
+
+    for split in SPLITS:
+        ours = canonical(examples_dir, transform_dir, split)
+        theirs = canonical(reference.examples_dir, reference.transform_dir, split)
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{split}/{name}")
+
+
+def test_component_python_func_gives_the_same_examples(transformed, snapshot_dir, tmp_path):
+    from kfp import dsl
+
+    from components.feature_transform import feature_transform
+
+    transform_graph = dsl.Artifact(uri=str(tmp_path / "transform"))
+    examples = dsl.Dataset(uri=str(tmp_path / "examples"))
+    feature_transform.python_func(
+        snapshot=dsl.Dataset(uri=snapshot_dir),
+        transform_graph=transform_graph,
+        examples=examples,
+    )
+    _assert_same_examples(examples.path, transform_graph.path, transformed)
+    assert (
+        examples.metadata["train/positive"] == transformed.metadata["counts"]["train"]["positive"]
+    )
+    assert transform_graph.metadata["vocabulary_size/text_ngrams"] == 1000
+
+
+def test_component_runs_under_the_kfp_local_runner(transformed, snapshot_dir, tmp_path):
+    from kfp import dsl, local
+
+    from components.feature_transform import feature_transform
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+
+    @dsl.pipeline
+    def transform_only(snapshot_uri: str):
+        snapshot = dsl.importer(
+            artifact_uri=snapshot_uri, artifact_class=dsl.Dataset, reimport=False
+        )
+        feature_transform(snapshot=snapshot.output)
+
+    transform_only(snapshot_uri=snapshot_dir)
+    [examples_dir] = glob.glob(str(tmp_path / "**" / "examples"), recursive=True)
+    [transform_dir] = glob.glob(str(tmp_path / "**" / "transform_graph"), recursive=True)
+    _assert_same_examples(examples_dir, transform_dir, transformed)
+
+
+def test_transform_command(transformed, snapshot_dir, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swiperec.cli",
+            "transform",
+            "--snapshot",
+            snapshot_dir,
+            "--out",
+            str(tmp_path / "t"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    train = transformed.metadata["counts"]["train"]
+    assert f"{train['examples']:,} examples: {train['positive']:,} likes" in result.stdout
+    assert (
+        read_metadata(str(tmp_path / "t" / "examples"))["counts"] == transformed.metadata["counts"]
+    )
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swiperec.cli",
+            "transform",
+            "--snapshot",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "u"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
