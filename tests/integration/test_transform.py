@@ -177,7 +177,8 @@ def test_each_tower_transforms_its_own_raw_features_alone(transformed):
 
 def _assert_same_examples(examples_dir, transform_dir, reference):
     """Same examples, feature by feature (serialised bytes may order a tf.Example's features
-    differently from one process to the next)."""
+    differently from one process to the next): ids, labels, times and tokens exactly, floats
+    to 1e-6."""
     import tensorflow as tf
 
     def canonical(examples, transform, split):
@@ -205,7 +206,14 @@ def _assert_same_examples(examples_dir, transform_dir, reference):
         theirs = canonical(reference.examples_dir, reference.transform_dir, split)
         assert ours.keys() == theirs.keys()
         for name in ours:
-            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{split}/{name}")
+            if ours[name].dtype.kind == "f":
+                # Beam sums analyzer partials in whatever order bundles finish: the last bit
+                # of a scaled float may differ; everything else is exact.
+                np.testing.assert_allclose(
+                    ours[name], theirs[name], rtol=0, atol=1e-6, err_msg=f"{split}/{name}"
+                )
+            else:
+                np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{split}/{name}")
 
 
 def test_component_python_func_gives_the_same_examples(transformed, snapshot_dir, tmp_path):
