@@ -189,6 +189,9 @@ def oracle(args) -> int:
     if not Path(path).exists():
         raise UserError(f"no ground truth at {path}: run `swiperec data generate` first")
     truth = GroundTruth.load(path)
+    described = Path(path).with_name("dataset.json")
+    if described.exists():
+        print(f"ground truth of the data set {described.read_text().strip()}", file=sys.stderr)
     with open(args.pairs, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     missing = {"user_id", "video_external_id"} - set(rows[0] if rows else {})

@@ -29,17 +29,15 @@ from pathlib import Path
 import numpy as np
 import psycopg2.extensions
 
-from swiperec.data.validation import (
+from swiperec.data.csv_reader import (
     COLUMNS,
     IMPORT_ORDER,
-    KEYS,
-    PG_TYPES,
     ImportFileError,
     Rejection,
-    RowValidator,
     check_header,
     read_rows,
 )
+from swiperec.data.validation import KEYS, PG_TYPES, RowValidator
 from swiperec.db.binary_copy import Column, copy_binary
 
 __all__ = ["FileReport", "ImportFileError", "ImportReport", "import_files"]

@@ -7,7 +7,9 @@ transaction, which also lets PostgreSQL skip WAL for the COPYs (`wal_level=minim
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 
@@ -197,6 +199,9 @@ def generate_and_load(
     path = ground_truth_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.ground_truth.save(path)
+    # Which data set the ground truth belongs to: reviewer ids repeat across seeds, so an
+    # oracle answer is only meaningful for the data set it was saved with.
+    path.with_name("dataset.json").write_text(json.dumps(asdict(config)))
     if out is not None:
         write_csv(dataset, out)
     return counts

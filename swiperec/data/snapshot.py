@@ -22,13 +22,10 @@ whose content hash then differs.
 Timestamps are `timestamp[us, tz=UTC]`, dates `date32`, lists `list<string>`. The big table
 (decisions) is read by binary COPY and decoded with numpy, the others by COPY of JSON lines
 parsed by pyarrow; both stream in batches of `batch_rows`, one Parquet row group per batch, so
-memory is bounded by the batch, not the table.
+memory is bounded by the batch, not the table (the decoders: `swiperec.data.copy_to_arrow`).
 
-Content hash (format v1): per column, sha256 streams over its values in file row order: validity
-(one byte per row); fixed-width values little-endian, nulls as 0 (timestamps int64 µs, dates
-int32 days); strings as int64 byte lengths and UTF-8 bytes; lists as int32 lengths, then their
-elements the same way. `content_hash` is one sha256 over the row counts and the sorted
-`table.column:stream<TAB>hexdigest` lines: values and order only, never Parquet or batch sizes.
+The content hash in metadata.json is defined in `swiperec.data.content_hash`: values and
+order only, never Parquet or batch sizes.
 """
 
 from __future__ import annotations
@@ -36,52 +33,30 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import struct
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import psycopg2.extensions
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from swiperec.errors import SwiperecError
+from swiperec.data.content_hash import _ContentHash
+from swiperec.data.copy_to_arrow import _CopySink, _DecisionsDecoder, _JsonDecoder, _wire
+from swiperec.data.snapshot_format import (
+    DECISIONS_SCHEMA,
+    FORMAT_VERSION,
+    REVIEWS_SCHEMA,
+    VIDEOS_SCHEMA,
+    SnapshotError,
+)
 from swiperec.version import __version__
 
-FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
-UTC_US = pa.timestamp("us", tz="UTC")
-
-
-def _schema(*fields) -> pa.Schema:
-    """Fields as (name, type) or (name, type, "null") for the nullable ones."""
-    return pa.schema([pa.field(f[0], f[1], nullable=len(f) > 2) for f in fields])
-
-
-# fmt: off
-VIDEOS_SCHEMA = _schema(
-    ("id", pa.int64()), ("external_id", pa.string()), ("title", pa.string()),
-    ("description", pa.string(), "null"), ("genres", pa.list_(pa.string())),
-    ("maker", pa.string(), "null"), ("label", pa.string(), "null"),
-    ("series", pa.string(), "null"), ("performers", pa.list_(pa.string())),
-    ("release_date", pa.date32(), "null"), ("duration_sec", pa.int32(), "null"),
-    ("thumbnail_url", pa.string(), "null"), ("created_at", UTC_US),
-)
-REVIEWS_SCHEMA = _schema(
-    ("reviewer_id", pa.string()), ("video_id", pa.int64()), ("rating", pa.int16()),
-    ("created_at", UTC_US),
-)
-DECISIONS_SCHEMA = _schema(
-    ("id", pa.int64()), ("user_id", pa.string()), ("video_id", pa.int64()),
-    ("decision", pa.string()), ("created_at", UTC_US),
-)
-# fmt: on
 
 
 @dataclass(frozen=True)
@@ -110,10 +85,6 @@ TABLES = (  # videos first: the others are checked against its ids
            "created_at <= %(cutoff)s", "created_at, id"),
 )  # fmt: skip
 _WHOLE_TABLES = ("videos", "reviews")  # snapshot every column; a new column must be added here
-
-
-class SnapshotError(SwiperecError):
-    """A snapshot cannot be taken or read as asked; the message says what to do."""
 
 
 class SnapshotExistsError(SnapshotError):
@@ -373,7 +344,7 @@ def _check_columns(cur) -> None:
         if unknown:
             raise SnapshotError(
                 f"{table.source} has columns the snapshot does not know: "
-                f"{', '.join(sorted(unknown))}; add them to swiperec/data/snapshot.py"
+                f"{', '.join(sorted(unknown))}; add them to swiperec/data/snapshot_format.py"
             )
 
 
@@ -438,133 +409,6 @@ def _write_table(cur, fs, folder, table, params, batch_rows, content, video_ids)
     return written
 
 
-def _wire(field: pa.Field) -> str:
-    """The SQL for one JSON field: timestamps as int64 µs, dates as int32 days since 1970."""
-    if pa.types.is_timestamp(field.type):  # exact: extract() is numeric since PostgreSQL 14
-        return f"(extract(epoch from {field.name}) * 1000000)::int8"
-    if pa.types.is_date32(field.type):
-        return f"{field.name} - date '1970-01-01'"
-    return field.name
-
-
-def _wire_type(arrow_type: pa.DataType) -> pa.DataType:
-    if pa.types.is_timestamp(arrow_type):
-        return pa.int64()
-    return pa.int32() if pa.types.is_date32(arrow_type) else arrow_type
-
-
-class _CopySink:
-    """File-like target of COPY TO: psycopg2 writes one row per call; every `batch_rows` rows
-    (or 32 MiB) they go to the decoder. A decoder error is kept and raised after COPY ends, so
-    the connection is never left inside a COPY. `write` runs per row: it does little."""
-
-    def __init__(self, decoder, batch_rows: int):
-        self.decoder, self.batch_rows = decoder, batch_rows
-        self.parts, self.size, self.error = [], 0, None
-
-    def write(self, data) -> None:
-        self.parts.append(data)
-        self.size += len(data)
-        if self.size >= 32 << 20 or len(self.parts) >= self.batch_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        parts, self.parts, self.size = self.parts, [], 0
-        if parts and self.error is None:
-            try:
-                self.decoder(parts)
-            except Exception as err:
-                self.error = err
-
-    def finish(self) -> None:
-        self.flush()
-        if self.error is not None:
-            raise self.error
-
-
-class _JsonDecoder:
-    """JSON lines as `_wire` writes them -> a table of `schema`."""
-
-    def __init__(self, schema: pa.Schema, on_batch):
-        self.schema, self.on_batch = schema, on_batch
-        self.wire = pa.schema([f.with_type(_wire_type(f.type)) for f in schema])
-
-    def __call__(self, rows: list[bytes]) -> None:
-        parsed = pajson.read_json(
-            pa.BufferReader(b"".join(rows)),
-            # A block must hold the longest row: a line may not straddle two blocks.
-            read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * max(map(len, rows)))),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=self.wire, unexpected_field_behavior="error"
-            ),
-        )
-        columns = [parsed[f.name].cast(f.type) for f in self.schema]
-        self.on_batch(pa.Table.from_arrays(columns, schema=self.schema))
-
-
-_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_DECISION_ROW = np.dtype(
-    [("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("user_len", ">i4"),
-     ("user_id", "u1", (16,)), ("video_len", ">i4"), ("video_id", ">i8"),
-     ("like_len", ">i4"), ("like", "u1"), ("time_len", ">i4"), ("created_at", ">i8")]
-)  # fmt: skip
-_DECISION_LENGTHS = {"fields": 5, "id_len": 8, "user_len": 16, "video_len": 8, "like_len": 1,
-                     "time_len": 8}  # fmt: skip
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix microseconds
-_HEX = np.array([f"{i:02x}".encode() for i in range(256)]).view(np.uint16)
-
-
-class _DecisionsDecoder:
-    """Binary COPY rows (id, user_id, video_id, like, created_at) -> DECISIONS_SCHEMA."""
-
-    def __init__(self, on_batch):
-        self.on_batch, self.started = on_batch, False
-
-    def __call__(self, rows: list[bytes]) -> None:
-        body = memoryview(b"".join(rows))
-        if not self.started:
-            if bytes(body[:19]) != _BINARY_HEADER:
-                raise SnapshotError("unexpected binary COPY header from the server")
-            body, self.started = body[19:], True
-        if len(body) % _DECISION_ROW.itemsize == 2 and bytes(body[-2:]) == b"\xff\xff":
-            body = body[:-2]  # the trailer
-        bad = len(body) % _DECISION_ROW.itemsize != 0
-        decoded = np.frombuffer(body[: len(body) - len(body) % _DECISION_ROW.itemsize],
-                                dtype=_DECISION_ROW)  # fmt: skip
-        for field, length in _DECISION_LENGTHS.items():
-            bad = bad or bool((decoded[field] != length).any())
-        stamps = decoded["created_at"].astype(np.int64)
-        infinite = np.iinfo(np.int64)  # how PostgreSQL sends +-infinity
-        if bad or ((stamps == infinite.max) | (stamps == infinite.min)).any():
-            raise SnapshotError(
-                "a decision is NULL where it may not be, neither like nor nope, or at an "
-                "infinite time; fix it in public.user_video_decisions"
-            )
-        columns = [
-            pa.array(decoded["id"].astype(np.int64)),
-            _uuid_text(decoded["user_id"]),
-            pa.array(decoded["video_id"].astype(np.int64)),
-            pc.if_else(pa.array(decoded["like"].astype(bool)), "like", "nope"),
-            pa.array(stamps + _PG_EPOCH_US).cast(UTC_US),
-        ]
-        self.on_batch(pa.Table.from_arrays(columns, schema=DECISIONS_SCHEMA))
-
-
-def _uuid_text(raw: np.ndarray) -> pa.Array:
-    """[n, 16] uint8 uuid bytes -> canonical lower-case `8-4-4-4-12` strings."""
-    n = len(raw)
-    hexed = _HEX[raw].view(np.uint8).reshape(n, 32)
-    text = np.full((n, 36), ord("-"), dtype=np.uint8)
-    for start, stop, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
-        text[:, at : at + stop - start] = hexed[:, start:stop]
-    offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
-
-
-# ---------------------------------------------------------------------------------------------
-# Hashing
-
-
 class _HashingStream:
     """The Parquet writer's output: passes bytes to `raw`, hashing and counting them."""
 
@@ -581,51 +425,6 @@ class _HashingStream:
     def close(self) -> None:
         self.raw.close()
         self.closed = True
-
-
-class _ContentHash:
-    """The content hash of the module docstring, fed batch by batch."""
-
-    def __init__(self):
-        self.streams, self.rows = {}, {}  # "table.column:part" -> sha256; table -> rows
-
-    def update(self, table: str, batch: pa.Table) -> None:
-        self.rows[table] = self.rows.get(table, 0) + batch.num_rows
-        for name, column in zip(batch.column_names, batch.columns, strict=True):
-            for chunk in column.chunks:
-                self._feed(f"{table}.{name}", chunk)
-
-    def hexdigest(self) -> str:
-        total = hashlib.sha256(f"swiperec snapshot content v{FORMAT_VERSION}\n".encode())
-        for table in sorted(self.rows):
-            total.update(f"{table}:rows\t{self.rows[table]}\n".encode())
-        for key in sorted(self.streams):
-            total.update(f"{key}\t{self.streams[key].hexdigest()}\n".encode())
-        return total.hexdigest()
-
-    def _put(self, key: str, data) -> None:
-        self.streams.setdefault(key, hashlib.sha256()).update(data)
-
-    def _feed(self, key: str, array: pa.Array) -> None:
-        if not len(array):  # an empty chunk must not create a stream: batching would show
-            return
-        self._put(f"{key}:valid", array.is_valid().to_numpy(zero_copy_only=False).tobytes())
-        kind = array.type
-        if pa.types.is_list(kind):
-            lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy()
-            self._put(f"{key}:len", lengths.astype("<i4").tobytes())
-            self._feed(f"{key}[]", array.flatten())
-        elif pa.types.is_string(kind):
-            array = pc.fill_null(array, "")
-            offsets = np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, array.offset * 4)
-            self._put(f"{key}:len", np.diff(offsets).astype("<i8").tobytes())
-            if offsets[-1] > offsets[0]:
-                self._put(f"{key}:utf8", memoryview(array.buffers()[2])[offsets[0] : offsets[-1]])
-        else:
-            if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-                array = array.cast(pa.int64() if pa.types.is_timestamp(kind) else pa.int32())
-            values = pc.fill_null(array, 0).to_numpy(zero_copy_only=False)
-            self._put(f"{key}:values", values.astype(values.dtype.newbyteorder("<")).tobytes())
 
 
 def _as_utc(moment: datetime) -> datetime:

@@ -1,16 +1,11 @@
-"""Reading and validating import CSVs, one row at a time.
+"""Validating the rows of import CSVs, one row at a time.
 
-`read_rows` streams a file's rows with the physical line each starts on and its raw text;
-`RowValidator` turns each row into typed values or a `Rejection` whose reason a person can
-act on. Nothing here touches the database: the checks that need it or the whole file
-(duplicates, unknown videos, conflicting decisions) live in `swiperec.data.importer`.
+`RowValidator` turns each row `swiperec.data.csv_reader.read_rows` reads into typed values or a
+`Rejection` whose reason a person can act on. Nothing here touches the database: the checks that
+need it or the whole file (duplicates, unknown videos, conflicting decisions) live in
+`swiperec.data.importer`.
 
 Rules beyond the file formats themselves:
-- Files are UTF-8 (a leading byte-order mark is ignored), decoded with `surrogateescape` so
-  that one line with bad bytes is rejected on its own instead of failing the whole file.
-- Header names are matched ignoring case and surrounding spaces, in any order; a missing or an
-  unknown column makes the whole file unreadable (`ImportFileError`).
-- Blank lines are not rows (as with `csv.DictReader`); they are counted, not rejected.
 - Surrounding whitespace is stripped from every value; an empty optional value is NULL; list
   items are stripped, empty items dropped, repeats dropped. Line breaks inside text are stored
   as `\\n`.
@@ -22,62 +17,31 @@ Rules beyond the file formats themselves:
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import uuid
 from collections import namedtuple
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import NamedTuple
 
-from swiperec.errors import SwiperecError
-
-# Each file's header line, exactly as the files carry it (any order and case is accepted).
-HEADERS = {
-    "videos": "external_id,title,description,genres,maker,performers,release_date",
-    "reviews": "reviewer_id,video_external_id,rating,created_at",
-    "decisions": "user_id,video_external_id,decision,created_at",
-}
-COLUMNS = {kind: tuple(header.split(",")) for kind, header in HEADERS.items()}
-IMPORT_ORDER = ("videos", "reviews", "decisions")  # decisions and reviews refer to videos
+from swiperec.data.csv_reader import (
+    _INVALID_BYTES,
+    COLUMNS,
+    IMPORT_ORDER,
+    CsvRow,
+    Rejection,
+    _reject,
+)
 
 MAX_ID_LENGTH = 200
 FUTURE_TOLERANCE = timedelta(minutes=5)
 LIST_SEPARATOR = "|"
 DECISIONS = ("like", "nope")
 
-_INVALID_BYTES = re.compile("[\udc80-\udcff]+")  # what surrogateescape makes of bad bytes
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 except tab, \n, \r
 _SUSPECT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd\udc80-\udcff]")
 _LINE_OR_TAB = re.compile(r"[\t\n\r]")
 _LINE_BREAK = re.compile(r"\r\n?")
 _RATING = re.compile(r"[0-9]+")
 _EARTH_LEAD = timedelta(hours=14)  # the earliest time zone (UTC+14) sees a date first
-
-
-class ImportFileError(SwiperecError):
-    """The file cannot be imported at all: missing, not a file, empty, or a wrong header."""
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A row the import refuses: where it starts, why (a category and a sentence), its text."""
-
-    line_number: int
-    category: str
-    reason: str
-    raw_line: str
-
-
-class CsvRow(NamedTuple):
-    """One CSV record: the physical line it starts on, its raw text, its values by column."""
-
-    line_number: int
-    raw_line: str
-    values: dict[str, str]
 
 
 # The typed values of a good row (VideoRow, ReviewRow, DecisionRow), fields as COLUMNS: text
@@ -92,127 +56,6 @@ KEYS = {
     "reviews": ("reviewer_id", "video_external_id"),
     "decisions": ("user_id", "video_external_id", "created_at"),
 }
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-
-
-def check_header(kind: str, path: Path) -> None:
-    """Raise `ImportFileError` unless `path` is a readable CSV with exactly `kind`'s columns."""
-    rows = read_rows(kind, path)
-    next(rows, None)
-    rows.close()
-
-
-def read_rows(kind: str, path: Path) -> Iterator[CsvRow | Rejection | int]:
-    """The rows of an import file in order: a `CsvRow` per record, a `Rejection` for a record
-    that cannot be split into the expected fields, and an `int` (its line number) per blank
-    line. Raises `ImportFileError` before yielding anything when the file is unreadable."""
-    expected = COLUMNS[kind]
-    path = Path(path)
-    if not path.exists():
-        raise ImportFileError(f"{kind} file {path} does not exist")
-    if not path.is_file():
-        raise ImportFileError(f"{kind} file {path} is not a file")
-    try:
-        binary = open(path, "rb")  # noqa: SIM115 (closed by the text wrapper below)
-    except OSError as error:
-        raise ImportFileError(f"{kind} file {path} cannot be read: {error}") from error
-    with io.TextIOWrapper(
-        binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
-    ) as text:
-        lines = _LineTap(text)
-        records = csv.reader(lines)
-        order = _read_header(kind, path, expected, records, lines)
-        while True:
-            start = lines.count + 1
-            try:
-                fields = next(records)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                raw = lines.take()
-                yield _reject(start, "unreadable_csv", f"cannot parse as CSV: {error}", raw)
-                continue
-            raw = lines.take()
-            if not fields:
-                yield start
-            elif len(fields) != len(expected):
-                yield _reject(
-                    start, "wrong_field_count", _field_count(expected, fields, start, lines), raw
-                )
-            else:
-                yield CsvRow(start, _strip_line_end(raw), dict(zip(order, fields, strict=True)))
-
-
-def _read_header(kind, path, expected, records, lines) -> tuple[str, ...]:
-    """The column name of each field position, after checking the header names `expected`."""
-    header: list[str] = []
-    try:
-        while not header:  # blank lines before the header are not content
-            header = next(records)
-    except StopIteration:
-        raise ImportFileError(f"{kind} file {path} is empty: expected a header row") from None
-    except csv.Error as error:
-        raise ImportFileError(f"{kind} file {path}: cannot parse the header: {error}") from None
-    finally:
-        lines.take()
-    found = [name.strip().lower() for name in header]
-    problems = []
-    if any(_INVALID_BYTES.search(name) for name in found):
-        problems.append("the header is not valid UTF-8")
-    missing = [name for name in expected if name not in found]
-    unknown = [name for name in found if name not in expected]
-    repeated = sorted({name for name in found if found.count(name) > 1})
-    if missing:
-        problems.append(f"missing columns: {', '.join(missing)}")
-    if unknown:
-        problems.append(f"unknown columns: {', '.join(map(_column_name, unknown))}")
-    if repeated:
-        problems.append(f"repeated columns: {', '.join(repeated)}")
-    if problems:
-        raise ImportFileError(
-            f"{kind} file {path} has a wrong header ({'; '.join(problems)}). "
-            f"Expected columns: {','.join(expected)}; found: {','.join(map(_column_name, found))}"
-        )
-    return tuple(found)
-
-
-class _LineTap:
-    """Hands physical lines to the csv reader while keeping the text of the record being read,
-    so each record has its raw text and the line number it starts on."""
-
-    def __init__(self, text: io.TextIOBase):
-        self._lines = iter(text)
-        self._taken: list[str] = []
-        self.count = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self._taken.append(line)
-        self.count += 1
-        return line
-
-    def take(self) -> str:
-        raw, self._taken = "".join(self._taken), []
-        return raw
-
-
-def _field_count(expected, fields, start: int, lines: _LineTap) -> str:
-    reason = f"expected {len(expected)} fields ({','.join(expected)}), got {len(fields)}"
-    if lines.count > start:
-        reason += f"; the row spans lines {start}-{lines.count}: is a quote unbalanced?"
-    elif len(fields) > len(expected):
-        reason += "; a value containing a comma must be quoted"
-    return reason
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
 
 
 class _Invalid(Exception):
@@ -356,14 +199,6 @@ _FIELDS = {
 PG_TYPES = {name: pg_type for name, (_, pg_type) in _FIELDS.items()}
 
 
-def storable(text: str) -> str:
-    """`text` in a form PostgreSQL accepts: undecodable bytes and NUL written as `\\xNN`."""
-    if not _INVALID_BYTES.search(text) and "\x00" not in text:
-        return text
-    fixed = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return fixed.replace("\x00", "\\x00")
-
-
 def _clean(name: str, value: str, *, single_line: bool = True) -> str:
     """The value without surrounding whitespace and with `\\n` line breaks, unless it holds
     undecodable bytes, U+FFFD, a control character (PostgreSQL text cannot hold NUL), or a
@@ -391,18 +226,6 @@ def _as_utc(instant: datetime) -> datetime:
     return instant.astimezone(UTC)
 
 
-def _column_name(name: str) -> str:
-    return name if name.isprintable() and "," not in name else repr(name)
-
-
 def _show(value: str, limit: int = 60) -> str:
     """A value quoted for a message; repr escapes control characters and undecodable bytes."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def _strip_line_end(raw: str) -> str:
-    return raw.removesuffix("\n").removesuffix("\r")
-
-
-def _reject(line_number: int, category: str, reason: str, raw_line: str) -> Rejection:
-    return Rejection(line_number, category, storable(reason), storable(_strip_line_end(raw_line)))

@@ -1,0 +1,157 @@
+"""Benchmark: the feature transform (TFT on Beam) on the default data and at 200k / 10k.
+
+    python -m tests.performance.bench_transform                    # 32,304 videos (default data)
+    python -m tests.performance.bench_transform --scale large      # 200k videos, 10k users
+    python -m tests.performance.bench_transform --workers 2        # Beam multi-processing
+
+The snapshot is written straight from the generator (the snapshot step has its own figures in
+synthetic_load.json), then `run_transform` runs on Beam's local runner. Reports wall time,
+examples per second and peak RSS (this process and, with workers, its children). The baseline
+in the same run is the bare work without Beam or TFT: building every user's examples in a
+plain Python loop; the ratio says what the pipeline (grouping, TFT analysis and transform,
+TFRecord writing) costs on top of it. Writes tests/performance/results/transform_<scale>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RESULTS = Path(__file__).parent / "results"
+SCALES = {
+    "default": {},
+    "large": {
+        "videos": 200_000,
+        "users": 10_000,
+        "pseudo_users": 20_000,
+        "decisions_per_user": 300.0,
+    },
+}
+
+
+def rss_mb(who) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def write_snapshot(dataset, folder: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from swiperec.features.events import tables_from_synthetic
+
+    folder.mkdir(parents=True)
+    for name, table in zip(
+        ("videos", "decisions", "reviews"), tables_from_synthetic(dataset), strict=True
+    ):
+        pq.write_table(table, folder / f"{name}.parquet")
+    (folder / "metadata.json").write_text(json.dumps({"content_hash": "benchmark"}))
+
+
+def plain_python_examples(snapshot: Path, config) -> tuple[int, float]:
+    """The baseline: every user's examples built in one loop, no Beam, no TFT."""
+    from swiperec.features.events import load_snapshot
+    from swiperec.features.examples import NegativeSampler, build_user_examples, split_boundaries
+
+    start = time.perf_counter()
+    catalogue, events, _ = load_snapshot(snapshot, config)
+    boundaries = split_boundaries(events, config)
+    sampler = NegativeSampler(catalogue, events, boundaries, config)
+    count = 0
+    for key, is_pseudo, rows in events.user_slices():
+        count += len(
+            build_user_examples(
+                key,
+                is_pseudo,
+                events.video_id[rows],
+                events.label[rows],
+                events.time_us[rows],
+                catalogue,
+                sampler,
+                boundaries,
+                config,
+            )
+        )
+    return count, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    from swiperec.data.synthetic import SyntheticConfig, generate
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.transform import run_transform
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default")
+    parser.add_argument("--workers", type=int, default=1, help="Beam worker processes")
+    args = parser.parse_args(argv)
+
+    data = SyntheticConfig(**SCALES[args.scale])
+    config = FeatureConfig()
+    beam_args = []
+    if args.workers > 1:
+        beam_args = [
+            f"--direct_num_workers={args.workers}",
+            "--direct_running_mode=multi_processing",
+        ]
+    with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
+        snapshot = Path(tmp) / "snapshot"
+        write_snapshot(generate(data), snapshot)
+        baseline_examples, baseline_s = plain_python_examples(snapshot, config)
+        start = time.perf_counter()
+        result = run_transform(
+            str(snapshot), f"{tmp}/transform", f"{tmp}/examples", config, beam_args
+        )
+        transform_s = time.perf_counter() - start
+
+    counts = result.metadata["counts"]
+    examples = sum(c["examples"] for c in counts.values())
+    figures = {
+        "scale": args.scale,
+        "data": data.__dict__,
+        "beam_workers": args.workers,
+        "examples": examples,
+        "counts": counts,
+        "vocabulary_sizes": result.metadata["vocabulary_sizes"],
+        "transform_seconds": round(transform_s, 1),
+        "examples_per_second": round(examples / transform_s),
+        "peak_rss_mb": round(rss_mb(resource.RUSAGE_SELF)),
+        "peak_rss_mb_children": round(rss_mb(resource.RUSAGE_CHILDREN)),
+        "baseline_plain_python_examples": baseline_examples,
+        "baseline_plain_python_seconds": round(baseline_s, 1),
+        "pipeline_vs_baseline": round(transform_s / baseline_s, 2),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = (
+        RESULTS / f"transform_{args.scale}{'' if args.workers == 1 else f'_w{args.workers}'}.json"
+    )
+    path.write_text(json.dumps(figures, indent=2))
+    print(
+        f"feature transform, {args.scale} data ({data.videos:,} videos, {data.users:,} users, "
+        f"{data.pseudo_users:,} pseudo-users), {args.workers} Beam worker(s)"
+    )
+    print(f"  examples                      {examples:>12,}")
+    print(
+        f"  transform (Beam + TFT)        {transform_s:>10.1f} s   "
+        f"{figures['examples_per_second']:,} examples/s"
+    )
+    print(
+        f"  baseline: plain Python build  {baseline_s:>10.1f} s   "
+        f"pipeline costs {figures['pipeline_vs_baseline']:.1f}x the bare build"
+    )
+    print(
+        f"  peak RSS                      {figures['peak_rss_mb']:>10,} MB "
+        f"(+ {figures['peak_rss_mb_children']:,} MB in child processes)"
+    )
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
