@@ -12,7 +12,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 
-_INT_FIELDS = ("like_rating", "nope_rating", "history_titles", "history_videos", "seed",
+_INT_FIELDS = ("like_rating", "nope_rating", "history_titles", "title_profile_size",
+               "history_videos", "seed",
                "title_vocab_size", "ngram_min", "ngram_max")  # fmt: skip
 _FLOAT_FIELDS = ("pseudo_user_weight", "negatives_per_positive", "popularity_alpha",
                  "recency_half_life_days")  # fmt: skip
@@ -36,6 +37,7 @@ class FeatureConfig:
     popularity_alpha: float = 0.5  # sampled negatives ~ (train-period count + 1) ** alpha
     recency_half_life_days: float = 30.0
     history_titles: int = 20  # last N liked titles characterise the user
+    title_profile_size: int = 32  # ... through their K most frequent character n-grams
     history_videos: int = 20  # last N liked video ids
     seed: int = 42
     title_vocab_size: int = 1000  # used by the TFT preprocessing_fn
@@ -75,7 +77,7 @@ class FeatureConfig:
             problems.append(
                 f"recency_half_life_days must be positive, got {self.recency_half_life_days}"
             )
-        for name in ("history_titles", "history_videos", "seed"):
+        for name in ("history_titles", "title_profile_size", "history_videos", "seed"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
         if self.title_vocab_size < 1:

@@ -22,7 +22,8 @@ Transformed features (B = batch; "sparse" = `SparseTensor` [B, None]):
   user_like_ratio, user_recency_like_ratio  [B] float32 in (0, 1)
   user_{liked,noped}_genre_ids / _weights   sparse (vocab `genres`) / recency-weighted shares
   user_{liked,noped}_maker_ids / _weights   sparse (vocab `makers`)
-  user_title_ids / user_title_weights    sparse: TF-IDF of liked titles' n-grams (`text_ngrams`)
+  user_title_ids / user_title_weights    sparse: liked titles' top n-grams (vocab `text_ngrams`)
+                                         with their shares
   user_recent_video_ids                  sparse int64 (vocab `recent_videos`)
   label [B] int64, weight / sampling_probability [B] float32, video_id / example_time_us [B]
   int64, user_key [B] string: passed through for training and evaluation.
@@ -77,6 +78,7 @@ USER_RAW_FEATURES = (
     *USER_WEIGHTED_LISTS,
     *(weights for weights, _ in USER_WEIGHTED_LISTS.values()),
     "liked_title_ngrams",
+    "liked_title_ngram_weights",
     "recent_liked_videos",
 )
 PASSTHROUGH = ("label", "weight", "sampling_probability", "video_id", "example_time_us", "user_key")
@@ -96,6 +98,7 @@ def raw_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]
         "user_source": fixed([], tf.string),
         "has_history": fixed([], tf.float32),
         "liked_title_ngrams": var(tf.string),
+        "liked_title_ngram_weights": var(tf.float32),
         "recent_liked_videos": var(tf.string),
         "label": fixed([], tf.int64),
         "weight": fixed([], tf.float32),
@@ -136,8 +139,9 @@ def char_ngram_tokens(text: tf.Tensor, ngram_min: int, ngram_max: int) -> tf.Rag
 
 
 def _z_score(x: tf.Tensor) -> tf.Tensor:
-    """z-score with float64 analyzers: Beam combines partial sums in whatever order its bundles
-    finish, and float32 sums would differ in the last bits from run to run."""
+    """z-score with float64 analyzers: Beam combines partial sums in whatever order bundles
+    finish, and in float64 that order moves the float32 result by a unit in the last place at
+    most, and rarely."""
     return tf.cast(tft.scale_to_z_score(tf.cast(x, tf.float64)), tf.float32)
 
 
@@ -193,12 +197,10 @@ def make_preprocessing_fn(config: FeatureConfig):
                 inputs[tokens], vocabularies[vocab], num_oov_buckets=OOV_BUCKETS[vocab]
             )
             outputs[f"user_{kind}_weights"] = inputs[weights]
-        title_ids = tft.apply_vocabulary(
+        outputs["user_title_ids"] = tft.apply_vocabulary(
             inputs["liked_title_ngrams"], text_vocab, num_oov_buckets=1
         )
-        outputs["user_title_ids"], outputs["user_title_weights"] = tft.tfidf(
-            title_ids, config.title_vocab_size + 1
-        )
+        outputs["user_title_weights"] = inputs["liked_title_ngram_weights"]
         outputs["user_recent_video_ids"] = tft.compute_and_apply_vocabulary(
             inputs["recent_liked_videos"],
             vocab_filename=RECENT_VIDEO_VOCAB,

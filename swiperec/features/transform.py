@@ -99,10 +99,18 @@ def _build_examples_fn(config: FeatureConfig):
     import apache_beam as beam
 
     class BuildUserExamples(beam.DoFn):
-        """One user's grouped events -> that user's raw examples, with video features."""
+        """One user's grouped events -> one Arrow record batch per split (tagged outputs)."""
+
+        def setup(self):
+            self.arrow_schema = raw_arrow_schema()
 
         def process(self, keyed, catalogue, sampler, boundaries):
-            yield from _user_examples(keyed, catalogue, sampler, boundaries, config)
+            by_split: dict[str, list[dict]] = {}
+            for example in _user_examples(keyed, catalogue, sampler, boundaries, config):
+                _count(example)
+                by_split.setdefault(example["split"], []).append(example)
+            for split, examples in by_split.items():
+                yield beam.pvalue.TaggedOutput(split, to_record_batch(examples, self.arrow_schema))
 
     return BuildUserExamples()
 
@@ -140,6 +148,42 @@ def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig)
         yield example
 
 
+def raw_arrow_schema():
+    """The raw example in Arrow, TFT's efficient input format (TFXIO): one list column per
+    feature, a scalar feature being a list of exactly one value."""
+    import pyarrow as pa
+    import tensorflow as tf
+
+    from swiperec.features.preprocessing import raw_feature_spec
+
+    value_types = {tf.string: pa.large_binary(), tf.float32: pa.float32(), tf.int64: pa.int64()}
+    return pa.schema(
+        [
+            pa.field(name, pa.large_list(value_types[spec.dtype]))
+            for name, spec in raw_feature_spec().items()
+        ]
+    )
+
+
+def to_record_batch(examples: list[dict], schema):
+    """Raw example dicts -> one record batch of `raw_arrow_schema()`."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        name = field.name
+        values = [example[name] for example in examples]
+        if pa.types.is_large_binary(field.type.value_type):
+            values = [
+                [v.encode() for v in value] if isinstance(value, list) else [value.encode()]
+                for value in values
+            ]
+        else:
+            values = [value if isinstance(value, list) else [value] for value in values]
+        columns.append(pa.array(values, type=field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
 def _build_pipeline(
     pipeline, snapshot, transform_dir, examples_dir, config, catalogue, sampler, boundaries
 ) -> None:
@@ -147,14 +191,16 @@ def _build_pipeline(
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
     from swiperec.features.preprocessing import make_preprocessing_fn, raw_feature_spec
 
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(raw_feature_spec())
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
+    adapter_config = tensor_adapter.TensorAdapterConfig(
+        raw_arrow_schema(),
+        tensor_representation_util.InferTensorRepresentationsFromSchema(schema),
     )
-    raw_names = set(raw_feature_spec())
     catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
     sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
     boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
@@ -165,31 +211,24 @@ def _build_pipeline(
         | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
         for kind in ("decisions", "reviews")
     ]
-    examples = (
+    raw = (
         sources
         | "All events" >> beam.Flatten()
         | "Per user" >> beam.GroupByKey()
         | "Build examples"
-        >> beam.ParDo(_build_examples_fn(config), catalogue_side, sampler_side, boundaries_side)
+        >> beam.ParDo(
+            _build_examples_fn(config), catalogue_side, sampler_side, boundaries_side
+        ).with_outputs(*SPLITS)
     )
-    by_split = examples | "Split" >> beam.Partition(
-        lambda example, n: SPLITS.index(example["split"]), len(SPLITS)
-    )
-    raw = {}
-    for i, split in enumerate(SPLITS):
-        _ = by_split[i] | f"Count {split}" >> beam.Map(_count, split)
-        raw[split] = by_split[i] | f"Raw {split}" >> beam.Map(
-            lambda example: {k: v for k, v in example.items() if k in raw_names}
-        )
 
     # Analysed on the training split only: validation and test statistics must not leak in.
-    transform_fn = (raw["train"], raw_metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
+    transform_fn = (raw["train"], adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(
         make_preprocessing_fn(config)
     )
     _ = transform_fn | "Write transform" >> tft_beam.WriteTransformFn(transform_dir)
     for split in SPLITS:
         transformed, transformed_metadata = (
-            (raw[split], raw_metadata),
+            (raw[split], adapter_config),
             transform_fn,
         ) | f"Transform {split}" >> tft_beam.TransformDataset()
         coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
@@ -227,18 +266,20 @@ def run_transform(
     options = PipelineOptions(pipeline_args or [])
     temp_dir = tempfile.mkdtemp(prefix="swiperec-tft-")
     pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
-    with tft_beam.Context(temp_dir=temp_dir):
+    with tft_beam.Context(temp_dir=temp_dir, desired_batch_size=1000):
         _build_pipeline(
             pipeline, snapshot, transform_dir, examples_dir, config, catalogue, sampler, boundaries
         )
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = _read_counts(result)
-    # Beam and TF objects left for the interpreter's final teardown can crash it (exit code
-    # 139) after all work is done; release them while everything is still alive.
-    del pipeline, result
-    gc.collect()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+        counts = _read_counts(result)
+    finally:
+        # Beam and TF objects left for the interpreter's final teardown can crash it (exit
+        # code 139) after all work is done; release them while everything is still alive.
+        del pipeline
+        gc.collect()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
     tft_output = tft.TFTransformOutput(transform_dir)
     metadata = {
@@ -277,9 +318,10 @@ def _local_runner(pipeline_args: list[str] | None):
     return FnApiRunner()
 
 
-def _count(example: dict, split: str) -> None:
+def _count(example: dict) -> None:
     from apache_beam.metrics import Metrics
 
+    split = example["split"]
     kind = "positive" if example["label"] == 1 else example["negative_source"]
     Metrics.counter("examples", f"{split}/{kind}").inc()
     if example["user_source"] == "pseudo":

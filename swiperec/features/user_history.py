@@ -14,7 +14,7 @@ once) before the scaled values could overflow.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from itertools import chain
 
 from swiperec.features.config import FeatureConfig, char_ngrams
@@ -46,6 +46,7 @@ USER_FEATURE_NAMES = (
     "noped_makers",
     "noped_maker_weights",
     "liked_title_ngrams",
+    "liked_title_ngram_weights",
     "recent_liked_videos",
 )
 
@@ -74,7 +75,7 @@ class UserHistory:
         # Most recent first; each entry is one liked title's n-gram list.
         self._title_ngrams: deque[list[str]] = deque(maxlen=config.history_titles)
         self._liked_videos: deque[str] = deque(maxlen=config.history_videos)
-        self._title_ngrams_joined: list[str] | None = []  # None: a like came since
+        self._title_profile: tuple[list[str], list[float]] | None = ([], [])  # None: stale
         self._first_us: int | None = None
         self._last_us: int | None = None
         self._anchor_us = 0
@@ -124,7 +125,7 @@ class UserHistory:
             makers[maker] = makers.get(maker, 0.0) + weight
         if label == 1:
             config = self._config
-            self._title_ngrams_joined = None
+            self._title_profile = None
             if config.history_titles:
                 self._title_ngrams.appendleft(
                     char_ngrams(self._catalogue.title[position], config.ngram_min, config.ngram_max)
@@ -154,8 +155,9 @@ class UserHistory:
         and their smoothed ratio; `days_since_last_decision`, `tenure_days` (days, 0 with no
         history) and `has_history` (0/1); liked/noped genres and makers with their
         recency-weighted shares (each list's weights sum to 1; sorted by weight descending,
-        then name); `liked_title_ngrams`: the char n-grams of the last `history_titles` liked
-        titles, most recent title first, concatenated; `recent_liked_videos`: external ids of
+        then name); `liked_title_ngrams` / `liked_title_ngram_weights`: the `title_profile_size`
+        most frequent char n-grams of the last `history_titles` liked titles (by count, then
+        n-gram) and their shares of those counts; `recent_liked_videos`: external ids of
         the last `history_videos` likes, most recent first. Lists may be empty. Raises
         ValueError if `at_us` is before the last added event (that would leak it).
         """
@@ -177,8 +179,10 @@ class UserHistory:
         for k, weights in enumerate((*self._genres, *self._makers)):
             if self._shares[k] is None:
                 self._shares[k] = _shares(weights)
-        if self._title_ngrams_joined is None:
-            self._title_ngrams_joined = list(chain.from_iterable(self._title_ngrams))
+        if self._title_profile is None:
+            self._title_profile = _title_profile(
+                self._title_ngrams, self._config.title_profile_size
+            )
         shares = [(list(names), list(values)) for names, values in self._shares]
         (noped_genres, noped_genre_weights), (liked_genres, liked_genre_weights) = shares[:2]
         (noped_makers, noped_maker_weights), (liked_makers, liked_maker_weights) = shares[2:]
@@ -201,9 +205,22 @@ class UserHistory:
             "liked_maker_weights": liked_maker_weights,
             "noped_makers": noped_makers,
             "noped_maker_weights": noped_maker_weights,
-            "liked_title_ngrams": list(self._title_ngrams_joined),
+            "liked_title_ngrams": list(self._title_profile[0]),
+            "liked_title_ngram_weights": list(self._title_profile[1]),
             "recent_liked_videos": list(self._liked_videos),
         }
+
+
+def _title_profile(titles, size: int) -> tuple[list[str], list[float]]:
+    """The `size` most frequent n-grams over the liked titles' n-gram lists, with their shares.
+
+    A fixed-size profile, not the titles' n-grams themselves: 20 titles make ~800 n-grams,
+    and carrying those on every training example costs gigabytes at the catalogue's size.
+    """
+    counts = Counter(chain.from_iterable(titles))
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:size]
+    total = sum(count for _, count in top)
+    return [ngram for ngram, _ in top], [count / total for _, count in top]
 
 
 def _shares(weights: dict[str, float]) -> tuple[list[str], list[float]]:

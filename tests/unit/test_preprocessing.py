@@ -43,6 +43,7 @@ def raw_row(title, genres, maker, liked_genres, like_count, source, label):
         "user_source": source.encode(),
         "has_history": 1.0,
         "liked_title_ngrams": [],
+        "liked_title_ngram_weights": [],
         "recent_liked_videos": [],
         "label": label,
         "weight": 1.0,

@@ -186,8 +186,10 @@ def test_title_ngrams_and_recent_videos_use_only_the_last_likes(catalogue):
     history.add(3, 0, T0 + 2)  # a nope never enters the liked windows
     history.add(4, 1, T0 + 3)  # 海
     features = history.features(T0 + 4)
-    # Most recent title first; each title's n-grams in char_ngrams order.
-    assert features["liked_title_ngrams"] == ["海", "夏", "祭", "り", "夏祭", "祭り"]
+    # The profile of the last two liked titles (海, 夏祭り): each n-gram once, so ordered by
+    # n-gram (code point order) with equal shares; 初恋 fell out of the window.
+    assert features["liked_title_ngrams"] == sorted(["海", "夏", "祭", "り", "夏祭", "祭り"])
+    assert features["liked_title_ngram_weights"] == [1 / 6] * 6
     assert features["recent_liked_videos"] == ["v4", "v2"]
 
 
@@ -197,7 +199,8 @@ def test_repeated_titles_repeat_their_ngrams(catalogue):
     history.add(4, 1, T0 + DAY_US)  # a second like of the same video is a second answer
     features = history.features(T0 + DAY_US)
     assert features["like_count"] == 2.0
-    assert features["liked_title_ngrams"] == ["海", "海"]  # TF-IDF counts it twice
+    assert features["liked_title_ngrams"] == ["海"]
+    assert features["liked_title_ngram_weights"] == [1.0]  # counted twice, one n-gram
     assert features["recent_liked_videos"] == ["v4", "v4"]
 
 
