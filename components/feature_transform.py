@@ -37,3 +37,4 @@ def feature_transform(
     for split, counts in meta["counts"].items():
         for kind, n in counts.items():
             examples.metadata[f"{split}/{kind}"] = n
+    examples.metadata["videos"] = meta["catalogue"]["videos"]

@@ -1,32 +1,32 @@
-"""The TensorFlow Transform graph: raw user and video features in, model-ready tensors out.
+"""The TensorFlow Transform graphs: raw features in, model-ready tensors out, one per tower.
 
-One `preprocessing_fn` covers both towers. The graph is analysed on the training split and then
-travels inside each exported tower, which feeds it only its own raw features: TFT prunes the
-outputs whose inputs are absent, so the user tower needs no video features and vice versa
-(`tests/unit/test_preprocessing.py` checks this). Serving therefore tokenises and scales exactly
-as training did.
+The video graph is analysed on the catalogue (each video once: TF-IDF document frequencies are
+over videos, not over how often a video was shown). The user graph is analysed on the training
+examples (each user as of each example's time). Each graph travels inside its exported tower,
+so serving tokenises and scales exactly as training did.
 
 Japanese titles have no spaces, so text is split into characters and turned into character
 n-grams inside the graph (`tf.strings.unicode_split` + `tf.strings.ngrams`), then TF-IDF over a
 top-k vocabulary. Vocabularies are named (`vocab_filename=`) so the trainer can size embedding
 tables by name; each has OOV buckets for values first seen after training.
 
-Transformed features (B = batch; "sparse" = `SparseTensor` [B, None]):
-  video_text_ids / video_text_weights    sparse int64 / float32: TF-IDF of title + description
-  video_genre_ids                        sparse int64 (vocab `genres`)
-  video_maker_id                         [B] int64 (vocab `makers`)
-  video_performer_ids                    sparse int64 (vocab `performers`)
-  video_duration_z, video_age_z          [B] float32: z-scored log1p(minutes), log1p(days)
-  user_is_pseudo, user_has_history       [B] float32 0/1
-  user_<count>_z                         [B] float32: z-scored log1p of counts and day spans
-  user_like_ratio, user_recency_like_ratio  [B] float32 in (0, 1)
-  user_{liked,noped}_genre_ids / _weights   sparse (vocab `genres`) / recency-weighted shares
-  user_{liked,noped}_maker_ids / _weights   sparse (vocab `makers`)
-  user_title_ids / user_title_weights    sparse: liked titles' top n-grams (vocab `text_ngrams`)
-                                         with their shares
-  user_recent_video_ids                  sparse int64 (vocab `recent_videos`)
-  label [B] int64, weight / sampling_probability [B] float32, video_id / example_time_us [B]
-  int64, user_key [B] string: passed through for training and evaluation.
+Video graph outputs (B = batch; "sparse" = `SparseTensor` [B, None]):
+  video_text_ids / video_text_weights   sparse int64 / float32: TF-IDF of title + description
+  video_genre_ids                       sparse int64 (vocab `genres`)
+  video_maker_id                        [B] int64 (vocab `makers`)
+  video_performer_ids                   sparse int64 (vocab `performers`)
+  video_duration_z, video_age_z         [B] float32: z-scored log1p(minutes), log1p(days)
+  video_id                              [B] int64, passed through
+User graph outputs:
+  user_is_pseudo, user_has_history      [B] float32 0/1
+  user_<count>_z                        [B] float32: z-scored log1p of counts and day spans
+  user_like_ratio, user_recency_like_ratio   [B] float32 in (0, 1)
+  user_{liked,noped}_genre_ids / _weights    sparse (vocab `user_genres`) / recency shares
+  user_{liked,noped}_maker_ids / _weights    sparse (vocab `user_makers`)
+  user_title_ids / user_title_weights   sparse: liked titles' top n-grams (`user_title_ngrams`)
+  user_recent_video_ids                 sparse int64 (vocab `recent_videos`)
+  label [B] int64; weight, sampling_probability, video_age_days [B] float32; video_id,
+  example_time_us [B] int64; user_key [B] string: passed through for training and evaluation.
 """
 
 from __future__ import annotations
@@ -41,8 +41,21 @@ TEXT_VOCAB = "text_ngrams"
 GENRE_VOCAB = "genres"
 MAKER_VOCAB = "makers"
 PERFORMER_VOCAB = "performers"
+USER_GENRE_VOCAB = "user_genres"
+USER_MAKER_VOCAB = "user_makers"
+USER_TITLE_VOCAB = "user_title_ngrams"
 RECENT_VIDEO_VOCAB = "recent_videos"
-OOV_BUCKETS = {GENRE_VOCAB: 1, MAKER_VOCAB: 1, PERFORMER_VOCAB: 4, RECENT_VIDEO_VOCAB: 4}
+VIDEO_VOCABULARIES = (TEXT_VOCAB, GENRE_VOCAB, MAKER_VOCAB, PERFORMER_VOCAB)
+USER_VOCABULARIES = (USER_GENRE_VOCAB, USER_MAKER_VOCAB, USER_TITLE_VOCAB, RECENT_VIDEO_VOCAB)
+OOV_BUCKETS = {
+    GENRE_VOCAB: 1,
+    MAKER_VOCAB: 1,
+    PERFORMER_VOCAB: 4,
+    USER_GENRE_VOCAB: 1,
+    USER_MAKER_VOCAB: 1,
+    USER_TITLE_VOCAB: 1,
+    RECENT_VIDEO_VOCAB: 4,
+}
 NO_MAKER = "__no_maker__"
 
 USER_COUNTS = (
@@ -55,39 +68,26 @@ USER_COUNTS = (
 )
 USER_RATIOS = ("like_ratio", "recency_like_ratio")
 USER_WEIGHTED_LISTS = {  # raw token list -> (its weights, vocabulary)
-    "liked_genres": ("liked_genre_weights", GENRE_VOCAB),
-    "noped_genres": ("noped_genre_weights", GENRE_VOCAB),
-    "liked_makers": ("liked_maker_weights", MAKER_VOCAB),
-    "noped_makers": ("noped_maker_weights", MAKER_VOCAB),
+    "liked_genres": ("liked_genre_weights", USER_GENRE_VOCAB),
+    "noped_genres": ("noped_genre_weights", USER_GENRE_VOCAB),
+    "liked_makers": ("liked_maker_weights", USER_MAKER_VOCAB),
+    "noped_makers": ("noped_maker_weights", USER_MAKER_VOCAB),
+}
+EXAMPLE_PASSTHROUGH = {
+    "label": tf.int64,
+    "weight": tf.float32,
+    "sampling_probability": tf.float32,
+    "video_id": tf.int64,
+    "video_age_days": tf.float32,
+    "example_time_us": tf.int64,
+    "user_key": tf.string,
 }
 
-VIDEO_RAW_FEATURES = (
-    "title",
-    "description",
-    "genres",
-    "maker",
-    "performers",
-    "duration_sec",
-    "age_days",
-)
-USER_RAW_FEATURES = (
-    "user_source",
-    *USER_COUNTS,
-    *USER_RATIOS,
-    "has_history",
-    *USER_WEIGHTED_LISTS,
-    *(weights for weights, _ in USER_WEIGHTED_LISTS.values()),
-    "liked_title_ngrams",
-    "liked_title_ngram_weights",
-    "recent_liked_videos",
-)
-PASSTHROUGH = ("label", "weight", "sampling_probability", "video_id", "example_time_us", "user_key")
 
-
-def raw_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
-    """The raw example: user features at the example's time, the video's features, the label."""
+def video_feature_spec() -> dict:
+    """Raw features of a video: what the video tower's serving signature takes."""
     fixed, var = tf.io.FixedLenFeature, tf.io.VarLenFeature
-    spec = {
+    return {
         "title": fixed([], tf.string),
         "description": fixed([], tf.string),
         "genres": var(tf.string),
@@ -95,17 +95,23 @@ def raw_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]
         "performers": var(tf.string),
         "duration_sec": fixed([], tf.float32),
         "age_days": fixed([], tf.float32),
+    }
+
+
+def video_row_spec() -> dict:
+    """A catalogue row for the video transform: the raw features plus the video's id."""
+    return {**video_feature_spec(), "video_id": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def user_feature_spec() -> dict:
+    """Raw features of a user as of a time: what the user tower's serving signature takes."""
+    fixed, var = tf.io.FixedLenFeature, tf.io.VarLenFeature
+    spec = {
         "user_source": fixed([], tf.string),
         "has_history": fixed([], tf.float32),
         "liked_title_ngrams": var(tf.string),
         "liked_title_ngram_weights": var(tf.float32),
         "recent_liked_videos": var(tf.string),
-        "label": fixed([], tf.int64),
-        "weight": fixed([], tf.float32),
-        "sampling_probability": fixed([], tf.float32),
-        "video_id": fixed([], tf.int64),
-        "example_time_us": fixed([], tf.int64),
-        "user_key": fixed([], tf.string),
     }
     for name in (*USER_COUNTS, *USER_RATIOS):
         spec[name] = fixed([], tf.float32)
@@ -115,16 +121,13 @@ def raw_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]
     return spec
 
 
-def video_feature_spec() -> dict:
-    """Raw features the video tower's serving signature takes."""
-    spec = raw_feature_spec()
-    return {name: spec[name] for name in VIDEO_RAW_FEATURES}
-
-
-def user_feature_spec() -> dict:
-    """Raw features the user tower's serving signature takes."""
-    spec = raw_feature_spec()
-    return {name: spec[name] for name in USER_RAW_FEATURES}
+def example_spec() -> dict:
+    """A training example for the user transform: user features at the example's time, the
+    label, and what training and evaluation need about the example (passed through)."""
+    passthrough = {
+        name: tf.io.FixedLenFeature([], dtype) for name, dtype in EXAMPLE_PASSTHROUGH.items()
+    }
+    return {**user_feature_spec(), **passthrough}
 
 
 def char_ngram_tokens(text: tf.Tensor, ngram_min: int, ngram_max: int) -> tf.RaggedTensor:
@@ -145,13 +148,10 @@ def _z_score(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(tft.scale_to_z_score(tf.cast(x, tf.float64)), tf.float32)
 
 
-def make_preprocessing_fn(config: FeatureConfig):
-    """Returns the `preprocessing_fn` for `config` (vocabulary size, n-gram range)."""
+def make_video_preprocessing_fn(config: FeatureConfig):
+    """The video graph for `config` (vocabulary size, n-gram range)."""
 
     def preprocessing_fn(inputs: dict) -> dict:
-        outputs = {}
-
-        # -- video ---------------------------------------------------------------------------
         text = tf.concat(
             [
                 char_ngram_tokens(inputs["title"], config.ngram_min, config.ngram_max),
@@ -159,20 +159,19 @@ def make_preprocessing_fn(config: FeatureConfig):
             ],
             axis=1,
         ).to_sparse()  # tft.tfidf needs a SparseTensor; a RaggedTensor fails
-        text_vocab = tft.vocabulary(text, top_k=config.title_vocab_size, vocab_filename=TEXT_VOCAB)
-        text_ids = tft.apply_vocabulary(text, text_vocab, num_oov_buckets=1)
+        text_ids = tft.compute_and_apply_vocabulary(
+            text, top_k=config.title_vocab_size, num_oov_buckets=1, vocab_filename=TEXT_VOCAB
+        )
+        outputs = {}
         outputs["video_text_ids"], outputs["video_text_weights"] = tft.tfidf(
             text_ids, config.title_vocab_size + 1
         )
-
-        genre_vocab = tft.vocabulary(inputs["genres"], vocab_filename=GENRE_VOCAB)
-        outputs["video_genre_ids"] = tft.apply_vocabulary(
-            inputs["genres"], genre_vocab, num_oov_buckets=OOV_BUCKETS[GENRE_VOCAB]
+        outputs["video_genre_ids"] = tft.compute_and_apply_vocabulary(
+            inputs["genres"], vocab_filename=GENRE_VOCAB, num_oov_buckets=OOV_BUCKETS[GENRE_VOCAB]
         )
         maker = tf.where(tf.strings.length(inputs["maker"]) > 0, inputs["maker"], NO_MAKER)
-        maker_vocab = tft.vocabulary(maker, vocab_filename=MAKER_VOCAB)
-        outputs["video_maker_id"] = tft.apply_vocabulary(
-            maker, maker_vocab, num_oov_buckets=OOV_BUCKETS[MAKER_VOCAB]
+        outputs["video_maker_id"] = tft.compute_and_apply_vocabulary(
+            maker, vocab_filename=MAKER_VOCAB, num_oov_buckets=OOV_BUCKETS[MAKER_VOCAB]
         )
         outputs["video_performer_ids"] = tft.compute_and_apply_vocabulary(
             inputs["performers"],
@@ -182,23 +181,47 @@ def make_preprocessing_fn(config: FeatureConfig):
         minutes = tf.math.log1p(tf.maximum(inputs["duration_sec"], 0.0) / 60.0)
         outputs["video_duration_z"] = _z_score(minutes)
         outputs["video_age_z"] = _z_score(tf.math.log1p(tf.maximum(inputs["age_days"], 0.0)))
+        if "video_id" in inputs:
+            outputs["video_id"] = inputs["video_id"]
+        return outputs
 
-        # -- user ----------------------------------------------------------------------------
-        outputs["user_is_pseudo"] = tf.cast(tf.equal(inputs["user_source"], "pseudo"), tf.float32)
-        outputs["user_has_history"] = inputs["has_history"]
+    return preprocessing_fn
+
+
+def make_user_preprocessing_fn(config: FeatureConfig):
+    """The user graph for `config`."""
+
+    def preprocessing_fn(inputs: dict) -> dict:
+        outputs = {
+            "user_is_pseudo": tf.cast(tf.equal(inputs["user_source"], "pseudo"), tf.float32),
+            "user_has_history": inputs["has_history"],
+        }
         for name in USER_COUNTS:
             outputs[f"user_{name}_z"] = _z_score(tf.math.log1p(tf.maximum(inputs[name], 0.0)))
         for name in USER_RATIOS:
             outputs[f"user_{name}"] = inputs[name]
-        vocabularies = {GENRE_VOCAB: genre_vocab, MAKER_VOCAB: maker_vocab}
+        # Liked and noped lists share a vocabulary, so "liked X" and "noped X" name one X.
+        vocabularies = {
+            USER_GENRE_VOCAB: tft.vocabulary(
+                tf.sparse.concat(1, [inputs["liked_genres"], inputs["noped_genres"]]),
+                vocab_filename=USER_GENRE_VOCAB,
+            ),
+            USER_MAKER_VOCAB: tft.vocabulary(
+                tf.sparse.concat(1, [inputs["liked_makers"], inputs["noped_makers"]]),
+                vocab_filename=USER_MAKER_VOCAB,
+            ),
+        }
         for tokens, (weights, vocab) in USER_WEIGHTED_LISTS.items():
             kind = tokens.removesuffix("s")  # liked_genre, noped_maker, ...
             outputs[f"user_{kind}_ids"] = tft.apply_vocabulary(
                 inputs[tokens], vocabularies[vocab], num_oov_buckets=OOV_BUCKETS[vocab]
             )
             outputs[f"user_{kind}_weights"] = inputs[weights]
-        outputs["user_title_ids"] = tft.apply_vocabulary(
-            inputs["liked_title_ngrams"], text_vocab, num_oov_buckets=1
+        outputs["user_title_ids"] = tft.compute_and_apply_vocabulary(
+            inputs["liked_title_ngrams"],
+            top_k=config.title_vocab_size,
+            vocab_filename=USER_TITLE_VOCAB,
+            num_oov_buckets=OOV_BUCKETS[USER_TITLE_VOCAB],
         )
         outputs["user_title_weights"] = inputs["liked_title_ngram_weights"]
         outputs["user_recent_video_ids"] = tft.compute_and_apply_vocabulary(
@@ -206,9 +229,9 @@ def make_preprocessing_fn(config: FeatureConfig):
             vocab_filename=RECENT_VIDEO_VOCAB,
             num_oov_buckets=OOV_BUCKETS[RECENT_VIDEO_VOCAB],
         )
-
-        for name in PASSTHROUGH:
-            outputs[name] = inputs[name]
+        for name in EXAMPLE_PASSTHROUGH:
+            if name in inputs:
+                outputs[name] = inputs[name]
         return outputs
 
     return preprocessing_fn

@@ -1,17 +1,24 @@
-"""The feature-transform step: a snapshot in, TFT transform graph and split examples out.
+"""The feature-transform step: a snapshot in; two TFT graphs, the catalogue and the examples out.
 
     run_transform("artifacts/snapshot", "artifacts/transform", "artifacts/examples",
-                  FeatureConfig(), ["--runner=DirectRunner"])
+                  FeatureConfig(), ["--direct_num_workers=2",
+                                    "--direct_running_mode=multi_processing"])
+
+Two TensorFlow Transform graphs, one per tower:
+- the video graph is analysed on the catalogue (each video once) and applied to it: the
+  transformed catalogue is the candidate set the trainer and the evaluator rank;
+- the user graph is analysed on the training examples and applied to all three splits.
 
 The Beam pipeline reads the snapshot's decisions and reviews, groups them per user, and walks
 each user's history in time order (`build_user_examples`): every example carries the user's
-features as of its own time, so no feature sees a decision at or after it. Examples get their
-video's raw features, are split by time, and pass through TensorFlow Transform: analysed on the
-training split only, then applied to all three splits.
+features as of its own time, so no feature sees a decision at or after it. An example names its
+video by id; the trainer joins it to the transformed catalogue. Rows travel as Arrow record
+batches (one per user and split), TFT's efficient input format.
 
 Outputs:
-    transform_dir/        the TFT output (transform graph, vocabularies, schemas)
-    examples_dir/{train,validation,test}/part-*.tfrecord.gz   transformed tf.Examples
+    transform_dir/video/, transform_dir/user/     the two TFT outputs (graphs, vocabularies)
+    examples_dir/videos/part-*.tfrecord.gz        the transformed catalogue, one row per video
+    examples_dir/{train,validation,test}/part-*.tfrecord.gz   transformed examples
     metadata.json in both: counts, vocabulary sizes, split boundaries, config, snapshot hash
 
 Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue and the
@@ -39,6 +46,14 @@ import numpy as np
 from swiperec.features.config import FeatureConfig
 from swiperec.features.events import load_snapshot
 from swiperec.features.examples import NegativeSampler, build_user_examples, split_boundaries
+from swiperec.features.preprocessing import example_spec
+from swiperec.features.raw_features import (
+    arrow_schema,
+    catalogue_record_batches,
+    tensor_adapter_config,
+    to_record_batch,
+    video_raw_features,
+)
 
 SPLITS = ("train", "validation", "test")
 _DAY_US = 86_400 * 1_000_000
@@ -49,26 +64,6 @@ class TransformResult:
     transform_dir: str
     examples_dir: str
     metadata: dict
-
-
-def video_raw_features(catalogue, position: int, at_us: int) -> dict:
-    """The video's raw features for an example at `at_us` (UTC microseconds)."""
-    release = catalogue.release_date[position]
-    if np.isnat(release):
-        age_days = 0.0
-    else:
-        release_us = release.astype("datetime64[us]").astype(np.int64)
-        age_days = max(0.0, (at_us - release_us) / _DAY_US)
-    duration = catalogue.duration_sec[position]
-    return {
-        "title": catalogue.title[position],
-        "description": catalogue.description[position],
-        "genres": list(catalogue.genres[position]),
-        "maker": catalogue.maker[position],
-        "performers": list(catalogue.performers[position]),
-        "duration_sec": 0.0 if np.isnan(duration) else float(duration),
-        "age_days": float(age_days),
-    }
 
 
 def _user_events(batch, kind: str, config: FeatureConfig):
@@ -102,7 +97,7 @@ def _build_examples_fn(config: FeatureConfig):
         """One user's grouped events -> one Arrow record batch per split (tagged outputs)."""
 
         def setup(self):
-            self.arrow_schema = raw_arrow_schema()
+            self.arrow_schema = arrow_schema(example_spec())
 
         def process(self, keyed, catalogue, sampler, boundaries):
             by_split: dict[str, list[dict]] = {}
@@ -116,7 +111,7 @@ def _build_examples_fn(config: FeatureConfig):
 
 
 def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig):
-    """(user_key, events) -> the user's raw examples, each with its video's raw features."""
+    """(user_key, events) -> the user's raw examples, each with its video's age at that time."""
     from apache_beam.metrics import Metrics
 
     user_key, events = keyed
@@ -144,63 +139,53 @@ def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig)
     )
     positions = catalogue.index_of(np.array([e["video_id"] for e in examples], np.int64))
     for example, position in zip(examples, positions, strict=True):
-        example.update(video_raw_features(catalogue, position, example["example_time_us"]))
+        # The video's age when the user saw it; the catalogue's own age is as of the cutoff.
+        example["video_age_days"] = video_raw_features(
+            catalogue, position, example["example_time_us"]
+        )["age_days"]
         yield example
 
 
-def raw_arrow_schema():
-    """The raw example in Arrow, TFT's efficient input format (TFXIO): one list column per
-    feature, a scalar feature being a list of exactly one value."""
-    import pyarrow as pa
-    import tensorflow as tf
-
-    from swiperec.features.preprocessing import raw_feature_spec
-
-    value_types = {tf.string: pa.large_binary(), tf.float32: pa.float32(), tf.int64: pa.int64()}
-    return pa.schema(
-        [
-            pa.field(name, pa.large_list(value_types[spec.dtype]))
-            for name, spec in raw_feature_spec().items()
-        ]
-    )
-
-
-def to_record_batch(examples: list[dict], schema):
-    """Raw example dicts -> one record batch of `raw_arrow_schema()`."""
-    import pyarrow as pa
-
-    columns = []
-    for field in schema:
-        name = field.name
-        values = [example[name] for example in examples]
-        if pa.types.is_large_binary(field.type.value_type):
-            values = [
-                [v.encode() for v in value] if isinstance(value, list) else [value.encode()]
-                for value in values
-            ]
-        else:
-            values = [value if isinstance(value, list) else [value] for value in values]
-        columns.append(pa.array(values, type=field.type))
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
 def _build_pipeline(
-    pipeline, snapshot, transform_dir, examples_dir, config, catalogue, sampler, boundaries
+    pipeline,
+    snapshot,
+    transform_dir,
+    examples_dir,
+    config,
+    catalogue,
+    sampler,
+    boundaries,
+    cutoff_us: int,
 ) -> None:
     """Adds the transform's steps to `pipeline` (inside a `tft_beam.Context`)."""
     import apache_beam as beam
-    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import schema_utils
-    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-    from swiperec.features.preprocessing import make_preprocessing_fn, raw_feature_spec
-
-    schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
-    adapter_config = tensor_adapter.TensorAdapterConfig(
-        raw_arrow_schema(),
-        tensor_representation_util.InferTensorRepresentationsFromSchema(schema),
+    from swiperec.features.preprocessing import (
+        example_spec,
+        make_user_preprocessing_fn,
+        make_video_preprocessing_fn,
+        video_row_spec,
     )
+
+    # -- the catalogue: analysed and transformed once per video ----------------------------
+    videos = pipeline | "Catalogue rows" >> beam.Create(
+        catalogue_record_batches(catalogue, cutoff_us, video_row_spec())
+    )
+    (transformed_videos, video_metadata), video_fn = (
+        videos,
+        tensor_adapter_config(video_row_spec()),
+    ) | "Video transform" >> tft_beam.AnalyzeAndTransformDataset(
+        make_video_preprocessing_fn(config)
+    )
+    _ = video_fn | "Write video graph" >> tft_beam.WriteTransformFn(
+        os.path.join(transform_dir, "video")
+    )
+    _write_examples(
+        transformed_videos, video_metadata, os.path.join(examples_dir, "videos"), "videos"
+    )
+
+    # -- the examples: per-user histories, split by time -----------------------------------
     catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
     sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
     boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
@@ -220,26 +205,33 @@ def _build_pipeline(
             _build_examples_fn(config), catalogue_side, sampler_side, boundaries_side
         ).with_outputs(*SPLITS)
     )
-
+    adapter_config = tensor_adapter_config(example_spec())
     # Analysed on the training split only: validation and test statistics must not leak in.
-    transform_fn = (raw["train"], adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(
-        make_preprocessing_fn(config)
+    user_fn = (raw["train"], adapter_config) | "User analyze" >> tft_beam.AnalyzeDataset(
+        make_user_preprocessing_fn(config)
     )
-    _ = transform_fn | "Write transform" >> tft_beam.WriteTransformFn(transform_dir)
+    _ = user_fn | "Write user graph" >> tft_beam.WriteTransformFn(
+        os.path.join(transform_dir, "user")
+    )
     for split in SPLITS:
-        transformed, transformed_metadata = (
+        transformed, metadata = (
             (raw[split], adapter_config),
-            transform_fn,
+            user_fn,
         ) | f"Transform {split}" >> tft_beam.TransformDataset()
-        coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
-        _ = (
-            transformed
-            | f"Encode {split}" >> beam.Map(coder.encode)
-            | f"Write {split}"
-            >> beam.io.WriteToTFRecord(
-                os.path.join(examples_dir, split, "part"), file_name_suffix=".tfrecord.gz"
-            )
-        )
+        _write_examples(transformed, metadata, os.path.join(examples_dir, split), split)
+
+
+def _write_examples(transformed, metadata, folder: str, label: str) -> None:
+    import apache_beam as beam
+    import tensorflow_transform as tft
+
+    coder = tft.coders.ExampleProtoCoder(metadata.schema)
+    _ = (
+        transformed
+        | f"Encode {label}" >> beam.Map(coder.encode)
+        | f"Write {label}"
+        >> beam.io.WriteToTFRecord(os.path.join(folder, "part"), file_name_suffix=".tfrecord.gz")
+    )
 
 
 def run_transform(
@@ -261,6 +253,7 @@ def run_transform(
     catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
     boundaries = split_boundaries(events, config)
     sampler = NegativeSampler(catalogue, events, boundaries, config)
+    cutoff_us = _cutoff_us(snapshot_meta, events)
     del events  # the pipeline re-reads the events; only the catalogue and sampler travel
 
     options = PipelineOptions(pipeline_args or [])
@@ -268,7 +261,15 @@ def run_transform(
     pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
     with tft_beam.Context(temp_dir=temp_dir, desired_batch_size=1000):
         _build_pipeline(
-            pipeline, snapshot, transform_dir, examples_dir, config, catalogue, sampler, boundaries
+            pipeline,
+            snapshot,
+            transform_dir,
+            examples_dir,
+            config,
+            catalogue,
+            sampler,
+            boundaries,
+            cutoff_us,
         )
     try:
         result = pipeline.run()
@@ -281,7 +282,10 @@ def run_transform(
         gc.collect()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
-    tft_output = tft.TFTransformOutput(transform_dir)
+    outputs = {
+        tower: tft.TFTransformOutput(os.path.join(transform_dir, tower))
+        for tower in ("video", "user")
+    }
     metadata = {
         "snapshot": {
             "path": snapshot,
@@ -294,8 +298,11 @@ def run_transform(
             "test_start": _iso(boundaries.test_start_us),
         },
         "counts": counts,
-        "vocabulary_sizes": _vocabulary_sizes(tft_output),
-        "transformed_features": sorted(tft_output.transformed_feature_spec()),
+        "catalogue": {"videos": len(catalogue.video_id), "as_of": _iso(cutoff_us)},
+        "vocabulary_sizes": _vocabulary_sizes(outputs),
+        "transformed_features": {
+            tower: sorted(output.transformed_feature_spec()) for tower, output in outputs.items()
+        },
         "seconds": round(time.time() - started, 2),
     }
     for folder in (transform_dir, examples_dir):
@@ -341,19 +348,23 @@ def _read_counts(result) -> dict:
     return counts
 
 
-def _vocabulary_sizes(tft_output) -> dict[str, int]:
-    from swiperec.features.preprocessing import (
-        GENRE_VOCAB,
-        MAKER_VOCAB,
-        PERFORMER_VOCAB,
-        RECENT_VIDEO_VOCAB,
-        TEXT_VOCAB,
-    )
+def _vocabulary_sizes(outputs: dict) -> dict[str, int]:
+    from swiperec.features.preprocessing import USER_VOCABULARIES, VIDEO_VOCABULARIES
 
+    names = {"video": VIDEO_VOCABULARIES, "user": USER_VOCABULARIES}
     return {
-        name: tft_output.vocabulary_size_by_name(name)
-        for name in (TEXT_VOCAB, GENRE_VOCAB, MAKER_VOCAB, PERFORMER_VOCAB, RECENT_VIDEO_VOCAB)
+        name: outputs[tower].vocabulary_size_by_name(name)
+        for tower, vocabularies in names.items()
+        for name in vocabularies
     }
+
+
+def _cutoff_us(snapshot_meta: dict, events) -> int:
+    """The snapshot's cutoff (UTC µs): the time the catalogue's ages are counted to."""
+    cutoff = snapshot_meta.get("cutoff")
+    if cutoff:
+        return int(np.datetime64(cutoff.replace("Z", "").split("+")[0], "us").astype(np.int64))
+    return int(events.time_us.max()) if len(events.time_us) else 0
 
 
 def _iso(time_us: int) -> str:

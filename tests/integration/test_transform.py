@@ -67,11 +67,11 @@ def read_examples(examples_dir, split):
     return [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
-def parse(transform_dir, records):
+def parse(transform_dir, records, tower="user"):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    spec = tft.TFTransformOutput(os.path.join(transform_dir, tower)).transformed_feature_spec()
     return tf.io.parse_example(tf.constant(records), spec)
 
 
@@ -93,6 +93,19 @@ def test_counts_ratio_and_metadata(transformed, snapshot_dir):
     sizes = meta["vocabulary_sizes"]
     assert sizes["text_ngrams"] == 1000  # the top-1000 of many more character n-grams
     assert 5 <= sizes["genres"] <= 18 and sizes["makers"] > 1 and sizes["performers"] > 10
+    assert 0 < sizes["user_genres"] <= sizes["genres"] and sizes["recent_videos"] > 10
+    assert meta["catalogue"]["videos"] == DATA.videos
+
+
+def test_the_catalogue_is_transformed_once_per_video(transformed):
+    records = read_examples(transformed.examples_dir, "videos")
+    videos = parse(transformed.transform_dir, records, tower="video")
+    ids = videos["video_id"].numpy()
+    assert sorted(ids) == list(range(1, DATA.videos + 1))
+    assert np.isfinite(videos["video_duration_z"].numpy()).all()
+    # Every video has some text n-grams inside the 1,000-term vocabulary.
+    text_ids = videos["video_text_ids"]
+    assert len(np.unique(text_ids.indices.numpy()[:, 0])) == DATA.videos
 
 
 def test_examples_are_written_per_split_and_respect_the_time_split(transformed):
@@ -115,11 +128,11 @@ def test_examples_are_written_per_split_and_respect_the_time_split(transformed):
             assert ((times >= starts["validation_start"]) & (times < starts["test_start"])).all()
         else:
             assert (times >= starts["test_start"]).all()
-        assert np.isfinite(features["video_age_z"].numpy()).all()
+        assert (features["video_age_days"].numpy() >= 0).all()
         assert set(np.unique(features["user_is_pseudo"].numpy())) <= {0.0, 1.0}
 
 
-def test_each_tower_transforms_its_own_raw_features_alone(transformed):
+def test_each_tower_graph_takes_its_raw_features_as_serving_sends_them(transformed):
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -130,19 +143,18 @@ def test_each_tower_transforms_its_own_raw_features_alone(transformed):
         for name, feature in spec.items():
             value = values[name]
             if isinstance(feature, tf.io.VarLenFeature):
-                batch[name] = (
-                    tf.sparse.from_dense(tf.constant([value], dtype=feature.dtype))
-                    if value
-                    else tf.SparseTensor(
-                        tf.zeros([0, 2], tf.int64), tf.constant([], feature.dtype), [1, 0]
-                    )
-                )
+                batch[name] = tf.RaggedTensor.from_row_lengths(
+                    tf.constant(value, dtype=feature.dtype), [len(value)]
+                ).to_sparse()
             else:
                 batch[name] = tf.constant([value], dtype=feature.dtype)
         return batch
 
-    layer = tft.TFTransformOutput(transformed.transform_dir).transform_features_layer()
-    video = layer(
+    def layer(tower):
+        output = tft.TFTransformOutput(os.path.join(transformed.transform_dir, tower))
+        return output.transform_features_layer()
+
+    video = layer("video")(
         raw_batch(
             video_feature_spec(),
             {
@@ -156,7 +168,7 @@ def test_each_tower_transforms_its_own_raw_features_alone(transformed):
             },
         )
     )
-    assert {k for k in video if k.startswith("video_")} == {
+    assert set(video) == {
         "video_text_ids",
         "video_text_weights",
         "video_genre_ids",
@@ -165,23 +177,37 @@ def test_each_tower_transforms_its_own_raw_features_alone(transformed):
         "video_duration_z",
         "video_age_z",
     }
-    assert not any(k.startswith("user_") for k in video)
     user_values = {
-        name: ([] if isinstance(f, tf.io.VarLenFeature) else 0.0)
+        name: [] if isinstance(f, tf.io.VarLenFeature) else 0.0
         for name, f in user_feature_spec().items()
     }
     user_values.update(user_source="real", liked_genres=["恋愛"], liked_genre_weights=[1.0])
-    user = layer(raw_batch(user_feature_spec(), user_values))
-    assert "user_liked_genre_ids" in user and not any(k.startswith("video_") for k in user)
+    user = layer("user")(raw_batch(user_feature_spec(), user_values))
+    assert "user_liked_genre_ids" in user and "label" not in user
+    assert all(name.startswith("user_") for name in user)
+
+
+def _dense(features, order):
+    import tensorflow as tf
+
+    dense = {}
+    for name, value in features.items():
+        if isinstance(value, tf.SparseTensor):
+            value = tf.sparse.to_dense(value)
+        dense[name] = value.numpy()[order]
+    return dense
 
 
 def _assert_same_examples(examples_dir, transform_dir, reference):
     """Same examples, feature by feature (serialised bytes may order a tf.Example's features
     differently from one process to the next): ids, labels, times and tokens exactly, floats
     to 1e-6."""
-    import tensorflow as tf
 
     def canonical(examples, transform, split):
+        if split == "videos":
+            features = parse(transform, read_examples(examples, split), tower="video")
+            order = np.argsort(features["video_id"].numpy())
+            return _dense(features, order)
         features = parse(transform, read_examples(examples, split))
         keys = [
             f"{u}|{v}|{t}|{label}"
@@ -193,15 +219,9 @@ def _assert_same_examples(examples_dir, transform_dir, reference):
                 strict=True,
             )
         ]
-        order = np.argsort(keys)
-        dense = {}
-        for name, value in features.items():
-            if isinstance(value, tf.SparseTensor):
-                value = tf.sparse.to_dense(value)
-            dense[name] = value.numpy()[order]
-        return dense
+        return _dense(features, np.argsort(keys))
 
-    for split in SPLITS:
+    for split in (*SPLITS, "videos"):
         ours = canonical(examples_dir, transform_dir, split)
         theirs = canonical(reference.examples_dir, reference.transform_dir, split)
         assert ours.keys() == theirs.keys()

@@ -1,4 +1,4 @@
-"""The TFT preprocessing_fn on two rows, with every expected value worked out by hand."""
+"""The two TFT graphs on a handful of rows, with every expected value worked out by hand."""
 
 import math
 import os
@@ -11,28 +11,22 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from swiperec.features.config import FeatureConfig, char_ngrams
 from swiperec.features.preprocessing import (
-    make_preprocessing_fn,
-    raw_feature_spec,
+    example_spec,
+    make_user_preprocessing_fn,
+    make_video_preprocessing_fn,
     user_feature_spec,
     video_feature_spec,
-)
-
-CHECKED = (
-    "video_text_ids",
-    "video_text_weights",
-    "video_genre_ids",
-    "video_maker_id",
-    "user_liked_genre_ids",
-    "user_liked_genre_weights",
-    "user_like_count_z",
-    "user_is_pseudo",
-    "label",
+    video_row_spec,
 )
 
 
-def raw_row(title, genres, maker, liked_genres, like_count, source, label):
-    """A raw example; features this test does not check get neutral values."""
-    row = {
+def metadata(spec):
+    return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+
+
+def video_row(video_id, title, genres, maker):
+    return {
+        "video_id": video_id,
         "title": title.encode(),
         "description": b"",
         "genres": [g.encode() for g in genres],
@@ -40,48 +34,42 @@ def raw_row(title, genres, maker, liked_genres, like_count, source, label):
         "performers": [],
         "duration_sec": 3600.0,
         "age_days": 10.0,
-        "user_source": source.encode(),
-        "has_history": 1.0,
-        "liked_title_ngrams": [],
-        "liked_title_ngram_weights": [],
-        "recent_liked_videos": [],
-        "label": label,
-        "weight": 1.0,
-        "sampling_probability": 0.5,
-        "video_id": 1,
-        "example_time_us": 0,
-        "user_key": b"u",
-        "liked_genres": [g.encode() for g in liked_genres],
-        "liked_genre_weights": [1.0] * len(liked_genres),
     }
-    for tokens, weights in (
-        ("noped_genres", "noped_genre_weights"),
-        ("liked_makers", "liked_maker_weights"),
-        ("noped_makers", "noped_maker_weights"),
-    ):
-        row[tokens], row[weights] = [], []
-    for name in (
-        "like_count",
-        "nope_count",
-        "recency_like_count",
-        "recency_nope_count",
-        "days_since_last_decision",
-        "tenure_days",
-    ):
-        row[name] = 0.0
-    row["like_count"] = like_count
-    row["like_ratio"] = row["recency_like_ratio"] = 0.5
+
+
+def user_example(liked_genres, like_count, source, title_ngrams, label):
+    row = {
+        name: [] if isinstance(spec, tf.io.VarLenFeature) else 0.0
+        for name, spec in user_feature_spec().items()
+    }
+    row.update(
+        user_source=source.encode(),
+        like_count=like_count,
+        like_ratio=0.5,
+        recency_like_ratio=0.5,
+        liked_genres=[g.encode() for g in liked_genres],
+        liked_genre_weights=[1.0] * len(liked_genres),
+        liked_title_ngrams=[t.encode() for t in title_ngrams],
+        liked_title_ngram_weights=[1.0 / len(title_ngrams)] * len(title_ngrams),
+        label=label,
+        weight=1.0,
+        sampling_probability=0.5,
+        video_id=1,
+        video_age_days=3.0,
+        example_time_us=0,
+        user_key=b"u",
+    )
     return row
 
 
-class PreprocessingTest(tft_unit.TransformTestCase):
+class VideoGraphTest(tft_unit.TransformTestCase):
     test_session = None  # tf.test.TestCase's helper of that name is not a test
 
-    def test_japanese_title_ngrams_vocabularies_and_scaling(self):
+    def test_japanese_title_ngrams_tfidf_and_vocabularies(self):
         config = FeatureConfig(title_vocab_size=5, ngram_min=1, ngram_max=2)
         rows = [
-            raw_row("恋の告白", ["恋愛", "ドラマ"], "メーカーA", ["恋愛"], 0.0, "real", 1),
-            raw_row("告白", ["恋愛"], "", ["ホラー"], 3.0, "pseudo", 0),
+            video_row(1, "恋の告白", ["恋愛", "ドラマ"], "メーカーA"),
+            video_row(2, "告白", ["恋愛"], ""),
         ]
         # The tokens the graph makes, as the Python mirror makes them for user histories.
         assert char_ngrams("恋の告白", 1, 2) == ["恋", "の", "告", "白", "恋の", "の告", "告白"]
@@ -90,76 +78,92 @@ class PreprocessingTest(tft_unit.TransformTestCase):
         # then by the token's bytes, descending: 白 (e7..) 告白 (e5 91 8a e7) 告 (e5 91 8a),
         # then 恋の (e6 81 8b e3) 恋 (e6 81 8b) の告 (e3 81 ae e5) の (e3 81 ae). top_k = 5
         # keeps 白 告白 告 恋の 恋 (ids 0-4); の and の告 fall in the one OOV bucket (id 5).
-        # tfidf = (count / tokens in the title) * (1 + log((N + 1) / (df + 1))), N = 2 titles:
+        # tfidf = (count / tokens in the title) * (1 + log((N + 1) / (df + 1))), N = 2 videos:
         # ids 0-2 appear in both titles (idf 1), ids 3-5 only in the first (idf 1 + log 1.5).
         rare = 1 + math.log(3 / 2)
-        # like_count 0 and 3 -> log1p -> 0 and log 4; z-scored with the population std: -1, +1.
         expected = [
             {
+                "video_id": 1,
                 "video_text_ids": [0, 1, 2, 3, 4, 5],
                 "video_text_weights": [1 / 7, 1 / 7, 1 / 7, rare / 7, rare / 7, 2 * rare / 7],
                 "video_genre_ids": [0, 1],  # 恋愛 (twice) before ドラマ
                 "video_maker_id": 0,  # メーカーA (e3 83..) sorts above __no_maker__ (5f..)
-                "user_liked_genre_ids": [0],
-                "user_liked_genre_weights": [1.0],
-                "user_like_count_z": -1.0,
-                "user_is_pseudo": 0.0,
-                "label": 1,
             },
             {
+                "video_id": 2,
                 "video_text_ids": [0, 1, 2],
                 "video_text_weights": [1 / 3, 1 / 3, 1 / 3],
                 "video_genre_ids": [0],
                 "video_maker_id": 1,  # an empty maker is the __no_maker__ token
-                "user_liked_genre_ids": [2],  # ホラー is unknown: the genres OOV bucket
-                "user_liked_genre_weights": [1.0],
-                "user_like_count_z": 1.0,
-                "user_is_pseudo": 1.0,
-                "label": 0,
             },
         ]
-        full = make_preprocessing_fn(config)
-
-        def preprocessing_fn(inputs):
-            return {k: v for k, v in full(inputs).items() if k in CHECKED}
-
-        metadata = dataset_metadata.DatasetMetadata(
-            schema_utils.schema_from_feature_spec(raw_feature_spec())
-        )
+        full = make_video_preprocessing_fn(config)
+        checked = set(expected[0])
         self.assertAnalyzeAndTransformResults(
             rows,
-            metadata,
-            preprocessing_fn,
+            metadata(video_row_spec()),
+            lambda inputs: {k: v for k, v in full(inputs).items() if k in checked},
             expected,
             expected_vocab_file_contents={
-                "text_ngrams": [
-                    b"\xe7\x99\xbd",
-                    "告白".encode(),
-                    "告".encode(),
-                    "恋の".encode(),
-                    "恋".encode(),
-                ],
+                "text_ngrams": [x.encode() for x in ("白", "告白", "告", "恋の", "恋")],
                 "genres": ["恋愛".encode(), "ドラマ".encode()],
                 "makers": ["メーカーA".encode(), b"__no_maker__"],
             },
         )
 
 
-def test_each_tower_needs_only_its_own_raw_features():
-    """The serving contract: the user tower feeds user features only, the video tower video
-    features only; together they are the raw example minus label and bookkeeping."""
+class UserGraphTest(tft_unit.TransformTestCase):
+    test_session = None
+
+    def test_counts_vocabularies_and_an_unseen_genre(self):
+        config = FeatureConfig(title_vocab_size=5)
+        analysed = [
+            user_example(["恋愛"], 0.0, "real", ["海", "夏"], 1),
+            user_example(["恋愛"], 3.0, "pseudo", ["海"], 0),
+        ]
+        transformed = [user_example(["ホラー"], 3.0, "pseudo", ["海", "雪"], 0)]
+        # like_count 0 and 3 -> log1p -> 0 and log 4: mean log 2, population std log 2, so the
+        # transformed row's log 4 is z = +1. Genres: only 恋愛 was seen (id 0); ホラー is OOV
+        # (id 1). Title n-grams: 海 twice (id 0), 夏 once (id 1); 雪 unseen: OOV id 2.
+        expected = [
+            {
+                "user_like_count_z": 1.0,
+                "user_is_pseudo": 1.0,
+                "user_liked_genre_ids": [1],
+                "user_liked_genre_weights": [1.0],
+                "user_title_ids": [0, 2],
+                "user_title_weights": [0.5, 0.5],
+                "label": 0,
+                "video_age_days": 3.0,
+            }
+        ]
+        full = make_user_preprocessing_fn(config)
+        checked = set(expected[0])
+        self.assertAnalyzeAndTransformResults(
+            analysed,
+            metadata(example_spec()),
+            lambda inputs: {k: v for k, v in full(inputs).items() if k in checked},
+            expected,
+            test_data=transformed,
+            expected_vocab_file_contents={
+                "user_genres": ["恋愛".encode()],
+                "user_title_ngrams": ["海".encode(), "夏".encode()],
+            },
+        )
+
+
+def test_each_tower_takes_its_own_raw_features():
+    """The serving contract: the towers' raw inputs do not overlap, and a training example
+    is the user's features plus bookkeeping only (videos are joined by id)."""
     users, videos = set(user_feature_spec()), set(video_feature_spec())
     assert not users & videos
-    bookkeeping = {
+    assert set(example_spec()) - users == {
         "label",
         "weight",
         "sampling_probability",
         "video_id",
+        "video_age_days",
         "example_time_us",
         "user_key",
     }
-    assert users | videos | bookkeeping == set(raw_feature_spec())
-    assert all(
-        isinstance(spec, (tf.io.FixedLenFeature, tf.io.VarLenFeature))
-        for spec in raw_feature_spec().values()
-    )
+    assert set(video_row_spec()) - videos == {"video_id"}

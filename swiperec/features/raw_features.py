@@ -1,0 +1,92 @@
+"""Raw features as the TFT graphs and the exported towers take them, in Arrow form.
+
+Shared by the transform step (training), the batch embedding refresh and real-time embedding,
+so all three build exactly the same raw inputs. Arrow record batches are TFT's efficient input
+format (TFXIO): one list column per feature, a scalar feature being a list of one value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DAY_US = 86_400 * 1_000_000
+
+
+def video_raw_features(catalogue, position: int, at_us: int) -> dict:
+    """The raw features of the video at `position` of the catalogue, as of `at_us` (UTC µs).
+
+    `age_days` counts from the release date (0 without one, and never negative).
+    """
+    release = catalogue.release_date[position]
+    age_days = 0.0
+    if not np.isnat(release):
+        release_us = release.astype("datetime64[us]").astype(np.int64)
+        age_days = max(0.0, (at_us - release_us) / DAY_US)
+    duration = catalogue.duration_sec[position]
+    return {
+        "video_id": int(catalogue.video_id[position]),
+        "title": catalogue.title[position],
+        "description": catalogue.description[position],
+        "genres": list(catalogue.genres[position]),
+        "maker": catalogue.maker[position],
+        "performers": list(catalogue.performers[position]),
+        "duration_sec": 0.0 if np.isnan(duration) else float(duration),
+        "age_days": float(age_days),
+    }
+
+
+def arrow_schema(feature_spec: dict):
+    """The Arrow schema for rows of `feature_spec` (a dict of tf.io feature specs)."""
+    import pyarrow as pa
+    import tensorflow as tf
+
+    value_types = {tf.string: pa.large_binary(), tf.float32: pa.float32(), tf.int64: pa.int64()}
+    return pa.schema(
+        [
+            pa.field(name, pa.large_list(value_types[spec.dtype]))
+            for name, spec in feature_spec.items()
+        ]
+    )
+
+
+def tensor_adapter_config(feature_spec: dict):
+    """What TFT needs to read record batches of `arrow_schema(feature_spec)`."""
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    schema = schema_utils.schema_from_feature_spec(feature_spec)
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema(feature_spec),
+        tensor_representation_util.InferTensorRepresentationsFromSchema(schema),
+    )
+
+
+def to_record_batch(rows: list[dict], schema):
+    """Row dicts (str, float, int or lists of them) -> one record batch of `schema`."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        values = [row[field.name] for row in rows]
+        if pa.types.is_large_binary(field.type.value_type):
+            values = [
+                [v.encode() for v in value] if isinstance(value, list) else [value.encode()]
+                for value in values
+            ]
+        else:
+            values = [value if isinstance(value, list) else [value] for value in values]
+        columns.append(pa.array(values, type=field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def catalogue_record_batches(
+    catalogue, at_us: int, feature_spec: dict, rows_per_batch: int = 10_000
+):
+    """The whole catalogue as record batches of raw video features as of `at_us`."""
+    schema = arrow_schema(feature_spec)
+    batches = []
+    for start in range(0, len(catalogue.video_id), rows_per_batch):
+        stop = min(len(catalogue.video_id), start + rows_per_batch)
+        rows = [video_raw_features(catalogue, i, at_us) for i in range(start, stop)]
+        batches.append(to_record_batch(rows, schema))
+    return batches
