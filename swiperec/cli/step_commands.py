@@ -143,9 +143,8 @@ def transform(args) -> int:
     meta = result.metadata
     print(f"transform     {result.transform_dir}")
     print(f"examples      {result.examples_dir}")
-    print(
-        f"catalogue     {meta['catalogue']['videos']:,} videos, ages as of {meta['catalogue']['as_of']}"
-    )
+    catalogue = meta["catalogue"]
+    print(f"catalogue     {catalogue['videos']:,} videos, ages as of {catalogue['as_of']}")
     bounds = meta["split_boundaries"]
     print(
         f"splits        validation from {bounds['validation_start']}, "

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 
 _INT_FIELDS = ("like_rating", "nope_rating", "history_titles", "title_profile_size",
+               "user_vocab_size",
                "history_videos", "seed",
                "title_vocab_size", "ngram_min", "ngram_max")  # fmt: skip
 _FLOAT_FIELDS = ("pseudo_user_weight", "negatives_per_positive", "popularity_alpha",
@@ -40,7 +41,8 @@ class FeatureConfig:
     title_profile_size: int = 32  # ... through their K most frequent character n-grams
     history_videos: int = 20  # last N liked video ids
     seed: int = 42
-    title_vocab_size: int = 1000  # used by the TFT preprocessing_fn
+    title_vocab_size: int = 1000  # character n-gram vocabulary (TF-IDF of titles)
+    user_vocab_size: int = 50_000  # cap of the user-side vocabularies (genres, makers, videos)
     ngram_min: int = 1
     ngram_max: int = 2
     val_start: datetime | None = None  # split boundaries (UTC); None = derived from the data:
@@ -80,8 +82,9 @@ class FeatureConfig:
         for name in ("history_titles", "title_profile_size", "history_videos", "seed"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.title_vocab_size < 1:
-            problems.append(f"title_vocab_size must be at least 1, got {self.title_vocab_size}")
+        for name in ("title_vocab_size", "user_vocab_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 1 <= self.ngram_min <= self.ngram_max:
             problems.append(
                 "n-gram widths must satisfy 1 <= ngram_min <= ngram_max, got "

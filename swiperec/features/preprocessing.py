@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform.experimental import approximate_vocabulary
 
 from swiperec.features.config import FeatureConfig
 
@@ -201,13 +202,18 @@ def make_user_preprocessing_fn(config: FeatureConfig):
         for name in USER_RATIOS:
             outputs[f"user_{name}"] = inputs[name]
         # Liked and noped lists share a vocabulary, so "liked X" and "noped X" name one X.
+        # Every example repeats its user's lists, so the token streams are long: Misra-Gries
+        # (approximate_vocabulary) keeps the analysis to bounded accumulators, where the exact
+        # vocabulary turns each distinct token of each batch into a Beam element.
         vocabularies = {
-            USER_GENRE_VOCAB: tft.vocabulary(
+            USER_GENRE_VOCAB: approximate_vocabulary(
                 tf.sparse.concat(1, [inputs["liked_genres"], inputs["noped_genres"]]),
+                top_k=config.user_vocab_size,
                 vocab_filename=USER_GENRE_VOCAB,
             ),
-            USER_MAKER_VOCAB: tft.vocabulary(
+            USER_MAKER_VOCAB: approximate_vocabulary(
                 tf.sparse.concat(1, [inputs["liked_makers"], inputs["noped_makers"]]),
+                top_k=config.user_vocab_size,
                 vocab_filename=USER_MAKER_VOCAB,
             ),
         }
@@ -217,16 +223,23 @@ def make_user_preprocessing_fn(config: FeatureConfig):
                 inputs[tokens], vocabularies[vocab], num_oov_buckets=OOV_BUCKETS[vocab]
             )
             outputs[f"user_{kind}_weights"] = inputs[weights]
-        outputs["user_title_ids"] = tft.compute_and_apply_vocabulary(
+        outputs["user_title_ids"] = tft.apply_vocabulary(
             inputs["liked_title_ngrams"],
-            top_k=config.title_vocab_size,
-            vocab_filename=USER_TITLE_VOCAB,
+            approximate_vocabulary(
+                inputs["liked_title_ngrams"],
+                top_k=config.title_vocab_size,
+                vocab_filename=USER_TITLE_VOCAB,
+            ),
             num_oov_buckets=OOV_BUCKETS[USER_TITLE_VOCAB],
         )
         outputs["user_title_weights"] = inputs["liked_title_ngram_weights"]
-        outputs["user_recent_video_ids"] = tft.compute_and_apply_vocabulary(
+        outputs["user_recent_video_ids"] = tft.apply_vocabulary(
             inputs["recent_liked_videos"],
-            vocab_filename=RECENT_VIDEO_VOCAB,
+            approximate_vocabulary(
+                inputs["recent_liked_videos"],
+                top_k=config.user_vocab_size,
+                vocab_filename=RECENT_VIDEO_VOCAB,
+            ),
             num_oov_buckets=OOV_BUCKETS[RECENT_VIDEO_VOCAB],
         )
         for name in EXAMPLE_PASSTHROUGH:
