@@ -176,7 +176,7 @@ def _build_pipeline(
         videos,
         tensor_adapter_config(video_row_spec()),
     ) | "Video transform" >> tft_beam.AnalyzeAndTransformDataset(
-        make_video_preprocessing_fn(config)
+        make_video_preprocessing_fn(config), output_record_batches=True
     )
     _ = video_fn | "Write video graph" >> tft_beam.WriteTransformFn(
         os.path.join(transform_dir, "video")
@@ -206,6 +206,14 @@ def _build_pipeline(
         ).with_outputs(*SPLITS)
     )
     adapter_config = tensor_adapter_config(example_spec())
+    # One record batch per user is ~30 rows; TFT runs its graph once per batch it receives,
+    # so merge them into batches of thousands first.
+    raw = {
+        split: raw[split]
+        | f"Batch {split}" >> beam.BatchElements(min_batch_size=8, max_batch_size=256)
+        | f"Merge {split}" >> beam.Map(_merge_record_batches)
+        for split in SPLITS
+    }
     # Analysed on the training split only: validation and test statistics must not leak in.
     user_fn = (raw["train"], adapter_config) | "User analyze" >> tft_beam.AnalyzeDataset(
         make_user_preprocessing_fn(config)
@@ -217,18 +225,25 @@ def _build_pipeline(
         transformed, metadata = (
             (raw[split], adapter_config),
             user_fn,
-        ) | f"Transform {split}" >> tft_beam.TransformDataset()
+        ) | f"Transform {split}" >> tft_beam.TransformDataset(output_record_batches=True)
         _write_examples(transformed, metadata, os.path.join(examples_dir, split), split)
 
 
-def _write_examples(transformed, metadata, folder: str, label: str) -> None:
-    import apache_beam as beam
-    import tensorflow_transform as tft
+def _merge_record_batches(batches):
+    import pyarrow as pa
 
-    coder = tft.coders.ExampleProtoCoder(metadata.schema)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _write_examples(transformed, metadata, folder: str, label: str) -> None:
+    """Transformed record batches -> serialized tf.Examples in gzipped TFRecord files."""
+    import apache_beam as beam
+    from tfx_bsl.coders import example_coder
+
+    encoder = example_coder.RecordBatchToExamplesEncoder(metadata.schema)
     _ = (
         transformed
-        | f"Encode {label}" >> beam.Map(coder.encode)
+        | f"Encode {label}" >> beam.FlatMap(lambda batch: encoder.encode(batch[0]))
         | f"Write {label}"
         >> beam.io.WriteToTFRecord(os.path.join(folder, "part"), file_name_suffix=".tfrecord.gz")
     )
