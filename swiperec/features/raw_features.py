@@ -12,16 +12,18 @@ import numpy as np
 DAY_US = 86_400 * 1_000_000
 
 
-def video_raw_features(catalogue, position: int, at_us: int) -> dict:
-    """The raw features of the video at `position` of the catalogue, as of `at_us` (UTC µs).
-
-    `age_days` counts from the release date (0 without one, and never negative).
-    """
+def video_age_days(catalogue, position: int, at_us: int) -> float:
+    """Days from the release of the video at `position` to `at_us` (UTC µs); 0 without a
+    release date, never negative."""
     release = catalogue.release_date[position]
-    age_days = 0.0
-    if not np.isnat(release):
-        release_us = release.astype("datetime64[us]").astype(np.int64)
-        age_days = max(0.0, (at_us - release_us) / DAY_US)
+    if np.isnat(release):
+        return 0.0
+    release_us = release.astype("datetime64[us]").astype(np.int64)
+    return max(0.0, (at_us - release_us) / DAY_US)
+
+
+def video_raw_features(catalogue, position: int, at_us: int) -> dict:
+    """The raw features of the video at `position` of the catalogue, as of `at_us` (UTC µs)."""
     duration = catalogue.duration_sec[position]
     return {
         "video_id": int(catalogue.video_id[position]),
@@ -31,7 +33,7 @@ def video_raw_features(catalogue, position: int, at_us: int) -> dict:
         "maker": catalogue.maker[position],
         "performers": list(catalogue.performers[position]),
         "duration_sec": 0.0 if np.isnan(duration) else float(duration),
-        "age_days": float(age_days),
+        "age_days": video_age_days(catalogue, position, at_us),
     }
 
 

@@ -52,7 +52,7 @@ from swiperec.features.raw_features import (
     catalogue_record_batches,
     tensor_adapter_config,
     to_record_batch,
-    video_raw_features,
+    video_age_days,
 )
 
 SPLITS = ("train", "validation", "test")
@@ -140,9 +140,7 @@ def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig)
     positions = catalogue.index_of(np.array([e["video_id"] for e in examples], np.int64))
     for example, position in zip(examples, positions, strict=True):
         # The video's age when the user saw it; the catalogue's own age is as of the cutoff.
-        example["video_age_days"] = video_raw_features(
-            catalogue, position, example["example_time_us"]
-        )["age_days"]
+        example["video_age_days"] = video_age_days(catalogue, position, example["example_time_us"])
         yield example
 
 
@@ -274,7 +272,7 @@ def run_transform(
     options = PipelineOptions(pipeline_args or [])
     temp_dir = tempfile.mkdtemp(prefix="swiperec-tft-")
     pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
-    with tft_beam.Context(temp_dir=temp_dir, desired_batch_size=1000):
+    with tft_beam.Context(temp_dir=temp_dir):
         _build_pipeline(
             pipeline,
             snapshot,
