@@ -144,18 +144,56 @@ def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig)
         yield example
 
 
-def _build_pipeline(
-    pipeline,
-    snapshot,
-    transform_dir,
-    examples_dir,
-    config,
-    catalogue,
-    sampler,
-    boundaries,
-    cutoff_us: int,
+def _build_examples_pipeline(
+    pipeline, snapshot, raw_dir, config, catalogue, sampler, boundaries
 ) -> None:
-    """Adds the transform's steps to `pipeline` (inside a `tft_beam.Context`)."""
+    """Pipeline 1: events -> per-user examples -> raw example Parquet files per split.
+
+    Raw examples go to disk between the two pipelines so that no stage has to hold them all:
+    Beam's local runner keeps a PCollection that feeds two consumers (TFT's analysis and its
+    transform) in memory, which does not fit at 200k videos and 10k users.
+    """
+    import apache_beam as beam
+
+    from swiperec.features.preprocessing import example_spec
+
+    catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
+    sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
+    boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
+    sources = [
+        pipeline
+        | f"Read {kind}"
+        >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
+        | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
+        for kind in ("decisions", "reviews")
+    ]
+    raw = (
+        sources
+        | "All events" >> beam.Flatten()
+        | "Per user" >> beam.GroupByKey()
+        | "Build examples"
+        >> beam.ParDo(
+            _build_examples_fn(config), catalogue_side, sampler_side, boundaries_side
+        ).with_outputs(*SPLITS)
+    )
+    schema = arrow_schema(example_spec())
+    for split in SPLITS:
+        _ = (
+            raw[split]
+            # One record batch per user is ~30 rows; write (and later read) thousands at once.
+            | f"Batch {split}" >> beam.BatchElements(min_batch_size=8, max_batch_size=256)
+            | f"Merge {split}" >> beam.Map(_merge_record_batches)
+            | f"Write raw {split}"
+            >> beam.io.WriteToParquetBatched(
+                os.path.join(raw_dir, split, "part"), schema, file_name_suffix=".parquet"
+            )
+        )
+
+
+def _build_transform_pipeline(
+    pipeline, raw_dir, transform_dir, examples_dir, config, catalogue, cutoff_us: int
+) -> None:
+    """Pipeline 2 (inside a `tft_beam.Context`): the two TFT graphs, analysed and applied."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
 
@@ -183,45 +221,28 @@ def _build_pipeline(
         transformed_videos, video_metadata, os.path.join(examples_dir, "videos"), "videos"
     )
 
-    # -- the examples: per-user histories, split by time -----------------------------------
-    catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
-    sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
-    boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
-    sources = [
-        pipeline
-        | f"Read {kind}"
-        >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
-        | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
-        for kind in ("decisions", "reviews")
-    ]
-    raw = (
-        sources
-        | "All events" >> beam.Flatten()
-        | "Per user" >> beam.GroupByKey()
-        | "Build examples"
-        >> beam.ParDo(
-            _build_examples_fn(config), catalogue_side, sampler_side, boundaries_side
-        ).with_outputs(*SPLITS)
-    )
+    # -- the examples: the user graph, analysed on the training split only -------------------
     adapter_config = tensor_adapter_config(example_spec())
-    # One record batch per user is ~30 rows; TFT runs its graph once per batch it receives,
-    # so merge them into batches of thousands first.
-    raw = {
-        split: raw[split]
-        | f"Batch {split}" >> beam.BatchElements(min_batch_size=8, max_batch_size=256)
-        | f"Merge {split}" >> beam.Map(_merge_record_batches)
-        for split in SPLITS
-    }
-    # Analysed on the training split only: validation and test statistics must not leak in.
-    user_fn = (raw["train"], adapter_config) | "User analyze" >> tft_beam.AnalyzeDataset(
-        make_user_preprocessing_fn(config)
+
+    def read_raw(split: str, purpose: str):
+        # Each consumer reads the files itself: nothing is held in memory for a second one.
+        return (
+            pipeline
+            | f"Read raw {split} for {purpose}"
+            >> beam.io.ReadFromParquetBatched(os.path.join(raw_dir, split, "part-*.parquet"))
+            | f"To batches {split} for {purpose}" >> beam.FlatMap(lambda table: table.to_batches())
+        )
+
+    # Validation and test statistics must not leak into the analysis.
+    user_fn = (read_raw("train", "analysis"), adapter_config) | "User analyze" >> (
+        tft_beam.AnalyzeDataset(make_user_preprocessing_fn(config))
     )
     _ = user_fn | "Write user graph" >> tft_beam.WriteTransformFn(
         os.path.join(transform_dir, "user")
     )
     for split in SPLITS:
         transformed, metadata = (
-            (raw[split], adapter_config),
+            (read_raw(split, "transform"), adapter_config),
             user_fn,
         ) | f"Transform {split}" >> tft_beam.TransformDataset(output_record_batches=True)
         _write_examples(transformed, metadata, os.path.join(examples_dir, split), split)
@@ -230,7 +251,7 @@ def _build_pipeline(
 def _merge_record_batches(batches):
     import pyarrow as pa
 
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    return pa.Table.from_batches(batches).combine_chunks()
 
 
 def _write_examples(transformed, metadata, folder: str, label: str) -> None:
@@ -270,30 +291,25 @@ def run_transform(
     del events  # the pipeline re-reads the events; only the catalogue and sampler travel
 
     options = PipelineOptions(pipeline_args or [])
+    raw_dir = os.path.join(examples_dir, "_raw")
+    examples_pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
+    _build_examples_pipeline(
+        examples_pipeline, snapshot, raw_dir, config, catalogue, sampler, boundaries
+    )
+    counts = _run(examples_pipeline, _read_counts)
     temp_dir = tempfile.mkdtemp(prefix="swiperec-tft-")
-    pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
+    transform_pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
     with tft_beam.Context(temp_dir=temp_dir):
-        _build_pipeline(
-            pipeline,
-            snapshot,
-            transform_dir,
-            examples_dir,
-            config,
-            catalogue,
-            sampler,
-            boundaries,
-            cutoff_us,
+        _build_transform_pipeline(
+            transform_pipeline, raw_dir, transform_dir, examples_dir, config, catalogue, cutoff_us
         )
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
-        counts = _read_counts(result)
+        _run(transform_pipeline)
     finally:
-        # Beam and TF objects left for the interpreter's final teardown can crash it (exit
-        # code 139) after all work is done; release them while everything is still alive.
-        del pipeline
-        gc.collect()
         shutil.rmtree(temp_dir, ignore_errors=True)
+    del examples_pipeline, transform_pipeline
+    gc.collect()
+    tf.io.gfile.rmtree(raw_dir)
 
     outputs = {
         tower: tft.TFTransformOutput(os.path.join(transform_dir, tower))
@@ -322,6 +338,19 @@ def run_transform(
         with tf.io.gfile.GFile(os.path.join(folder, "metadata.json"), "w") as handle:
             handle.write(json.dumps(metadata, indent=2))
     return TransformResult(transform_dir, examples_dir, metadata)
+
+
+def _run(pipeline, read=None):
+    """Run `pipeline` to the end; returns `read(result)` when given."""
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+        return read(result) if read else None
+    finally:
+        # Beam and TF objects left for the interpreter's final teardown can crash it (exit
+        # code 139) after all work is done; release them while everything is still alive.
+        del pipeline
+        gc.collect()
 
 
 def _local_runner(pipeline_args: list[str] | None):
