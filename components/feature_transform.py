@@ -23,9 +23,17 @@ def feature_transform(
     from swiperec.features.config import FeatureConfig
     from swiperec.features.transform import run_transform
 
+    def location(artifact) -> str:
+        # gs:// URIs as they are, so Dataflow workers can read them (not Vertex's /gcs mount).
+        return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
+
     config = FeatureConfig.from_dict(json.loads(feature_config_json))
     result = run_transform(
-        snapshot.path, transform_graph.path, examples.path, config, list(beam_pipeline_args)
+        location(snapshot),
+        location(transform_graph),
+        location(examples),
+        config,
+        list(beam_pipeline_args),
     )
     meta = result.metadata
     for artifact in (transform_graph, examples):

@@ -42,7 +42,10 @@ class FeatureConfig:
     history_videos: int = 20  # last N liked video ids
     seed: int = 42
     title_vocab_size: int = 1000  # character n-gram vocabulary (TF-IDF of titles)
-    user_vocab_size: int = 50_000  # cap of the user-side vocabularies (genres, makers, videos)
+    # Cap of the user-side vocabularies (genres, makers, title n-grams, videos). Above the
+    # number of distinct values, the Misra-Gries analysis is exact and so deterministic;
+    # 200,000 is TFT's limit for it, and the catalogue size this is built for.
+    user_vocab_size: int = 200_000
     ngram_min: int = 1
     ngram_max: int = 2
     val_start: datetime | None = None  # split boundaries (UTC); None = derived from the data:
@@ -85,6 +88,8 @@ class FeatureConfig:
         for name in ("title_vocab_size", "user_vocab_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.user_vocab_size > 200_000:
+            problems.append(f"user_vocab_size is at most 200000, got {self.user_vocab_size}")
         if not 1 <= self.ngram_min <= self.ngram_max:
             problems.append(
                 "n-gram widths must satisfy 1 <= ngram_min <= ngram_max, got "

@@ -5,12 +5,14 @@ the catalogue, the `NegativeSampler` and the `SplitBoundaries` as side inputs (a
 all computed once from the snapshot). Every example carries the user's features as of its own
 time, computed from that user's events strictly before it.
 
-Sampled negatives: an unseen video (never decided by the user, released by the example's time)
-drawn with probability proportional to `(train-period events on it + 1) ** popularity_alpha`.
+Sampled negatives: an unseen video (not decided by the user before the end of the example's
+split, released by the example's time) drawn with probability proportional to
+`(train-period events on it + 1) ** popularity_alpha`.
 alpha = 0 is uniform (easy negatives); alpha = 1 follows popularity (hard negatives, which keep
 the model from simply learning popularity); the default 0.5 sits between, as word2vec's 0.75
-does. Popularity counts only events before the validation start, so held-out periods do not
-leak into training through the negatives.
+does. Popularity counts only events before the validation start, and a training negative may
+be a video the user decides only later, so held-out periods do not leak into training through
+the negatives.
 """
 
 from __future__ import annotations
@@ -213,7 +215,10 @@ def build_user_examples(
 
     # Walk time in order: ask the history at t, then add the events at t.
     history = UserHistory(catalogue, config, is_pseudo)
-    decided = set(video_ids.tolist())  # label selection, not a feature: every decision counts
+    # Unseen per split: decided before the split's end is excluded; what the user decides
+    # after it is the future, and excluding it would leak held-out periods into training.
+    split_ends = (boundaries.val_start_us, boundaries.test_start_us, np.iinfo(np.int64).max)
+    decided = [set(video_ids[times_us < end].tolist()) for end in split_ends]
     weight = float(config.pseudo_user_weight) if is_pseudo else 1.0
     examples: list[dict] = []
     starts = np.flatnonzero(np.concatenate([[True], times_us[1:] != times_us[:-1]])).tolist()
@@ -239,8 +244,9 @@ def build_user_examples(
                     counts["positives"] += 1
                     wanted = int(sampled_per_like[k])
                     if wanted:
-                        drawn = sampler.draw(rng, t, decided, wanted).tolist()
-                        decided.update(drawn)  # a user's sampled negatives are all distinct
+                        drawn = sampler.draw(rng, t, decided[int(split[start])], wanted).tolist()
+                        for seen in decided:  # a user's sampled negatives are all distinct
+                            seen.update(drawn)
                         examples.extend(example(v, 0, "sampled") for v in drawn)
                         counts["negatives_sampled"] += len(drawn)
                         counts["sampled_shortfall"] += wanted - len(drawn)

@@ -227,7 +227,7 @@ def make_user_preprocessing_fn(config: FeatureConfig):
             inputs["liked_title_ngrams"],
             approximate_vocabulary(
                 inputs["liked_title_ngrams"],
-                top_k=config.title_vocab_size,
+                top_k=config.user_vocab_size,
                 vocab_filename=USER_TITLE_VOCAB,
             ),
             num_oov_buckets=OOV_BUCKETS[USER_TITLE_VOCAB],

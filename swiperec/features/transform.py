@@ -9,11 +9,13 @@ Two TensorFlow Transform graphs, one per tower:
   transformed catalogue is the candidate set the trainer and the evaluator rank;
 - the user graph is analysed on the training examples and applied to all three splits.
 
-The Beam pipeline reads the snapshot's decisions and reviews, groups them per user, and walks
-each user's history in time order (`build_user_examples`): every example carries the user's
-features as of its own time, so no feature sees a decision at or after it. An example names its
-video by id; the trainer joins it to the transformed catalogue. Rows travel as Arrow record
-batches (one per user and split), TFT's efficient input format.
+Two Beam pipelines. The first reads the snapshot's decisions and reviews, groups them per user,
+and walks each user's history in time order (`build_user_examples`): every example carries the
+user's features as of its own time, so no feature sees a decision at or after it. It writes the
+raw examples as Parquet (`examples_dir/_raw/`, removed at the end), so the second pipeline, the
+two TFT graphs, reads each split from disk for each use and no stage holds every example. An
+example names its video by id; the trainer joins it to the transformed catalogue. Rows travel
+as Arrow record batches, TFT's efficient input format.
 
 Outputs:
     transform_dir/video/, transform_dir/user/     the two TFT outputs (graphs, vocabularies)
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swiperec.errors import SwiperecError
 from swiperec.features.config import FeatureConfig
 from swiperec.features.events import load_snapshot
 from swiperec.features.examples import NegativeSampler, build_user_examples, split_boundaries
@@ -292,12 +295,32 @@ def run_transform(
 
     options = PipelineOptions(pipeline_args or [])
     raw_dir = os.path.join(examples_dir, "_raw")
+    # A re-run replaces what an earlier (maybe failed) run left: stale shards would be read.
+    for folder in (
+        raw_dir,
+        *(os.path.join(examples_dir, s) for s in (*SPLITS, "videos")),
+        *(os.path.join(transform_dir, tower) for tower in ("video", "user")),
+    ):
+        if tf.io.gfile.exists(folder):
+            tf.io.gfile.rmtree(folder)
     examples_pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
     _build_examples_pipeline(
         examples_pipeline, snapshot, raw_dir, config, catalogue, sampler, boundaries
     )
     counts = _run(examples_pipeline, _read_counts)
-    temp_dir = tempfile.mkdtemp(prefix="swiperec-tft-")
+    if counts["train"]["positive"] == 0:
+        tf.io.gfile.rmtree(raw_dir)
+        raise SwiperecError(
+            f"no training examples: no like falls before the validation start "
+            f"({_iso(boundaries.val_start_us)}); move the split boundaries later"
+        )
+    # TFT's scratch space must be visible to every worker: under the output on gs://.
+    remote = "://" in transform_dir
+    temp_dir = (
+        os.path.join(transform_dir, "_tft_tmp")
+        if remote
+        else tempfile.mkdtemp(prefix="swiperec-tft-")
+    )
     transform_pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
     with tft_beam.Context(temp_dir=temp_dir):
         _build_transform_pipeline(
@@ -306,7 +329,11 @@ def run_transform(
     try:
         _run(transform_pipeline)
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if remote:
+            if tf.io.gfile.exists(temp_dir):
+                tf.io.gfile.rmtree(temp_dir)
+        else:
+            shutil.rmtree(temp_dir, ignore_errors=True)
     del examples_pipeline, transform_pipeline
     gc.collect()
     tf.io.gfile.rmtree(raw_dir)

@@ -316,3 +316,16 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
         timeout=120,
     )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_no_training_likes_is_a_clear_error(snapshot_dir, tmp_path):
+    from datetime import UTC, datetime
+
+    from swiperec.errors import SwiperecError
+
+    early = FeatureConfig(
+        val_start=datetime(2000, 1, 1, tzinfo=UTC), test_start=datetime(2000, 1, 2, tzinfo=UTC)
+    )
+    with pytest.raises(SwiperecError, match="no training examples"):
+        run_transform(snapshot_dir, str(tmp_path / "t"), str(tmp_path / "e"), early)
+    assert not (tmp_path / "e" / "_raw").exists()
