@@ -112,6 +112,38 @@ class VideoGraphTest(tft_unit.TransformTestCase):
         )
 
 
+class VideoGraphUnseenValuesTest(tft_unit.TransformTestCase):
+    test_session = None
+
+    def test_missing_title_unknown_genre_and_maker_map_to_oov_without_error(self):
+        config = FeatureConfig(title_vocab_size=5, ngram_min=1, ngram_max=2)
+        analysed = [
+            video_row(1, "恋の告白", ["恋愛", "ドラマ"], "メーカーA"),
+            video_row(2, "告白", ["恋愛"], ""),
+        ]
+        # Seen after training: no title, an unknown genre next to a known one, a new maker.
+        # Genres vocab: 恋愛 0, ドラマ 1, OOV 2; makers: メーカーA 0, __no_maker__ 1, OOV 2.
+        unseen = [video_row(3, "", ["ホラー", "恋愛"], "メーカーZ")]
+        expected = [
+            {
+                "video_id": 3,
+                "video_text_ids": [],
+                "video_text_weights": [],
+                "video_genre_ids": [2, 0],
+                "video_maker_id": 2,
+            }
+        ]
+        full = make_video_preprocessing_fn(config)
+        checked = set(expected[0])
+        self.assertAnalyzeAndTransformResults(
+            analysed,
+            metadata(video_row_spec()),
+            lambda inputs: {k: v for k, v in full(inputs).items() if k in checked},
+            expected,
+            test_data=unseen,
+        )
+
+
 class UserGraphTest(tft_unit.TransformTestCase):
     test_session = None
 
