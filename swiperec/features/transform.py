@@ -24,9 +24,11 @@ Outputs:
     metadata.json in both: counts, vocabulary sizes, split boundaries, config, snapshot hash
 
 Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue and the
-negative sampler (a few hundred MB at 200k videos) are side inputs, broadcast to each worker.
+negative sampler (~100 MB pickled at 200k videos) are side inputs created in the driver, so they
+travel in the job graph, which on Dataflow needs the graph upload experiment:
     Dataflow: --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
               --staging_location=gs://B/staging --sdk_container_image=<the pipeline image>
+              --experiments=upload_graph
     Flink:    --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER
               --environment_config=<the pipeline image>
     Spark:    --runner=SparkRunner --spark_master_url=spark://HOST:7077 (same environment flags)
