@@ -128,8 +128,12 @@ def test_examples_are_written_per_split_and_respect_the_time_split(transformed):
             assert ((times >= starts["validation_start"]) & (times < starts["test_start"])).all()
         else:
             assert (times >= starts["test_start"]).all()
-        assert (features["video_age_days"].numpy() >= 0).all()
-        assert set(np.unique(features["user_is_pseudo"].numpy())) <= {0.0, 1.0}
+        # Pseudo-users (reviews) and real users both feed the split, with their weights.
+        pseudo = features["user_is_pseudo"].numpy() == 1.0
+        assert pseudo.sum() == meta["counts"][split]["pseudo"]
+        if split == "train":
+            assert 0 < pseudo.sum() < len(pseudo)
+        np.testing.assert_array_equal(features["weight"].numpy(), 1.0)  # default weight 1
 
 
 def test_each_tower_graph_takes_its_raw_features_as_serving_sends_them(transformed):
