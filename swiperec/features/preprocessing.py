@@ -201,21 +201,27 @@ def make_user_preprocessing_fn(config: FeatureConfig):
             outputs[f"user_{name}_z"] = _z_score(tf.math.log1p(tf.maximum(inputs[name], 0.0)))
         for name in USER_RATIOS:
             outputs[f"user_{name}"] = inputs[name]
-        # Liked and noped lists share a vocabulary, so "liked X" and "noped X" name one X.
+
         # Every example repeats its user's lists, so the token streams are long: Misra-Gries
         # (approximate_vocabulary) keeps the analysis to bounded accumulators, where the exact
-        # vocabulary turns each distinct token of each batch into a Beam element.
+        # vocabulary turns each distinct token of each batch into a Beam element. Below
+        # `user_vocab_size` distinct values it is exact, and so deterministic.
+        def ids(tokens, name):
+            vocabulary = approximate_vocabulary(
+                tokens,
+                top_k=config.user_vocab_size,
+                vocab_filename=name,
+            )
+            return tft.apply_vocabulary(tokens, vocabulary, num_oov_buckets=OOV_BUCKETS[name])
+
+        # Liked and noped lists share a vocabulary, so "liked X" and "noped X" name one X.
+        shared = {
+            USER_GENRE_VOCAB: tf.sparse.concat(1, [inputs["liked_genres"], inputs["noped_genres"]]),
+            USER_MAKER_VOCAB: tf.sparse.concat(1, [inputs["liked_makers"], inputs["noped_makers"]]),
+        }
         vocabularies = {
-            USER_GENRE_VOCAB: approximate_vocabulary(
-                tf.sparse.concat(1, [inputs["liked_genres"], inputs["noped_genres"]]),
-                top_k=config.user_vocab_size,
-                vocab_filename=USER_GENRE_VOCAB,
-            ),
-            USER_MAKER_VOCAB: approximate_vocabulary(
-                tf.sparse.concat(1, [inputs["liked_makers"], inputs["noped_makers"]]),
-                top_k=config.user_vocab_size,
-                vocab_filename=USER_MAKER_VOCAB,
-            ),
+            name: approximate_vocabulary(tokens, top_k=config.user_vocab_size, vocab_filename=name)
+            for name, tokens in shared.items()
         }
         for tokens, (weights, vocab) in USER_WEIGHTED_LISTS.items():
             kind = tokens.removesuffix("s")  # liked_genre, noped_maker, ...
@@ -223,25 +229,9 @@ def make_user_preprocessing_fn(config: FeatureConfig):
                 inputs[tokens], vocabularies[vocab], num_oov_buckets=OOV_BUCKETS[vocab]
             )
             outputs[f"user_{kind}_weights"] = inputs[weights]
-        outputs["user_title_ids"] = tft.apply_vocabulary(
-            inputs["liked_title_ngrams"],
-            approximate_vocabulary(
-                inputs["liked_title_ngrams"],
-                top_k=config.user_vocab_size,
-                vocab_filename=USER_TITLE_VOCAB,
-            ),
-            num_oov_buckets=OOV_BUCKETS[USER_TITLE_VOCAB],
-        )
+        outputs["user_title_ids"] = ids(inputs["liked_title_ngrams"], USER_TITLE_VOCAB)
         outputs["user_title_weights"] = inputs["liked_title_ngram_weights"]
-        outputs["user_recent_video_ids"] = tft.apply_vocabulary(
-            inputs["recent_liked_videos"],
-            approximate_vocabulary(
-                inputs["recent_liked_videos"],
-                top_k=config.user_vocab_size,
-                vocab_filename=RECENT_VIDEO_VOCAB,
-            ),
-            num_oov_buckets=OOV_BUCKETS[RECENT_VIDEO_VOCAB],
-        )
+        outputs["user_recent_video_ids"] = ids(inputs["recent_liked_videos"], RECENT_VIDEO_VOCAB)
         for name in EXAMPLE_PASSTHROUGH:
             if name in inputs:
                 outputs[name] = inputs[name]

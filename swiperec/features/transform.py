@@ -432,9 +432,13 @@ def _vocabulary_sizes(outputs: dict) -> dict[str, int]:
 
 def _cutoff_us(snapshot_meta: dict, events) -> int:
     """The snapshot's cutoff (UTC µs): the time the catalogue's ages are counted to."""
+    from datetime import datetime
+
+    from swiperec.features.config import datetime_to_us
+
     cutoff = snapshot_meta.get("cutoff")
     if cutoff:
-        return int(np.datetime64(cutoff.replace("Z", "").split("+")[0], "us").astype(np.int64))
+        return datetime_to_us(datetime.fromisoformat(cutoff))
     return int(events.time_us.max()) if len(events.time_us) else 0
 
 
