@@ -15,7 +15,10 @@ Video graph outputs (B = batch; "sparse" = `SparseTensor` [B, None]):
   video_genre_ids                       sparse int64 (vocab `genres`)
   video_maker_id                        [B] int64 (vocab `makers`)
   video_performer_ids                   sparse int64 (vocab `performers`)
-  video_duration_z, video_age_z         [B] float32: z-scored log1p(minutes), log1p(days)
+  video_duration_z                      [B] float32: z-scored log1p(minutes)
+  video_age                             [B] float32: `video_age_feature(age_days)`, no analyzer,
+                                        so the trainer can give each example the video's age
+                                        when the user saw it (`video_age_days`)
   video_id                              [B] int64, passed through
 User graph outputs:
   user_is_pseudo, user_has_history      [B] float32 0/1
@@ -58,6 +61,7 @@ OOV_BUCKETS = {
     RECENT_VIDEO_VOCAB: 4,
 }
 NO_MAKER = "__no_maker__"
+AGE_SCALE_DAYS = 3652.5
 
 USER_COUNTS = (
     "like_count",
@@ -142,6 +146,17 @@ def char_ngram_tokens(text: tf.Tensor, ngram_min: int, ngram_max: int) -> tf.Rag
     )
 
 
+def video_age_feature(age_days: tf.Tensor) -> tf.Tensor:
+    """Days since release -> log1p(days) / log1p(10 years): 0 at release, ~1 at ten years.
+
+    A fixed scale rather than an analyzer: a video's age changes with the time it is shown, so
+    the trainer recomputes this per example from `video_age_days` with this same function, and
+    the exported video tower computes it from the raw `age_days` it is given.
+    """
+    age = tf.maximum(tf.cast(age_days, tf.float32), 0.0)
+    return tf.math.log1p(age) / tf.math.log1p(AGE_SCALE_DAYS)
+
+
 def _z_score(x: tf.Tensor) -> tf.Tensor:
     """z-score with float64 analyzers: Beam combines partial sums in whatever order bundles
     finish, and in float64 that order moves the float32 result by a unit in the last place at
@@ -181,7 +196,7 @@ def make_video_preprocessing_fn(config: FeatureConfig):
         )
         minutes = tf.math.log1p(tf.maximum(inputs["duration_sec"], 0.0) / 60.0)
         outputs["video_duration_z"] = _z_score(minutes)
-        outputs["video_age_z"] = _z_score(tf.math.log1p(tf.maximum(inputs["age_days"], 0.0)))
+        outputs["video_age"] = video_age_feature(inputs["age_days"])
         if "video_id" in inputs:
             outputs["video_id"] = inputs["video_id"]
         return outputs

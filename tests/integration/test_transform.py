@@ -179,7 +179,7 @@ def test_each_tower_graph_takes_its_raw_features_as_serving_sends_them(transform
         "video_maker_id",
         "video_performer_ids",
         "video_duration_z",
-        "video_age_z",
+        "video_age",
     }
     user_values = {
         name: [] if isinstance(f, tf.io.VarLenFeature) else 0.0

@@ -88,6 +88,7 @@ class VideoGraphTest(tft_unit.TransformTestCase):
                 "video_text_weights": [1 / 7, 1 / 7, 1 / 7, rare / 7, rare / 7, 2 * rare / 7],
                 "video_genre_ids": [0, 1],  # 恋愛 (twice) before ドラマ
                 "video_maker_id": 0,  # メーカーA (e3 83..) sorts above __no_maker__ (5f..)
+                "video_age": math.log(11) / math.log(3653.5),  # 10 days on a 10-year scale
             },
             {
                 "video_id": 2,
@@ -95,6 +96,7 @@ class VideoGraphTest(tft_unit.TransformTestCase):
                 "video_text_weights": [1 / 3, 1 / 3, 1 / 3],
                 "video_genre_ids": [0],
                 "video_maker_id": 1,  # an empty maker is the __no_maker__ token
+                "video_age": math.log(11) / math.log(3653.5),
             },
         ]
         full = make_video_preprocessing_fn(config)

@@ -1,0 +1,1 @@
+"""The two-tower model: towers, loss, training input, training and export."""

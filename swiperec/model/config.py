@@ -1,0 +1,85 @@
+"""The trainer's hyper-parameters, stored in the model card so a model says how it was made."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+EMBEDDING_DIM = 768  # the dimension of `video_embeddings.embedding` / `user_embeddings.embedding`
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the two-tower model is built and trained.
+
+    The loss is `retrieval_weight * in-batch softmax + pointwise_weight * like/nope BCE`; either
+    weight may be 0, not both. Learning rate: linear warm-up over `warmup_epochs`, then cosine
+    decay to zero at `epochs`. Early stopping watches the validation AUC of like vs nope/sampled
+    and restores the best epoch's weights.
+    """
+
+    embedding_dim: int = EMBEDDING_DIM
+    hidden_units: tuple[int, ...] = (512,)  # each tower: features -> hidden ReLU layers -> 768
+    bag_dim: int = 64  # width of each embedding bag (genres, makers, n-grams, videos)
+    video_id_min_count: int = 5  # videos with this many training examples get an id embedding
+    temperature: float = 0.05  # in-batch softmax over cosine similarities / temperature
+    retrieval_weight: float = 1.0
+    pointwise_weight: float = 1.0
+    logq_correction: bool = True  # subtract log(candidate frequency) from in-batch logits
+    remove_accidental_hits: bool = True  # the same video twice in a batch is not a negative
+    batch_size: int = 1024
+    epochs: int = 15
+    learning_rate: float = 2e-3
+    warmup_epochs: float = 0.5
+    weight_decay: float = 1e-6  # L2 on embedding tables and kernels
+    dropout: float = 0.1
+    patience: int = 3  # epochs without a better validation AUC before stopping
+    shuffle_buffer: int = 100_000  # examples
+    steps_per_epoch: int | None = None  # None: one pass over the training examples
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        problems = []
+        positive_ints = ("embedding_dim", "bag_dim", "batch_size", "epochs", "shuffle_buffer")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be a positive int, got {value!r}")
+        if not all(isinstance(u, int) and u > 0 for u in self.hidden_units):
+            problems.append(f"hidden_units must be positive ints, got {self.hidden_units!r}")
+        for name in ("video_id_min_count", "patience", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"{name} must be an int >= 0, got {value!r}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            problems.append(f"steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
+        for name in ("temperature", "learning_rate"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive number, got {value!r}")
+        for name in ("retrieval_weight", "pointwise_weight", "warmup_epochs", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                problems.append(f"{name} must be a number >= 0, got {value!r}")
+        if not problems and self.retrieval_weight == 0 and self.pointwise_weight == 0:
+            problems.append("retrieval_weight and pointwise_weight cannot both be 0")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["hidden_units"] = list(self.hidden_units)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        values = dict(values)
+        if "hidden_units" in values:
+            values["hidden_units"] = tuple(values["hidden_units"])
+        return cls(**values)

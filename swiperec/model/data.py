@@ -1,0 +1,164 @@
+"""Training input: transformed examples joined to the transformed catalogue, as tf.data.
+
+The transform step writes user-side examples (`examples_dir/{train,validation,test}`) that name
+their video by `video_id`, and the catalogue once (`examples_dir/videos`). `Catalogue` holds the
+catalogue's transformed features in memory (ragged rows, ~50 MB at 200k videos) and adds each
+batch's video features by id, so a video's features are stored once, not once per example.
+
+One thing is per example rather than per video: the video's age when the user saw it. The
+catalogue's `video_age` is as of the snapshot; the join replaces it with
+`video_age_feature(video_age_days)` of the example, the same function the video graph applies.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from swiperec.features.preprocessing import video_age_feature
+
+CATALOGUE_FOLDER = "videos"
+
+
+def tfrecord_files(examples_dir: str, split: str) -> list[str]:
+    """The gzipped TFRecord shards of one split (or `videos`), sorted; raises if there are none."""
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_dir, split, "part-*.tfrecord.gz")))
+    if not files:
+        raise FileNotFoundError(f"no examples in {os.path.join(examples_dir, split)}")
+    return files
+
+
+def _records(files: list[str]) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(files, compression_type="GZIP")
+
+
+def count_video_rows(examples_dir: str, split: str = "train") -> dict[int, int]:
+    """video_id -> number of examples of `split` naming it (likes, nopes and sampled)."""
+    spec = {"video_id": tf.io.FixedLenFeature([], tf.int64)}
+    ids = [
+        batch["video_id"].numpy()
+        for batch in _records(tfrecord_files(examples_dir, split))
+        .batch(8192)
+        .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ]
+    values, counts = np.unique(np.concatenate(ids) if ids else np.empty(0, np.int64),
+                               return_counts=True)  # fmt: skip
+    return dict(zip(values.tolist(), counts.tolist(), strict=True))
+
+
+class Catalogue:
+    """The transformed catalogue, in memory, joined to batches of examples by video id.
+
+    `features`: name -> [N] tensor or [N, None] `RaggedTensor`, row i being video `video_ids[i]`.
+    `candidate_probability` [N]: each video's share of the training rows (the in-batch softmax's
+    sampling correction), floored at one row so a video never seen in training is not infinite.
+    """
+
+    def __init__(self, video_ids: np.ndarray, features: dict, row_counts: dict[int, int]):
+        self.video_ids = np.asarray(video_ids, dtype=np.int64)
+        self.features = features
+        counts = np.array([row_counts.get(int(v), 0) for v in self.video_ids], dtype=np.float64)
+        total = max(1.0, float(sum(row_counts.values())))
+        self.candidate_probability = tf.constant(np.maximum(counts, 1.0) / total, tf.float32)
+        self._row = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(self.video_ids), tf.range(len(self.video_ids), dtype=tf.int64)
+            ),
+            default_value=-1,
+        )
+
+    @classmethod
+    def load(cls, examples_dir: str, transformed_spec: dict, row_counts: dict[int, int]):
+        """Read `examples_dir/videos` (the video graph's output, `transformed_spec`)."""
+        parsed = [
+            batch
+            for batch in _records(tfrecord_files(examples_dir, CATALOGUE_FOLDER))
+            .batch(16384)
+            .map(lambda s: tf.io.parse_example(s, transformed_spec))
+        ]
+        features = {}
+        for name in transformed_spec:
+            parts = [batch[name] for batch in parsed]
+            if isinstance(parts[0], tf.SparseTensor):
+                features[name] = tf.concat([tf.RaggedTensor.from_sparse(p) for p in parts], 0)
+            else:
+                features[name] = tf.concat(parts, 0)
+        video_ids = features.pop("video_id").numpy()
+        if len(np.unique(video_ids)) != len(video_ids):
+            raise ValueError(f"the catalogue in {examples_dir} names a video twice")
+        return cls(video_ids, features, row_counts)
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def rows(self, video_ids: tf.Tensor) -> tf.Tensor:
+        """[B] video ids -> [B] catalogue rows; raises InvalidArgumentError for an unknown id."""
+        rows = self._row.lookup(video_ids)
+        tf.debugging.assert_non_negative(rows, message="an example names a video not in the catalogue")
+        return rows
+
+    def join(self, batch: dict) -> dict:
+        """A parsed batch of examples -> the same batch plus its videos' features.
+
+        Adds every catalogue feature (sparse ones as `SparseTensor` [B, None], as parsing would
+        give them), `video_age` as of each example, and `candidate_probability` [B].
+        """
+        rows = self.rows(batch["video_id"])
+        joined = dict(batch)
+        for name, values in self.features.items():
+            taken = tf.gather(values, rows)
+            joined[name] = taken.to_sparse() if isinstance(taken, tf.RaggedTensor) else taken
+        joined["video_age"] = video_age_feature(batch["video_age_days"])
+        joined["candidate_probability"] = tf.gather(self.candidate_probability, rows)
+        return joined
+
+    def all_rows(self, batch_size: int = 4096) -> tf.data.Dataset:
+        """The whole catalogue as batches of video-tower inputs (its own ages), in row order."""
+        ids = tf.data.Dataset.from_tensor_slices(self.video_ids).batch(batch_size)
+
+        def features(video_ids):
+            rows = self._row.lookup(video_ids)
+            out = {"video_id": video_ids}
+            for name, values in self.features.items():
+                taken = tf.gather(values, rows)
+                out[name] = taken.to_sparse() if isinstance(taken, tf.RaggedTensor) else taken
+            return out
+
+        return ids.map(features)
+
+
+def example_dataset(
+    examples_dir: str,
+    split: str,
+    spec: dict,
+    catalogue: Catalogue,
+    batch_size: int,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Batches of one split's examples, parsed with `spec` (the user graph's transformed
+    feature spec) and joined to the catalogue. Shuffled (per epoch, seeded) when
+    `shuffle_buffer` > 0: the transform writes each user's examples together, and a batch of
+    one user's rows would make a poor in-batch softmax."""
+    files = tfrecord_files(examples_dir, split)
+    if shuffle_buffer:
+        files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+        records = files.interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+            cycle_length=4,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        ).shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    else:
+        records = _records(files)
+    if repeat:
+        records = records.repeat()
+    return (
+        records.batch(batch_size)
+        .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(catalogue.join, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )

@@ -1,0 +1,104 @@
+"""Export: each tower as a SavedModel that takes raw features, and as a `.keras` file.
+
+    model_dir/
+      user_tower/          SavedModel: serialized raw tf.Examples -> {"embedding": [B, 768]}
+      video_tower/         SavedModel: the same for videos
+      user_tower.keras     the tower over *transformed* features (for fine-tuning, inspection)
+      video_tower.keras
+      model_card.json
+
+The SavedModels carry their TFT graph (`transform_features_layer`), so a caller gives what it
+has (a user's counts and lists, a video's title and genres) and gets the embedding training
+would have computed: the same tokenisation, vocabularies and scaling. Raw features are
+`user_feature_spec()` and `video_row_spec()` of `swiperec.features.preprocessing`; a tf.Example
+is the one input type a signature can take that holds variable-length lists.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from swiperec.features.preprocessing import user_feature_spec, video_row_spec
+from swiperec.model.towers import USER_TOWER_INPUTS, VIDEO_TOWER_INPUTS
+
+TOWERS = ("user_tower", "video_tower")
+RAW_SPECS = {"user_tower": user_feature_spec, "video_tower": video_row_spec}
+TOWER_INPUTS = {"user_tower": USER_TOWER_INPUTS, "video_tower": VIDEO_TOWER_INPUTS}
+
+
+class ServingTower(tf.Module):
+    """A tower behind its TFT graph: serialized raw tf.Examples -> 768-d embeddings."""
+
+    def __init__(self, tower: tf.keras.Model, tft_output, raw_spec: dict, inputs: tuple):
+        super().__init__(name=tower.name)
+        self.tower = tower
+        self.tft_layer = tft_output.transform_features_layer()
+        self._raw_spec = raw_spec
+        self._inputs = inputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        """[B] serialized tf.Examples of raw features -> {"embedding": [B, 768] float32}."""
+        raw = tf.io.parse_example(examples, self._raw_spec)
+        transformed = self.tft_layer(raw)
+        features = {name: transformed[name] for name in self._inputs}
+        return {"embedding": self.tower(features, training=False)}
+
+
+def export_towers(user_tower, video_tower, tft_outputs: dict, model_dir: str) -> dict[str, str]:
+    """Write both towers to `model_dir` (see the module docstring); returns name -> path.
+
+    `tft_outputs`: {"user": TFTransformOutput, "video": TFTransformOutput}.
+    """
+    paths = {}
+    for name, tower, graph in (
+        ("user_tower", user_tower, "user"),
+        ("video_tower", video_tower, "video"),
+    ):
+        serving = ServingTower(tower, tft_outputs[graph], RAW_SPECS[name](), TOWER_INPUTS[name])
+        path = os.path.join(model_dir, name)
+        tf.saved_model.save(serving, path, signatures={"serving_default": serving.serve})
+        tower.save(os.path.join(model_dir, f"{name}.keras"))
+        paths[name] = path
+    return paths
+
+
+def load_serving_tower(path: str):
+    """A loaded SavedModel tower's signature: call it with `examples=` [B] serialized raw
+    tf.Examples; it returns {"embedding": [B, 768]}."""
+    return tf.saved_model.load(path).signatures["serving_default"]
+
+
+def load_keras_tower(path: str) -> tf.keras.Model:
+    """A `.keras` tower (over transformed features)."""
+    import swiperec.model.layers  # noqa: F401  (registers the custom layers)
+
+    return tf.keras.models.load_model(path, compile=False)
+
+
+def serialize_raw(rows: list[dict], spec: dict) -> list[bytes]:
+    """Raw feature dicts (str / float / int or lists of them) -> serialized tf.Examples of
+    `spec`, the input the SavedModel towers take."""
+    records = []
+    for row in rows:
+        feature = {}
+        for name, column in spec.items():
+            value = row[name]
+            values = value if isinstance(value, list | tuple | np.ndarray) else [value]
+            if column.dtype == tf.string:
+                encoded = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
+            elif column.dtype == tf.int64:
+                feature[name] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[int(v) for v in values])
+                )
+            else:
+                feature[name] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=[float(v) for v in values])
+                )
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        records.append(example.SerializeToString())
+    return records

@@ -1,0 +1,62 @@
+"""Keras layers the towers are made of; registered so `.keras` files load them by name."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable("swiperec")
+class EmbeddingBag(tf.keras.layers.Layer):
+    """Sparse ids (+ optional weights) -> one vector per row, without densifying the ids.
+
+    Call with `[ids]` or `[ids, weights]`: `ids` a `SparseTensor` [B, None] int64 in
+    [0, vocab_size), `weights` a `SparseTensor` with the same indices, float32. Returns
+    [B, dim] float32: the `combiner` ("sqrtn", "mean" or "sum") of the rows' embeddings, zeros
+    for a row with no ids. Ids outside the table (the -1 TFT uses for padding) are dropped.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, combiner: str = "sqrtn", l2: float = 0.0,
+                 **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.vocab_size, self.dim, self.combiner, self.l2 = vocab_size, dim, combiner, l2
+
+    def build(self, input_shape):
+        self.table = self.add_weight(
+            name="table",
+            shape=(self.vocab_size, self.dim),
+            initializer=tf.keras.initializers.TruncatedNormal(stddev=1.0 / self.dim**0.5),
+            regularizer=tf.keras.regularizers.l2(self.l2) if self.l2 else None,
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        ids, weights = (inputs[0], inputs[1]) if len(inputs) == 2 else (inputs[0], None)
+        ids = tf.sparse.SparseTensor(ids.indices, tf.cast(ids.values, tf.int64), ids.dense_shape)
+        return tf.nn.safe_embedding_lookup_sparse(
+            self.table, ids, weights, combiner=self.combiner, default_id=None
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "dim": self.dim,
+            "combiner": self.combiner,
+            "l2": self.l2,
+        }
+
+
+@tf.keras.utils.register_keras_serializable("swiperec")
+class StackScalars(tf.keras.layers.Layer):
+    """A list of k scalar features, each [B], -> [B, k] float32."""
+
+    def call(self, inputs):
+        return tf.stack([tf.cast(x, tf.float32) for x in inputs], axis=-1)
+
+
+@tf.keras.utils.register_keras_serializable("swiperec")
+class L2Normalize(tf.keras.layers.Layer):
+    """[B, D] -> [B, D] with unit L2 norm per row, so a dot product is a cosine similarity."""
+
+    def call(self, inputs):
+        return tf.math.l2_normalize(inputs, axis=-1, epsilon=1e-12)

@@ -1,0 +1,178 @@
+"""The user tower and the video tower: symmetric MLPs over the transform's outputs.
+
+Each tower is a functional Keras model taking a dict of transformed features (the names the
+TFT graphs in `swiperec.features.preprocessing` output) and returning [B, 768] float32,
+L2-normalised: the dot product of a user and a video vector is their cosine similarity, which
+is what pgvector's `<=>` serves.
+
+    sparse id lists --EmbeddingBag--> [B, bag_dim] each  \
+    single ids      --Embedding-----> [B, bag_dim] each   > concat -> Dense(ReLU) ... -> 768 -> L2
+    scalars (z-scores, ratios, flags) -> [B, k]          /
+
+Sparse inputs stay sparse (`SparseTensor` [B, None]): a TF-IDF row is a handful of
+(id, weight) pairs looked up in a table, never a 1,000-column dense vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from swiperec.features.preprocessing import (
+    GENRE_VOCAB,
+    MAKER_VOCAB,
+    OOV_BUCKETS,
+    PERFORMER_VOCAB,
+    RECENT_VIDEO_VOCAB,
+    TEXT_VOCAB,
+    USER_COUNTS,
+    USER_GENRE_VOCAB,
+    USER_MAKER_VOCAB,
+    USER_RATIOS,
+    USER_TITLE_VOCAB,
+    USER_VOCABULARIES,
+    VIDEO_VOCABULARIES,
+)
+from swiperec.model.config import TrainConfig
+from swiperec.model.layers import EmbeddingBag, L2Normalize, StackScalars
+
+# Sparse id list -> (its weights or None, vocabulary, combiner). Weighted lists are shares or
+# TF-IDF weights already, so they are summed; plain lists are averaged.
+VIDEO_BAGS = {
+    "video_text_ids": ("video_text_weights", TEXT_VOCAB, "sum"),
+    "video_genre_ids": (None, GENRE_VOCAB, "mean"),
+    "video_performer_ids": (None, PERFORMER_VOCAB, "mean"),
+}
+VIDEO_SCALARS = ("video_duration_z", "video_age")
+USER_BAGS = {
+    "user_liked_genre_ids": ("user_liked_genre_weights", USER_GENRE_VOCAB, "sum"),
+    "user_noped_genre_ids": ("user_noped_genre_weights", USER_GENRE_VOCAB, "sum"),
+    "user_liked_maker_ids": ("user_liked_maker_weights", USER_MAKER_VOCAB, "sum"),
+    "user_noped_maker_ids": ("user_noped_maker_weights", USER_MAKER_VOCAB, "sum"),
+    "user_title_ids": ("user_title_weights", USER_TITLE_VOCAB, "sum"),
+    "user_recent_video_ids": (None, RECENT_VIDEO_VOCAB, "mean"),
+}
+USER_SCALARS = (
+    "user_is_pseudo",
+    "user_has_history",
+    *(f"user_{name}_z" for name in USER_COUNTS),
+    *(f"user_{name}" for name in USER_RATIOS),
+)
+_TEXT_OOV_BUCKETS = 1  # compute_and_apply_vocabulary(num_oov_buckets=1) in the video graph
+
+
+def _bag_inputs(bags: dict) -> list[str]:
+    return [name for ids, (weights, _, _) in bags.items() for name in (ids, weights) if name]
+
+
+VIDEO_TOWER_INPUTS = (*_bag_inputs(VIDEO_BAGS), "video_maker_id", "video_id", *VIDEO_SCALARS)
+USER_TOWER_INPUTS = (*_bag_inputs(USER_BAGS), *USER_SCALARS)
+
+
+def table_sizes(video_output, user_output) -> dict[str, int]:
+    """Rows of each embedding table: vocabulary size plus its OOV buckets, read by name from
+    the two `tft.TFTransformOutput`s."""
+    sizes = {}
+    for output, names in ((video_output, VIDEO_VOCABULARIES), (user_output, USER_VOCABULARIES)):
+        for name in names:
+            oov = OOV_BUCKETS.get(name, _TEXT_OOV_BUCKETS)
+            sizes[name] = output.vocabulary_size_by_name(name) + oov
+    return sizes
+
+
+def _mlp(x, config: TrainConfig, name: str):
+    regularizer = tf.keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
+    for i, units in enumerate(config.hidden_units):
+        x = tf.keras.layers.Dense(
+            units, activation="relu", kernel_regularizer=regularizer, name=f"{name}_hidden_{i}"
+        )(x)
+        if config.dropout:
+            x = tf.keras.layers.Dropout(config.dropout, seed=config.seed, name=f"{name}_drop_{i}")(
+                x
+            )
+    x = tf.keras.layers.Dense(
+        config.embedding_dim, kernel_regularizer=regularizer, name=f"{name}_projection"
+    )(x)
+    return L2Normalize(name=f"{name}_l2")(x)
+
+
+def _bags(inputs: dict, bags: dict, sizes: dict, config: TrainConfig) -> list:
+    parts = []
+    for ids, (weights, vocabulary, combiner) in bags.items():
+        bag = EmbeddingBag(
+            sizes[vocabulary], config.bag_dim, combiner, config.weight_decay, name=f"{ids}_bag"
+        )
+        parts.append(bag([inputs[ids], inputs[weights]] if weights else [inputs[ids]]))
+    return parts
+
+
+def _sparse_input(name: str, dtype) -> tf.keras.Input:
+    return tf.keras.Input(shape=(None,), sparse=True, dtype=dtype, name=name)
+
+
+def build_video_tower(
+    sizes: dict[str, int], known_video_ids: np.ndarray, config: TrainConfig
+) -> tf.keras.Model:
+    """The video tower: transformed video features -> [B, 768] L2-normalised.
+
+    `known_video_ids`: videos that get their own id embedding (enough training examples);
+    every other id, a video new since training included, shares one out-of-vocabulary
+    embedding, so a new video is embedded from its content.
+    """
+    inputs = {}
+    for ids, (weights, _, _) in VIDEO_BAGS.items():
+        inputs[ids] = _sparse_input(ids, tf.int64)
+        if weights:
+            inputs[weights] = _sparse_input(weights, tf.float32)
+    inputs["video_maker_id"] = tf.keras.Input(shape=(), dtype=tf.int64, name="video_maker_id")
+    inputs["video_id"] = tf.keras.Input(shape=(), dtype=tf.int64, name="video_id")
+    for name in VIDEO_SCALARS:
+        inputs[name] = tf.keras.Input(shape=(), dtype=tf.float32, name=name)
+
+    parts = _bags(inputs, VIDEO_BAGS, sizes, config)
+    regularizer = tf.keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
+    parts.append(
+        tf.keras.layers.Embedding(
+            sizes[MAKER_VOCAB],
+            config.bag_dim,
+            embeddings_regularizer=regularizer,
+            name="video_maker_embedding",
+        )(inputs["video_maker_id"])
+    )
+    known = np.asarray(known_video_ids, dtype=np.int64)
+    id_index = tf.keras.layers.IntegerLookup(
+        vocabulary=known.tolist() if len(known) else None,
+        num_oov_indices=1,
+        mask_token=None,
+        name="video_id_lookup",
+    )(inputs["video_id"])
+    parts.append(
+        tf.keras.layers.Embedding(
+            len(known) + 1,
+            config.bag_dim,
+            embeddings_regularizer=regularizer,
+            name="video_id_embedding",
+        )(id_index)
+    )
+    parts.append(StackScalars(name="video_scalars")([inputs[n] for n in VIDEO_SCALARS]))
+    x = tf.keras.layers.Concatenate(name="video_features")(parts)
+    return tf.keras.Model(inputs, _mlp(x, config, "video"), name="video_tower")
+
+
+def build_user_tower(sizes: dict[str, int], config: TrainConfig) -> tf.keras.Model:
+    """The user tower: transformed user features -> [B, 768] L2-normalised.
+
+    Users have no id embedding: a user is what they liked and noped, so a new user is
+    embedded from their first swipes, and a pseudo-user from their reviews.
+    """
+    inputs = {}
+    for ids, (weights, _, _) in USER_BAGS.items():
+        inputs[ids] = _sparse_input(ids, tf.int64)
+        if weights:
+            inputs[weights] = _sparse_input(weights, tf.float32)
+    for name in USER_SCALARS:
+        inputs[name] = tf.keras.Input(shape=(), dtype=tf.float32, name=name)
+    parts = _bags(inputs, USER_BAGS, sizes, config)
+    parts.append(StackScalars(name="user_scalars")([inputs[n] for n in USER_SCALARS]))
+    x = tf.keras.layers.Concatenate(name="user_features")(parts)
+    return tf.keras.Model(inputs, _mlp(x, config, "user"), name="user_tower")

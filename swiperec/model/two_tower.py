@@ -1,0 +1,127 @@
+"""The two-tower model: composes the towers and implements `compute_loss`.
+
+Loss = retrieval_weight * in-batch softmax + pointwise_weight * like/nope cross-entropy.
+
+- In-batch softmax (TFRS `tasks.Retrieval`): each liked (user, video) row is a query whose
+  positive is its own video; every other video in the batch is a negative. Logits are cosine /
+  temperature, minus log(candidate frequency) (popular videos are in-batch negatives more
+  often than they deserve), with accidental hits (the same video twice) removed. Nope and
+  sampled rows take part as candidates only.
+- Pointwise: every row, like = 1 and nope/sampled = 0, through a learned affine map of the
+  cosine: `sigmoid(scale * cos + bias)`. This is where explicit nopes teach the model what a
+  user turned down; the in-batch softmax alone cannot tell "disliked" from "not shown".
+
+Both losses are weighted means over the rows they cover, weighted by each example's `weight`
+(pseudo-user examples can count less).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from swiperec.model.config import TrainConfig
+from swiperec.model.towers import USER_TOWER_INPUTS, VIDEO_TOWER_INPUTS
+
+
+def pointwise_loss(cosine, label, weight, scale, bias) -> tf.Tensor:
+    """Weighted mean binary cross-entropy of `sigmoid(scale * cosine + bias)` against `label`.
+
+    cosine, label, weight: [B]; scale, bias: scalars. Returns a scalar; 0 when all weights are 0.
+    """
+    logits = scale * cosine + bias
+    per_row = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(label, tf.float32), logits)
+    weight = tf.cast(weight, tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
+
+
+def in_batch_softmax_loss(
+    task: tfrs.tasks.Retrieval,
+    user_embeddings,
+    video_embeddings,
+    label,
+    weight,
+    video_ids,
+    candidate_probability,
+) -> tf.Tensor:
+    """Weighted mean in-batch softmax cross-entropy over the liked rows.
+
+    user_embeddings, video_embeddings: [B, D] L2-normalised; label [B] 0/1; weight [B];
+    video_ids [B] int64 (for accidental hits); candidate_probability [B] (each row's video's
+    share of training rows; None turns the correction off). `task` must sum its loss
+    (`Reduction.SUM`); this divides by the liked rows' total weight. Returns a scalar.
+    """
+    query_weight = tf.cast(label, tf.float32) * tf.cast(weight, tf.float32)
+    total = task(
+        user_embeddings,
+        video_embeddings,
+        sample_weight=query_weight,
+        candidate_sampling_probability=candidate_probability,
+        candidate_ids=video_ids,
+        compute_metrics=False,
+    )
+    return tf.math.divide_no_nan(total, tf.reduce_sum(query_weight))
+
+
+class TwoTowerModel(tfrs.models.Model):
+    """User tower x video tower, trained on batches of joined examples.
+
+    A batch is a dict of [B]-rowed tensors: every `USER_TOWER_INPUTS` and `VIDEO_TOWER_INPUTS`
+    feature, plus `label` (int64 0/1), `weight` (float32) and `candidate_probability` (float32,
+    see `swiperec.model.data`).
+    """
+
+    def __init__(self, user_tower, video_tower, config: TrainConfig):
+        super().__init__()
+        self.user_tower = user_tower
+        self.video_tower = video_tower
+        self.config = config
+        self.retrieval = tfrs.tasks.Retrieval(
+            loss=tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.SUM
+            ),
+            temperature=config.temperature,
+            remove_accidental_hits=config.remove_accidental_hits,
+            # Cheap: ranks within the batch only. The full-catalogue metrics belong to the
+            # evaluator (FactorizedTopK inside fit would scan every video per batch).
+            batch_metrics=[tf.keras.metrics.TopKCategoricalAccuracy(10, name="in_batch_top10")],
+        )
+        # The pointwise head's affine map of the cosine; starts as the softmax's own scale.
+        self.like_scale = self.add_weight(
+            name="like_scale", shape=(), initializer=tf.keras.initializers.Constant(5.0)
+        )
+        self.like_bias = self.add_weight(name="like_bias", shape=(), initializer="zeros")
+        self.auc = tf.keras.metrics.AUC(name="auc", from_logits=True, num_thresholds=1000)
+        self.retrieval_loss_mean = tf.keras.metrics.Mean(name="retrieval_loss")
+        self.pointwise_loss_mean = tf.keras.metrics.Mean(name="pointwise_loss")
+
+    def call(self, features, training=False):
+        """features -> (user [B, D], video [B, D]), both L2-normalised."""
+        user = self.user_tower({k: features[k] for k in USER_TOWER_INPUTS}, training=training)
+        video = self.video_tower({k: features[k] for k in VIDEO_TOWER_INPUTS}, training=training)
+        return user, video
+
+    def like_logits(self, user_embeddings, video_embeddings) -> tf.Tensor:
+        """[B, D] x [B, D] row pairs -> [B] logits of P(like)."""
+        cosine = tf.reduce_sum(user_embeddings * video_embeddings, axis=-1)
+        return self.like_scale * cosine + self.like_bias
+
+    def compute_loss(self, features, training=False) -> tf.Tensor:
+        user, video = self(features, training=training)
+        label, weight = features["label"], features["weight"]
+        cosine = tf.reduce_sum(user * video, axis=-1)
+        pointwise = pointwise_loss(cosine, label, weight, self.like_scale, self.like_bias)
+        probability = features["candidate_probability"] if self.config.logq_correction else None
+        retrieval = in_batch_softmax_loss(
+            self.retrieval,
+            user,
+            video,
+            label,
+            weight,
+            features["video_id"],
+            probability,
+        )
+        self.auc.update_state(label, self.like_scale * cosine + self.like_bias, weight)
+        self.retrieval_loss_mean.update_state(retrieval)
+        self.pointwise_loss_mean.update_state(pointwise)
+        return self.config.retrieval_weight * retrieval + self.config.pointwise_weight * pointwise
