@@ -13,6 +13,9 @@ import os
 import psycopg2
 import pytest
 
+from swiperec.data.load import load_synthetic
+from swiperec.data.snapshot import take_snapshot
+from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
 from swiperec.db.embedded import EmbeddedServer
 from swiperec.db.migrate import migrate
@@ -63,3 +66,48 @@ def conn(db_url):
     connection = connect(db_url)
     yield connection
     connection.close()
+
+
+# -- one small synthetic data set, snapshotted and transformed once per session ----------------
+# Shared by the transform, training and later steps' tests: each step's tests start from the
+# real output of the steps before it.
+TINY_DATA = SyntheticConfig(
+    videos=400,
+    users=60,
+    pseudo_users=60,
+    decisions_per_user=25,
+    reviews_per_pseudo_user=10,
+    seed=11,
+)
+
+
+@pytest.fixture(scope="session")
+def snapshot_dir(pg_server, tmp_path_factory):
+    """A snapshot folder of `TINY_DATA`, taken from a real database."""
+    root = pg_server.status().url
+    admin = psycopg2.connect(root)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("drop database if exists tiny_data")
+        cur.execute(f"create database tiny_data template {TEMPLATE}")
+    conn = connect(_with_database(root, "tiny_data"))
+    load_synthetic(conn, generate(TINY_DATA))
+    folder = tmp_path_factory.mktemp("snapshot") / "s"
+    take_snapshot(conn, folder)
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute("drop database tiny_data with (force)")
+    admin.close()
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def transformed(snapshot_dir, tmp_path_factory):
+    """The feature transform of `snapshot_dir` (a `TransformResult`)."""
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.transform import run_transform
+
+    out = tmp_path_factory.mktemp("transform")
+    return run_transform(
+        snapshot_dir, str(out / "transform"), str(out / "examples"), FeatureConfig()
+    )

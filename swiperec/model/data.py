@@ -96,7 +96,9 @@ class Catalogue:
     def rows(self, video_ids: tf.Tensor) -> tf.Tensor:
         """[B] video ids -> [B] catalogue rows; raises InvalidArgumentError for an unknown id."""
         rows = self._row.lookup(video_ids)
-        tf.debugging.assert_non_negative(rows, message="an example names a video not in the catalogue")
+        tf.debugging.assert_non_negative(
+            rows, message="an example names a video not in the catalogue"
+        )
         return rows
 
     def join(self, batch: dict) -> dict:

@@ -9,7 +9,7 @@ import tensorflow as tf
 class EmbeddingBag(tf.keras.layers.Layer):
     """Sparse ids (+ optional weights) -> one vector per row, without densifying the ids.
 
-    Call with `[ids]` or `[ids, weights]`: `ids` a `SparseTensor` [B, None] int64 in
+    Call with `ids` or `[ids, weights]`: `ids` a `SparseTensor` [B, None] int64 in
     [0, vocab_size), `weights` a `SparseTensor` with the same indices, float32. Returns
     [B, dim] float32: the `combiner` ("sqrtn", "mean" or "sum") of the rows' embeddings, zeros
     for a row with no ids. Ids outside the table (the -1 TFT uses for padding) are dropped.
@@ -30,7 +30,7 @@ class EmbeddingBag(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        ids, weights = (inputs[0], inputs[1]) if len(inputs) == 2 else (inputs[0], None)
+        ids, weights = inputs if isinstance(inputs, list | tuple) else (inputs, None)
         ids = tf.sparse.SparseTensor(ids.indices, tf.cast(ids.values, tf.int64), ids.dense_shape)
         return tf.nn.safe_embedding_lookup_sparse(
             self.table, ids, weights, combiner=self.combiner, default_id=None

@@ -87,9 +87,11 @@ def _mlp(x, config: TrainConfig, name: str):
             units, activation="relu", kernel_regularizer=regularizer, name=f"{name}_hidden_{i}"
         )(x)
         if config.dropout:
-            x = tf.keras.layers.Dropout(config.dropout, seed=config.seed, name=f"{name}_drop_{i}")(
-                x
-            )
+            # No op seed: with the same seed in both towers, row i of the user batch and row i
+            # of the video batch would get the same dropout mask, and the model learns to
+            # match pairs by their masks (in-batch accuracy ~1 in training, chance in
+            # validation). The global seed (`set_random_seed`) keeps runs reproducible.
+            x = tf.keras.layers.Dropout(config.dropout, name=f"{name}_drop_{i}")(x)
     x = tf.keras.layers.Dense(
         config.embedding_dim, kernel_regularizer=regularizer, name=f"{name}_projection"
     )(x)
@@ -102,7 +104,7 @@ def _bags(inputs: dict, bags: dict, sizes: dict, config: TrainConfig) -> list:
         bag = EmbeddingBag(
             sizes[vocabulary], config.bag_dim, combiner, config.weight_decay, name=f"{ids}_bag"
         )
-        parts.append(bag([inputs[ids], inputs[weights]] if weights else [inputs[ids]]))
+        parts.append(bag([inputs[ids], inputs[weights]] if weights else inputs[ids]))
     return parts
 
 

@@ -35,6 +35,8 @@ MODEL_CARD = "model_card.json"
 class TrainResult:
     model_dir: str
     card: dict
+    model: object  # the trained TwoTowerModel (best epoch's weights), for in-process callers
+    catalogue: object  # the `swiperec.model.data.Catalogue` it was trained against
 
 
 def train(
@@ -172,7 +174,7 @@ def train(
     except BaseException:
         _discard(staging)
         raise
-    return TrainResult(model_dir, card)
+    return TrainResult(model_dir, card, model, catalogue)
 
 
 # Keras reports the last batch's "loss"; these are means over the epoch.

@@ -1,63 +1,23 @@
 """The feature transform end to end: database -> snapshot -> TFT on Beam -> examples.
 
-One small synthetic data set is loaded, snapshotted and transformed once for the module; the
-KFP component runs it again through `.python_func` and through the KFP local runner, and those
-runs double as the determinism check.
+The small synthetic data set of tests/conftest.py is loaded, snapshotted and transformed once
+per session (`snapshot_dir`, `transformed`); the KFP component runs it again through
+`.python_func` and through the KFP local runner, and those runs double as the determinism check.
 """
 
 import glob
 import os
 
 import numpy as np
-import psycopg2
 import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from swiperec.data.load import load_synthetic
-from swiperec.data.snapshot import take_snapshot
-from swiperec.data.synthetic import SyntheticConfig, generate
-from swiperec.db import connect
 from swiperec.features.config import FeatureConfig
 from swiperec.features.transform import SPLITS, read_metadata, run_transform
+from tests.conftest import TINY_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-DATA = SyntheticConfig(
-    videos=400,
-    users=60,
-    pseudo_users=60,
-    decisions_per_user=25,
-    reviews_per_pseudo_user=10,
-    seed=11,
-)
-
-
-@pytest.fixture(scope="module")
-def snapshot_dir(pg_server, tmp_path_factory):
-    root = pg_server.status().url
-    admin = psycopg2.connect(root)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("drop database if exists transform_data")
-        cur.execute("create database transform_data template swiperec_template")
-    conn = connect(root.rsplit("/", 1)[0] + "/transform_data")
-    load_synthetic(conn, generate(DATA))
-    folder = tmp_path_factory.mktemp("snapshot") / "s"
-    take_snapshot(conn, folder)
-    conn.close()
-    with admin.cursor() as cur:
-        cur.execute("drop database transform_data with (force)")
-    admin.close()
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def transformed(snapshot_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("transform")
-    return run_transform(
-        snapshot_dir, str(out / "transform"), str(out / "examples"), FeatureConfig()
-    )
 
 
 def read_examples(examples_dir, split):
@@ -94,18 +54,18 @@ def test_counts_ratio_and_metadata(transformed, snapshot_dir):
     assert sizes["text_ngrams"] == 1000  # the top-1000 of many more character n-grams
     assert 5 <= sizes["genres"] <= 18 and sizes["makers"] > 1 and sizes["performers"] > 10
     assert 0 < sizes["user_genres"] <= sizes["genres"] and sizes["recent_videos"] > 10
-    assert meta["catalogue"]["videos"] == DATA.videos
+    assert meta["catalogue"]["videos"] == TINY_DATA.videos
 
 
 def test_the_catalogue_is_transformed_once_per_video(transformed):
     records = read_examples(transformed.examples_dir, "videos")
     videos = parse(transformed.transform_dir, records, tower="video")
     ids = videos["video_id"].numpy()
-    assert sorted(ids) == list(range(1, DATA.videos + 1))
+    assert sorted(ids) == list(range(1, TINY_DATA.videos + 1))
     assert np.isfinite(videos["video_duration_z"].numpy()).all()
     # Every video has some text n-grams inside the 1,000-term vocabulary.
     text_ids = videos["video_text_ids"]
-    assert len(np.unique(text_ids.indices.numpy()[:, 0])) == DATA.videos
+    assert len(np.unique(text_ids.indices.numpy()[:, 0])) == TINY_DATA.videos
 
 
 def test_examples_are_written_per_split_and_respect_the_time_split(transformed):

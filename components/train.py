@@ -1,0 +1,43 @@
+"""KFP component: transform graph + examples -> the two-tower model (towers + model card)."""
+
+from kfp import dsl
+
+from swiperec.version import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE)
+def train(
+    transform_graph: dsl.Input[dsl.Artifact],
+    examples: dsl.Input[dsl.Dataset],
+    model: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+    train_config_json: str = "{}",
+) -> None:
+    """Runs `swiperec.model.train.train`; the model artifact holds user_tower/, video_tower/
+    (SavedModels on raw features), the two .keras towers and model_card.json.
+
+    train_config_json: TrainConfig fields to override, e.g. '{"epochs": 20, "temperature": 0.1}'.
+    """
+    import json
+
+    from swiperec.model.config import TrainConfig
+    from swiperec.model.train import train as train_model
+
+    def location(artifact) -> str:
+        return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
+
+    config = TrainConfig.from_dict(json.loads(train_config_json))
+    card = train_model(
+        location(transform_graph), location(examples), location(model), config, verbose=2
+    ).card
+    model.metadata["embedding_dim"] = card["embedding_dim"]
+    model.metadata["snapshot_content_hash"] = card["input"]["snapshot_content_hash"]
+    model.metadata["framework"] = "tensorflow"
+    model.metadata["best_epoch"] = card["training"]["best_epoch"]
+    model.metadata["epochs_run"] = card["training"]["epochs_run"]
+    model.metadata["training_seconds"] = card["training"]["seconds"]
+    for split, values in card["metrics"].items():
+        for name, value in values.items():
+            metrics.log_metric(f"{split}/{name}", value)
+            model.metadata[f"{split}/{name}"] = value
+    metrics.log_metric("training_seconds", card["training"]["seconds"])

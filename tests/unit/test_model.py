@@ -1,0 +1,238 @@
+"""The model's pieces on tiny tensors whose expected values are worked out by hand."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from swiperec.features.preprocessing import AGE_SCALE_DAYS
+from swiperec.model.config import TrainConfig
+from swiperec.model.data import Catalogue
+from swiperec.model.layers import EmbeddingBag
+from swiperec.model.towers import (
+    USER_TOWER_INPUTS,
+    VIDEO_TOWER_INPUTS,
+    build_user_tower,
+    build_video_tower,
+)
+from swiperec.model.two_tower import in_batch_softmax_loss, pointwise_loss
+
+# Users and videos in 2-d: user 0 and user 2 point along x, user 1 along y; video 0 along x,
+# videos 1 and 2 along y. Rows 0 and 1 are likes, row 2 a nope.
+USERS = [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]
+VIDEOS = [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]
+LABELS = [1, 1, 0]
+
+
+def softmax_loss(temperature=1.0, remove_accidental_hits=False, ids=(1, 2, 3), probability=None):
+    task = tfrs.tasks.Retrieval(
+        loss=tf.keras.losses.CategoricalCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM
+        ),
+        temperature=temperature,
+        remove_accidental_hits=remove_accidental_hits,
+    )
+    return float(
+        in_batch_softmax_loss(
+            task,
+            tf.constant(USERS),
+            tf.constant(VIDEOS),
+            tf.constant(LABELS),
+            tf.constant([1.0, 1.0, 1.0]),
+            tf.constant(ids, tf.int64),
+            None if probability is None else tf.constant(probability),
+        )
+    )
+
+
+def test_pointwise_loss_is_the_weighted_mean_cross_entropy():
+    # logits = 2 * cos + 0 = [1, -1]; both rows are likes:
+    # BCE(1, 1) = log(1 + e^-1) = 0.3133, BCE(1, -1) = log(1 + e) = 1.3133;
+    # weights 1 and 3: (0.3133 + 3 * 1.3133) / 4 = 1.0633.
+    loss = pointwise_loss(
+        tf.constant([0.5, -0.5]), tf.constant([1, 1]), tf.constant([1.0, 3.0]), 2.0, 0.0
+    )
+    expected = (math.log1p(math.exp(-1)) + 3 * math.log1p(math.e)) / 4
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+    # A nope: BCE(0, logit) = log(1 + e^logit); the bias shifts the logit.
+    loss = pointwise_loss(tf.constant([0.0]), tf.constant([0]), tf.constant([1.0]), 2.0, 0.5)
+    assert float(loss) == pytest.approx(math.log1p(math.exp(0.5)), abs=1e-6)
+    # No weight at all: 0, not NaN.
+    unweighted = pointwise_loss(tf.constant([0.3]), tf.constant([1]), tf.constant([0.0]), 1, 0)
+    assert float(unweighted) == 0
+
+
+def test_in_batch_softmax_over_liked_rows_only():
+    # Scores U V^T: row 0 [1, 0, 0], row 1 [0, 1, 1], row 2 (a nope, weight 0) ignored.
+    # Row 0: -log(e / (e + 1 + 1)) = log(e + 2) - 1; row 1: -log(e / (1 + e + e)) = log(1 + 2e) - 1.
+    expected = (math.log(math.e + 2) - 1 + math.log(1 + 2 * math.e) - 1) / 2
+    assert softmax_loss() == pytest.approx(expected, abs=1e-5)
+
+
+def test_in_batch_softmax_temperature_divides_the_scores():
+    # Temperature 0.5 doubles the scores: row 0 log(e^2 + 2) - 2, row 1 log(1 + 2 e^2) - 2.
+    e2 = math.exp(2)
+    expected = (math.log(e2 + 2) - 2 + math.log(1 + 2 * e2) - 2) / 2
+    assert softmax_loss(temperature=0.5) == pytest.approx(expected, abs=1e-5)
+
+
+def test_in_batch_softmax_removes_accidental_hits():
+    # Rows 1 and 2 show the same video (id 2): for row 1, column 2 is the same video, not a
+    # negative, so it leaves the softmax: row 1 becomes log(1 + e) - 1; row 0 is unchanged.
+    expected = (math.log(math.e + 2) - 1 + math.log(1 + math.e) - 1) / 2
+    assert softmax_loss(remove_accidental_hits=True, ids=(1, 2, 2)) == pytest.approx(
+        expected, abs=1e-5
+    )
+    # Without removal the duplicate stays a negative: the plain loss.
+    assert softmax_loss(ids=(1, 2, 2)) == pytest.approx(softmax_loss(), abs=1e-6)
+
+
+def test_in_batch_softmax_logq_correction():
+    # Logits minus log p, p = [1/2, 1/4, 1/4]: row 0 z = [1 + log 2, log 4, log 4], so
+    # e^z = [2e, 4, 4] and the loss is log(2e + 8) - log(2e) = log(1 + 4/e); row 1
+    # z = [log 2, 1 + log 4, 1 + log 4], e^z = [2, 4e, 4e]: log(2 + 8e) - log(4e) = log(2 + 1/(2e)).
+    expected = (math.log(1 + 4 / math.e) + math.log(2 + 1 / (2 * math.e))) / 2
+    assert softmax_loss(probability=[0.5, 0.25, 0.25]) == pytest.approx(expected, abs=1e-5)
+
+
+def sparse(rows, dtype):
+    return tf.ragged.constant(rows, dtype=dtype).to_sparse()
+
+
+def test_embedding_bag_weighted_sum_mean_and_empty_rows():
+    bag = EmbeddingBag(3, 2, combiner="sum")
+    bag.build(None)
+    bag.table.assign([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    ids = sparse([[0, 2], [1], []], tf.int64)
+    weights = sparse([[0.5, 0.25], [1.0], []], tf.float32)
+    # Row 0: 0.5 * [1, 0] + 0.25 * [2, 2] = [1, 0.5]; row 1: [0, 1]; an empty row is zeros.
+    np.testing.assert_allclose(bag([ids, weights]).numpy(), [[1, 0.5], [0, 1], [0, 0]])
+    mean = EmbeddingBag(3, 2, combiner="mean")
+    mean.build(None)
+    mean.table.assign(bag.table)
+    # Unweighted mean: row 0 ([1, 0] + [2, 2]) / 2 = [1.5, 1].
+    np.testing.assert_allclose(mean(ids).numpy(), [[1.5, 1], [0, 1], [0, 0]])
+
+
+SIZES = {
+    "text_ngrams": 5,
+    "genres": 3,
+    "makers": 3,
+    "performers": 6,
+    "user_genres": 3,
+    "user_makers": 3,
+    "user_title_ngrams": 5,
+    "recent_videos": 6,
+}
+SMALL = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0)
+
+
+def video_batch(ids):
+    n = len(ids)
+    return {
+        "video_text_ids": sparse([[0, 4]] + [[1]] * (n - 1), tf.int64),
+        "video_text_weights": sparse([[0.2, 0.1]] + [[0.5]] * (n - 1), tf.float32),
+        "video_genre_ids": sparse([[0, 1]] + [[]] * (n - 1), tf.int64),
+        "video_performer_ids": sparse([[]] * n, tf.int64),
+        "video_maker_id": tf.constant([0] + [2] * (n - 1), tf.int64),
+        "video_id": tf.constant(ids, tf.int64),
+        "video_duration_z": tf.constant([0.3] * n),
+        "video_age": tf.constant([0.1] * n),
+    }
+
+
+def user_batch(n):
+    batch = {}
+    for name in USER_TOWER_INPUTS:
+        if name.endswith("_ids"):
+            batch[name] = sparse([[1, 2]] + [[]] * (n - 1), tf.int64)
+        elif name.endswith("_weights"):
+            batch[name] = sparse([[0.6, 0.4]] + [[]] * (n - 1), tf.float32)
+        else:
+            batch[name] = tf.constant([0.5] * n)
+    return batch
+
+
+def test_towers_output_768_unit_vectors_and_new_videos_share_the_oov_id():
+    video_tower = build_video_tower(SIZES, np.array([7, 9]), SMALL)
+    user_tower = build_user_tower(SIZES, SMALL)
+    assert set(video_tower.input) == set(VIDEO_TOWER_INPUTS)
+    assert set(user_tower.input) == set(USER_TOWER_INPUTS)
+    videos = video_tower(video_batch([7, 12345, 54321])).numpy()
+    users = user_tower(user_batch(3)).numpy()
+    for out in (videos, users):
+        assert out.shape == (3, 768)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    # Videos 12345 and 54321 have identical features and no id embedding of their own.
+    np.testing.assert_allclose(videos[1], videos[2], atol=1e-7)
+
+
+def test_catalogue_join_adds_video_features_by_id_and_the_age_at_the_example():
+    catalogue = Catalogue(
+        np.array([10, 20, 30]),
+        {
+            "video_maker_id": tf.constant([0, 1, 2], tf.int64),
+            "video_genre_ids": tf.ragged.constant([[0], [1, 2], []], dtype=tf.int64),
+            "video_age": tf.constant([0.9, 0.9, 0.9]),
+        },
+        row_counts={10: 3, 30: 1},
+    )
+    batch = {
+        "video_id": tf.constant([30, 10, 10], tf.int64),
+        "video_age_days": tf.constant([0.0, 9.0, -5.0]),
+    }
+    joined = catalogue.join(batch)
+    assert joined["video_maker_id"].numpy().tolist() == [2, 0, 0]
+    assert tf.sparse.to_dense(joined["video_genre_ids"], -1).numpy().tolist() == [[-1], [0], [0]]
+    # The age is the example's: log1p(days) / log1p(10 years), 0 at (or before) release.
+    np.testing.assert_allclose(
+        joined["video_age"].numpy(), [0.0, math.log(10) / math.log1p(AGE_SCALE_DAYS), 0.0],
+        rtol=1e-6,
+    )  # fmt: skip
+    # Training-row shares: 3 of 4 rows name video 10, 1 names 30; video 20 (none) floors at 1.
+    np.testing.assert_allclose(joined["candidate_probability"].numpy(), [0.25, 0.75, 0.75])
+    assert catalogue.candidate_probability.numpy()[1] == pytest.approx(0.25)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not in the catalogue"):
+        catalogue.join({"video_id": tf.constant([99], tf.int64), "video_age_days": [1.0]})
+
+
+def test_train_config_rejects_bad_values_with_their_names():
+    with pytest.raises(ValueError, match="retrieval_weight and pointwise_weight"):
+        TrainConfig(retrieval_weight=0, pointwise_weight=0)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        TrainConfig(temperature=0)
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(dropout=1.0)
+    config = TrainConfig(hidden_units=(32, 16), epochs=3)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: colour"):
+        TrainConfig.from_dict({"colour": 1})
+
+
+def test_the_towers_draw_independent_dropout_masks():
+    # Shared masks would let the model match row i of the user batch to row i of the video
+    # batch by their masks alone: perfect in-batch accuracy in training, chance in validation.
+    # Inside a tf.function (as in `fit`), two dropout layers given the same seed draw the same
+    # mask; eagerly they do not, so the check runs in a graph.
+    tf.keras.utils.set_random_seed(3)
+    config = TrainConfig(hidden_units=(64,), bag_dim=4, dropout=0.5)
+    towers = (build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config))
+    dropouts = [
+        layer for tower in towers for layer in tower.layers
+        if isinstance(layer, tf.keras.layers.Dropout)
+    ]  # fmt: skip
+    assert len(dropouts) == 2
+
+    @tf.function
+    def masks(x):
+        return [dropout(x, training=True) > 0 for dropout in dropouts]
+
+    user_mask, video_mask = (m.numpy() for m in masks(tf.ones((8, 64))))
+    assert 0.3 < user_mask.mean() < 0.7 and 0.3 < video_mask.mean() < 0.7
+    assert (user_mask != video_mask).mean() > 0.3
