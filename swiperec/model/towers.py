@@ -142,8 +142,11 @@ def build_video_tower(
         )(inputs["video_maker_id"])
     )
     known = np.asarray(known_video_ids, dtype=np.int64)
+    if not len(known):
+        # No video has an id embedding: one id that never occurs (-1 is the OOV token).
+        known = np.array([-2], dtype=np.int64)
     id_index = tf.keras.layers.IntegerLookup(
-        vocabulary=known.tolist() if len(known) else None,
+        vocabulary=known.tolist(),
         num_oov_indices=1,
         mask_token=None,
         name="video_id_lookup",

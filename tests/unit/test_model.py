@@ -173,6 +173,13 @@ def test_towers_output_768_unit_vectors_and_new_videos_share_the_oov_id():
     np.testing.assert_allclose(videos[1], videos[2], atol=1e-7)
 
 
+def test_a_video_tower_without_id_embeddings_embeds_by_content_alone():
+    video_tower = build_video_tower(SIZES, np.array([], dtype=np.int64), SMALL)
+    videos = video_tower(video_batch([7, 12345, 54321])).numpy()
+    np.testing.assert_allclose(np.linalg.norm(videos, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(videos[1], videos[2], atol=1e-7)
+
+
 def test_catalogue_join_adds_video_features_by_id_and_the_age_at_the_example():
     catalogue = Catalogue(
         np.array([10, 20, 30]),

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines, blessing and the report."""

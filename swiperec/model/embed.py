@@ -1,0 +1,56 @@
+"""Embeddings from trained towers, in bulk, for evaluation and benchmarks.
+
+These take *transformed* features (the examples and catalogue the transform step wrote) and
+the towers as Keras models; serving from raw features goes through the exported SavedModels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from swiperec.model.towers import USER_TOWER_INPUTS, VIDEO_TOWER_INPUTS
+
+
+@dataclass
+class ExampleEmbeddings:
+    """One split's examples: `user` [N, D] float32 (the user as of each example), `video_id`
+    [N] int64, `label` [N] int8 (1 like, 0 nope or sampled), `weight` [N] float32 and
+    `user_key` [N] object (str)."""
+
+    user: np.ndarray
+    video_id: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+    user_key: np.ndarray
+
+
+def embed_catalogue(video_tower, catalogue, batch_size: int = 4096) -> np.ndarray:
+    """[N, D] float32 embeddings of the whole catalogue, row i = `catalogue.video_ids[i]`."""
+    parts = [
+        video_tower({k: b[k] for k in VIDEO_TOWER_INPUTS}, training=False).numpy()
+        for b in catalogue.all_rows(batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+def embed_examples(user_tower, dataset: tf.data.Dataset) -> ExampleEmbeddings:
+    """Run the user tower over a dataset of parsed (joined) example batches."""
+    users, video_ids, labels, weights, keys = [], [], [], [], []
+    for batch in dataset:
+        users.append(
+            user_tower({k: batch[k] for k in USER_TOWER_INPUTS}, training=False).numpy()
+        )
+        video_ids.append(batch["video_id"].numpy())
+        labels.append(batch["label"].numpy().astype(np.int8))
+        weights.append(batch["weight"].numpy())
+        keys.append(batch["user_key"].numpy().astype(str).astype(object))
+    return ExampleEmbeddings(
+        np.concatenate(users),
+        np.concatenate(video_ids),
+        np.concatenate(labels),
+        np.concatenate(weights),
+        np.concatenate(keys),
+    )
