@@ -37,6 +37,9 @@ setup(
         "numpy>=2,<3",
         "pyarrow",
         "tqdm",
+        "implicit==0.7.2",  # the matrix-factorisation baseline of the evaluator
+        "scipy",
+        "matplotlib==3.10.*",  # the evaluation report's plots
     ],
     extras_require={"dev": ["pytest", "ruff"]},
     entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},

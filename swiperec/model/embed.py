@@ -40,9 +40,7 @@ def embed_examples(user_tower, dataset: tf.data.Dataset) -> ExampleEmbeddings:
     """Run the user tower over a dataset of parsed (joined) example batches."""
     users, video_ids, labels, weights, keys = [], [], [], [], []
     for batch in dataset:
-        users.append(
-            user_tower({k: batch[k] for k in USER_TOWER_INPUTS}, training=False).numpy()
-        )
+        users.append(user_tower({k: batch[k] for k in USER_TOWER_INPUTS}, training=False).numpy())
         video_ids.append(batch["video_id"].numpy())
         labels.append(batch["label"].numpy().astype(np.int8))
         weights.append(batch["weight"].numpy())

@@ -98,9 +98,7 @@ def quality(model_dir: Path, transform: Path, examples: Path, truth_path: Path) 
 
     outputs = {g: tft.TFTransformOutput(str(transform / g)) for g in ("user", "video")}
     counts = popularity(examples)
-    catalogue = Catalogue.load(
-        str(examples), outputs["video"].transformed_feature_spec(), counts
-    )
+    catalogue = Catalogue.load(str(examples), outputs["video"].transformed_feature_spec(), counts)
     user_tower = load_keras_tower(str(model_dir / "user_tower.keras"))
     video_tower = load_keras_tower(str(model_dir / "video_tower.keras"))
     videos = embed_catalogue(video_tower, catalogue)
@@ -166,7 +164,7 @@ def latency(model_dir: Path, transform: Path, examples: Path, snapshot: Path, n:
 
     catalogue, events, _ = load_snapshot(snapshot)
     now = int(events.time_us.max())
-    key, is_pseudo, rows = next(iter(events.user_slices()))
+    _, is_pseudo, rows = next(iter(events.user_slices()))
     history = UserHistory(catalogue, FeatureConfig(), is_pseudo)
     for video, label, t in zip(events.video_id[rows], events.label[rows], events.time_us[rows],
                                strict=True):  # fmt: skip
@@ -189,24 +187,28 @@ def latency(model_dir: Path, transform: Path, examples: Path, snapshot: Path, n:
         keras_tower = load_keras_tower(str(model_dir / f"{name}.keras"))
         features = {k: batch[k] for k in inputs}
         keras_call = tf.function(lambda f, tower=keras_tower: tower(f, training=False))
-        timings = {}
-        for label, call in (
-            ("savedmodel_raw", lambda: serve(examples=request)["embedding"].numpy()),
-            ("keras_transformed", lambda: keras_call(features).numpy()),
-        ):
-            for _ in range(20):
-                call()
-            samples = []
-            for _ in range(n):
-                start = time.perf_counter()
-                call()
-                samples.append((time.perf_counter() - start) * 1000)
-            timings[label] = {
-                "p50_ms": round(float(np.percentile(samples, 50)), 2),
-                "p95_ms": round(float(np.percentile(samples, 95)), 2),
-            }
-        figures[name] = timings
+        figures[name] = {
+            "savedmodel_raw": _timed(
+                lambda s=serve, r=request: s(examples=r)["embedding"].numpy(), n
+            ),
+            "keras_transformed": _timed(lambda k=keras_call, f=features: k(f).numpy(), n),
+        }
     return figures
+
+
+def _timed(call, n: int) -> dict:
+    """p50/p95 in ms of `n` calls after 20 warm-up calls."""
+    for _ in range(20):
+        call()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(samples, 50)), 2),
+        "p95_ms": round(float(np.percentile(samples, 95)), 2),
+    }
 
 
 def input_pipeline_seconds(transform: Path, examples: Path) -> float:
@@ -326,7 +328,9 @@ def run_mixes(work, transform, examples, truth) -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "train_mixes.json"
     path.write_text(json.dumps(rows, indent=2))
-    print(f"{'retrieval':>9} {'pointwise':>9} {'val AUC':>8} {'test AUC':>8} {'R@50':>7} {'R@100':>7}")
+    print(
+        f"{'retrieval':>9} {'pointwise':>9} {'val AUC':>8} {'test AUC':>8} {'R@50':>7} {'R@100':>7}"
+    )
     for r in rows:
         print(
             f"{r['retrieval_weight']:>9} {r['pointwise_weight']:>9} {r['validation_auc']:>8.4f} "
