@@ -21,7 +21,9 @@ class TrainConfig:
     embedding_dim: int = EMBEDDING_DIM
     hidden_units: tuple[int, ...] = (512,)  # each tower: features -> hidden ReLU layers -> 768
     bag_dim: int = 64  # width of each embedding bag (genres, makers, n-grams, videos)
-    video_id_min_count: int = 5  # videos with this many training examples get an id embedding
+    # Videos with at least this many training examples get their own id embedding; the rest
+    # (and videos new since training) share one. 0 turns id embeddings off: content only.
+    video_id_min_count: int = 5
     temperature: float = 0.05  # in-batch softmax over cosine similarities / temperature
     retrieval_weight: float = 1.0
     pointwise_weight: float = 1.0
@@ -31,7 +33,7 @@ class TrainConfig:
     epochs: int = 15
     learning_rate: float = 2e-3
     warmup_epochs: float = 0.5
-    weight_decay: float = 1e-6  # L2 on embedding tables and kernels
+    weight_decay: float = 1e-6  # L2 on the dense layers' kernels
     dropout: float = 0.1
     patience: int = 3  # epochs without a better validation AUC before stopping
     shuffle_buffer: int = 100_000  # examples

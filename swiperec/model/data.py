@@ -52,16 +52,22 @@ class Catalogue:
     """The transformed catalogue, in memory, joined to batches of examples by video id.
 
     `features`: name -> [N] tensor or [N, None] `RaggedTensor`, row i being video `video_ids[i]`.
-    `candidate_probability` [N]: each video's share of the training rows (the in-batch softmax's
-    sampling correction), floored at one row so a video never seen in training is not infinite.
+    `candidate_probability` [N]: how often each video is an in-batch candidate, for the softmax's
+    log-frequency correction: its training rows (likes, nopes and sampled: every row is a
+    candidate) over the most frequent video's, floored at one row. The softmax is unchanged by a
+    constant factor, so relative frequencies serve; unlike shares of all rows they stay above
+    TFRS's 1e-6 clip at any data size, so rare videos keep distinct corrections.
+
+    The examples' own `sampling_probability` (the negative sampler's distribution) is not used
+    here: in-batch candidates are every row's video, not the sampler's draws alone.
     """
 
     def __init__(self, video_ids: np.ndarray, features: dict, row_counts: dict[int, int]):
         self.video_ids = np.asarray(video_ids, dtype=np.int64)
         self.features = features
         counts = np.array([row_counts.get(int(v), 0) for v in self.video_ids], dtype=np.float64)
-        total = max(1.0, float(sum(row_counts.values())))
-        self.candidate_probability = tf.constant(np.maximum(counts, 1.0) / total, tf.float32)
+        most = max(1.0, float(counts.max(initial=0.0)))
+        self.candidate_probability = tf.constant(np.maximum(counts, 1.0) / most, tf.float32)
         self._row = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(self.video_ids), tf.range(len(self.video_ids), dtype=tf.int64)
@@ -140,11 +146,14 @@ def example_dataset(
     shuffle_buffer: int = 0,
     seed: int | None = None,
     repeat: bool = False,
+    reshuffle: bool = True,
 ) -> tf.data.Dataset:
     """Batches of one split's examples, parsed with `spec` (the user graph's transformed
-    feature spec) and joined to the catalogue. Shuffled (per epoch, seeded) when
-    `shuffle_buffer` > 0: the transform writes each user's examples together, and a batch of
-    one user's rows would make a poor in-batch softmax."""
+    feature spec) and joined to the catalogue. Shuffled (seeded) when `shuffle_buffer` > 0:
+    the transform writes each user's examples together, and a batch of a few users' rows makes
+    a poor in-batch softmax (their other likes become negatives). With `repeat=False` and a
+    shuffle, each pass reshuffles (training); `reshuffle=False` keeps one order (validation,
+    so its in-batch metrics compare across epochs)."""
     files = tfrecord_files(examples_dir, split)
     if shuffle_buffer:
         files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
@@ -153,7 +162,7 @@ def example_dataset(
             cycle_length=4,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
-        ).shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ).shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=reshuffle)
     else:
         records = _records(files)
     if repeat:

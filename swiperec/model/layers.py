@@ -12,20 +12,22 @@ class EmbeddingBag(tf.keras.layers.Layer):
     Call with `ids` or `[ids, weights]`: `ids` a `SparseTensor` [B, None] int64 in
     [0, vocab_size), `weights` a `SparseTensor` with the same indices, float32. Returns
     [B, dim] float32: the `combiner` ("sqrtn", "mean" or "sum") of the rows' embeddings, zeros
-    for a row with no ids. Ids outside the table (the -1 TFT uses for padding) are dropped.
+    for a row with no ids. Negative ids are dropped; an id >= `vocab_size` is an error (TFT's
+    vocabularies and OOV buckets size the table, so one means a mismatched graph).
+
+    No L2 penalty on the table: it would make every step's gradient dense over the whole
+    vocabulary (up to 200k rows), where the lookup's gradient touches only the batch's rows.
     """
 
-    def __init__(self, vocab_size: int, dim: int, combiner: str = "sqrtn", l2: float = 0.0,
-                 **kwargs):  # fmt: skip
+    def __init__(self, vocab_size: int, dim: int, combiner: str = "sqrtn", **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size, self.dim, self.combiner, self.l2 = vocab_size, dim, combiner, l2
+        self.vocab_size, self.dim, self.combiner = vocab_size, dim, combiner
 
     def build(self, input_shape):
         self.table = self.add_weight(
             name="table",
             shape=(self.vocab_size, self.dim),
             initializer=tf.keras.initializers.TruncatedNormal(stddev=1.0 / self.dim**0.5),
-            regularizer=tf.keras.regularizers.l2(self.l2) if self.l2 else None,
         )
         super().build(input_shape)
 
@@ -42,7 +44,6 @@ class EmbeddingBag(tf.keras.layers.Layer):
             "vocab_size": self.vocab_size,
             "dim": self.dim,
             "combiner": self.combiner,
-            "l2": self.l2,
         }
 
 

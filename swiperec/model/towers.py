@@ -101,9 +101,7 @@ def _mlp(x, config: TrainConfig, name: str):
 def _bags(inputs: dict, bags: dict, sizes: dict, config: TrainConfig) -> list:
     parts = []
     for ids, (weights, vocabulary, combiner) in bags.items():
-        bag = EmbeddingBag(
-            sizes[vocabulary], config.bag_dim, combiner, config.weight_decay, name=f"{ids}_bag"
-        )
+        bag = EmbeddingBag(sizes[vocabulary], config.bag_dim, combiner, name=f"{ids}_bag")
         parts.append(bag([inputs[ids], inputs[weights]] if weights else inputs[ids]))
     return parts
 
@@ -132,14 +130,10 @@ def build_video_tower(
         inputs[name] = tf.keras.Input(shape=(), dtype=tf.float32, name=name)
 
     parts = _bags(inputs, VIDEO_BAGS, sizes, config)
-    regularizer = tf.keras.regularizers.l2(config.weight_decay) if config.weight_decay else None
     parts.append(
-        tf.keras.layers.Embedding(
-            sizes[MAKER_VOCAB],
-            config.bag_dim,
-            embeddings_regularizer=regularizer,
-            name="video_maker_embedding",
-        )(inputs["video_maker_id"])
+        tf.keras.layers.Embedding(sizes[MAKER_VOCAB], config.bag_dim, name="video_maker_embedding")(
+            inputs["video_maker_id"]
+        )
     )
     known = np.asarray(known_video_ids, dtype=np.int64)
     if not len(known):
@@ -152,12 +146,9 @@ def build_video_tower(
         name="video_id_lookup",
     )(inputs["video_id"])
     parts.append(
-        tf.keras.layers.Embedding(
-            len(known) + 1,
-            config.bag_dim,
-            embeddings_regularizer=regularizer,
-            name="video_id_embedding",
-        )(id_index)
+        tf.keras.layers.Embedding(len(known) + 1, config.bag_dim, name="video_id_embedding")(
+            id_index
+        )
     )
     parts.append(StackScalars(name="video_scalars")([inputs[n] for n in VIDEO_SCALARS]))
     x = tf.keras.layers.Concatenate(name="video_features")(parts)

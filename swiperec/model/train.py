@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swiperec.errors import SwiperecError
 from swiperec.model.config import TrainConfig
 
 MODEL_CARD = "model_card.json"
@@ -62,7 +63,7 @@ def train(
     transform_meta = read_metadata(transform_dir)
     counts = transform_meta["counts"]
     if counts["train"]["positive"] == 0 or counts["validation"]["examples"] == 0:
-        raise ValueError(
+        raise SwiperecError(
             "training needs likes in the train split and examples in the validation split; "
             f"the transform produced {counts}"
         )
@@ -109,8 +110,9 @@ def train(
         repeat=config.steps_per_epoch is not None,
     )
     validation_data = example_dataset(
-        examples_dir, "validation", spec, catalogue, config.batch_size
-    )
+        examples_dir, "validation", spec, catalogue, config.batch_size,
+        shuffle_buffer=config.shuffle_buffer, seed=config.seed, reshuffle=False,
+    )  # fmt: skip
     stopping = tf.keras.callbacks.EarlyStopping(
         monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True
     )
@@ -209,8 +211,16 @@ def _write_json(path: str, value: dict) -> None:
 
 def _staging_dir(model_dir: str) -> str:
     if "://" in model_dir:
-        return model_dir  # object stores have no rename: the model card is written last
-    parent = os.path.dirname(os.path.abspath(model_dir)) or "."
+        # Object stores have no rename: the model card is written last, and an earlier one
+        # goes first, so a failed re-run never looks like a finished model.
+        import tensorflow as tf
+
+        card = os.path.join(model_dir, MODEL_CARD)
+        if tf.io.gfile.exists(card):
+            tf.io.gfile.remove(card)
+        return model_dir
+    model_dir = os.path.abspath(model_dir)
+    parent = os.path.dirname(model_dir)
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{os.path.basename(model_dir)}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -220,9 +230,10 @@ def _staging_dir(model_dir: str) -> str:
 def _publish(staging: str, model_dir: str) -> None:
     if staging == model_dir:
         return
+    model_dir = os.path.abspath(model_dir)
     if os.path.exists(model_dir):
-        # A re-run replaces the earlier model; the rename below is atomic on one filesystem.
-        old = model_dir.rstrip("/") + ".old"
+        # A re-run replaces the earlier model; each rename is atomic on one filesystem.
+        old = model_dir + ".old"
         shutil.rmtree(old, ignore_errors=True)
         os.rename(model_dir, old)
         os.rename(staging, model_dir)

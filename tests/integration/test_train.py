@@ -3,8 +3,10 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -275,3 +277,42 @@ def test_train_command(transformed, tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2 and "not a finished transform output" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_failed_run_leaves_the_earlier_model_untouched(trained, transformed, tmp_path,
+                                                         monkeypatch):  # fmt: skip
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.model_dir, model_dir)
+    before = read_model_card(str(model_dir))
+
+    def export_fails_halfway(user_tower, video_tower, tft_outputs, staging):
+        os.makedirs(os.path.join(staging, "user_tower"))
+        raise OSError("disk full")
+
+    monkeypatch.setattr("swiperec.model.export.export_towers", export_fails_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        train(transformed.transform_dir, transformed.examples_dir, str(model_dir),
+              replace(SMALL, epochs=1), 0)  # fmt: skip
+    assert read_model_card(str(model_dir)) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_component_records_metrics_and_model_metadata(transformed, tmp_path):
+    from kfp import dsl
+
+    from components.train import train as train_component
+
+    model = dsl.Model(uri=str(tmp_path / "model"))
+    metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
+    train_component.python_func(
+        transform_graph=dsl.Artifact(uri=transformed.transform_dir),
+        examples=dsl.Dataset(uri=transformed.examples_dir),
+        model=model,
+        metrics=metrics,
+        train_config_json=json.dumps({"hidden_units": [16], "bag_dim": 4, "epochs": 1}),
+    )
+    card = read_model_card(model.path)
+    assert model.metadata["embedding_dim"] == 768
+    assert model.metadata["snapshot_content_hash"] == card["input"]["snapshot_content_hash"]
+    assert metrics.metadata["validation/auc"] == card["metrics"]["validation"]["auc"]
+    assert metrics.metadata["training_seconds"] == card["training"]["seconds"]

@@ -21,7 +21,7 @@ from swiperec.model.towers import (
     build_user_tower,
     build_video_tower,
 )
-from swiperec.model.two_tower import in_batch_softmax_loss, pointwise_loss
+from swiperec.model.two_tower import TwoTowerModel, in_batch_softmax_loss, pointwise_loss
 
 # Users and videos in 2-d: user 0 and user 2 point along x, user 1 along y; video 0 along x,
 # videos 1 and 2 along y. Rows 0 and 1 are likes, row 2 a nope.
@@ -89,8 +89,6 @@ def test_in_batch_softmax_removes_accidental_hits():
     assert softmax_loss(remove_accidental_hits=True, ids=(1, 2, 2)) == pytest.approx(
         expected, abs=1e-5
     )
-    # Without removal the duplicate stays a negative: the plain loss.
-    assert softmax_loss(ids=(1, 2, 2)) == pytest.approx(softmax_loss(), abs=1e-6)
 
 
 def test_in_batch_softmax_logq_correction():
@@ -180,6 +178,37 @@ def test_a_video_tower_without_id_embeddings_embeds_by_content_alone():
     np.testing.assert_allclose(videos[1], videos[2], atol=1e-7)
 
 
+@pytest.mark.parametrize("logq", [True, False])
+def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
+    tf.keras.utils.set_random_seed(5)
+    config = TrainConfig(
+        hidden_units=(16,), bag_dim=4, dropout=0.0, retrieval_weight=0.3, pointwise_weight=2.0,
+        logq_correction=logq,
+    )  # fmt: skip
+    model = TwoTowerModel(
+        build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config), config
+    )
+    batch = {
+        **user_batch(3),
+        **video_batch([7, 8, 9]),
+        "label": tf.constant([1, 0, 1], tf.int64),
+        "weight": tf.constant([1.0, 1.0, 0.5]),
+        "candidate_probability": tf.constant([0.5, 0.25, 0.25]),
+    }
+    user, video = model(batch)
+    cosine = tf.reduce_sum(user * video, axis=-1)
+    pointwise = pointwise_loss(
+        cosine, batch["label"], batch["weight"], model.like_scale, model.like_bias
+    )
+    retrieval = in_batch_softmax_loss(
+        model.retrieval, user, video, batch["label"], batch["weight"], batch["video_id"],
+        batch["candidate_probability"] if logq else None,
+    )  # fmt: skip
+    expected = 0.3 * float(retrieval) + 2.0 * float(pointwise)
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
+    assert float(pointwise) > 0 and float(retrieval) > 0
+
+
 def test_catalogue_join_adds_video_features_by_id_and_the_age_at_the_example():
     catalogue = Catalogue(
         np.array([10, 20, 30]),
@@ -202,9 +231,10 @@ def test_catalogue_join_adds_video_features_by_id_and_the_age_at_the_example():
         joined["video_age"].numpy(), [0.0, math.log(10) / math.log1p(AGE_SCALE_DAYS), 0.0],
         rtol=1e-6,
     )  # fmt: skip
-    # Training-row shares: 3 of 4 rows name video 10, 1 names 30; video 20 (none) floors at 1.
-    np.testing.assert_allclose(joined["candidate_probability"].numpy(), [0.25, 0.75, 0.75])
-    assert catalogue.candidate_probability.numpy()[1] == pytest.approx(0.25)
+    # Training rows relative to the most frequent video: 3 rows name video 10, 1 names 30;
+    # video 20 (none) floors at one row: 10 -> 1, 30 -> 1/3, 20 -> 1/3.
+    np.testing.assert_allclose(joined["candidate_probability"].numpy(), [1 / 3, 1, 1], rtol=1e-6)
+    assert catalogue.candidate_probability.numpy()[1] == pytest.approx(1 / 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="not in the catalogue"):
         catalogue.join({"video_id": tf.constant([99], tf.int64), "video_age_days": [1.0]})
 
