@@ -42,7 +42,9 @@ def _labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return labels, scores
 
 
-def _threshold_counts(labels: np.ndarray, scores: np.ndarray):
+def _threshold_counts(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct thresholds, highest first, with the true and false positive counts when
     everything scoring >= the threshold is predicted positive; each [T]."""
     order = np.argsort(-scores, kind="mergesort")
@@ -275,11 +277,13 @@ def intra_list_diversity(top_k, item_groups) -> float:
     top_k = np.asarray(top_k, dtype=np.int64)
     if top_k.ndim != 2 or top_k.shape[1] < 2:
         return float("nan")
-    # Label sets only of the items that were recommended, as a ragged (CSR) array of label ids.
+    # Only recommended items are converted: item_groups may span a large catalogue and is
+    # walked in Python. set() because a duplicated label would inflate the set sizes.
     items = np.unique(top_k[top_k >= 0])
     label_ids: dict = {}
     sets = [
-        [label_ids.setdefault(label, len(label_ids)) for label in item_groups[i]] for i in items
+        [label_ids.setdefault(label, len(label_ids)) for label in set(item_groups[i])]
+        for i in items
     ]
     set_size = np.array([len(s) for s in sets], dtype=np.int64)
     set_start = np.concatenate([[0], np.cumsum(set_size)])
