@@ -97,6 +97,30 @@ class GroundTruth:
         p[~is_user] = self.p_like_reviewers(row[~is_user], video_id[~is_user] + 1)
         return p
 
+    def video_rows(self, video_external_id) -> np.ndarray:
+        """Rows (int64) of the ground truth's video arrays for external ids; KeyError if unknown."""
+        try:
+            return np.array([self._video_row[v] for v in video_external_id], dtype=np.int64)
+        except KeyError as error:
+            raise KeyError(f"unknown video external id {error.args[0]!r}") from None
+
+    def person_logits(self, user_key: str, video_rows: np.ndarray) -> np.ndarray:
+        """Like logits (float64) of one person (UUID string or reviewer id) against many videos
+        (rows from `video_rows`): the oracle's ranking of a whole catalogue in one product."""
+        if (row := self._user_row.get(user_key.lower())) is not None:
+            taste, bias = self.user_taste[row], self.user_bias[row]
+        elif (row := self._reviewer_row.get(user_key)) is not None:
+            taste, bias = self.reviewer_taste[row], self.reviewer_bias[row]
+        else:
+            raise KeyError(f"unknown user or reviewer id {user_key!r}")
+        rows = np.asarray(video_rows, dtype=np.int64)
+        return (
+            self.a * (self.video_vectors[rows] @ taste)
+            + bias
+            + self.b * self.video_quality[rows]
+            + self.c
+        )
+
     def save(self, path: str | Path) -> Path:
         """Write every field to one uncompressed `.npz`; returns the path written."""
         path = Path(path)

@@ -29,7 +29,8 @@ User graph outputs:
   user_title_ids / user_title_weights   sparse: liked titles' top n-grams (`user_title_ngrams`)
   user_recent_video_ids                 sparse int64 (vocab `recent_videos`)
   label [B] int64; weight, sampling_probability, video_age_days [B] float32; video_id,
-  example_time_us [B] int64; user_key [B] string: passed through for training and evaluation.
+  example_time_us [B] int64; user_key, negative_source [B] string: passed through for
+  training and evaluation.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ EXAMPLE_PASSTHROUGH = {
     "video_age_days": tf.float32,
     "example_time_us": tf.int64,
     "user_key": tf.string,
+    "negative_source": tf.string,  # "" for a like, "nope" or "sampled": the evaluator's split
 }
 
 

@@ -155,7 +155,8 @@ def beam_transform_users(rows, transform_dir, tmp_path):
 
     spec = example_spec()  # the graph was analysed on examples: give the passthroughs too
     passthrough = {"label": 0, "weight": 1.0, "sampling_probability": 0.0, "video_id": 1,
-                   "video_age_days": 0.0, "example_time_us": 0, "user_key": "skew"}  # fmt: skip
+                   "video_age_days": 0.0, "example_time_us": 0, "user_key": "skew",
+                   "negative_source": ""}  # fmt: skip
     batch = to_record_batch([{**row, **passthrough} for row in rows], arrow_schema(spec))
     out = str(tmp_path / "transformed")
     context = tft_beam.Context(temp_dir=str(tmp_path / "tft"))

@@ -81,6 +81,11 @@ def test_examples_are_written_per_split_and_respect_the_time_split(transformed):
         features = parse(transformed.transform_dir, records)
         labels = features["label"].numpy()
         assert 2 * labels.sum() == (labels == 0).sum()
+        # Each negative says where it came from, as the counts do.
+        source = features["negative_source"].numpy()
+        assert set(source[labels == 1]) == {b""}
+        assert (source == b"nope").sum() == meta["counts"][split]["nope"]
+        assert (source == b"sampled").sum() == meta["counts"][split]["sampled"]
         times = features["example_time_us"].numpy()
         if split == "train":
             assert (times < starts["validation_start"]).all()

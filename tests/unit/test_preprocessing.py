@@ -58,6 +58,7 @@ def user_example(liked_genres, like_count, source, title_ngrams, label):
         video_age_days=3.0,
         example_time_us=0,
         user_key=b"u",
+        negative_source=b"" if label else b"nope",
     )
     return row
 
@@ -199,5 +200,6 @@ def test_each_tower_takes_its_own_raw_features():
         "video_age_days",
         "example_time_us",
         "user_key",
+        "negative_source",
     }
     assert set(video_row_spec()) - videos == {"video_id"}

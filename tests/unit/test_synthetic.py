@@ -19,6 +19,7 @@ from swiperec.data.synthetic import (
     uuid_strings,
     write_csv,
 )
+from swiperec.data.synthetic_truth import sigmoid
 
 # ~36k decisions and ~7k reviews: enough that decile like rates are stable for any seed
 # (checked over 100 seeds: the smallest step between deciles was 0.024, the largest
@@ -298,3 +299,15 @@ def test_a_seed_gives_the_same_data_on_every_machine():
     digest.update("\n".join(ds.videos["title"]).encode())
     digest.update(ds.user_ids.tobytes())
     assert digest.hexdigest() == "9540cf953a32667fcfe590a807c50e29487cf5a6a563fc8e25422cd27b4da334"
+
+
+def test_person_logits_rank_a_catalogue_as_the_pairwise_oracle_does():
+    dataset = generate(SyntheticConfig(videos=50, users=3, pseudo_users=2, seed=5))
+    truth = dataset.ground_truth
+    rows = truth.video_rows(list(truth.video_external_ids[:20]))
+    assert rows.tolist() == list(range(20))
+    for key in (uuid_strings(truth.user_ids)[1], str(truth.reviewer_ids[0])):
+        pairwise = truth.p_like([key] * 20, list(truth.video_external_ids[:20]))
+        np.testing.assert_allclose(sigmoid(truth.person_logits(key, rows)), pairwise, rtol=1e-6)
+    with pytest.raises(KeyError, match="unknown user"):
+        truth.person_logits("nobody", rows)
