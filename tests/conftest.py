@@ -19,6 +19,7 @@ from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
 from swiperec.db.embedded import EmbeddedServer
 from swiperec.db.migrate import migrate
+from swiperec.model.config import TrainConfig
 
 TEMPLATE = "swiperec_template"
 _counter = itertools.count()
@@ -111,3 +112,19 @@ def transformed(snapshot_dir, tmp_path_factory):
     return run_transform(
         snapshot_dir, str(out / "transform"), str(out / "examples"), FeatureConfig()
     )
+
+
+# A model small enough to train on the tiny data set in seconds.
+SMALL_TRAIN = TrainConfig(hidden_units=(32,), bag_dim=8, batch_size=128, epochs=4, patience=2)
+
+
+@pytest.fixture(scope="session")
+def trained(transformed, tmp_path_factory):
+    """A small two-tower model trained on `transformed` (a `TrainResult`)."""
+    from swiperec.model.train import train
+
+    model_dir = tmp_path_factory.mktemp("model") / "m"
+    return train(
+        transformed.transform_dir, transformed.examples_dir, str(model_dir),
+        SMALL_TRAIN, 0,
+    )  # fmt: skip

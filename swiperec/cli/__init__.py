@@ -2,7 +2,7 @@
 
     swiperec db start|stop|status|url|migrate|psql      the database
     swiperec data generate|import|oracle|summary        data in and out
-    swiperec snapshot | transform | train                pipeline steps, one at a time
+    swiperec snapshot | transform | train | evaluate     pipeline steps, one at a time
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from swiperec.cli import data_commands, db_commands, model_commands, step_commands
+from swiperec.cli import (
+    data_commands,
+    db_commands,
+    evaluate_commands,
+    model_commands,
+    step_commands,
+)
 from swiperec.cli.common import UserError
 from swiperec.version import __version__
 
@@ -32,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(commands)
     step_commands.register(commands)
     model_commands.register(commands)
+    evaluate_commands.register(commands)
     return parser
 
 

@@ -17,14 +17,17 @@ from swiperec.model.towers import USER_TOWER_INPUTS, VIDEO_TOWER_INPUTS
 @dataclass
 class ExampleEmbeddings:
     """One split's examples: `user` [N, D] float32 (the user as of each example), `video_id`
-    [N] int64, `label` [N] int8 (1 like, 0 nope or sampled), `weight` [N] float32 and
-    `user_key` [N] object (str)."""
+    [N] int64, `label` [N] int8 (1 like, 0 nope or sampled), `weight` [N] float32,
+    `example_time_us` [N] int64, and `user_key`, `negative_source` [N] object (str; the source
+    is "" for a like, "nope" or "sampled")."""
 
     user: np.ndarray
     video_id: np.ndarray
     label: np.ndarray
     weight: np.ndarray
     user_key: np.ndarray
+    example_time_us: np.ndarray
+    negative_source: np.ndarray
 
 
 def embed_catalogue(video_tower, catalogue, batch_size: int = 4096) -> np.ndarray:
@@ -38,17 +41,26 @@ def embed_catalogue(video_tower, catalogue, batch_size: int = 4096) -> np.ndarra
 
 def embed_examples(user_tower, dataset: tf.data.Dataset) -> ExampleEmbeddings:
     """Run the user tower over a dataset of parsed (joined) example batches."""
-    users, video_ids, labels, weights, keys = [], [], [], [], []
+    users, video_ids, labels, weights, keys, times, sources = [], [], [], [], [], [], []
     for batch in dataset:
+        if "negative_source" not in batch:
+            raise ValueError(
+                "these examples do not record where their negatives came from (made by an "
+                "older transform): re-run `swiperec transform`"
+            )
         users.append(user_tower({k: batch[k] for k in USER_TOWER_INPUTS}, training=False).numpy())
         video_ids.append(batch["video_id"].numpy())
         labels.append(batch["label"].numpy().astype(np.int8))
         weights.append(batch["weight"].numpy())
         keys.append(batch["user_key"].numpy().astype(str).astype(object))
+        times.append(batch["example_time_us"].numpy())
+        sources.append(batch["negative_source"].numpy().astype(str).astype(object))
     return ExampleEmbeddings(
         np.concatenate(users),
         np.concatenate(video_ids),
         np.concatenate(labels),
         np.concatenate(weights),
         np.concatenate(keys),
+        np.concatenate(times),
+        np.concatenate(sources),
     )

@@ -34,10 +34,11 @@ from swiperec.model.towers import (
 )
 from swiperec.model.train import read_model_card, train
 from swiperec.model.two_tower import TwoTowerModel
+from tests.conftest import SMALL_TRAIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SMALL = TrainConfig(hidden_units=(32,), bag_dim=8, batch_size=128, epochs=4, patience=2)
+SMALL = SMALL_TRAIN
 
 
 def outputs(transformed):
@@ -45,12 +46,6 @@ def outputs(transformed):
         graph: tft.TFTransformOutput(os.path.join(transformed.transform_dir, graph))
         for graph in ("user", "video")
     }
-
-
-@pytest.fixture(scope="module")
-def trained(transformed, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("model") / "m"
-    return train(transformed.transform_dir, transformed.examples_dir, str(model_dir), SMALL, 0)
 
 
 def test_fit_smoke_on_ten_rows(transformed):
