@@ -98,10 +98,6 @@ def _figure(width: float = 5.5, height: float = 4.0) -> Figure:
     return Figure(figsize=(width, height), dpi=90, layout="constrained")
 
 
-def _colours(scorers) -> dict:
-    return {name: f"C{i % 10}" for i, name in enumerate(scorers)}
-
-
 def _curve_plot(curves: dict, colours: dict, kind: str) -> str:
     fig = _figure()
     ax = fig.add_subplot()
@@ -118,10 +114,8 @@ def _curve_plot(curves: dict, colours: dict, kind: str) -> str:
     ax.set(xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower right" if kind == "roc" else "upper right", fontsize="small")
     ax.grid(alpha=0.3)
-    what = (
-        "ROC curves (true vs false positive rate)" if kind == "roc" else "Precision-recall curves"
-    )
-    return _image(fig, f"{what} for like vs all, per scorer: {', '.join(curves)}")
+    what = "ROC curves" if kind == "roc" else "Precision-recall curves"
+    return _image(fig, f"{what} for like vs all, one line per scorer: {', '.join(curves)}")
 
 
 def _bars(ax, groups, values: dict, colours: dict) -> None:
@@ -129,13 +123,8 @@ def _bars(ax, groups, values: dict, colours: dict) -> None:
     width = 0.8 / max(len(values), 1)
     x = np.arange(len(groups))
     for i, (name, ys) in enumerate(values.items()):
-        ax.bar(
-            x + (i - (len(values) - 1) / 2) * width,
-            _floats(ys),
-            width,
-            label=name,
-            color=colours.get(name),
-        )
+        offset = (i - (len(values) - 1) / 2) * width
+        ax.bar(x + offset, _floats(ys), width, label=name, color=colours.get(name))
     ax.set_xticks(x, [str(g) for g in groups])
     ax.grid(axis="y", alpha=0.3)
 
@@ -158,24 +147,22 @@ def _score_plot(distributions: dict, threshold) -> str:
     edges = _floats(distributions.get("bin_edges"))
     fig = _figure()
     ax = fig.add_subplot()
+    used = np.zeros(max(len(edges) - 1, 0), dtype=bool)
     for name, colour in (("like", "C2"), ("nope", "C3"), ("sampled", "C7")):
         counts = _floats(distributions.get(name))
-        if len(counts) and len(counts) + 1 == len(edges):
-            share = counts / counts.sum() if counts.sum() > 0 else counts
-            ax.stairs(
-                share, edges, label=f"{name} (n={int(counts.sum())})", color=colour, linewidth=1.5
-            )
-    if isinstance(threshold, numbers.Real) and not math.isnan(threshold):
-        ax.axvline(
-            threshold,
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            label=f"threshold {threshold:.3f}",
-        )
-    ax.set(
-        xlabel="model score (cosine)", ylabel="share of group", title="Model score distributions"
-    )
+        if len(counts) and len(counts) == len(used):
+            total = counts.sum()
+            share = counts / total if total > 0 else counts
+            ax.stairs(share, edges, label=f"{name} (n={int(total)})", color=colour, linewidth=1.5)
+            used |= counts > 0
+    if used.any():  # zoom to the occupied bins (cosines of a young model crowd together)
+        first, last = np.flatnonzero(used)[[0, -1]]
+        margin = 2 * (edges[1] - edges[0])
+        ax.set_xlim(edges[first] - margin, edges[last + 1] + margin)
+    threshold = _number(threshold)
+    if not math.isnan(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="model score (cosine)", ylabel="share of group", title="Model scores")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return _image(
@@ -186,20 +173,19 @@ def _score_plot(distributions: dict, threshold) -> str:
 
 
 def _segment_plot(segments: dict, scorers, colours: dict) -> str:
-    fig = _figure(11, 4.2)
+    fig = _figure(11, 4.5)
     names = list(segments)
-    for i, (label, path) in enumerate(
-        (
-            ("AUC-ROC, like vs all", ("classification", "like_vs_all", "roc_auc")),
-            ("Recall@50", ("retrieval", "recall@50")),
-        )
-    ):
+    panels = {
+        "AUC-ROC, like vs all": ("classification", "like_vs_all", "roc_auc"),
+        "Recall@50": ("retrieval", "recall@50"),
+    }
+    for i, (label, path) in enumerate(panels.items()):
         ax = fig.add_subplot(1, 2, i + 1)
         values = {s: [_number(_get(segments[g], s, *path)) for g in names] for s in scorers}
         _bars(ax, names, values, colours)
         ax.tick_params(axis="x", labelrotation=25, labelsize="small")
         ax.set(title=f"{label} per segment", ylim=(0, 1.05))
-        ax.legend(fontsize="x-small")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncols=len(scorers))
     return _image(fig, "Grouped bars per segment and scorer: AUC-ROC like vs all, and Recall@50")
 
 
@@ -226,12 +212,8 @@ def _blessing(blessing: dict) -> str:
     checks = blessing.get("checks") or []
     if checks:
         rows = [
-            [
-                _text(c.get("name")),
-                "pass" if c.get("passed") else "<b>FAIL</b>",
-                _fmt(c.get("value"), 4),
-                _fmt(c.get("limit"), 4),
-            ]
+            [_text(c.get("name")), "pass" if c.get("passed") else "<b>FAIL</b>"]
+            + [_fmt(c.get(key), 4) for key in ("value", "limit")]
             for c in checks
         ]
         classes = ["" if c.get("passed") else "fail" for c in checks]
@@ -244,7 +226,7 @@ def _headline(results: dict) -> str:
     head = (
         '<tr><th class="l" rowspan="2">scorer</th>'
         + "".join(f'<th colspan="2">{_text(t)}</th>' for t in TASKS)
-        + '<th rowspan="2">examples</th></tr>'
+        + '<th rowspan="2">examples (like vs all)</th></tr>'
     )
     head += "<tr>" + "<th>AUC-ROC</th><th>AUC-PR</th>" * len(TASKS) + "</tr>"
     rows = []
@@ -297,8 +279,8 @@ def _segments_table(segments: dict) -> str:
 
 def _confusion(matrix, threshold) -> str:
     (tn, fp), (fn, tp) = matrix
-    rows = [["actual not like", _fmt(tn), _fmt(fp)], ["actual like", _fmt(fn), _fmt(tp)]]
-    note = f"<p>Model at threshold {_fmt(threshold, 4)} (best F1 on like vs all).</p>"
+    rows = [["actual nope/sampled", _fmt(tn), _fmt(fp)], ["actual like", _fmt(fn), _fmt(tp)]]
+    note = f"<p>The model at threshold {_fmt(threshold, 4)} (its best F1, like vs all).</p>"
     return note + _table(["", "predicted not like", "predicted like"], rows)
 
 
@@ -314,7 +296,7 @@ def render_report(
     segments = results.get("segments") or {}
     curves = results.get("curves") or {}
     scorers = list(dict.fromkeys([*classification, *retrieval, *curves]))
-    colours = _colours(scorers)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(scorers)}
 
     body = [_header(results, title)]
     if blessing is not None:

@@ -1,6 +1,11 @@
 """The evaluator on the session's real transform output and small trained model."""
 
+import glob
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from swiperec.data.synthetic import generate
 from swiperec.evaluation.data import load_evaluation_data
-from swiperec.evaluation.evaluate import KS, TASKS, evaluate_data, scorers, top_lists
+from swiperec.evaluation.evaluate import KS, TASKS, evaluate, evaluate_data, scorers, top_lists
 from tests.conftest import TINY_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,3 +81,73 @@ def test_every_scorer_gets_every_metric(results):
     assert sum(map(sum, results["confusion_matrix"])) == total
     distributions = results["score_distributions"]
     assert sum(sum(distributions[g]) for g in ("like", "nope", "sampled")) == total
+
+
+@pytest.fixture(scope="module")
+def truth_file(truth, tmp_path_factory):
+    return str(truth.save(tmp_path_factory.mktemp("truth") / "ground_truth.npz"))
+
+
+def test_evaluate_command_prints_the_table_and_writes_the_outputs(
+    trained, transformed, truth_file, tmp_path
+):
+    out, report = tmp_path / "evaluation", tmp_path / "report.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "swiperec.cli", "evaluate", "--model", trained.model_dir,
+         "--examples", transformed.examples_dir, "--out", str(out), "--report", str(report),
+         "--ground-truth", truth_file, "--min-auc", "0.99"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for scorer in ("model", "popularity", "matrix_factorization", "oracle"):
+        assert f"  {scorer}" in result.stdout
+    # An impossible minimum AUC: not blessed, and the reason says why.
+    assert "NOT BLESSED" in result.stdout and "below the minimum 0.99" in result.stdout
+    blessing = json.loads((out / "blessing.json").read_text())
+    assert blessing["blessed"] is False and "auc" in {
+        c["name"] for c in blessing["checks"] if not c["passed"]
+    }
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["oracle"]["ground_truth"] == truth_file
+    html = report.read_text()
+    assert html == (out / "report.html").read_text() and "data:image/png;base64," in html
+
+
+def test_a_ground_truth_of_other_data_is_set_aside_with_a_note(trained, transformed, tmp_path):
+    from swiperec.data.synthetic import SyntheticConfig
+
+    other = generate(SyntheticConfig(videos=30, users=3, pseudo_users=2, seed=99))
+    path = other.ground_truth.save(tmp_path / "other.npz")
+    results = evaluate(trained.model_dir, transformed.examples_dir, ground_truth=str(path))
+    assert "oracle" not in results["classification"]
+    assert "does not match" in results["oracle"]["note"]
+
+
+def test_component_runs_under_the_kfp_local_runner(trained, transformed, truth_file, tmp_path):
+    from kfp import dsl, local
+
+    from components.evaluate import evaluate as evaluate_component
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+
+    @dsl.pipeline
+    def evaluate_only(model_uri: str, examples_uri: str, truth: str) -> bool:
+        model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
+        examples = dsl.importer(artifact_uri=examples_uri, artifact_class=dsl.Dataset)
+        task = evaluate_component(
+            model=model.output,
+            examples=examples.output,
+            ground_truth_uri=truth,
+            thresholds_json='{"min_auc": 0.0, "must_beat_popularity": false, '
+            '"min_share_of_achievable_auc": -10}',
+        )
+        return task.outputs["blessed"]
+
+    run = evaluate_only(
+        model_uri=trained.model_dir, examples_uri=transformed.examples_dir, truth=truth_file
+    )
+    assert run.output is True  # thresholds any model passes: blessed
+    [blessing] = glob.glob(str(tmp_path / "**" / "blessing.json"), recursive=True)
+    assert json.loads(Path(blessing).read_text())["blessed"] is True
+    [report] = glob.glob(str(tmp_path / "**" / "report"), recursive=True)
+    assert "data:image/png;base64," in Path(report).read_text()
