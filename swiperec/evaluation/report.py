@@ -29,7 +29,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#22
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}
+th{background:#f4f4f4}td:first-child,thead tr:first-child th:first-child{text-align:left}
 tr.fail td{background:#fde8e8}
 .meta{color:#555}.meta code{font-size:.9em}
 .banner{padding:.8em 1.2em;font-size:1.4em;font-weight:bold;border-radius:6px;margin:1em 0}
@@ -68,17 +68,11 @@ def _get(mapping, *keys):
 
 def _table(headers, rows, row_classes=None) -> str:
     """A table; headers are plain strings, cells are already-escaped HTML (use `_fmt`)."""
-    head = "".join(
-        f'<th class="l">{_text(h)}</th>' if i == 0 else f"<th>{_text(h)}</th>"
-        for i, h in enumerate(headers)
-    )
+    head = "".join(f"<th>{_text(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
         css = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        cells = "".join(
-            f'<td class="l">{c}</td>' if j == 0 else f"<td>{c}</td>" for j, c in enumerate(row)
-        )
-        body.append(f"<tr{css}>{cells}</tr>")
+        body.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -224,7 +218,7 @@ def _blessing(blessing: dict) -> str:
 def _headline(results: dict) -> str:
     classification = results.get("classification") or {}
     head = (
-        '<tr><th class="l" rowspan="2">scorer</th>'
+        '<tr><th rowspan="2">scorer</th>'
         + "".join(f'<th colspan="2">{_text(t)}</th>' for t in TASKS)
         + '<th rowspan="2">examples (like vs all)</th></tr>'
     )
@@ -236,14 +230,12 @@ def _headline(results: dict) -> str:
             for t in TASKS
         )
         examples = _fmt(_get(tasks, "like_vs_all", "examples"))
-        rows.append(f'<tr><td class="l">{_text(name)}</td>{cells}<td>{examples}</td></tr>')
+        rows.append(f"<tr><td>{_text(name)}</td>{cells}<td>{examples}</td></tr>")
     share = results.get("share_of_achievable_auc")
     if share:
         cells = "".join(f'<td colspan="2">{_fmt(share.get(t))}</td>' for t in TASKS)
-        rows.append(
-            '<tr><td class="l">share of achievable AUC-ROC (model vs oracle)</td>'
-            f"{cells}<td></td></tr>"
-        )
+        label = "share of achievable AUC-ROC (model vs oracle)"
+        rows.append(f"<tr><td>{label}</td>{cells}<td></td></tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
