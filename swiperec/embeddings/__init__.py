@@ -1,0 +1,1 @@
+"""Embeddings in pgvector: versioned sets, the batch writer and live updates."""

@@ -1,0 +1,220 @@
+"""Embedding sets on the real embedded PostgreSQL + pgvector: load, switch, faults, retention."""
+
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from swiperec.db import connect
+from swiperec.embeddings.store import (
+    EmbeddingSetError,
+    IndexParams,
+    activate,
+    begin_set,
+    copy_shard,
+    finish_set,
+    retire,
+    serving_version,
+    status,
+    upsert,
+)
+
+pytestmark = pytest.mark.integration
+
+N_VIDEOS, N_USERS, DIM = 300, 40, 768
+SMALL_INDEX = IndexParams(maintenance_work_mem="64MB", parallel_workers=0)
+USERS = [str(uuid.UUID(int=i + 1)) for i in range(N_USERS)]
+
+
+def unit(n, seed):
+    x = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def load_version(conn, version, seed=0, shards=2):
+    """Both sets of `version`, each copied in `shards` shards, finished (not activated)."""
+    videos, users = unit(N_VIDEOS, seed), unit(N_USERS, seed + 1)
+    ids = np.arange(1, N_VIDEOS + 1)
+    for kind, keys, vectors in (("video", ids, videos), ("user", USERS, users)):
+        assert begin_set(conn, version, kind)
+        for shard, part in enumerate(np.array_split(np.arange(len(keys)), shards)):
+            keys_part = [keys[i] for i in part] if kind == "user" else keys[part]
+            assert copy_shard(conn, version, kind, str(shard), keys_part, vectors[part])
+        assert finish_set(conn, version, kind, SMALL_INDEX)["rows"] == len(keys)
+    return videos
+
+
+def serving_rows(conn):
+    with conn.cursor() as cur:
+        cur.execute(
+            "select count(*), count(distinct model_version) from video_embeddings "
+            "where model_version = (select model_version from serving_state)"
+        )
+        return cur.fetchone()
+
+
+def test_a_set_is_loaded_indexed_attached_and_switched(conn):
+    videos = load_version(conn, "v1")
+    assert serving_version(conn) is None
+    assert activate(conn, "v1") is None
+    assert serving_version(conn) == "v1"
+    assert serving_rows(conn) == (N_VIDEOS, 1)
+    # The HNSW index answers a nearest-neighbour query through the parent table (on 300 rows
+    # the planner would rather sort; told not to, it has the index to turn to).
+    with conn.cursor() as cur:
+        cur.execute("set enable_seqscan = off; set enable_bitmapscan = off; set enable_sort = off")
+        cur.execute(
+            "explain select video_id from video_embeddings where model_version = 'v1' "
+            "order by embedding <=> %s limit 5", (videos[7],),
+        )  # fmt: skip
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        assert "hnsw" in plan.lower()
+        cur.execute(
+            "select video_id from video_embeddings where model_version = 'v1' "
+            "order by embedding <=> %s limit 1", (videos[7],),
+        )  # fmt: skip
+        assert cur.fetchone()[0] == 8
+    conn.rollback()
+    states = {(s["version"], s["kind"]): s for s in status(conn)}
+    assert states[("v1", "video")]["state"] == "ready" and states[("v1", "video")]["serving"]
+    assert states[("v1", "user")]["rows"] == N_USERS
+
+
+def test_rerunning_a_version_adds_nothing_and_a_retried_shard_is_skipped(conn):
+    load_version(conn, "v1")
+    assert begin_set(conn, "v1", "video") is False  # ready: nothing to do
+    with pytest.raises(EmbeddingSetError, match="not loading"):
+        copy_shard(conn, "v1", "video", "9", [1], unit(1, 3))
+    assert begin_set(conn, "v2", "video")
+    assert copy_shard(conn, "v2", "video", "a", [1, 2], unit(2, 4))
+    assert copy_shard(conn, "v2", "video", "a", [1, 2], unit(2, 4)) is False
+    assert finish_set(conn, "v2", "video", SMALL_INDEX)["rows"] == 2
+
+
+def test_the_dimension_and_values_are_checked_on_write(conn):
+    begin_set(conn, "v1", "video")
+    with pytest.raises(ValueError, match=r"must be \[n, 768\]"):
+        copy_shard(conn, "v1", "video", "0", [1, 2], np.zeros((2, 512), np.float32))
+    bad = unit(2, 0)
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        copy_shard(conn, "v1", "video", "0", [1, 2], bad)
+    with pytest.raises(EmbeddingSetError, match="cannot serve"):
+        activate(conn, "v1")
+
+
+def test_a_killed_load_leaves_the_serving_set_untouched_and_can_be_rerun(conn, db_url):
+    load_version(conn, "v1")
+    activate(conn, "v1")
+    # A run of v2 dies after one shard: its own connection is gone mid-load.
+    dying = connect(db_url)
+    begin_set(dying, "v2", "video")
+    copy_shard(dying, "v2", "video", "0", np.arange(1, 51), unit(50, 9))
+    dying.close()
+    assert serving_version(conn) == "v1" and serving_rows(conn) == (N_VIDEOS, 1)
+    with pytest.raises(EmbeddingSetError, match="cannot serve"):
+        activate(conn, "v2")
+    # Running v2 again starts its set afresh and completes.
+    load_version(conn, "v2", seed=5)
+    assert activate(conn, "v2") == "v1"
+    assert serving_rows(conn) == (N_VIDEOS, 1)
+
+
+def test_a_concurrent_reader_never_sees_a_mixed_or_empty_set(conn, db_url):
+    load_version(conn, "v1", seed=1)
+    load_version(conn, "v2", seed=2)
+    activate(conn, "v1")
+    seen, errors_seen, stop = [], [], threading.Event()
+
+    def read():
+        reader = connect(db_url)
+        reader.autocommit = True
+        try:
+            while not stop.is_set():
+                seen.append(serving_rows(reader))
+        except Exception as error:  # any error is a failure of the switch
+            errors_seen.append(error)
+        finally:
+            reader.close()
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(30):
+        activate(conn, "v2" if i % 2 == 0 else "v1")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors_seen
+    assert len(seen) > 30 and set(seen) == {(N_VIDEOS, 1)}
+
+
+def test_shards_from_several_workers_load_in_parallel(conn, db_url):
+    begin_set(conn, "v1", "video")
+    vectors = unit(N_VIDEOS, 7)
+    parts = np.array_split(np.arange(N_VIDEOS), 6)
+
+    def worker(shards):
+        own = connect(db_url)
+        for shard in shards:
+            copy_shard(own, "v1", "video", f"part-{shard}", parts[shard] + 1, vectors[parts[shard]])
+        own.close()
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in ([0, 1, 2], [3, 4, 5])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert finish_set(conn, "v1", "video", SMALL_INDEX)["rows"] == N_VIDEOS
+    with conn.cursor() as cur:
+        cur.execute("select count(*) from embedding_set_shards where model_version = 'v1'")
+        assert cur.fetchone()[0] == 6
+
+
+def test_retention_keeps_the_newest_and_never_the_serving_version(conn):
+    for i, version in enumerate(("v1", "v2", "v3", "v4")):
+        load_version(conn, version, seed=i)
+    activate(conn, "v1")  # the oldest serves: it must survive
+    assert sorted(retire(conn, keep=2)) == ["v2"]
+    assert {s["version"] for s in status(conn)} == {"v1", "v3", "v4"}
+    with conn.cursor() as cur:
+        cur.execute("select count(distinct model_version) from video_embeddings")
+        assert cur.fetchone()[0] == 3
+    conn.rollback()
+    assert retire(conn, keep=2) == []
+
+
+def test_small_upserts_into_the_serving_set_are_found_through_the_index(conn):
+    load_version(conn, "v1")
+    activate(conn, "v1")
+    new = unit(1, 42)
+    assert upsert(conn, "v1", "video", [N_VIDEOS + 1], new) == 1
+    replaced = unit(1, 43)
+    assert upsert(conn, "v1", "video", [5], replaced) == 1
+    with conn.cursor() as cur:
+        cur.execute("set enable_seqscan = off; set enable_bitmapscan = off; set enable_sort = off")
+        for vector, expected in ((new[0], N_VIDEOS + 1), (replaced[0], 5)):
+            cur.execute(
+                "select video_id from video_embeddings where model_version = 'v1' "
+                "order by embedding <=> %s limit 1", (vector,),
+            )  # fmt: skip
+            assert cur.fetchone()[0] == expected
+    conn.rollback()
+    assert upsert(conn, "v1", "user", [USERS[0]], unit(1, 44)) == 1
+    with pytest.raises(ValueError, match=r"must be \[n, 768\]"):
+        upsert(conn, "v1", "video", [1], np.zeros((1, 3), np.float32))
+    with pytest.raises(EmbeddingSetError, match="not ready"):
+        upsert(conn, "v9", "video", [1], new)
+
+
+@pytest.mark.parametrize("table", ["embedding_sets", "embedding_set_shards", "serving_state",
+                                   "embedding_activations"])  # fmt: skip
+def test_the_app_roles_cannot_touch_the_bookkeeping(conn, table):
+    import psycopg2
+
+    with conn.cursor() as cur:
+        cur.execute("set role authenticated")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(f"select * from public.{table}")
+    conn.rollback()
