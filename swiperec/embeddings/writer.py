@@ -1,0 +1,240 @@
+"""The batch embedding refresh: every video and every user through the exported towers, on
+Beam, into a new pgvector set; then index, attach and (optionally) switch it live.
+
+    write_embeddings("artifacts/model", "v7", snapshot="artifacts/snapshot",
+                     database_url=url, activate=True)
+
+1. Driver: read the snapshot (or take a fresh one from the database), start both sets
+   (`store.begin_set`; a set already ready is skipped: re-running a version adds nothing).
+2. Beam: chunks of catalogue rows and of users are the elements. A worker builds each row's raw
+   features with the same code the transform used (`video_raw_features`, `UserHistory`), runs
+   the SavedModel tower (its TFT graph inside) on the batch, and binary-COPYs the vectors into
+   the loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle
+   is skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
+   keyed by the auth user id); pseudo-users exist for training.
+3. Driver, after every shard is in: primary key, HNSW, ANALYZE, attach (`store.finish_set`),
+   then `activate` when asked, then the retention policy (`store.retire`).
+
+Beyond one machine: pass Beam options (`--runner=DataflowRunner ...` or Flink) and a database
+URL the workers can reach. Each worker COPYs its own shards into the same loading set, in
+parallel; nothing serves from it until the driver finishes and activates, once, after the
+pipeline has completed. The driver builds the chunks (catalogue rows, users' events), which at
+200k videos / 10k users is ~100 MB of job graph (`--experiments=upload_graph` on Dataflow);
+reading the snapshot inside the workers is the step beyond that.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from swiperec.embeddings import store
+
+DAY_US = 86_400 * 1_000_000
+
+
+@dataclass
+class WriteResult:
+    version: str
+    rows: dict = field(default_factory=dict)  # kind -> rows in the set
+    seconds: dict = field(default_factory=dict)  # stage -> seconds
+    skipped: list = field(default_factory=list)  # kinds already ready
+    activated: bool = False
+    previous_version: str | None = None
+    retired: list = field(default_factory=list)
+
+
+def _video_chunks(catalogue, as_of_us: int, rows_per_chunk: int):
+    for start in range(0, len(catalogue.video_id), rows_per_chunk):
+        yield ("video", f"videos-{start:09d}", (start, min(start + rows_per_chunk,
+                                                            len(catalogue.video_id))))  # fmt: skip
+
+
+def _user_chunks(events, users_per_chunk: int):
+    """Real users' event slices, grouped `users_per_chunk` at a time, as plain arrays."""
+    chunk, first = [], None
+    for key, is_pseudo, rows in events.user_slices():
+        if is_pseudo:
+            continue
+        first = first or key
+        chunk.append((key, events.video_id[rows], events.label[rows], events.time_us[rows]))
+        if len(chunk) == users_per_chunk:
+            yield ("user", f"users-{first}", chunk)
+            chunk, first = [], None
+    if chunk:
+        yield ("user", f"users-{first}", chunk)
+
+
+class EmbedAndCopy:
+    """Beam DoFn body: one chunk -> raw features -> tower -> one COPY'd shard."""
+
+    def __init__(self, model_dir, version, database_url, catalogue, config, as_of_us):
+        self.model_dir, self.version, self.database_url = model_dir, version, database_url
+        self.catalogue, self.config, self.as_of_us = catalogue, config, as_of_us
+
+    def setup(self):
+        from swiperec.db import connect
+        from swiperec.model.export import load_serving_tower
+
+        self.towers = {
+            kind: load_serving_tower(os.path.join(self.model_dir, f"{kind}_tower"))
+            for kind in ("video", "user")
+        }
+        self.conn = connect(self.database_url)
+
+    def teardown(self):
+        self.conn.close()
+
+    def process(self, element):
+        import tensorflow as tf
+
+        from swiperec.features.preprocessing import user_feature_spec, video_row_spec
+        from swiperec.features.raw_features import video_raw_features
+        from swiperec.features.user_history import UserHistory
+        from swiperec.model.export import serialize_raw
+
+        kind, shard, payload = element
+        if kind == "video":
+            start, stop = payload
+            rows = [
+                video_raw_features(self.catalogue, i, self.as_of_us) for i in range(start, stop)
+            ]
+            keys = self.catalogue.video_id[start:stop]
+            spec = video_row_spec()
+        else:
+            rows, keys = [], []
+            for key, videos, labels, times in payload:
+                history = UserHistory(self.catalogue, self.config, is_pseudo=False)
+                known = [self.catalogue.contains(int(v)) for v in videos]
+                for video, label, t, ok in zip(videos.tolist(), labels.tolist(), times.tolist(),
+                                               known, strict=True):  # fmt: skip
+                    if ok and t <= self.as_of_us:
+                        history.add(video, label, t)
+                rows.append(history.features(self.as_of_us))
+                keys.append(key)
+            spec = user_feature_spec()
+        serialized = tf.constant(serialize_raw(rows, spec))
+        vectors = self.towers[kind](examples=serialized)["embedding"].numpy()
+        loaded = store.copy_shard(self.conn, self.version, kind, shard, keys, vectors)
+        yield kind, len(keys) if loaded else 0
+
+
+def write_embeddings(
+    model_dir: str,
+    version: str,
+    *,
+    snapshot: str | None = None,
+    database_url: str | None = None,
+    activate: bool = False,
+    keep: int = 3,
+    pipeline_args: list[str] | None = None,
+    rows_per_chunk: int = 4096,
+    users_per_chunk: int = 256,
+    index: store.IndexParams | None = None,
+) -> WriteResult:
+    """Refresh every video's and every real user's embedding as set `version` (see above)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from swiperec.db import connect
+    from swiperec.db import database_url as default_url
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.events import load_snapshot
+    from swiperec.features.transform import _local_runner
+    from swiperec.model.train import read_model_card
+
+    url = database_url or default_url()
+    result = WriteResult(version)
+    card = read_model_card(model_dir)
+    config = FeatureConfig.from_dict(card["input"]["feature_config"])
+    started = time.perf_counter()
+    conn = connect(url)
+    scratch = None
+    if snapshot is None:
+        from swiperec.data.snapshot import take_snapshot
+
+        scratch = tempfile.TemporaryDirectory(prefix="swiperec-embeddings-")
+        snapshot = os.path.join(scratch.name, "snapshot")
+        take_snapshot(conn, snapshot)
+    try:
+        catalogue, events, meta = load_snapshot(snapshot, config)
+        as_of_us = _as_of(meta, events)
+        dimension = card["embedding_dim"]
+        kinds = [k for k in ("video", "user") if store.begin_set(conn, version, k, dimension)]
+        result.skipped = [k for k in ("video", "user") if k not in kinds]
+        result.seconds["read"] = round(time.perf_counter() - started, 2)
+
+        if kinds:
+            start = time.perf_counter()
+            elements = []
+            if "video" in kinds:
+                elements += list(_video_chunks(catalogue, as_of_us, rows_per_chunk))
+            if "user" in kinds:
+                elements += list(_user_chunks(events, users_per_chunk))
+            del events
+            pipeline = beam.Pipeline(
+                runner=_local_runner(pipeline_args), options=PipelineOptions(pipeline_args or [])
+            )
+            fn = EmbedAndCopy(model_dir, version, url, catalogue, config, as_of_us)
+            _ = (
+                pipeline
+                | "Chunks" >> beam.Create(elements, reshuffle=False)
+                | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
+            )
+            outcome = pipeline.run()
+            outcome.wait_until_finish()
+            del pipeline, outcome
+            gc.collect()
+            result.seconds["embed_and_copy"] = round(time.perf_counter() - start, 2)
+
+            for kind in kinds:
+                start = time.perf_counter()
+                finished = store.finish_set(conn, version, kind, index)
+                result.rows[kind] = finished["rows"]
+                result.seconds[f"index_{kind}"] = round(time.perf_counter() - start, 2)
+        if activate:
+            start = time.perf_counter()
+            result.previous_version = store.activate(conn, version)
+            result.activated = True
+            result.seconds["activate"] = round(time.perf_counter() - start, 3)
+        result.retired = store.retire(conn, keep)
+        result.seconds["total"] = round(time.perf_counter() - started, 2)
+        return result
+    finally:
+        conn.close()
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _as_dofn(body: EmbedAndCopy):
+    import apache_beam as beam
+
+    class EmbedAndCopyFn(beam.DoFn):
+        def __init__(self, body):
+            self.body = body
+
+        def setup(self):
+            self.body.setup()
+
+        def teardown(self):
+            self.body.teardown()
+
+        def process(self, element):
+            yield from self.body.process(element)
+
+    return EmbedAndCopyFn(body)
+
+
+def _as_of(meta: dict, events) -> int:
+    """The time embeddings describe: the snapshot's cutoff (UTC µs)."""
+    from datetime import datetime
+
+    from swiperec.features.config import datetime_to_us
+
+    cutoff = meta.get("cutoff")
+    if cutoff:
+        return datetime_to_us(datetime.fromisoformat(cutoff))
+    return int(events.time_us.max()) if len(events.time_us) else 0
