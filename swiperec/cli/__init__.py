@@ -3,6 +3,7 @@
     swiperec db start|stop|status|url|migrate|psql      the database
     swiperec data generate|import|oracle|summary        data in and out
     swiperec snapshot | transform | train | evaluate     pipeline steps, one at a time
+    swiperec embeddings write|status|activate|retire     the serving sets in pgvector
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -18,6 +19,7 @@ import sys
 from swiperec.cli import (
     data_commands,
     db_commands,
+    embedding_commands,
     evaluate_commands,
     model_commands,
     step_commands,
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     step_commands.register(commands)
     model_commands.register(commands)
     evaluate_commands.register(commands)
+    embedding_commands.register(commands)
     return parser
 
 

@@ -70,3 +70,42 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
                               database_url=db_url, index=SMALL_INDEX)  # fmt: skip
     assert not second.activated and serving_version(conn) == "v1"
     assert {(s["version"], s["state"]) for s in status(conn)} == {("v1", "ready"), ("v2", "ready")}
+
+
+def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
+    import subprocess
+    import sys
+
+    from kfp import dsl, local
+
+    from components.write_embeddings import write_embeddings as write_component
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+
+    @dsl.pipeline
+    def write_only(model_uri: str, snapshot_uri: str, url: str):
+        model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
+        snapshot = dsl.importer(artifact_uri=snapshot_uri, artifact_class=dsl.Dataset)
+        write_component(model=model.output, snapshot=snapshot.output, model_version="c1",
+                        database_url=url, activate=True)  # fmt: skip
+
+    write_only(model_uri=trained.model_dir, snapshot_uri=snapshot_dir, url=db_url)
+    assert serving_version(conn) == "c1"
+
+    env = {**os.environ, "DATABASE_URL": db_url}
+
+    def swiperec(*args):
+        return subprocess.run([sys.executable, "-m", "swiperec.cli", "embeddings", *args],
+                              capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+
+    written = swiperec("write", "--model", trained.model_dir, "--version", "c2",
+                       "--snapshot", snapshot_dir)  # fmt: skip
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert "video  set of c2:" in written.stdout and "serving" not in written.stdout
+    listed = swiperec("status")
+    assert "c1" in listed.stdout and "<- serving" in listed.stdout and "c2" in listed.stdout
+    switched = swiperec("activate", "c2")
+    assert switched.returncode == 0 and "serving       c2 (was c1)" in switched.stdout
+    assert serving_version(conn) == "c2"
+    missing = swiperec("activate", "nope")
+    assert missing.returncode == 2 and "cannot serve" in missing.stderr

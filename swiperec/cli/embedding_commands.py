@@ -1,0 +1,110 @@
+"""`swiperec embeddings write | status | activate | retire`: the serving sets in pgvector."""
+
+from __future__ import annotations
+
+import os
+
+from swiperec.cli.common import UserError, ready_connection
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "embeddings", help="write, list and switch the model versions' embeddings in pgvector"
+    )
+    sub = parser.add_subparsers(dest="embeddings_command", required=True, metavar="COMMAND")
+
+    write = sub.add_parser(
+        "write",
+        help="embed every video and real user with a trained model into a new set (Beam)",
+        epilog="Beam options go after --, e.g. `-- --runner=DataflowRunner --project=P ...`; "
+        "the workers must reach DATABASE_URL.",
+    )
+    write.add_argument("--model", required=True, help="the model folder (`swiperec train`)")
+    write.add_argument("--version", required=True, help="the model version the set belongs to")
+    write.add_argument(
+        "--snapshot", help="read videos and decisions from this snapshot (default: a fresh one)"
+    )
+    write.add_argument("--activate", action="store_true", help="switch serving to it at the end")
+    write.add_argument("--keep", type=int, default=3, help="versions to keep (default 3)")
+    write.add_argument("beam_args", nargs="*", help="Beam options, after --", metavar="BEAM_OPTION")
+    write.set_defaults(func=write_command)
+
+    status = sub.add_parser("status", help="every set: version, kind, state, rows, serving")
+    status.set_defaults(func=status_command)
+
+    activate = sub.add_parser("activate", help="switch serving to a version (both sets ready)")
+    activate.add_argument("version")
+    activate.set_defaults(func=activate_command)
+
+    retire = sub.add_parser("retire", help="drop all but the newest sets, never one in use")
+    retire.add_argument("--keep", type=int, default=3)
+    retire.set_defaults(func=retire_command)
+
+
+def write_command(args) -> int:
+    from swiperec.db import database_url
+    from swiperec.embeddings.writer import write_embeddings
+
+    if not os.path.exists(os.path.join(args.model, "model_card.json")):
+        raise UserError(f"{args.model} is not a trained model (no model_card.json)")
+    ready_connection().close()  # the schema is up to date (or a clear error)
+    result = write_embeddings(
+        args.model, args.version, snapshot=args.snapshot, database_url=database_url(),
+        activate=args.activate, keep=args.keep, pipeline_args=args.beam_args,
+    )  # fmt: skip
+    for kind in ("video", "user"):
+        if kind in result.skipped:
+            print(f"{kind:<6} set of {args.version}: already ready, nothing written")
+        else:
+            print(f"{kind:<6} set of {args.version}: {result.rows[kind]:,} embeddings")
+    if result.activated:
+        print(f"serving       {args.version} (was {result.previous_version or 'none'})")
+    if result.retired:
+        print(f"retired       {', '.join(result.retired)}")
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    print(f"took          {timings}")
+    return 0
+
+
+def status_command(args) -> int:
+    from swiperec.embeddings.store import status
+
+    conn = ready_connection()
+    rows = status(conn)
+    conn.close()
+    if not rows:
+        print("no embedding sets yet: `swiperec embeddings write --model DIR --version V`")
+        return 0
+    print(f"{'version':<24}{'kind':<7}{'state':<9}{'rows':>10}  ready at")
+    for row in rows:
+        mark = "  <- serving" if row["serving"] else ""
+        ready = row["ready_at"].isoformat(timespec="seconds") if row["ready_at"] else "-"
+        rows_text = f"{row['rows']:,}" if row["rows"] is not None else "-"
+        print(
+            f"{row['version']:<24}{row['kind']:<7}{row['state']:<9}{rows_text:>10}  {ready}{mark}"
+        )
+    return 0
+
+
+def activate_command(args) -> int:
+    from swiperec.embeddings.store import EmbeddingSetError, activate
+
+    conn = ready_connection()
+    try:
+        previous = activate(conn, args.version)
+    except EmbeddingSetError as err:
+        raise UserError(str(err)) from err
+    finally:
+        conn.close()
+    print(f"serving       {args.version} (was {previous or 'none'})")
+    return 0
+
+
+def retire_command(args) -> int:
+    from swiperec.embeddings.store import retire
+
+    conn = ready_connection()
+    removed = retire(conn, args.keep)
+    conn.close()
+    print(f"retired       {', '.join(removed) if removed else 'nothing'}")
+    return 0
