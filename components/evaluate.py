@@ -18,12 +18,17 @@ def evaluate(
     ground_truth_uri: str = "",
     thresholds_json: str = "{}",
     production_evaluation_uri: str = "",
+    model_version: str = "",
+    database_url: str = "",
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
     """Runs `swiperec.evaluation.step.run_evaluation`; `blessed` gates the steps after it.
 
     ground_truth_uri: the synthetic data's ground_truth.npz (the oracle ceiling), or "".
     thresholds_json: BlessingThresholds fields to override, e.g. '{"min_auc": 0.6}'.
     production_evaluation_uri: evaluation.json of the model now serving, or "" for none.
+    model_version, database_url: when both are given, the evaluation is recorded in the
+    registry under `model_version`, and (without production_evaluation_uri) the candidate is
+    compared with the recorded evaluation of the version now serving.
     """
     import json
     import os
@@ -38,7 +43,14 @@ def evaluate(
     def location(artifact) -> str:
         return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
 
-    production = None
+    production, conn = None, None
+    if model_version and database_url:
+        from swiperec.db import connect
+        from swiperec.registry.versions import production_evaluation
+
+        conn = connect(database_url)
+        found = production_evaluation(conn, excluding=model_version)
+        production = found[1] if found else None
     if production_evaluation_uri:
         with tf.io.gfile.GFile(production_evaluation_uri) as handle:
             production = json.load(handle)
@@ -51,6 +63,11 @@ def evaluate(
         production,
     )
     results, blessing = outcome.results, outcome.blessing
+    if conn is not None:
+        from swiperec.registry.versions import record_evaluation
+
+        record_evaluation(conn, model_version, model.uri, results, blessing)
+        conn.close()
     for scorer, tasks in results["classification"].items():
         for task, values in tasks.items():
             for name in ("roc_auc", "pr_auc"):

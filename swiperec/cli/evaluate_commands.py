@@ -39,7 +39,13 @@ def register(commands) -> None:
         "`swiperec demo`/`data generate` saved, when it matches the data)",
     )
     parser.add_argument(
-        "--production", help="evaluation.json of the model now serving (relative thresholds)"
+        "--version",
+        help="record the evaluation in the database's registry under this model version, and "
+        "compare with the version now serving (its recorded evaluation)",
+    )
+    parser.add_argument(
+        "--production",
+        help="evaluation.json of the model now serving (instead of the registry's)",
     )
     for flag, (_, text) in _THRESHOLDS.items():
         parser.add_argument(flag, type=float, help=text)
@@ -59,10 +65,19 @@ def evaluate(args) -> int:
     truth = args.ground_truth
     if truth is None and ground_truth_path().exists():
         truth = str(ground_truth_path())
-    production = None
+    production, conn = None, None
     if args.production:
         with open(args.production) as handle:
             production = json.load(handle)
+    elif args.version:
+        from swiperec.cli.common import ready_connection
+        from swiperec.registry.versions import production_evaluation
+
+        conn = ready_connection()
+        found = production_evaluation(conn, excluding=args.version)
+        if found:
+            print(f"compared with {found[0]}, the version now serving")
+            production = found[1]
     overrides = {
         field: getattr(args, flag.lstrip("-").replace("-", "_"))
         for flag, (field, _) in _THRESHOLDS.items()
@@ -71,6 +86,14 @@ def evaluate(args) -> int:
     thresholds = replace(BlessingThresholds(), **overrides)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "evaluation")
     outcome = run_evaluation(args.model, args.examples, out, truth, thresholds, production)
+    if conn is not None:
+        from swiperec.registry.versions import record_evaluation
+
+        record_evaluation(conn, args.version, os.path.abspath(args.model), outcome.results,
+                          outcome.blessing)  # fmt: skip
+        conn.close()
+        print(f"registry      {args.version} recorded as "
+              f"{'blessed' if outcome.blessing['blessed'] else 'candidate'}")  # fmt: skip
     if args.report:
         import shutil
 

@@ -33,6 +33,7 @@ from psycopg2 import errors, sql
 
 from swiperec.db.binary_copy import Column, copy_binary
 from swiperec.model.config import EMBEDDING_DIM
+from swiperec.registry.versions import mark_production
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
 
@@ -218,7 +219,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
 
 def activate(conn, version: str) -> str | None:
     """Make `version` the serving one, in one short transaction; returns the previous version.
-    Both its sets must be ready."""
+    Both its sets must be ready. The registry records it as the version in production."""
     with conn, conn.cursor() as cur:
         cur.execute("select kind from embedding_sets where model_version = %s and state = 'ready'",
                     (version,))  # fmt: skip
@@ -237,6 +238,7 @@ def activate(conn, version: str) -> str | None:
         )
         cur.execute("insert into embedding_activations (model_version, previous_version) "
                     "values (%s, %s)", (version, previous))  # fmt: skip
+        mark_production(cur, version)
     return previous
 
 

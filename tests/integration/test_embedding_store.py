@@ -220,3 +220,14 @@ def test_the_app_roles_cannot_touch_the_bookkeeping(conn, table):
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             cur.execute(f"select * from public.{table}")
     conn.rollback()
+
+
+def test_activation_records_the_version_in_production(conn):
+    load_version(conn, "v1")
+    load_version(conn, "v2", seed=3)
+    activate(conn, "v1")
+    activate(conn, "v2")
+    with conn.cursor() as cur:
+        cur.execute("select model_version, stage from model_versions order by model_version")
+        assert cur.fetchall() == [("v1", "archived"), ("v2", "production")]
+    conn.rollback()

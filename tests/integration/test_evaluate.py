@@ -151,3 +151,30 @@ def test_component_runs_under_the_kfp_local_runner(trained, transformed, truth_f
     assert json.loads(Path(blessing).read_text())["blessed"] is True
     [report] = glob.glob(str(tmp_path / "**" / "report"), recursive=True)
     assert "data:image/png;base64," in Path(report).read_text()
+
+
+def test_evaluations_go_to_the_registry_and_compare_with_production(
+    trained, transformed, conn, db_url, tmp_path
+):
+    from swiperec.registry.versions import mark_production
+
+    env = {**os.environ, "DATABASE_URL": db_url}
+
+    def run(version):
+        result = subprocess.run(
+            [sys.executable, "-m", "swiperec.cli", "evaluate", "--model", trained.model_dir,
+             "--examples", transformed.examples_dir, "--out", str(tmp_path / version),
+             "--version", version, "--min-auc", "0"],
+            capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    assert "registry      v1 recorded as" in run("v1")
+    with conn, conn.cursor() as cur:
+        cur.execute("insert into serving_state (model_version) values ('v1')")
+        mark_production(cur, "v1")
+    assert "compared with v1, the version now serving" in run("v2")
+    blessing = json.loads((tmp_path / "v2" / "blessing.json").read_text())
+    assert blessing["compared_to_production"]
+    assert "auc_vs_production" in {c["name"] for c in blessing["checks"]}

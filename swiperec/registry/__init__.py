@@ -1,0 +1,1 @@
+"""The model registry: model versions, their stage and evaluations, in PostgreSQL."""
