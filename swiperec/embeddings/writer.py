@@ -31,6 +31,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from swiperec.embeddings import store
 
 DAY_US = 86_400 * 1_000_000
@@ -106,13 +108,17 @@ class EmbedAndCopy:
             spec = video_row_spec()
         else:
             rows, keys = [], []
+            catalogue_ids = self.catalogue.video_id
             for key, videos, labels, times in payload:
                 history = UserHistory(self.catalogue, self.config, is_pseudo=False)
-                known = [self.catalogue.contains(int(v)) for v in videos]
-                for video, label, t, ok in zip(videos.tolist(), labels.tolist(), times.tolist(),
-                                               known, strict=True):  # fmt: skip
-                    if ok and t <= self.as_of_us:
-                        history.add(video, label, t)
+                # Catalogue positions for the whole history at once: events on videos outside
+                # the snapshot's catalogue (impossible from a snapshot) or after it are skipped.
+                position = np.searchsorted(catalogue_ids, videos)
+                position = np.minimum(position, len(catalogue_ids) - 1)
+                keep = (catalogue_ids[position] == videos) & (times <= self.as_of_us)
+                for at, label, t in zip(position[keep].tolist(), labels[keep].tolist(),
+                                        times[keep].tolist(), strict=True):  # fmt: skip
+                    history.add_at_position(at, label, t)
                 rows.append(history.features(self.as_of_us))
                 keys.append(key)
             spec = user_feature_spec()

@@ -27,7 +27,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,8 +48,9 @@ def top20(cur, version: str, vector) -> list[int]:
     return [r[0] for r in cur.fetchall()]
 
 
-def query_latency(url: str, queries: np.ndarray, stop: threading.Event | None, n: int) -> dict:
-    """p50/p95 (ms) and error count of top-20 queries against the serving version."""
+def query_latency(url: str, queries: np.ndarray, stop, n: int) -> dict:
+    """p50/p95 (ms) and error count of top-20 queries against the serving version: `n`
+    queries, or until `stop` (an Event) is set."""
     from swiperec.db import connect
 
     conn = connect(url)
@@ -77,6 +77,29 @@ def query_latency(url: str, queries: np.ndarray, stop: threading.Event | None, n
         "p50_ms": round(float(np.percentile(samples, 50)), 2),
         "p95_ms": round(float(np.percentile(samples, 95)), 2),
     }
+
+
+def _reader(url, queries, stop, n, out) -> None:
+    out.put(query_latency(url, queries, stop, n))
+
+
+def start_reader(url: str, queries: np.ndarray, n: int = 0):
+    """`query_latency` in its own process, as the app's queries would be: not sharing this
+    process's interpreter with the refresh. Returns (stop event, result getter)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    stop, out = context.Event(), context.Queue()
+    process = context.Process(target=_reader, args=(url, queries, None if n else stop, n, out))
+    process.start()
+
+    def result() -> dict:
+        stop.set()
+        value = out.get()
+        process.join()
+        return value
+
+    return stop, result
 
 
 def hnsw_recall(conn, version: str, queries: np.ndarray) -> float:
@@ -152,15 +175,10 @@ def main(argv=None) -> int:
                             "'bench-v1' order by random() limit 1000")  # fmt: skip
                 queries = np.stack([np.asarray(r[0].to_numpy()) for r in cur.fetchall()])
             conn.rollback()
-            figures["query_before"] = query_latency(url, queries, None, 1000)
+            figures["query_before"] = start_reader(url, queries, n=2000)[1]()
 
-            # The measured refresh: a second version while readers query the first.
-            stop = threading.Event()
-            during = {}
-            reader = threading.Thread(
-                target=lambda: during.update(query_latency(url, queries, stop, 0))
-            )
-            reader.start()
+            # The measured refresh: a second version while a reader queries the first.
+            _, during_result = start_reader(url, queries)
             start = time.perf_counter()
             second = write_embeddings(args.model, "bench-v2", snapshot=str(snapshot),
                                       database_url=url)  # fmt: skip
@@ -168,8 +186,7 @@ def main(argv=None) -> int:
             activate(conn, "bench-v2")
             switch_s = time.perf_counter() - switch_start
             refresh_s = time.perf_counter() - start
-            stop.set()
-            reader.join()
+            during = during_result()
             figures["refresh"] = {
                 "seconds": round(refresh_s, 1),
                 "stages": second.seconds,
