@@ -26,6 +26,10 @@ def register(commands) -> None:
     )
     write.add_argument("--activate", action="store_true", help="switch serving to it at the end")
     write.add_argument("--keep", type=int, default=3, help="versions to keep (default 3)")
+    write.add_argument(
+        "--nice", type=int, default=10,
+        help="lower this process's CPU priority by N while it embeds (default 10; 0 keeps it)",
+    )  # fmt: skip
     write.add_argument("beam_args", nargs="*", help="Beam options, after --", metavar="BEAM_OPTION")
     write.set_defaults(func=write_command)
 
@@ -48,6 +52,9 @@ def write_command(args) -> int:
     if not os.path.exists(os.path.join(args.model, "model_card.json")):
         raise UserError(f"{args.model} is not a trained model (no model_card.json)")
     ready_connection().close()  # the schema is up to date (or a clear error)
+    if args.nice:
+        # Inference saturates the CPU; on a machine that also serves queries, they come first.
+        os.nice(args.nice)
     result = write_embeddings(
         args.model, args.version, snapshot=args.snapshot, database_url=database_url(),
         activate=args.activate, keep=args.keep, pipeline_args=args.beam_args,

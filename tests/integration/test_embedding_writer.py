@@ -109,3 +109,51 @@ def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
     assert serving_version(conn) == "c2"
     missing = swiperec("activate", "nope")
     assert missing.returncode == 2 and "cannot serve" in missing.stderr
+
+
+def test_a_writer_killed_mid_run_leaves_the_serving_set_untouched(
+    trained, snapshot_dir, conn, db_url
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_embeddings(trained.model_dir, "k1", snapshot=snapshot_dir, database_url=db_url,
+                     activate=True, index=SMALL_INDEX)  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute("select count(*) from video_embeddings where model_version = 'k1'")
+        videos = cur.fetchone()[0]
+    conn.rollback()
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "swiperec.cli", "embeddings", "write", "--model",
+         trained.model_dir, "--version", "k2", "--snapshot", snapshot_dir, "--activate"],
+        env={**os.environ, "DATABASE_URL": db_url},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:  # kill it as soon as its load has begun
+            with conn.cursor() as cur:
+                cur.execute("select count(*) from embedding_sets "
+                            "where model_version = 'k2' and state = 'loading'")  # fmt: skip
+                loading = cur.fetchone()[0]
+            conn.rollback()
+            if loading:
+                break
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait()
+    assert loading, "the writer never started loading"
+    assert serving_version(conn) == "k1"
+    with conn.cursor() as cur:
+        cur.execute("select count(*) from video_embeddings where model_version = "
+                    "(select model_version from serving_state)")  # fmt: skip
+        assert cur.fetchone()[0] == videos
+    conn.rollback()
+    # Running k2 again completes it, and only then does it serve.
+    result = write_embeddings(trained.model_dir, "k2", snapshot=snapshot_dir,
+                              database_url=db_url, activate=True, index=SMALL_INDEX)  # fmt: skip
+    assert result.activated and result.previous_version == "k1"
+    assert result.rows["video"] == videos

@@ -179,6 +179,7 @@ def main(argv=None) -> int:
 
             # The measured refresh: a second version while a reader queries the first.
             _, during_result = start_reader(url, queries)
+            os.nice(10)  # as `swiperec embeddings write` does; the reader keeps its priority
             start = time.perf_counter()
             second = write_embeddings(args.model, "bench-v2", snapshot=str(snapshot),
                                       database_url=url)  # fmt: skip
