@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--naive-sample", type=int, default=2_000)
+    parser.add_argument("--beam-workers", type=int, default=1, help="Beam worker processes")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
@@ -164,7 +165,12 @@ def main(argv=None) -> int:
             migrate(conn, local_bootstrap=True)
             conn.close()
             conn = connect(url)  # again: the vector type exists now, so it is registered
-            figures = {"videos": args.videos, "users": args.users, "ef_search": EF_SEARCH}
+            figures = {"videos": args.videos, "users": args.users, "ef_search": EF_SEARCH,
+                       "beam_workers": args.beam_workers}  # fmt: skip
+            beam_args = []
+            if args.beam_workers > 1:
+                beam_args = [f"--direct_num_workers={args.beam_workers}",
+                             "--direct_running_mode=multi_processing"]  # fmt: skip
 
             first = write_embeddings(args.model, "bench-v1", snapshot=str(snapshot),
                                      database_url=url, activate=True)  # fmt: skip
@@ -182,7 +188,7 @@ def main(argv=None) -> int:
             os.nice(10)  # as `swiperec embeddings write` does; the reader keeps its priority
             start = time.perf_counter()
             second = write_embeddings(args.model, "bench-v2", snapshot=str(snapshot),
-                                      database_url=url)  # fmt: skip
+                                      database_url=url, pipeline_args=beam_args)  # fmt: skip
             switch_start = time.perf_counter()
             activate(conn, "bench-v2")
             switch_s = time.perf_counter() - switch_start
@@ -230,7 +236,8 @@ def main(argv=None) -> int:
             server.stop()
 
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "embeddings_refresh.json"
+    suffix = "" if args.beam_workers == 1 else f"_w{args.beam_workers}"
+    path = RESULTS / f"embeddings_refresh{suffix}.json"
     path.write_text(json.dumps(figures, indent=2, default=str))
     r = figures["refresh"]
     print(f"embedding refresh: {args.videos:,} videos + {args.users:,} users, 768-d, 2 cores")
