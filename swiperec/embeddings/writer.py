@@ -18,9 +18,10 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
 Beyond one machine: pass Beam options (`--runner=DataflowRunner ...` or Flink) and a database
 URL the workers can reach. Each worker COPYs its own shards into the same loading set, in
 parallel; nothing serves from it until the driver finishes and activates, once, after the
-pipeline has completed. The driver builds the chunks (catalogue rows, users' events), which at
-200k videos / 10k users is ~100 MB of job graph (`--experiments=upload_graph` on Dataflow);
-reading the snapshot inside the workers is the step beyond that.
+pipeline has completed. Workers read the catalogue from the snapshot themselves (it must be on
+storage they all see, e.g. gs://; give `snapshot=` there); the driver sends them row ranges and
+users' events (~50 MB at 10k users: `--experiments=upload_graph` on Dataflow; reading the
+decisions in the workers too is the step beyond that).
 """
 
 from __future__ import annotations
@@ -73,14 +74,18 @@ def _user_chunks(events, users_per_chunk: int):
 class EmbedAndCopy:
     """Beam DoFn body: one chunk -> raw features -> tower -> one COPY'd shard."""
 
-    def __init__(self, model_dir, version, database_url, catalogue, config, as_of_us):
+    def __init__(self, model_dir, version, database_url, snapshot, config, as_of_us):
         self.model_dir, self.version, self.database_url = model_dir, version, database_url
-        self.catalogue, self.config, self.as_of_us = catalogue, config, as_of_us
+        self.snapshot, self.config, self.as_of_us = snapshot, config, as_of_us
 
     def setup(self):
         from swiperec.db import connect
+        from swiperec.features.events import load_catalogue
         from swiperec.model.export import load_serving_tower
 
+        # Each worker reads the catalogue from the snapshot: shipping it inside the DoFn costs
+        # a compressed pickle of every title (~15 s at 200k videos) and a large job graph.
+        self.catalogue = load_catalogue(self.snapshot)
         self.towers = {
             kind: load_serving_tower(os.path.join(self.model_dir, f"{kind}_tower"))
             for kind in ("video", "user")
@@ -184,7 +189,7 @@ def write_embeddings(
             pipeline = beam.Pipeline(
                 runner=_local_runner(pipeline_args), options=PipelineOptions(pipeline_args or [])
             )
-            fn = EmbedAndCopy(model_dir, version, url, catalogue, config, as_of_us)
+            fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us)
             _ = (
                 pipeline
                 | "Chunks" >> beam.Create(elements, reshuffle=False)

@@ -113,6 +113,21 @@ def load_snapshot(
     The folder holds videos.parquet, decisions.parquet, reviews.parquet and metadata.json.
     Returns the catalogue, the events (see `events_from_tables`) and the parsed metadata.
     """
+    filesystem, root = _filesystem(folder)
+    tables = {
+        name: pq.read_table(f"{root}/{name}.parquet", filesystem=filesystem)
+        for name in ("videos", "decisions", "reviews")
+    }
+    with filesystem.open_input_stream(f"{root}/metadata.json") as f:
+        metadata = json.loads(f.read().decode("utf-8"))
+    catalogue, events = events_from_tables(
+        tables["videos"], tables["decisions"], tables["reviews"], config or FeatureConfig()
+    )
+    return catalogue, events, metadata
+
+
+def _filesystem(folder):
+    """(pyarrow filesystem, root path without a trailing slash) of a local folder or a URI."""
     from pyarrow import fs
 
     folder = str(folder)
@@ -120,16 +135,14 @@ def load_snapshot(
         filesystem, root = fs.FileSystem.from_uri(folder)
     else:
         filesystem, root = fs.LocalFileSystem(), os.path.abspath(folder)
-    tables = {
-        name: pq.read_table(f"{root.rstrip('/')}/{name}.parquet", filesystem=filesystem)
-        for name in ("videos", "decisions", "reviews")
-    }
-    with filesystem.open_input_stream(f"{root.rstrip('/')}/metadata.json") as f:
-        metadata = json.loads(f.read().decode("utf-8"))
-    catalogue, events = events_from_tables(
-        tables["videos"], tables["decisions"], tables["reviews"], config or FeatureConfig()
-    )
-    return catalogue, events, metadata
+    return filesystem, root.rstrip("/")
+
+
+def load_catalogue(folder: str | os.PathLike) -> Catalogue:
+    """The catalogue of a snapshot folder alone (videos.parquet): what a worker that embeds
+    videos or builds user features needs, read where it runs rather than shipped to it."""
+    filesystem, root = _filesystem(folder)
+    return catalogue_from_table(pq.read_table(f"{root}/videos.parquet", filesystem=filesystem))
 
 
 def events_from_tables(
