@@ -23,16 +23,12 @@ finishes and activates once, after every shard is in.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import psycopg2
 from psycopg2 import errors, sql
 
 from swiperec.db.binary_copy import Column, copy_binary
@@ -54,12 +50,11 @@ class IndexParams:
     ef_construction: int = 48
     maintenance_work_mem: str = "2GB"
     parallel_workers: int = 2
-    # On a database on this machine, the build's server processes (leader and parallel
-    # workers) run at this lower CPU priority, so queries against the serving set come first.
-    build_nice: int = 10
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {"m": self.m, "ef_construction": self.ef_construction,
+                "maintenance_work_mem": self.maintenance_work_mem,
+                "parallel_workers": self.parallel_workers}  # fmt: skip
 
 
 class EmbeddingSetError(RuntimeError):
@@ -187,7 +182,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     old_autocommit = conn.autocommit
     conn.autocommit = True  # each step commits; a crash between them leaves the set loading
     try:
-        with conn.cursor() as cur, _lower_build_priority(conn, index.build_nice):
+        with conn.cursor() as cur:
             cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
                 sql.Literal(index.maintenance_work_mem)))  # fmt: skip
             cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
@@ -221,58 +216,6 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     finally:
         conn.autocommit = old_autocommit
     return {"rows": rows, **timings}
-
-
-@contextlib.contextmanager
-def _lower_build_priority(conn, nice: int):
-    """While the body runs, renice this connection's server process and any parallel workers
-    it starts (they appear in pg_stat_activity with it as leader). Only for a server on this
-    machine, and only where the OS allows it; otherwise a no-op."""
-    host = conn.info.host or ""
-    if nice <= 0 or not (host in ("localhost", "127.0.0.1", "::1") or host.startswith("/")):
-        yield
-        return
-    with conn.cursor() as cur:
-        cur.execute("select pg_backend_pid()")
-        leader = cur.fetchone()[0]
-    stop = threading.Event()
-
-    def renice():
-        try:
-            watcher = psycopg2.connect(conn.dsn)
-        except psycopg2.Error:  # e.g. a password the DSN does not repeat: build at full speed
-            return
-        watcher.autocommit = True
-        reniced = set()
-        try:
-            with watcher.cursor() as cur:
-                while True:
-                    cur.execute("select pid from pg_stat_activity where pid = %s or "
-                                "leader_pid = %s", (leader, leader))  # fmt: skip
-                    for (pid,) in cur.fetchall():
-                        if pid not in reniced and _set_priority(pid, nice):
-                            reniced.add(pid)
-                    if stop.wait(0.2):
-                        break
-        finally:
-            watcher.close()
-
-    thread = threading.Thread(target=renice, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        _set_priority(leader, 0)  # the connection goes on at normal priority
-
-
-def _set_priority(pid: int, nice: int) -> bool:
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
-        return True
-    except OSError:  # not ours to renice, or already gone
-        return False
 
 
 def activate(conn, version: str) -> str | None:

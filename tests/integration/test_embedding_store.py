@@ -231,28 +231,3 @@ def test_activation_records_the_version_in_production(conn):
         cur.execute("select model_version, stage from model_versions order by model_version")
         assert cur.fetchall() == [("v1", "archived"), ("v2", "production")]
     conn.rollback()
-
-
-def test_the_index_build_runs_at_lower_priority_and_the_connection_recovers(conn):
-    import os
-
-    begin_set(conn, "v1", "video")
-    copy_shard(conn, "v1", "video", "0", np.arange(1, 2001), unit(2000, 1))
-    with conn.cursor() as cur:
-        cur.execute("select pg_backend_pid()")
-        backend = cur.fetchone()[0]
-    conn.rollback()
-    seen = []
-    stop = threading.Event()
-
-    def watch():  # the backend's niceness while the build runs
-        while not stop.is_set():
-            seen.append(os.getpriority(os.PRIO_PROCESS, backend))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    finish_set(conn, "v1", "video", IndexParams(maintenance_work_mem="64MB", build_nice=7))
-    stop.set()
-    watcher.join()
-    assert 7 in seen
-    assert os.getpriority(os.PRIO_PROCESS, backend) == 0
