@@ -134,10 +134,7 @@ def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors) -> bool:
     if not row or row[0] != "loading":
         raise EmbeddingSetError(f"the {kind} set of {version!r} is not loading (state {row})")
     _, dimension, table_name = row
-    if vectors.ndim != 2 or vectors.shape[1] != dimension:
-        raise ValueError(f"{kind} embeddings must be [n, {dimension}], got {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        raise ValueError(f"{kind} embeddings contain NaN or infinite values")
+    _check_vectors(kind, vectors, dimension)
     key, key_type = KINDS[kind]
     ids = np.asarray(ids) if kind == "video" else _uuid_bytes(ids)
     if len(ids) != len(vectors):
@@ -156,6 +153,14 @@ def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors) -> bool:
     except errors.UniqueViolation:
         return False
     return True
+
+
+def _check_vectors(kind: str, vectors: np.ndarray, dimension: int) -> None:
+    """ValueError unless `vectors` is [n, dimension] of finite values."""
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise ValueError(f"{kind} embeddings must be [n, {dimension}], got {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{kind} embeddings contain NaN or infinite values")
 
 
 def _uuid_bytes(ids) -> np.ndarray:
@@ -278,19 +283,18 @@ def retire(conn, keep: int = 3) -> list[str]:
 def upsert(conn, version: str, kind: str, ids, vectors) -> int:
     """Insert or replace a handful of embeddings in a ready (possibly serving) set: a new video,
     a user after a swipe. The set's HNSW index is updated in the same transaction, so a query
-    sees the row in the index once it is committed. Returns rows written."""
+    sees the row in the index once it is committed. Returns rows written. Checked as
+    `copy_shard` checks: dimension, finite values."""
     _check_kind(kind)
     vectors = np.asarray(vectors, dtype=np.float32)
     with conn.cursor() as cur:
         cur.execute("select dimension from embedding_sets where model_version = %s and kind = %s "
                     "and state = 'ready'", (version, kind))  # fmt: skip
         row = cur.fetchone()
+    conn.rollback()
     if not row:
-        conn.rollback()
         raise EmbeddingSetError(f"the {kind} set of {version!r} is not ready")
-    if vectors.ndim != 2 or vectors.shape[1] != row[0]:
-        conn.rollback()
-        raise ValueError(f"{kind} embeddings must be [n, {row[0]}], got {vectors.shape}")
+    _check_vectors(kind, vectors, row[0])
     key = KINDS[kind][0]
     keys = [int(i) for i in ids] if kind == "video" else [str(i) for i in ids]
     with conn, conn.cursor() as cur:

@@ -50,7 +50,7 @@ class WriteResult:
     retired: list = field(default_factory=list)
 
 
-def _video_chunks(catalogue, as_of_us: int, rows_per_chunk: int):
+def _video_chunks(catalogue, rows_per_chunk: int):
     for start in range(0, len(catalogue.video_id), rows_per_chunk):
         yield ("video", f"videos-{start:09d}", (start, min(start + rows_per_chunk,
                                                             len(catalogue.video_id))))  # fmt: skip
@@ -182,7 +182,7 @@ def write_embeddings(
             start = time.perf_counter()
             elements = []
             if "video" in kinds:
-                elements += list(_video_chunks(catalogue, as_of_us, rows_per_chunk))
+                elements += list(_video_chunks(catalogue, rows_per_chunk))
             if "user" in kinds:
                 elements += list(_user_chunks(events, users_per_chunk))
             del events

@@ -131,18 +131,8 @@ def top_lists(data: EvaluationData, user_scores, k: int = max(KS)) -> np.ndarray
         scores = user_scores(u)
         if scores is None:
             continue
-        lists[u] = _top_k(np.asarray(scores, np.float64), data.excluded[u], k)
+        lists[u] = m.top_k_of_scores(np.asarray(scores)[None, :], [data.excluded[u]], k)[0]
     return lists
-
-
-def _top_k(scores: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
-    scores = scores.copy()
-    scores[excluded] = -np.inf
-    k = min(k, len(scores))
-    top = np.argpartition(-scores, k - 1)[:k]
-    # Best first; ties by lower row so results do not depend on argpartition's order.
-    top = top[np.lexsort((top, -scores[top]))]
-    return np.where(np.isfinite(scores[top]), top, -1)
 
 
 def retrieval(top: np.ndarray, relevant: list, users: np.ndarray | None = None) -> dict:

@@ -147,36 +147,50 @@ def top_k_excluding(user_vectors, item_vectors, exclude, k: int, chunk: int = 10
     Scores are computed `chunk` users at a time, so memory is about chunk x N scores."""
     user_vectors = np.asarray(user_vectors)
     item_vectors = np.asarray(item_vectors)
-    n_users, n_items = len(user_vectors), len(item_vectors)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    n_users = len(user_vectors)
     if exclude is not None and len(exclude) != n_users:
         raise ValueError(f"exclude has {len(exclude)} rows for {n_users} users")
+    parts = [
+        top_k_of_scores(
+            user_vectors[start : start + chunk] @ item_vectors.T,
+            None if exclude is None else exclude[start : start + chunk],
+            k,
+        )
+        for start in range(0, n_users, chunk)
+    ]
+    return np.concatenate(parts) if parts else np.full((0, k), -1, dtype=np.int64)
+
+
+def top_k_of_scores(scores, exclude, k: int) -> np.ndarray:
+    """Top `k` item rows per row of `scores` [U, N], best first: [U, k] int64, with the same
+    exclusion, tie and padding rules as `top_k_excluding` (for scorers that give scores, not
+    vectors)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n_users, n_items = scores.shape
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     take = min(k, n_items)
     result = np.full((n_users, k), -1, dtype=np.int64)
-    if take == 0:
+    if take == 0 or n_users == 0:
         return result
-    for start in range(0, n_users, chunk):
-        stop = min(start + chunk, n_users)
-        scores = user_vectors[start:stop] @ item_vectors.T
-        allowed = np.ones(scores.shape, dtype=bool)
-        if exclude is not None:
-            rows, cols = _ragged(exclude[start:stop])
-            if len(cols) and cols.min() < 0:
-                raise ValueError("exclude holds a negative item row")
-            allowed[rows, cols] = False
-        # -inf keeps excluded items out of the partition's top unless too few remain; the
-        # `allowed` mask drops them even then, so a real -inf score is still recommendable.
-        scores = np.where(allowed, scores, -np.inf)
-        # argpartition alone would pick arbitrarily among items tied with the k-th score, so
-        # take every item reaching it and let a (score, row) sort decide.
-        kth = np.partition(scores, n_items - take, axis=1)[:, n_items - take]
-        rows, cols = np.nonzero((scores >= kth[:, None]) & allowed)
-        order = np.lexsort((cols, -scores[rows, cols], rows))
-        rows, cols = rows[order], cols[order]
-        position = np.arange(len(rows)) - np.searchsorted(rows, rows)
-        keep = position < take
-        result[start + rows[keep], position[keep]] = cols[keep]
+    allowed = np.ones(scores.shape, dtype=bool)
+    if exclude is not None:
+        rows, cols = _ragged(exclude)
+        if len(cols) and cols.min() < 0:
+            raise ValueError("exclude holds a negative item row")
+        allowed[rows, cols] = False
+    # -inf keeps excluded items out of the partition's top unless too few remain; the
+    # `allowed` mask drops them even then, so a real -inf score is still recommendable.
+    scores = np.where(allowed, scores, -np.inf)
+    # argpartition alone would pick arbitrarily among items tied with the k-th score, so
+    # take every item reaching it and let a (score, row) sort decide.
+    kth = np.partition(scores, n_items - take, axis=1)[:, n_items - take]
+    rows, cols = np.nonzero((scores >= kth[:, None]) & allowed)
+    order = np.lexsort((cols, -scores[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    position = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    keep = position < take
+    result[rows[keep], position[keep]] = cols[keep]
     return result
 
 

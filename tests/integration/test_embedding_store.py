@@ -208,6 +208,10 @@ def test_small_upserts_into_the_serving_set_are_found_through_the_index(conn):
         upsert(conn, "v1", "video", [1], np.zeros((1, 3), np.float32))
     with pytest.raises(EmbeddingSetError, match="not ready"):
         upsert(conn, "v9", "video", [1], new)
+    bad = unit(1, 45)
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        upsert(conn, "v1", "video", [1], bad)
 
 
 @pytest.mark.parametrize("table", ["embedding_sets", "embedding_set_shards", "serving_state",
