@@ -22,6 +22,7 @@ from swiperec.cli import (
     embedding_commands,
     evaluate_commands,
     model_commands,
+    registry_commands,
     step_commands,
 )
 from swiperec.cli.common import UserError
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(commands)
     evaluate_commands.register(commands)
     embedding_commands.register(commands)
+    registry_commands.register(commands)
     return parser
 
 
