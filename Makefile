@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DENO_VERSION := 2.9.6
 DENO   := tools/deno/node_modules/.bin/deno
+DOCKERFILES := docker/pipeline.Dockerfile docker/serving.Dockerfile
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -34,6 +35,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint $(DOCKERFILES)
 
 format: setup
 	$(BIN)/ruff check --fix .

