@@ -36,7 +36,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+_DEFAULT_SHARED_BUFFERS = "1GB"
 EF_SEARCH = 100
+BEFORE_QUERIES = 8_000
 
 
 def top20(cur, version: str, vector) -> list[int]:
@@ -55,7 +57,7 @@ def query_latency(url: str, queries: np.ndarray, stop, n: int) -> dict:
 
     conn = connect(url)
     conn.autocommit = True
-    samples, errors, i = [], 0, 0
+    samples, stamps, errors, i = [], [], 0, 0
     with conn.cursor() as cur:
         cur.execute(f"set hnsw.ef_search = {EF_SEARCH}")
         while (stop is None and i < n) or (stop is not None and not stop.is_set()):
@@ -69,14 +71,32 @@ def query_latency(url: str, queries: np.ndarray, stop, n: int) -> dict:
             except Exception:  # every failure of a reader counts
                 errors += 1
             samples.append((time.perf_counter() - start) * 1000)
+            stamps.append(start)
             i += 1
     conn.close()
+    return {**latency_figures(samples), "errors": errors, "samples": (stamps, samples)}
+
+
+def latency_figures(samples) -> dict:
     return {
         "queries": len(samples),
-        "errors": errors,
-        "p50_ms": round(float(np.percentile(samples, 50)), 2),
-        "p95_ms": round(float(np.percentile(samples, 95)), 2),
+        "p50_ms": round(float(np.percentile(samples, 50)), 2) if samples else None,
+        "p95_ms": round(float(np.percentile(samples, 95)), 2) if samples else None,
     }
+
+
+def by_stage(samples, start: float, stages: dict) -> dict:
+    """The reader's latencies split by the refresh stage they fell in (perf_counter is the
+    system's monotonic clock, shared by both processes)."""
+    stamps, ms = (np.asarray(x) for x in samples)
+    out, t = {}, start
+    for stage, seconds in stages.items():
+        if stage == "total":
+            continue
+        inside = (stamps >= t) & (stamps < t + seconds)
+        out[stage] = latency_figures(ms[inside].tolist())
+        t += seconds
+    return out
 
 
 def _reader(url, queries, stop, n, out) -> None:
@@ -139,9 +159,9 @@ def naive_upsert_seconds(conn, version: str, vectors: np.ndarray) -> float:
 def main(argv=None) -> int:
     from swiperec.data.synthetic import SyntheticConfig, generate
     from swiperec.db import connect
-    from swiperec.db.embedded import EmbeddedServer
+    from swiperec.db.embedded import SERVER_SETTINGS, EmbeddedServer
     from swiperec.db.migrate import migrate
-    from swiperec.embeddings.store import activate
+    from swiperec.embeddings.store import IndexParams, activate
     from swiperec.embeddings.writer import write_embeddings
     from tests.performance.bench_transform import write_snapshot
 
@@ -151,7 +171,28 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--naive-sample", type=int, default=2_000)
     parser.add_argument("--beam-workers", type=int, default=1, help="Beam worker processes")
+    parser.add_argument(
+        "--shared-buffers",
+        default=SERVER_SETTINGS["shared_buffers"],
+        help="the embedded server's shared_buffers (default %(default)s)",
+    )
+    parser.add_argument(
+        "--parallel-workers",
+        type=int,
+        default=IndexParams.parallel_workers,
+        help="the HNSW build's parallel workers (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        default=IndexParams.ef_construction,
+        help="the HNSW build's ef_construction (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    SERVER_SETTINGS["shared_buffers"] = args.shared_buffers
+    index = IndexParams(
+        parallel_workers=args.parallel_workers, ef_construction=args.ef_construction
+    )
 
     with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
         data = SyntheticConfig(videos=args.videos, users=args.users, pseudo_users=0,
@@ -166,7 +207,8 @@ def main(argv=None) -> int:
             conn.close()
             conn = connect(url)  # again: the vector type exists now, so it is registered
             figures = {"videos": args.videos, "users": args.users, "ef_search": EF_SEARCH,
-                       "beam_workers": args.beam_workers}  # fmt: skip
+                       "beam_workers": args.beam_workers, "index": index.to_dict(),
+                       "shared_buffers": args.shared_buffers}  # fmt: skip
             beam_args = []
             if args.beam_workers > 1:
                 beam_args = [f"--direct_num_workers={args.beam_workers}",
@@ -181,14 +223,22 @@ def main(argv=None) -> int:
                             "'bench-v1' order by random() limit 1000")  # fmt: skip
                 queries = np.stack([np.asarray(r[0].to_numpy()) for r in cur.fetchall()])
             conn.rollback()
-            figures["query_before"] = start_reader(url, queries, n=2000)[1]()
+            # The first load's dirty pages and statistics settle first, so "before" is the
+            # steady state the refresh disturbs, measured over enough queries for a stable p95.
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("checkpoint")
+            conn.autocommit = False
+            figures["query_before"] = start_reader(url, queries, n=BEFORE_QUERIES)[1]()
+            figures["query_before"].pop("samples")
 
             # The measured refresh: a second version while a reader queries the first.
             _, during_result = start_reader(url, queries)
             os.nice(10)  # as `swiperec embeddings write` does; the reader keeps its priority
             start = time.perf_counter()
             second = write_embeddings(args.model, "bench-v2", snapshot=str(snapshot),
-                                      database_url=url, pipeline_args=beam_args)  # fmt: skip
+                                      database_url=url, pipeline_args=beam_args,
+                                      index=index)  # fmt: skip
             switch_start = time.perf_counter()
             activate(conn, "bench-v2")
             switch_s = time.perf_counter() - switch_start
@@ -204,12 +254,21 @@ def main(argv=None) -> int:
                 "goal_seconds": 120,
             }
             figures["query_during"] = during
+            during["by_stage"] = by_stage(during.pop("samples"), start, second.seconds)
             figures["query_p95_ratio"] = round(
                 during["p95_ms"] / figures["query_before"]["p95_ms"], 2
             )
 
             sample = rng.choice(len(queries), size=1000, replace=True)
             figures["hnsw_recall@10"] = round(hnsw_recall(conn, "bench-v2", queries[sample]), 4)
+            with conn.cursor() as cur:
+                cur.execute("select pg_size_pretty(pg_table_size(table_name::regclass)), "
+                            "pg_size_pretty(pg_indexes_size(table_name::regclass)) "
+                            "from embedding_sets where model_version = 'bench-v2' "
+                            "and kind = 'video'")  # fmt: skip
+                table_size, index_size = cur.fetchone()
+            conn.rollback()
+            figures["video_set_size"] = {"table": table_size, "indexes": index_size}
 
             with conn.cursor() as cur:
                 cur.execute("select embedding from video_embeddings where model_version = "
@@ -237,6 +296,12 @@ def main(argv=None) -> int:
 
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.beam_workers == 1 else f"_w{args.beam_workers}"
+    default_workers = args.parallel_workers == IndexParams.parallel_workers
+    suffix += "" if default_workers else f"_pw{args.parallel_workers}"
+    default_ef = args.ef_construction == IndexParams.ef_construction
+    suffix += "" if default_ef else f"_efc{args.ef_construction}"
+    default_buffers = args.shared_buffers == _DEFAULT_SHARED_BUFFERS
+    suffix += "" if default_buffers else f"_sb{args.shared_buffers}"
     path = RESULTS / f"embeddings_refresh{suffix}.json"
     path.write_text(json.dumps(figures, indent=2, default=str))
     r = figures["refresh"]
@@ -256,6 +321,8 @@ def main(argv=None) -> int:
         f"  top-20 query during    p50 {d['p50_ms']} ms p95 {d['p95_ms']} ms, "
         f"{d['errors']} errors ({d['queries']} queries; p95 x{ratio})"
     )
+    for stage, q in d["by_stage"].items():
+        print(f"    while {stage:<14} p50 {q['p50_ms']} ms p95 {q['p95_ms']} ms ({q['queries']})")
     print(f"  HNSW recall@10         {figures['hnsw_recall@10']:.4f} at ef_search {EF_SEARCH}")
     n = figures["baseline_naive_upsert"]
     print(
