@@ -1,0 +1,311 @@
+// The request parameters of enhanced_two_tower_recommendations, from a GET query string or a
+// POST JSON body. Every problem is collected, so one 400 answer lists them all.
+//
+//   GET  ...?limit=10&genres=ドラマ,コメディ&genres=旅行&exclude=3,7&mmr_lambda=0.5
+//   POST {"limit": 10, "genres": ["ドラマ"], "exclude": [3, 7], "max_per_maker": 2}
+//
+// In a query string a list is comma-separated, repeated, or both; in a body it is a JSON array.
+
+export interface RecommendationParams {
+  /** How many items to return, 1..100. */
+  limit: number;
+  /** Only videos with at least one of these genres; null: no genre filter. */
+  genres: string[] | null;
+  /** Only videos of one of these makers; null: no maker filter. */
+  makers: string[] | null;
+  /** Video ids never to return (beyond the user's own decisions, always excluded). */
+  exclude: number[];
+  /** MMR trade-off: 1 = relevance only, 0 = diversity only. */
+  mmrLambda: number;
+  /** At most this many items of one maker. */
+  maxPerMaker: number;
+  /** At most this many items of one genre (a video counts for each of its genres). */
+  maxPerGenre: number;
+}
+
+export const DEFAULTS: Readonly<RecommendationParams> = Object.freeze({
+  limit: 20,
+  genres: null,
+  makers: null,
+  exclude: [],
+  mmrLambda: 0.7,
+  maxPerMaker: 3,
+  maxPerGenre: 5,
+});
+
+export const LIMITS = Object.freeze({
+  limit: { min: 1, max: 100 },
+  listItems: 20, // genres, makers
+  listItemChars: 100,
+  exclude: 1000,
+  cap: { min: 1, max: 100 }, // max_per_maker, max_per_genre
+  bodyBytes: 64 * 1024,
+});
+
+/** Invalid parameters: `details` lists every problem, one sentence each. */
+export class ParamsError extends Error {
+  readonly details: string[];
+
+  constructor(details: string[]) {
+    super(`invalid parameters: ${details.join("; ")}`);
+    this.name = "ParamsError";
+    this.details = details;
+  }
+}
+
+const NAMES = [
+  "limit",
+  "genres",
+  "makers",
+  "exclude",
+  "mmr_lambda",
+  "max_per_maker",
+  "max_per_genre",
+] as const;
+type Name = typeof NAMES[number];
+const LISTS: ReadonlySet<Name> = new Set(["genres", "makers", "exclude"]);
+
+/** A value for an error message: quoted, and cut short so an error never echoes megabytes. */
+function show(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+const INTEGER = /^[0-9]+$/;
+const DECIMAL = /^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$/;
+
+// Each reader takes the raw value: a string from a query string (`text`), else a JSON value,
+// which must have the JSON type (a number for a number), and returns the parsed value or
+// pushes its problems.
+
+/** A query string's number: the number when `raw` is one in `pattern`'s syntax, else `raw`. */
+function fromText(raw: unknown, text: boolean, pattern: RegExp): unknown {
+  return text && typeof raw === "string" && pattern.test(raw.trim())
+    ? Number(raw.trim())
+    : raw;
+}
+
+function readInteger(
+  name: Name,
+  raw: unknown,
+  text: boolean,
+  range: { min: number; max: number },
+  problems: string[],
+): number | undefined {
+  const { min, max } = range;
+  const value = fromText(raw, text, INTEGER);
+  if (
+    typeof value !== "number" || !Number.isInteger(value) || value < min ||
+    value > max
+  ) {
+    problems.push(
+      `${name}: must be an integer from ${min} to ${max}, got ${show(raw)}`,
+    );
+    return undefined;
+  }
+  return value;
+}
+
+function readFraction(
+  name: Name,
+  raw: unknown,
+  text: boolean,
+  problems: string[],
+): number | undefined {
+  const value = fromText(raw, text, DECIMAL);
+  if (
+    typeof value !== "number" || !Number.isFinite(value) || value < 0 ||
+    value > 1
+  ) {
+    problems.push(`${name}: must be a number from 0 to 1, got ${show(raw)}`);
+    return undefined;
+  }
+  return value;
+}
+
+function readNames(
+  name: Name,
+  items: unknown[],
+  problems: string[],
+): string[] | null {
+  if (items.length > LIMITS.listItems) {
+    problems.push(
+      `${name}: at most ${LIMITS.listItems} values, got ${items.length}`,
+    );
+    return null;
+  }
+  const values: string[] = [];
+  for (const item of items) {
+    if (typeof item !== "string") {
+      problems.push(`${name}: every value must be a string, got ${show(item)}`);
+      continue;
+    }
+    const value = item.trim();
+    if (value.length === 0) {
+      problems.push(`${name}: values must not be empty`);
+    } else if ([...value].length > LIMITS.listItemChars) {
+      problems.push(
+        `${name}: values must be at most ${LIMITS.listItemChars} characters, got ${
+          show(value)
+        }`,
+      );
+    } else if (!values.includes(value)) {
+      values.push(value);
+    }
+  }
+  return values.length > 0 ? values : null;
+}
+
+function readIds(
+  name: Name,
+  items: unknown[],
+  text: boolean,
+  problems: string[],
+): number[] {
+  if (items.length > LIMITS.exclude) {
+    problems.push(
+      `${name}: at most ${LIMITS.exclude} video ids, got ${items.length}`,
+    );
+    return [];
+  }
+  const ids: number[] = [];
+  for (const item of items) {
+    const value = fromText(item, text, INTEGER);
+    if (
+      typeof value !== "number" || !Number.isSafeInteger(value) || value < 1
+    ) {
+      problems.push(
+        `${name}: video ids must be positive integers, got ${show(item)}`,
+      );
+    } else {
+      ids.push(value);
+    }
+  }
+  return ids;
+}
+
+/** Parameters from name -> raw value (lists as arrays); `text`: the values are query strings. */
+function fromEntries(
+  entries: Map<string, unknown>,
+  text: boolean,
+  problems: string[],
+): RecommendationParams {
+  const params: RecommendationParams = { ...DEFAULTS, exclude: [] };
+  for (const key of entries.keys()) {
+    if (!(NAMES as readonly string[]).includes(key)) {
+      problems.push(
+        `${show(key)}: unknown parameter (known: ${NAMES.join(", ")})`,
+      );
+    }
+  }
+  for (const name of NAMES) {
+    if (!entries.has(name)) continue;
+    const raw = entries.get(name);
+    if (raw === null) continue; // JSON null: the default
+    if (LISTS.has(name)) {
+      if (!Array.isArray(raw)) {
+        problems.push(`${name}: must be a list, got ${show(raw)}`);
+        continue;
+      }
+      if (name === "exclude") {
+        params.exclude = readIds(name, raw, text, problems);
+      } else {params[name as "genres" | "makers"] = readNames(
+          name,
+          raw,
+          problems,
+        );}
+      continue;
+    }
+    switch (name) {
+      case "limit":
+        params.limit = readInteger(name, raw, text, LIMITS.limit, problems) ??
+          params.limit;
+        break;
+      case "mmr_lambda":
+        params.mmrLambda = readFraction(name, raw, text, problems) ??
+          params.mmrLambda;
+        break;
+      case "max_per_maker":
+        params.maxPerMaker =
+          readInteger(name, raw, text, LIMITS.cap, problems) ??
+            params.maxPerMaker;
+        break;
+      case "max_per_genre":
+        params.maxPerGenre =
+          readInteger(name, raw, text, LIMITS.cap, problems) ??
+            params.maxPerGenre;
+        break;
+    }
+  }
+  return params;
+}
+
+function check(
+  params: RecommendationParams,
+  problems: string[],
+): RecommendationParams {
+  if (problems.length > 0) throw new ParamsError(problems);
+  return params;
+}
+
+/** Parameters from a query string. Lists: `genres=a,b`, `genres=a&genres=b`, or both. */
+export function parseQuery(search: URLSearchParams): RecommendationParams {
+  const problems: string[] = [];
+  const entries = new Map<string, unknown>();
+  for (const key of new Set(search.keys())) {
+    const values = search.getAll(key);
+    if (LISTS.has(key as Name)) {
+      entries.set(key, values.flatMap((value) => value.split(",")));
+    } else if (values.length > 1) {
+      problems.push(`${key}: given ${values.length} times, expected once`);
+    } else {
+      entries.set(key, values[0]);
+    }
+  }
+  return check(fromEntries(entries, true, problems), problems);
+}
+
+/** Parameters from a parsed JSON body: an object (or nothing, for all defaults). */
+export function parseBody(body: unknown): RecommendationParams {
+  const problems: string[] = [];
+  if (body === undefined || body === null) return { ...DEFAULTS, exclude: [] };
+  if (typeof body !== "object" || Array.isArray(body)) {
+    throw new ParamsError([`body: must be a JSON object, got ${show(body)}`]);
+  }
+  const entries = new Map(Object.entries(body as Record<string, unknown>));
+  return check(fromEntries(entries, false, problems), problems);
+}
+
+/** The parameters of a GET (query string) or POST (JSON body, no query string) request. */
+export async function parseRequestParams(
+  req: Request,
+): Promise<RecommendationParams> {
+  const url = new URL(req.url);
+  if (req.method === "GET") return parseQuery(url.searchParams);
+  if (url.search.length > 1) {
+    throw new ParamsError([
+      "query string: not accepted with POST; send the parameters as JSON",
+    ]);
+  }
+  const tooLarge = `body: larger than ${LIMITS.bodyBytes} bytes`;
+  if (Number(req.headers.get("content-length") ?? 0) > LIMITS.bodyBytes) {
+    throw new ParamsError([tooLarge]);
+  }
+  const text = await req.text();
+  if (new TextEncoder().encode(text).length > LIMITS.bodyBytes) {
+    throw new ParamsError([tooLarge]);
+  }
+  if (text.trim() === "") return parseBody(undefined);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new ParamsError(["body: not valid JSON"]);
+  }
+  return parseBody(body);
+}

@@ -1,0 +1,317 @@
+// Supabase Edge Function: recommendations for the signed-in user of a swipe app.
+//
+//   GET  /functions/v1/enhanced_two_tower_recommendations?limit=20&genres=ドラマ
+//   POST /functions/v1/enhanced_two_tower_recommendations  {"limit": 20, "genres": ["ドラマ"]}
+//   Authorization: Bearer <the user's Supabase access token>
+//
+// Flow: verify the JWT (the user is always its `sub`) -> parse the parameters -> one call of the
+// SQL function public.enhanced_two_tower_recommendations (ANN candidates without the user's
+// decided videos, their pairwise similarities, evidence for reasons) -> MMR re-ranking with
+// per-maker / per-genre caps -> a reason per item -> JSON. The served list is logged in
+// public.served_recommendations off the critical path.
+//
+// Env: SUPABASE_DB_URL (set by Supabase) and JWT_SECRET (the project's JWT secret, set with
+// `supabase secrets set JWT_SECRET=...`). Importing this module starts nothing.
+
+import postgres from "npm:postgres@3.4.9";
+import { AuthError, secretKey, verifyAuthorization } from "../_shared/jwt.ts";
+import { mmrSelect } from "../_shared/mmr.ts";
+import {
+  ParamsError,
+  parseRequestParams,
+  type RecommendationParams,
+} from "../_shared/params.ts";
+import { reasonFor } from "../_shared/reasons.ts";
+
+export type Sql = postgres.Sql;
+
+export const FUNCTION_NAME = "enhanced_two_tower_recommendations";
+export const ENV = Object.freeze({
+  databaseUrl: "SUPABASE_DB_URL",
+  jwtSecret: "JWT_SECRET",
+});
+
+/** ANN candidates for MMR: 4 per requested item, at least 100, at most 400. */
+export function candidateCount(limit: number): number {
+  return Math.min(400, Math.max(100, 4 * limit));
+}
+
+export const CORS_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "Access-Control-Allow-Origin": "*",
+  "Access-Control-Allow-Headers":
+    "authorization, x-client-info, apikey, content-type",
+  "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+  "Access-Control-Max-Age": "86400",
+});
+
+export interface Item {
+  video_id: number;
+  title: string;
+  score: number;
+  reason: string;
+}
+
+export interface RecommendationResponse {
+  request_id: string;
+  model_version: string | null;
+  source: string | null;
+  items: Item[];
+}
+
+/** One row of the SQL function (bigint columns arrive as strings). */
+interface CandidateRow {
+  video_id: string;
+  title: string;
+  genres: string[] | null;
+  maker: string | null;
+  score: number;
+  rank: number;
+  similarities: number[];
+  liked_video_id: string | null;
+  liked_title: string | null;
+  liked_similarity: number | null;
+  shared_genre: string | null;
+  shared_maker: string | null;
+  shared_performer: string | null;
+  model_version: string;
+  source: string;
+}
+
+export interface HandlerOptions {
+  sql: Sql;
+  jwtSecret: string;
+  /** hnsw.ef_search for the ANN scan (the SQL raises it to at least the candidate count). */
+  efSearch?: number;
+  /** Keeps a background promise alive after the response; default: EdgeRuntime.waitUntil when
+   * the runtime has it, else the pending set that `settleLogWrites()` awaits. */
+  waitUntil?: (promise: Promise<unknown>) => void;
+}
+
+// -- background log writes ---------------------------------------------------------------------
+
+const pending = new Set<Promise<unknown>>();
+
+function keepPending(promise: Promise<unknown>): void {
+  pending.add(promise);
+  const done = () => void pending.delete(promise);
+  promise.then(done, done);
+}
+
+function defaultWaitUntil(): (promise: Promise<unknown>) => void {
+  const runtime = (globalThis as {
+    EdgeRuntime?: { waitUntil?: (promise: Promise<unknown>) => void };
+  }).EdgeRuntime;
+  return runtime?.waitUntil ? (p) => runtime.waitUntil!(p) : keepPending;
+}
+
+/** Resolves once every log write started without EdgeRuntime.waitUntil has finished. */
+export async function settleLogWrites(): Promise<void> {
+  while (pending.size > 0) await Promise.allSettled([...pending]);
+}
+
+// -- responses ---------------------------------------------------------------------------------
+
+function json(
+  body: unknown,
+  status = 200,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: {
+      ...CORS_HEADERS,
+      "Content-Type": "application/json; charset=utf-8",
+      "Cache-Control": "no-store",
+      ...headers,
+    },
+  });
+}
+
+function sqlState(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+// -- the handler -------------------------------------------------------------------------------
+
+/** A request handler on a given connection pool and JWT secret. */
+export function createHandler(
+  options: HandlerOptions,
+): (req: Request) => Promise<Response> {
+  const { sql } = options;
+  const key = secretKey(options.jwtSecret);
+  const efSearch = options.efSearch ?? 100;
+  const waitUntil = options.waitUntil ?? defaultWaitUntil();
+
+  async function recommend(
+    userId: string,
+    params: RecommendationParams,
+    requestId: string,
+  ): Promise<RecommendationResponse> {
+    const candidates = candidateCount(params.limit);
+    const rows = await sql<CandidateRow[]>`
+      select * from public.enhanced_two_tower_recommendations(
+        ${userId}::uuid, ${candidates}::integer, ${params.genres}::text[],
+        ${params.makers}::text[], ${params.exclude}::bigint[], ${efSearch}::integer)`;
+    if (rows.length === 0) {
+      const [row] = await sql<{ version: string | null }[]>`
+        select public.serving_version_for(${userId}::uuid) as version`;
+      return {
+        request_id: requestId,
+        model_version: row?.version ?? null,
+        source: null,
+        items: [],
+      };
+    }
+    rows.forEach((row, i) => {
+      if (row.rank !== i + 1 || row.similarities?.length !== rows.length) {
+        throw new Error(
+          `candidate ${i} breaks the SQL contract (rank ${row.rank})`,
+        );
+      }
+    });
+    const picked = mmrSelect(
+      rows.map((row) => ({
+        relevance: row.score,
+        maker: row.maker,
+        genres: row.genres ?? [],
+      })),
+      rows.map((row) => row.similarities),
+      {
+        limit: params.limit,
+        lambda: params.mmrLambda,
+        maxPerMaker: params.maxPerMaker,
+        maxPerGenre: params.maxPerGenre,
+      },
+    );
+    const items = picked.map((i): Item => ({
+      video_id: Number(rows[i].video_id),
+      title: rows[i].title,
+      score: rows[i].score,
+      reason: reasonFor(rows[i]),
+    }));
+    return {
+      request_id: requestId,
+      model_version: rows[0].model_version,
+      source: rows[0].source,
+      items,
+    };
+  }
+
+  /** All items of a response in one multi-row insert. */
+  async function logServed(
+    userId: string,
+    response: RecommendationResponse,
+  ): Promise<void> {
+    const { items } = response;
+    if (items.length === 0) return;
+    try {
+      await sql`
+        insert into public.served_recommendations
+          (request_id, user_id, video_id, position, score, model_version, source, reason)
+        select ${response.request_id}::uuid, ${userId}::uuid, t.video_id, t.position, t.score,
+               ${response.model_version}, ${response.source}, t.reason
+        from unnest(${items.map((item) => item.video_id)}::bigint[],
+                    ${items.map((_, i) => i + 1)}::smallint[],
+                    ${items.map((item) => item.score)}::real[],
+                    ${items.map((item) => item.reason)}::text[])
+             as t(video_id, position, score, reason)`;
+    } catch (error) {
+      console.error(
+        `${FUNCTION_NAME}: could not log request ${response.request_id} in served_recommendations`,
+        error,
+      );
+    }
+  }
+
+  return async function handler(req: Request): Promise<Response> {
+    if (req.method === "OPTIONS") {
+      return new Response(null, { status: 204, headers: CORS_HEADERS });
+    }
+    if (req.method !== "GET" && req.method !== "POST") {
+      return json({ error: "method not allowed" }, 405, {
+        Allow: "GET, POST, OPTIONS",
+      });
+    }
+    const requestId = crypto.randomUUID();
+    try {
+      const { userId } = await verifyAuthorization(
+        req.headers.get("Authorization"),
+        key,
+      );
+      const params = await parseRequestParams(req);
+      const response = await recommend(userId, params, requestId);
+      waitUntil(logServed(userId, response));
+      return json(response);
+    } catch (error) {
+      if (error instanceof AuthError) {
+        return json({ error: "unauthorized", detail: error.message }, 401, {
+          "WWW-Authenticate": `Bearer error="invalid_token"`,
+        });
+      }
+      if (error instanceof ParamsError) {
+        return json(
+          { error: "invalid parameters", details: error.details },
+          400,
+        );
+      }
+      if (sqlState(error) === "P0002") {
+        return json(
+          { error: "no model version is serving recommendations yet" },
+          503,
+          {
+            "Retry-After": "60",
+          },
+        );
+      }
+      console.error(`${FUNCTION_NAME}: request ${requestId} failed`, error);
+      return json({ error: "internal error", request_id: requestId }, 500);
+    }
+  };
+}
+
+// -- the deployed entry point: configured from the environment on first use --------------------
+
+let fromEnv:
+  | { handler: (req: Request) => Promise<Response>; sql: Sql }
+  | undefined;
+
+function connect(): { handler: (req: Request) => Promise<Response>; sql: Sql } {
+  const url = Deno.env.get(ENV.databaseUrl);
+  const jwtSecret = Deno.env.get(ENV.jwtSecret);
+  const missing = [!url && ENV.databaseUrl, !jwtSecret && ENV.jwtSecret].filter(
+    Boolean,
+  );
+  if (missing.length > 0) {
+    throw new Error(`${FUNCTION_NAME}: ${missing.join(" and ")} not set`);
+  }
+  // prepare: false also works through Supavisor's transaction-mode pooler.
+  const sql = postgres(url!, {
+    max: 4,
+    prepare: false,
+    idle_timeout: 30,
+    connect_timeout: 10,
+    connection: { application_name: FUNCTION_NAME },
+  });
+  return { handler: createHandler({ sql, jwtSecret: jwtSecret! }), sql };
+}
+
+/** The handler Deno.serve runs: a pool on SUPABASE_DB_URL and JWT_SECRET, made on first use. */
+export async function handler(req: Request): Promise<Response> {
+  try {
+    fromEnv ??= connect();
+  } catch (error) {
+    console.error(error);
+    return json({ error: "the function is not configured" }, 500);
+  }
+  return await fromEnv.handler(req);
+}
+
+/** Closes the pool `handler` opened (tests; a deployed function never needs it). */
+export async function closeHandler(): Promise<void> {
+  const current = fromEnv;
+  fromEnv = undefined;
+  await current?.sql.end({ timeout: 5 });
+}
+
+if (import.meta.main) Deno.serve(handler);
