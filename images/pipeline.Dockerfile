@@ -4,7 +4,7 @@
 # holds the package and the whole verified stack, pinned by requirements/constraints.txt. Build it
 # from the repository root with the version of swiperec/version.py (cloudbuild.yaml does this):
 #
-#   docker build -f docker/pipeline.Dockerfile --build-arg VERSION=0.1.0 \
+#   docker build -f images/pipeline.Dockerfile --build-arg VERSION=0.1.0 \
 #     -t ghcr.io/swiperec/pipeline:0.1.0 .
 #
 # One stage on purpose: every dependency is a wheel or a pure-Python sdist (no compilers or -dev

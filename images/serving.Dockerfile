@@ -5,10 +5,10 @@
 #
 # Build from the repository root with the version of swiperec/version.py (cloudbuild.yaml does this):
 #
-#   docker build -f docker/serving.Dockerfile --build-arg VERSION=0.1.0 \
+#   docker build -f images/serving.Dockerfile --build-arg VERSION=0.1.0 \
 #     -t ghcr.io/swiperec/serving:0.1.0 .
 #
-# Same base, same pins and same layering as docker/pipeline.Dockerfile. One stage on purpose: no
+# Same base, same pins and same layering as images/pipeline.Dockerfile. One stage on purpose: no
 # build tools are installed, so a build stage would leave nothing behind, and it would merge the
 # multi-GB dependency layer with the code layer, so every code change would push it again.
 FROM python:3.11.17-slim-bookworm
@@ -47,7 +47,7 @@ RUN test -n "${VERSION}" \
 v = runpy.run_path("swiperec/version.py")["__version__"]; arg = os.environ["VERSION"]; \
 sys.exit(None if v == arg else f"--build-arg VERSION={arg}, but swiperec/version.py says {v}")'
 
-# The dependencies, in their own layer (see docker/pipeline.Dockerfile).
+# The dependencies, in their own layer (see images/pipeline.Dockerfile).
 COPY requirements/constraints.txt requirements/constraints.txt
 COPY setup.py ./
 RUN pip install --no-cache-dir -c requirements/constraints.txt .

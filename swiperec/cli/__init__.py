@@ -4,6 +4,7 @@
     swiperec data generate|import|oracle|summary        data in and out
     swiperec snapshot | transform | train | evaluate     pipeline steps, one at a time
     swiperec embeddings write|status|activate|retire     the serving sets in pgvector
+    swiperec pipeline compile|parameters|run|submit      the training pipeline (KFP)
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -22,6 +23,7 @@ from swiperec.cli import (
     embedding_commands,
     evaluate_commands,
     model_commands,
+    pipeline_commands,
     registry_commands,
     step_commands,
 )
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(commands)
     evaluate_commands.register(commands)
     embedding_commands.register(commands)
+    pipeline_commands.register(commands)
     registry_commands.register(commands)
     return parser
 

@@ -63,15 +63,46 @@ def register(commands) -> None:
     transform_parser.set_defaults(func=transform)
 
     demo_parser = commands.add_parser(
-        "demo", help="the main job on the embedded defaults: database, schema, data, summary"
+        "demo",
+        help="the main job on the embedded defaults: a synthetic data set, the training "
+        "pipeline run locally, the result and ten recommendations for a sample user",
     )
     add_generation_options(demo_parser)
+    demo_parser.set_defaults(**DEMO_DATA)
+    demo_parser.add_argument(
+        "--full",
+        action="store_true",
+        help="today's catalogue size (32,304 videos, 2,000 users, 5,000 reviewers) instead of "
+        "the small default; sizes given explicitly still win",
+    )
+    demo_parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a training pipeline parameter, repeatable, e.g. --param epochs=5 "
+        "(`swiperec pipeline parameters` lists them)",
+    )
+    demo_parser.add_argument(
+        "--data-only", action="store_true", help="load the data set and stop (no pipeline)"
+    )
     demo_parser.add_argument(
         "--allow-remote",
         action="store_true",
         help="run against DATABASE_URL too (the demo replaces the data it finds there)",
     )
     demo_parser.set_defaults(func=demo)
+
+
+# The demo's default data set: small enough for the whole pipeline to finish in a few minutes
+# on 2 cores. `--full` takes the generator's defaults, today's catalogue.
+DEMO_DATA = {
+    "videos": 5_000,
+    "users": 500,
+    "pseudo_users": 1_000,
+    "decisions_per_user": 120.0,
+    "reviews_per_pseudo_user": 20.0,
+}
 
 
 def _parse_time(text: str):
@@ -164,19 +195,30 @@ def transform(args) -> int:
 
 
 def demo(args) -> int:
-    """The main job on the embedded defaults: database, schema, data set, summary."""
+    """The main job on the embedded defaults: database, schema, data set, then the training
+    pipeline on KFP's local runner, its evaluation and registry record, and recommendations."""
+    from swiperec.cli.pipeline_commands import run_and_report
     from swiperec.data.load import ground_truth_path
     from swiperec.data.summary import summarize
+    from swiperec.data.synthetic import SyntheticConfig
     from swiperec.db import database_url
     from swiperec.db.connection import redact, uses_embedded_server
+    from swiperec.pipeline.run import parse_arguments
 
     if not uses_embedded_server() and not args.allow_remote:
         raise UserError(
             "DATABASE_URL is set and the demo replaces the data it finds: unset DATABASE_URL "
             "to use the embedded server, or pass --allow-remote"
         )
+    if args.full:
+        full = SyntheticConfig()
+        for name, small in DEMO_DATA.items():
+            if getattr(args, name) == small:  # not given explicitly
+                setattr(args, name, getattr(full, name))
     config = config_from_args(args)
-    print(f"database    {redact(database_url())}")
+    arguments = parse_arguments(args.param)  # a mistyped parameter fails before any work
+    url = database_url()
+    print(f"database    {redact(url)}")
     conn = ready_connection()
     print("schema      up to date")
     counts = generate_into(conn, config, replace=True)
@@ -187,4 +229,49 @@ def demo(args) -> int:
     print()
     print(summarize(conn).format())
     conn.close()
+    if args.data_only:
+        return 0
+    print()
+    arguments.setdefault("database_url", url)
+    arguments.setdefault("ground_truth_uri", str(ground_truth_path()))
+    version = run_and_report(arguments, None)
+    print_recommendations(version)
     return 0
+
+
+def print_recommendations(version: str) -> None:
+    """Ten recommendations for a sample user (the real user with the most likes) from the
+    version that serves now, through the Edge Function's SQL."""
+    from swiperec.db import connect
+    from swiperec.serving.recommend import recommend, serving_version
+
+    conn = connect()
+    try:
+        serving = serving_version(conn)
+        print()
+        if serving is None:
+            print(
+                f"serving       nothing: {version} was not blessed, and no earlier version serves"
+            )
+            return
+        if serving != version:
+            print(f"serving       {serving} ({version} was not blessed, so serving did not change)")
+        with conn.cursor() as cur:
+            cur.execute(
+                "select e.user_id, count(*) filter (where d.decision = 'like') as likes "
+                "from user_embeddings e join user_video_latest_decisions d using (user_id) "
+                "where e.model_version = %s group by e.user_id order by likes desc, e.user_id "
+                "limit 1",
+                (serving,),
+            )
+            row = cur.fetchone()
+        conn.rollback()
+        if row is None:
+            print(f"serving       {serving} has no user embeddings: no real users yet")
+            return
+        user_id, likes = row
+        print(f"recommendations for user {user_id} ({likes} likes), model {serving}:")
+        for i, rec in enumerate(recommend(conn, str(user_id), k=10), 1):
+            print(f"  {i:>2}. {rec.score:.3f}  {rec.title}  ({rec.reason})")
+    finally:
+        conn.close()

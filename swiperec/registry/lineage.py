@@ -415,6 +415,13 @@ def show_version(conn, version: str) -> dict:
             "popularity_auc": _metric(
                 evaluation, "classification", "popularity", "like_vs_all", "roc_auc"
             ),
+            "popularity_recall@50": _metric(evaluation, "retrieval", "popularity", "recall@50"),
+            "matrix_factorization_auc": _metric(
+                evaluation, "classification", "matrix_factorization", "like_vs_all", "roc_auc"
+            ),
+            "matrix_factorization_recall@50": _metric(
+                evaluation, "retrieval", "matrix_factorization", "recall@50"
+            ),
             "oracle_auc": _metric(evaluation, "classification", "oracle", "like_vs_all", "roc_auc"),
             "share_of_achievable_auc": _metric(
                 evaluation, "share_of_achievable_auc", "like_vs_all"

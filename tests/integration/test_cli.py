@@ -193,7 +193,7 @@ def test_demo_prints_url_counts_and_like_rate(tmp_path):
     env["SWIPEREC_HOME"] = str(tmp_path / "home")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "swiperec.cli", "demo", *SMALL],
+            [sys.executable, "-m", "swiperec.cli", "demo", "--data-only", *SMALL],
             env=env,
             capture_output=True,
             text=True,

@@ -22,14 +22,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from swiperec import version
+from swiperec.pipeline.run import PIPELINE_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUDBUILD_FILES = ("cloudbuild.yaml", "cloudbuild.retrain.yaml")
-DOCKERFILES = {"pipeline": "docker/pipeline.Dockerfile", "serving": "docker/serving.Dockerfile"}
-# The path `swiperec pipeline compile` writes. Once swiperec.pipeline is committed, replace the
-# literal with its constant (swiperec.pipeline.run.PIPELINE_YAML in the work in progress), so
-# cloudbuild.yaml and the compiler cannot drift apart.
-COMPILED_PIPELINE_YAML_OF_SWIPEREC_PIPELINE = "pipelines/compiled/two_tower_training.yaml"
+DOCKERFILES = {"pipeline": "images/pipeline.Dockerfile", "serving": "images/serving.Dockerfile"}
+
 
 # Cloud Build's built-in substitutions, with stand-in values for a triggered build.
 BUILTINS = {
@@ -215,7 +213,7 @@ def test_pipeline_yaml_is_compiled_where_swiperec_pipeline_writes_it_then_publis
     every = waits_for(steps("cloudbuild.yaml"))
     compiled = set(re.findall(r"pipelines/compiled/\S+\.yaml", script(by_id["compile-pipeline"])))
     uploaded = set(re.findall(r"pipelines/compiled/\S+\.yaml", script(by_id["upload-pipeline"])))
-    assert compiled == uploaded == {COMPILED_PIPELINE_YAML_OF_SWIPEREC_PIPELINE}
+    assert compiled == uploaded == {PIPELINE_YAML}
     assert "swiperec pipeline compile" in script(by_id["compile-pipeline"])
     assert "gcloud storage cp" in script(by_id["upload-pipeline"])
     assert "gs://my-project-swiperec-pipelines/" in script(by_id["upload-pipeline"])
@@ -243,7 +241,7 @@ def test_only_the_versions_images_are_built_and_pushed():
     for step_id, bash in at_version:
         if "docker build" in bash:
             assert f'--build-arg VERSION="{version.__version__}"' in bash, step_id
-            kind = re.search(r"docker/(\w+)\.Dockerfile", bash)[1]
+            kind = re.search(r"images/(\w+)\.Dockerfile", bash)[1]
             assert {repository(t) for t in re.findall(r'-t "([^"]+)"', bash)} == {
                 repository(getattr(version, f"{kind.upper()}_IMAGE"))
             }

@@ -112,6 +112,22 @@ def test_collapse_is_caught_by_mean_cosine_and_near_duplicates():
     assert checks["video_mean_cosine"]["value"] == pytest.approx(1 / 3)
 
 
+def test_identical_embeddings_of_identical_inputs_are_not_near_duplicates():
+    t = BlessingThresholds()
+    # A third of the users have no history yet: one shared vector. The rest are distinct.
+    cold = np.tile(unit_vectors(1, seed=5), (100, 1))
+    vectors = np.concatenate([cold, unit_vectors(200, seed=6)])
+    checks = {c["name"]: c for c in embedding_checks("user", vectors, t)}
+    assert checks["user_near_duplicates"]["passed"]
+    assert checks["user_near_duplicates"]["value"] == 0.0
+    # Nearly equal but different vectors still count.
+    rng = np.random.default_rng(7)
+    close = cold + rng.normal(0, 1e-4, cold.shape)
+    close /= np.linalg.norm(close, axis=1, keepdims=True)
+    checks = {c["name"]: c for c in embedding_checks("user", close[:50], t)}
+    assert not checks["user_near_duplicates"]["passed"]
+
+
 def test_unknown_threshold_names_are_refused():
     with pytest.raises(ValueError, match="unknown blessing thresholds: min_aucc"):
         BlessingThresholds.from_dict({"min_aucc": 0.7})

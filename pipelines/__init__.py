@@ -1,0 +1,1 @@
+"""Pipeline definitions; `compiled/` holds their committed YAML (`swiperec pipeline compile`)."""

@@ -1,0 +1,142 @@
+"""The training pipeline: snapshot -> features -> model -> evaluation -> (if blessed) embeddings
+-> registry. Compiled by `swiperec pipeline compile` into compiled/two_tower_training.yaml, which
+runs unchanged on KFP's local runner, a Kubeflow Pipelines cluster and Vertex AI Pipelines.
+
+    ingest_snapshot -> feature_transform -> train -> evaluate
+        blessed:     write_embeddings -> register (with the embedding set)
+        not blessed: register (evaluation recorded, nothing written, serving untouched)
+
+Steps that read or write the database are never cached: a re-run takes a new snapshot and
+records itself. The Beam steps take runner options (Dataflow, Flink) in `beam_pipeline_args`.
+"""
+
+from kfp import dsl
+
+from components.evaluate import evaluate
+from components.feature_transform import feature_transform
+from components.ingest_snapshot import ingest_snapshot
+from components.register import register
+from components.train import train
+from components.write_embeddings import write_embeddings
+
+PIPELINE_NAME = "two-tower-training"
+
+# Memory and CPU each step asks for on a cluster (the local runner ignores them). The sizes are
+# the 32k-video catalogue's measured peaks with room to spare; raise them with the catalogue.
+RESOURCES = {
+    "ingest-snapshot": ("1", "2G"),
+    "feature-transform": ("2", "8G"),
+    "train": ("4", "8G"),
+    "evaluate": ("2", "8G"),
+    "write-embeddings": ("2", "8G"),
+    "register": ("1", "1G"),
+}
+
+
+def _sized(task, name: str):
+    cpu, memory = RESOURCES[name]
+    return task.set_cpu_limit(cpu).set_memory_limit(memory)
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Two-tower recommender: snapshot, TFT features, TFRS training, evaluation with "
+    "a blessing gate, pgvector embeddings switched live, registry lineage.",
+)
+def two_tower_training(
+    cutoff: str = "",
+    model_version: str = "",
+    negatives_per_positive: float = 2.0,
+    feature_config_json: str = "{}",
+    epochs: int = 15,
+    train_config_json: str = "{}",
+    thresholds_json: str = "{}",
+    ground_truth_uri: str = "",
+    activate: bool = True,
+    keep: int = 3,
+    beam_pipeline_args: list = [],  # noqa: B006 - KFP parameters take literal defaults
+    database_url: str = "",
+) -> str:
+    """cutoff: ISO 8601 time of the snapshot ("" = now). model_version: the new version's name
+    ("" = v<run start time>). negatives_per_positive: the sampling ratio (2.0 = 1:2).
+    epochs: the most training epochs (early stopping ends sooner). *_json: further FeatureConfig,
+    TrainConfig and BlessingThresholds fields. ground_truth_uri: the synthetic data's
+    ground_truth.npz, for the oracle ceiling. activate: switch serving to a blessed model's
+    embeddings. keep: embedding sets kept (A/B arms' sets are never removed).
+    beam_pipeline_args: Beam options, e.g. ["--runner=DataflowRunner", "--project=P", ...].
+    database_url: "" = DATABASE_URL in the steps' environment (on a cluster, from a secret).
+    Returns the model version."""
+    ingest = _sized(
+        ingest_snapshot(cutoff=cutoff, model_version=model_version, database_url=database_url),
+        "ingest-snapshot",
+    ).set_caching_options(False)
+    version = ingest.outputs["model_version"]
+    snapshot = ingest.outputs["snapshot"]
+    features = _sized(
+        feature_transform(
+            snapshot=snapshot,
+            negatives_per_positive=negatives_per_positive,
+            feature_config_json=feature_config_json,
+            beam_pipeline_args=beam_pipeline_args,
+        ),
+        "feature-transform",
+    )
+    trained = _sized(
+        train(
+            transform_graph=features.outputs["transform_graph"],
+            examples=features.outputs["examples"],
+            epochs=epochs,
+            train_config_json=train_config_json,
+        ),
+        "train",
+    )
+    evaluated = _sized(
+        evaluate(
+            model=trained.outputs["model"],
+            examples=features.outputs["examples"],
+            ground_truth_uri=ground_truth_uri,
+            thresholds_json=thresholds_json,
+            model_version=version,
+            database_url=database_url,
+        ),
+        "evaluate",
+    ).set_caching_options(False)
+    lineage = dict(
+        snapshot=snapshot,
+        transform_graph=features.outputs["transform_graph"],
+        examples=features.outputs["examples"],
+        model=trained.outputs["model"],
+        evaluation=evaluated.outputs["evaluation"],
+        model_version=version,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        cutoff=cutoff,
+        negatives_per_positive=negatives_per_positive,
+        feature_config_json=feature_config_json,
+        epochs=epochs,
+        train_config_json=train_config_json,
+        thresholds_json=thresholds_json,
+        ground_truth_uri=ground_truth_uri,
+        activate=activate,
+        keep=keep,
+        beam_pipeline_args=beam_pipeline_args,
+        database_url=database_url,
+    )
+    with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a KFP condition
+        written = _sized(
+            write_embeddings(
+                model=trained.outputs["model"],
+                snapshot=snapshot,
+                model_version=version,
+                database_url=database_url,
+                activate=activate,
+                keep=keep,
+                beam_pipeline_args=beam_pipeline_args,
+            ),
+            "write-embeddings",
+        ).set_caching_options(False)
+        _sized(
+            register(embedding_set=written.outputs["embedding_set"], **lineage), "register"
+        ).set_caching_options(False)
+    with dsl.Else(name="not-blessed"):
+        _sized(register(**lineage), "register").set_caching_options(False)
+    return version

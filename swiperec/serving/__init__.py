@@ -1,0 +1,1 @@
+"""Reading recommendations out of pgvector (the Edge Function's SQL serves the app)."""

@@ -1,0 +1,168 @@
+"""The training pipeline end to end, through KFP's local runner, as `make demo` runs it.
+
+One demo run (the demo's default synthetic data set, the committed pipeline YAML, every step a
+subprocess, the embedded PostgreSQL) is shared by the tests below; one more run checks that a
+model which is not blessed changes nothing that serves, and a failing run that nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from swiperec.db import connect
+from swiperec.db.embedded import EmbeddedServer
+from swiperec.registry.lineage import lineage, resolve, show_version
+
+pytestmark = pytest.mark.integration
+
+# The blessing's own popularity checks are left to the quality assertions below, which hold a
+# margin on AUC; Recall@50's margin over popularity is thin on a data set this small.
+DEMO = ["demo", "--param", 'thresholds_json={"must_beat_popularity": false}']
+STEPS = ["ingest_snapshot", "feature_transform", "train", "evaluate", "write_embeddings",
+         "register"]  # fmt: skip
+
+
+def run(env, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "swiperec.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(env, completed demo process, first version, connection) of one demo run."""
+    home = tmp_path_factory.mktemp("pipeline-home")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SWIPEREC_HOME"] = str(home)
+    result = run(env, *DEMO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    version = re.search(r"^registered\s+(v\S+):", result.stdout, re.M).group(1)
+    conn = connect(EmbeddedServer(home).status().url)
+    yield env, result, version, conn
+    conn.close()
+    run(env, "db", "stop", timeout=60)
+
+
+def test_the_demo_prints_the_evaluation_the_version_and_ten_recommendations(demo):
+    _, result, version, _ = demo
+    out = result.stdout
+    for step in ("ingest-snapshot", "feature-transform", "train", "evaluate",
+                 "write-embeddings", "register"):  # fmt: skip
+        assert re.search(rf"^  {step}\s+success", out, re.M), step
+    assert "evaluation (test period)" in out and "ground-truth oracle" in out
+    assert f"registered    {version}: stage production, aliases latest" in out
+    recommendations = re.findall(r"^\s+\d+\. -?\d\.\d{3}  .+  \(because you liked .+\)$", out, re.M)
+    assert len(recommendations) == 10
+
+
+def test_a_blessed_model_is_recorded_and_its_embeddings_serve(demo):
+    _, _, version, conn = demo
+    shown = show_version(conn, version)
+    assert shown["stage"] == "production" and shown["blessed"] and shown["serving"]
+    with conn.cursor() as cur:
+        cur.execute("select kind, state, row_count from embedding_sets where model_version = %s "
+                    "order by kind", (version,))  # fmt: skip
+        sets = cur.fetchall()
+        cur.execute("select count(*) from videos")
+        videos = cur.fetchone()[0]
+        cur.execute("select count(distinct user_id) from user_video_decisions")
+        users = cur.fetchone()[0]
+    conn.rollback()
+    assert sets == [("user", "ready", users), ("video", "ready", videos)]
+
+
+def test_the_lineage_runs_from_the_snapshot_to_the_serving_embeddings(demo):
+    _, _, version, conn = demo
+    found = lineage(conn, version)
+    assert [e["step"] for e in found["executions"]] == STEPS
+    artifacts = found["artifacts"]
+    by_type = {a["type"]: (id_, a) for id_, a in artifacts.items()}
+    assert set(by_type) == {"snapshot", "transform_graph", "examples", "model", "evaluation",
+                            "embedding_set"}  # fmt: skip
+    for artifact in artifacts.values():
+        assert artifact["uri"] and artifact["content_hash"].startswith("sha256:")
+    # Each step used what the step before it produced.
+    steps = {e["step"]: e for e in found["executions"]}
+    assert steps["feature_transform"]["inputs"] == [by_type["snapshot"][0]]
+    assert set(steps["train"]["inputs"]) == {by_type["transform_graph"][0], by_type["examples"][0]}
+    assert steps["write_embeddings"]["outputs"] == [by_type["embedding_set"][0]]
+    assert by_type["model"][0] in steps["write_embeddings"]["inputs"]
+    for execution in found["executions"]:
+        assert execution["started_at"] and execution["finished_at"]
+    assert steps["train"]["parameters"]["epochs"] == 15
+    assert found["serving"]["now"]
+    assert found["serving"]["embedding_set"] == by_type["embedding_set"][0]
+    snapshot = by_type["snapshot"][1]
+    assert snapshot["metadata"]["rows/videos"] > 0 and snapshot["metadata"]["cutoff"]
+
+
+def test_quality_regression_the_model_beats_popularity_and_nears_the_oracle(demo):
+    """A broken model turns this red: on the synthetic data the ground truth bounds AUC."""
+    _, _, version, conn = demo
+    summary = show_version(conn, version)["evaluation"]
+    assert summary["auc"] > summary["popularity_auc"] + 0.02
+    assert summary["auc"] > summary["matrix_factorization_auc"]
+    assert summary["share_of_achievable_auc"] >= 0.45
+    assert summary["recall@50"] > 0.1
+
+
+def test_recommendations_never_include_a_decided_video(demo):
+    from swiperec.serving.recommend import recommend
+
+    _, _, version, conn = demo
+    with conn.cursor() as cur:
+        cur.execute("select user_id from user_video_decisions group by user_id "
+                    "order by count(*) desc limit 3")  # fmt: skip
+        users = [str(r[0]) for r in cur.fetchall()]
+    conn.rollback()
+    for user in users:
+        recs = recommend(conn, user, k=50)
+        assert {r.model_version for r in recs} == {version} and {r.source for r in recs} == {
+            "embedding"
+        }
+        with conn.cursor() as cur:
+            cur.execute("select video_id from user_video_decisions where user_id = %s", (user,))
+            decided = {r[0] for r in cur.fetchall()}
+        conn.rollback()
+        assert len(recs) == 50 and not decided & {r.video_id for r in recs}
+        assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+
+
+def test_a_model_that_is_not_blessed_changes_nothing_that_serves(demo):
+    env, _, first, conn = demo
+    result = run(env, "pipeline", "run", "--local", "--param", "epochs=1",
+                 "--param", 'thresholds_json={"min_auc": 0.99}',
+                 "--param", "model_version=v-not-blessed")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not blessed: AUC" in result.stdout
+    assert not re.search(r"^  write-embeddings", result.stdout, re.M)
+    shown = show_version(conn, "v-not-blessed")
+    assert shown["stage"] == "candidate" and not shown["blessed"]
+    assert show_version(conn, first)["stage"] == "production"
+    with conn.cursor() as cur:
+        cur.execute("select model_version from serving_state")
+        assert cur.fetchone()[0] == first
+        cur.execute("select count(*) from embedding_sets where model_version = 'v-not-blessed'")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()
+    steps = [e["step"] for e in lineage(conn, "v-not-blessed")["executions"]]
+    assert steps == [s for s in STEPS if s != "write_embeddings"]
+    assert resolve(conn, "latest") == "v-not-blessed"
+
+
+def test_a_failing_step_stops_the_run_with_a_clear_error_and_serving_untouched(demo):
+    env, _, first, conn = demo
+    result = run(env, "pipeline", "run", "--local", "--param", "model_version=v-broken",
+                 "--param", "negatives_per_positive=-1")  # fmt: skip
+    assert result.returncode == 2
+    assert "the pipeline failed" in result.stderr and "v-broken.log" in result.stderr
+    with conn.cursor() as cur:
+        cur.execute("select model_version from serving_state")
+        assert cur.fetchone()[0] == first
+        cur.execute("select count(*) from model_versions where model_version = 'v-broken'")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()

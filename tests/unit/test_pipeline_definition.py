@@ -1,0 +1,106 @@
+"""The training pipeline's definition: the committed YAML is current, names one image, wires
+the steps in order with the blessing gate, and takes the parameters the CLI passes."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from swiperec.pipeline.run import (
+    COMPILED,
+    PipelineError,
+    check_arguments,
+    compile_pipeline,
+    parse_arguments,
+    pipeline_parameters,
+)
+from swiperec.version import PIPELINE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return yaml.safe_load(COMPILED.read_text())
+
+
+def test_the_committed_yaml_is_what_the_definition_compiles_to(tmp_path):
+    fresh = compile_pipeline(tmp_path / "pipeline.yaml")
+    assert fresh.read_text() == COMPILED.read_text(), (
+        "pipelines/compiled/two_tower_training.yaml is stale: run `swiperec pipeline compile` "
+        "and commit the result"
+    )
+
+
+def test_every_step_runs_in_the_pipeline_image_of_this_version(spec):
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {PIPELINE_IMAGE}
+    assert len(executors) == 7  # six components, register twice (with and without embeddings)
+    for executor in executors.values():  # the image holds kfp: nothing installs at start
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_steps_run_in_order_and_embeddings_only_when_blessed(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    after = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert after["feature-transform"] == {"ingest-snapshot"}
+    assert after["train"] == {"feature-transform"}
+    assert after["evaluate"] >= {"train"}
+    branches = spec["components"][tasks["condition-branches-1"]["componentRef"]["name"]]
+    assert "evaluate" in tasks["condition-branches-1"]["dependentTasks"]
+    blessed, not_blessed = (branches["dag"]["tasks"][n] for n in ("condition-2", "condition-3"))
+    assert "evaluate-blessed" in blessed["triggerPolicy"]["condition"]
+    assert "== true" in blessed["triggerPolicy"]["condition"]
+    assert "!(" in not_blessed["triggerPolicy"]["condition"]
+    inside = {
+        name: set(spec["components"][task["componentRef"]["name"]]["dag"]["tasks"])
+        for name, task in (("blessed", blessed), ("not_blessed", not_blessed))
+    }
+    assert inside["blessed"] == {"write-embeddings", "register"}
+    assert inside["not_blessed"] == {"register-2"}
+    # Steps with side effects in the database are never served from a cache.
+    for name in ("ingest-snapshot", "evaluate"):
+        assert tasks[name]["cachingOptions"] == {}
+
+
+def test_the_parameters_the_issue_names_are_pipeline_parameters():
+    params = pipeline_parameters()
+    for name in ("cutoff", "negatives_per_positive", "epochs", "thresholds_json",
+                 "beam_pipeline_args", "activate", "database_url"):  # fmt: skip
+        assert name in params
+    assert params["epochs"] == {"type": "NUMBER_INTEGER", "default": 15}
+    assert params["activate"]["default"] is True
+
+
+def test_arguments_are_parsed_by_the_parameters_types():
+    args = parse_arguments([
+        "epochs=5", "activate=false", 'thresholds_json={"min_auc": 0.6}',
+        "cutoff=2026-10-01T00:00:00Z", 'beam_pipeline_args=["--runner=FlinkRunner"]',
+        "negatives_per_positive=3",
+    ])  # fmt: skip
+    assert args == {
+        "epochs": 5, "activate": False, "thresholds_json": '{"min_auc": 0.6}',
+        "cutoff": "2026-10-01T00:00:00Z", "beam_pipeline_args": ["--runner=FlinkRunner"],
+        "negatives_per_positive": 3.0,
+    }  # fmt: skip
+    assert isinstance(args["negatives_per_positive"], float)  # KFP refuses an int there
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["epoch=5"], "unknown pipeline parameter.*epoch.*epochs"),
+        (["epochs=five"], "epochs=five: not a JSON value"),
+        (["epochs=5.5"], "epochs takes number_integer"),
+        (["activate=1"], "activate takes boolean"),
+        (["beam_pipeline_args=--runner=X"], "not a JSON value"),
+        (["epochs"], "expected name=value"),
+    ],
+)
+def test_bad_arguments_are_refused_with_what_the_pipeline_takes(pairs, message):
+    with pytest.raises(PipelineError, match=message):
+        parse_arguments(pairs)
+
+
+def test_check_arguments_refuses_a_wrong_type_passed_from_python():
+    with pytest.raises(PipelineError, match="keep takes number_integer"):
+        check_arguments({"keep": True})
