@@ -229,6 +229,19 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     return {"rows": rows, **timings}
 
 
+def refresh_popularity(conn) -> None:
+    """Recount likes per video for the serving fallback (`swiperec_private.video_popularity`,
+    read by `enhanced_two_tower_recommendations` for users without likes). Concurrent: the
+    function keeps reading the old counts meanwhile."""
+    old_autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("refresh materialized view concurrently swiperec_private.video_popularity")
+    finally:
+        conn.autocommit = old_autocommit
+
+
 def activate(conn, version: str) -> str | None:
     """Make `version` the serving one, in one short transaction; returns the previous version.
     Both its sets must be ready. The registry records it as the version in production."""

@@ -206,6 +206,9 @@ def write_embeddings(
                 finished = store.finish_set(conn, version, kind, index)
                 result.rows[kind] = finished["rows"]
                 result.seconds[f"index_{kind}"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        store.refresh_popularity(conn)  # the serving fallback's order, as of this refresh
+        result.seconds["popularity"] = round(time.perf_counter() - start, 2)
         if activate:
             start = time.perf_counter()
             result.previous_version = store.activate(conn, version)
