@@ -29,7 +29,7 @@ def evaluate(
     model_version: when given, the evaluation is recorded in the registry under it, and
     (without production_evaluation_uri) the candidate is compared with the recorded evaluation
     of the version now serving.
-    database_url: the registry's database; "" uses DATABASE_URL or the embedded server.
+    database_url: the registry's database; "" uses DATABASE_URL of the step's environment.
     """
     import json
     import os
@@ -50,9 +50,10 @@ def evaluate(
     production, conn = None, None
     if model_version:
         from swiperec.db import connect
+        from swiperec.pipeline.steps import step_database_url
         from swiperec.registry.versions import production_evaluation
 
-        conn = connect(database_url or None)
+        conn = connect(step_database_url(database_url))
         found = production_evaluation(conn, excluding=model_version)
         production = found[1] if found else None
     if production_evaluation_uri:

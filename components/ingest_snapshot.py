@@ -20,21 +20,31 @@ def ingest_snapshot(
     cutoff: ISO 8601 time ("" = the database's now).
     model_version: the name this run's model gets; "" names it after the time the run started
     (v20261124-153000), so two runs never share a version.
-    database_url: "" uses DATABASE_URL of the environment (on a cluster, a secret) or the
-    embedded server.
+    database_url: "" uses DATABASE_URL of the step's environment (on a cluster, a secret).
     """
     from collections import namedtuple
     from datetime import UTC, datetime
 
     from swiperec.data.snapshot import take_snapshot
     from swiperec.db import connect
-    from swiperec.pipeline.steps import record_step, step_started
+    from swiperec.pipeline.steps import record_step, step_database_url, step_started
 
     started = step_started()
     when = datetime.fromisoformat(cutoff) if cutoff else None
     location = snapshot.uri if snapshot.uri.startswith("gs://") else snapshot.path
-    conn = connect(database_url or None)
+    conn = connect(step_database_url(database_url))
     try:
+        if model_version:  # a run never overwrites another run's version
+            with conn.cursor() as cur:
+                cur.execute("select 1 from model_versions where model_version = %s",
+                            (model_version,))  # fmt: skip
+                taken = cur.fetchone() is not None
+            conn.rollback()
+            if taken:
+                raise ValueError(
+                    f"model version {model_version!r} already exists: name the run's version "
+                    "differently, or leave model_version empty for a new name"
+                )
         meta = take_snapshot(conn, location, cutoff=when, overwrite=True)
     finally:
         conn.close()

@@ -33,14 +33,16 @@ def register(
     artifacts (URI, content hash, metadata) and events, and the model version's link to them.
 
     embedding_set: absent when the model was not blessed (nothing was written).
-    database_url: "" uses DATABASE_URL of the environment (on a cluster, a secret) or the
-    embedded server.
+    activate: with an embedding set, switch serving to this version once the run is recorded
+    (the last thing the pipeline does), then drop all but the `keep` newest sets.
+    database_url: "" uses DATABASE_URL of the step's environment (on a cluster, a secret).
     """
     from collections import namedtuple
     from datetime import UTC, datetime
 
     from swiperec.db import connect
     from swiperec.pipeline.register import RunArtifact, register_run
+    from swiperec.pipeline.steps import step_database_url
 
     started = datetime.now(UTC)
     given = {
@@ -60,9 +62,15 @@ def register(
         "ground_truth_uri": ground_truth_uri, "activate": activate, "keep": keep,
         "beam_pipeline_args": list(beam_pipeline_args),
     }  # fmt: skip
-    conn = connect(database_url or None)
+    conn = connect(step_database_url(database_url))
     try:
         register_run(conn, run_id, model_version, artifacts, parameters, started)
+        if embedding_set is not None and activate:
+            from swiperec.embeddings.store import activate as switch_serving
+            from swiperec.embeddings.store import retire
+
+            switch_serving(conn, model_version)
+            retire(conn, keep)
         with conn.cursor() as cur:
             cur.execute("select stage from model_versions where model_version = %s",
                         (model_version,))  # fmt: skip

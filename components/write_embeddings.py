@@ -18,24 +18,23 @@ def write_embeddings(
 ) -> None:
     """Runs `swiperec.embeddings.writer.write_embeddings`.
 
-    database_url: the PostgreSQL to write to; "" uses DATABASE_URL of the environment (on a
-    cluster, a secret) or the embedded server. The output artifact records the set's version,
+    database_url: the PostgreSQL to write to; "" uses DATABASE_URL of the step's environment
+    (on a cluster, a secret). The output artifact records the set's version,
     row counts and timings; its URI names the database tables the set lives in.
     """
     import json
     import os
 
-    from swiperec.db import database_url as default_url
     from swiperec.db.connection import redact
     from swiperec.embeddings.writer import write_embeddings as write
-    from swiperec.pipeline.steps import record_step, step_started
+    from swiperec.pipeline.steps import record_step, step_database_url, step_started
 
     started = step_started()
 
     def location(artifact) -> str:
         return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
 
-    url = database_url or default_url()
+    url = step_database_url(database_url)
     os.makedirs(os.path.dirname(embedding_set.path), exist_ok=True)
     result = write(
         location(model), model_version, snapshot=location(snapshot), database_url=url,

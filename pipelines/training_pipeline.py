@@ -3,8 +3,11 @@
 runs unchanged on KFP's local runner, a Kubeflow Pipelines cluster and Vertex AI Pipelines.
 
     ingest_snapshot -> feature_transform -> train -> evaluate
-        blessed:     write_embeddings -> register (with the embedding set)
+        blessed:     write_embeddings -> register (records the run, then switches serving)
         not blessed: register (evaluation recorded, nothing written, serving untouched)
+
+Serving switches last, in `register`, after the lineage is recorded: a run that fails at any
+step leaves the version that was serving in place.
 
 Steps that read or write the database are never cached: a re-run takes a new snapshot and
 records itself. The Beam steps take runner options (Dataflow, Flink) in `beam_pipeline_args`.
@@ -64,7 +67,8 @@ def two_tower_training(
     ground_truth.npz, for the oracle ceiling. activate: switch serving to a blessed model's
     embeddings. keep: embedding sets kept (A/B arms' sets are never removed).
     beam_pipeline_args: Beam options, e.g. ["--runner=DataflowRunner", "--project=P", ...].
-    database_url: "" = DATABASE_URL in the steps' environment (on a cluster, from a secret).
+    database_url: "" = DATABASE_URL in the steps' environment (on a cluster, from a secret);
+    a step with neither fails rather than use a throwaway database.
     Returns the model version."""
     ingest = _sized(
         ingest_snapshot(cutoff=cutoff, model_version=model_version, database_url=database_url),
@@ -128,7 +132,7 @@ def two_tower_training(
                 snapshot=snapshot,
                 model_version=version,
                 database_url=database_url,
-                activate=activate,
+                activate=False,  # register switches serving, once the run is recorded
                 keep=keep,
                 beam_pipeline_args=beam_pipeline_args,
             ),

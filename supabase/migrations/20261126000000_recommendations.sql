@@ -14,7 +14,7 @@
 
 create table if not exists public.serving_routes (
     route         text primary key,                 -- e.g. 'exp-12/treatment'
-    model_version text not null,
+    model_version text not null references public.model_versions,
     bucket_from   integer not null,                 -- users whose bucket is in [from, to)
     bucket_to     integer not null,
     active        boolean not null default true,
@@ -79,7 +79,7 @@ comment on table public.served_recommendations is
 create materialized view if not exists swiperec_private.video_popularity as
     select video_id, count(*)::bigint as likes
     from (
-        select video_id from public.user_video_decisions where decision = 'like'
+        select video_id from public.user_video_latest_decisions where decision = 'like'
         union all
         select video_id from public.video_reviews where rating >= 4
     ) liked
@@ -136,6 +136,11 @@ begin
     v_version := public.serving_version_for(p_user_id);
     if v_version is null then
         raise exception 'no model version serves yet' using errcode = 'P0002';
+    end if;
+    if not exists (select 1 from public.embedding_sets s where s.model_version = v_version
+                   and s.kind = 'video' and s.state = 'ready') then
+        raise exception 'model version % has no ready video embeddings', v_version
+            using errcode = 'P0002';
     end if;
     -- The function's own SET clauses scope this to the call.
     perform set_config('hnsw.ef_search', greatest(p_ef_search, p_candidates, 40)::text, true);

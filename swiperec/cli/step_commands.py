@@ -203,6 +203,7 @@ def demo(args) -> int:
     from swiperec.data.synthetic import SyntheticConfig
     from swiperec.db import database_url
     from swiperec.db.connection import redact, uses_embedded_server
+    from swiperec.embeddings.store import refresh_popularity
     from swiperec.pipeline.run import parse_arguments
 
     if not uses_embedded_server() and not args.allow_remote:
@@ -221,7 +222,9 @@ def demo(args) -> int:
     print(f"database    {redact(url)}")
     conn = ready_connection()
     print("schema      up to date")
+    clear_serving(conn)  # embeddings and models of a replaced data set mean nothing for the new one
     counts = generate_into(conn, config, replace=True)
+    refresh_popularity(conn)
     print(
         f"data set    {counts['videos']:,} videos, seed {config.seed} "
         f"(ground truth: {ground_truth_path()})"
@@ -239,6 +242,20 @@ def demo(args) -> int:
     return 0
 
 
+def clear_serving(conn) -> None:
+    """Forget what served and was registered: serving state and routes, every embedding set,
+    model versions and their lineage. Only for the demo, which replaces the data too."""
+    from swiperec.embeddings.store import retire
+
+    with conn, conn.cursor() as cur:
+        cur.execute("delete from serving_routes")
+        cur.execute("delete from serving_state")
+    retire(conn, keep=0)
+    with conn, conn.cursor() as cur:
+        cur.execute("truncate serving_routes, lineage_events, lineage_executions, "
+                    "model_version_aliases, model_versions, lineage_artifacts")  # fmt: skip
+
+
 def print_recommendations(version: str) -> None:
     """Ten recommendations for a sample user (the real user with the most likes) from the
     version that serves now, through the Edge Function's SQL."""
@@ -248,14 +265,17 @@ def print_recommendations(version: str) -> None:
     conn = connect()
     try:
         serving = serving_version(conn)
+        with conn.cursor() as cur:
+            cur.execute("select blessed from model_versions where model_version = %s", (version,))
+            blessed = (cur.fetchone() or (None,))[0]
+        conn.rollback()
+        why = "was not blessed" if not blessed else "was not activated (activate=false)"
         print()
         if serving is None:
-            print(
-                f"serving       nothing: {version} was not blessed, and no earlier version serves"
-            )
+            print(f"serving       nothing: {version} {why}, and no earlier version serves")
             return
         if serving != version:
-            print(f"serving       {serving} ({version} was not blessed, so serving did not change)")
+            print(f"serving       {serving} ({version} {why}, so serving did not change)")
         with conn.cursor() as cur:
             cur.execute(
                 "select e.user_id, count(*) filter (where d.decision = 'like') as likes "

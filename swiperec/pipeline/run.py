@@ -137,9 +137,25 @@ def run_local(
             with contextlib.redirect_stdout(steps), contextlib.redirect_stderr(log):
                 task = pipeline(**arguments)
         except RuntimeError as err:  # kfp.local reports a failed step this way
-            raise PipelineError(f"the pipeline failed: {err} (full output: {log_path})") from err
+            log.flush()
+            cause = _last_error(log_path)
+            raise PipelineError(
+                f"the pipeline failed: {err}"
+                + (f"\n  {cause}" if cause else "")
+                + f"\n  full output: {log_path}"
+            ) from err
     return LocalRun(task.output, str(root), str(log_path),
                     round(time.perf_counter() - started, 1))  # fmt: skip
+
+
+def _last_error(log_path: Path) -> str | None:
+    """The last exception line a step printed (`SomethingError: what went wrong`), if any."""
+    found = None
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        match = re.match(r"\s*([\w.]+(?:Error|Exception)): (.+)", line)
+        if match:
+            found = f"{match.group(1)}: {match.group(2).strip()}"
+    return found
 
 
 class _StepEcho(io.TextIOBase):

@@ -10,6 +10,7 @@ so each step measures itself the same way locally and on a cluster.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from datetime import UTC, datetime
@@ -48,3 +49,17 @@ def record_step(started: float, *artifacts) -> dict:
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def step_database_url(given: str = "") -> str:
+    """The database a step works on: `given` (the pipeline's `database_url`), else the step's
+    DATABASE_URL. Never the embedded server: inside a cluster's container that would be a
+    fresh, empty database that vanishes with the step (`swiperec pipeline run --local` passes
+    the embedded server's URL explicitly)."""
+    url = given or os.environ.get("DATABASE_URL")
+    if not url:
+        raise ValueError(
+            "no database for this step: set the pipeline's database_url parameter, or give the "
+            "steps DATABASE_URL in their environment (e.g. from a Kubernetes secret)"
+        )
+    return url

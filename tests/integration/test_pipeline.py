@@ -166,3 +166,12 @@ def test_a_failing_step_stops_the_run_with_a_clear_error_and_serving_untouched(d
         cur.execute("select count(*) from model_versions where model_version = 'v-broken'")
         assert cur.fetchone()[0] == 0
     conn.rollback()
+
+
+def test_a_run_never_reuses_a_version_name(demo):
+    env, _, first, conn = demo
+    result = run(env, "pipeline", "run", "--local", "--param", f"model_version={first}")
+    assert result.returncode == 2 and "already exists" in result.stderr + result.stdout
+    shown = show_version(conn, first)
+    assert shown["stage"] == "production" and shown["serving"]
+    assert [e["step"] for e in lineage(conn, first)["executions"]] == STEPS
