@@ -97,10 +97,10 @@ def register(commands) -> None:
 # The demo's default data set: small enough for the whole pipeline to finish in a few minutes
 # on 2 cores. `--full` takes the generator's defaults, today's catalogue.
 DEMO_DATA = {
-    "videos": 5_000,
-    "users": 500,
-    "pseudo_users": 1_000,
-    "decisions_per_user": 120.0,
+    "videos": 8_000,
+    "users": 800,
+    "pseudo_users": 1_600,
+    "decisions_per_user": 150.0,
     "reviews_per_pseudo_user": 20.0,
 }
 
