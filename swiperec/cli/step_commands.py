@@ -260,7 +260,8 @@ def print_recommendations(version: str) -> None:
     """Ten recommendations for a sample user (the real user with the most likes) from the
     version that serves now, through the Edge Function's SQL."""
     from swiperec.db import connect
-    from swiperec.serving.recommend import recommend, serving_version
+    from swiperec.embeddings.store import serving_version
+    from swiperec.serving.recommend import recommend
 
     conn = connect()
     try:

@@ -233,13 +233,8 @@ def refresh_popularity(conn) -> None:
     """Recount likes per video for the serving fallback (`swiperec_private.video_popularity`,
     read by `enhanced_two_tower_recommendations` for users without likes). Concurrent: the
     function keeps reading the old counts meanwhile."""
-    old_autocommit = conn.autocommit
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("refresh materialized view concurrently swiperec_private.video_popularity")
-    finally:
-        conn.autocommit = old_autocommit
+    with conn, conn.cursor() as cur:
+        cur.execute("refresh materialized view concurrently swiperec_private.video_popularity")
 
 
 def activate(conn, version: str) -> str | None:

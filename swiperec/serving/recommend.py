@@ -26,14 +26,6 @@ class Recommendation:
     source: str
 
 
-def serving_version(conn) -> str | None:
-    with conn.cursor() as cur:
-        cur.execute("select model_version from public.serving_state")
-        row = cur.fetchone()
-    conn.rollback()
-    return row[0] if row else None
-
-
 def recommend(conn, user_id: str, k: int = 10) -> list[Recommendation]:
     """The user's top-k videos they have not decided yet, each with a reason."""
     with conn.cursor() as cur:
