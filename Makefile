@@ -12,7 +12,7 @@ DOCKERFILES := images/pipeline.Dockerfile images/serving.Dockerfile
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup deno demo test lint format bench clean
+.PHONY: setup deno demo test lint format compile bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ format: setup
 
 test: setup deno lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# A developer's action in this checkout: the pipeline definition -> its committed YAML, which the
+# package ships (swiperec/resources/ links to it).
+compile: setup
+	$(BIN)/python -m pipelines compile
 
 bench: setup
 	$(BIN)/python -m tests.performance.bench_synthetic_load $(BENCH_ARGS)

@@ -20,7 +20,8 @@ setup(
     description="Two-tower recommender for swipe-style video apps (TFT, TFRS, KFP, pgvector).",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["swiperec", "swiperec.*"]),
-    package_data={"swiperec": ["db/*.sql"]},
+    # resources/ links to supabase/migrations and the compiled pipeline: the wheel gets copies.
+    package_data={"swiperec": ["db/*.sql", "resources/migrations/*.sql", "resources/*.yaml"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tf-keras==2.21.*",

@@ -1,7 +1,8 @@
-"""KFP components: one file each, thin. Each reads its artifacts, makes one swiperec call and
-writes its outputs and metadata. They are lightweight components on the project's own image
-(`swiperec.version.PIPELINE_IMAGE`), so the local runner runs the same code the cluster runs. The
-image already holds kfp at the pinned version, so components do not pip-install it at start.
+"""KFP components, one file each and thin: each calls one step function of
+`swiperec.pipeline.steps` with the locations of its declared input and output artifacts and its
+parameters, and copies the step's metadata onto its outputs (`swiperec.pipeline.kfp_artifacts`).
 
-Every component stamps its outputs with its start and end times and peak memory
-(`swiperec.pipeline.steps`); `register` turns them into the registry's lineage."""
+They are lightweight components on the project's own image (`swiperec.version.PIPELINE_IMAGE`),
+so the local runner runs the same code a cluster runs; the image already holds kfp at the
+pinned version, so components do not pip-install it at start. This folder is the KFP side of
+the project: it imports `swiperec`, and `swiperec` never imports it."""

@@ -14,7 +14,7 @@ def feature_transform(
     feature_config_json: str = "{}",
     beam_pipeline_args: list = [],  # noqa: B006 - KFP parameters take literal defaults
 ) -> None:
-    """Runs `swiperec.features.transform.run_transform` on the snapshot.
+    """Runs `swiperec.pipeline.steps.feature_transform`.
 
     negatives_per_positive: the sampling ratio, negatives per like (2.0 = 1:2).
     feature_config_json: other FeatureConfig fields to override, e.g. '{"seed": 7}'.
@@ -22,37 +22,13 @@ def feature_transform(
     """
     import json
 
-    from swiperec.features.config import FeatureConfig
-    from swiperec.features.transform import run_transform
-    from swiperec.pipeline.steps import record_step, step_started
+    from swiperec.pipeline import steps
+    from swiperec.pipeline.kfp_artifacts import location, stamp
 
-    started = step_started()
-
-    def location(artifact) -> str:
-        # gs:// URIs as they are, so Dataflow workers can read them (not Vertex's /gcs mount).
-        return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
-
-    overrides = {
-        **json.loads(feature_config_json),
-        "negatives_per_positive": negatives_per_positive,
-    }
-    config = FeatureConfig.from_dict(overrides)
-    result = run_transform(
-        location(snapshot),
-        location(transform_graph),
-        location(examples),
-        config,
-        list(beam_pipeline_args),
-    )
-    meta = result.metadata
-    for artifact in (transform_graph, examples):
-        artifact.metadata["snapshot_content_hash"] = meta["snapshot"]["content_hash"]
-        artifact.metadata["validation_start"] = meta["split_boundaries"]["validation_start"]
-        artifact.metadata["test_start"] = meta["split_boundaries"]["test_start"]
-    for name, size in meta["vocabulary_sizes"].items():
-        transform_graph.metadata[f"vocabulary_size/{name}"] = size
-    for split, counts in meta["counts"].items():
-        for kind, n in counts.items():
-            examples.metadata[f"{split}/{kind}"] = n
-    examples.metadata["videos"] = meta["catalogue"]["videos"]
-    record_step(started, transform_graph, examples)
+    result = steps.feature_transform(
+        location(snapshot), location(transform_graph), location(examples),
+        negatives_per_positive=negatives_per_positive,
+        feature_config=json.loads(feature_config_json),
+        beam_pipeline_args=list(beam_pipeline_args),
+    )  # fmt: skip
+    stamp(result, transform_graph=transform_graph, examples=examples)

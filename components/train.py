@@ -14,7 +14,7 @@ def train(
     epochs: int = 0,
     train_config_json: str = "{}",
 ) -> None:
-    """Runs `swiperec.model.train.train`; the model artifact holds user_tower/, video_tower/
+    """Runs `swiperec.pipeline.steps.train`; the model artifact holds user_tower/, video_tower/
     (SavedModels on raw features), the two .keras towers and model_card.json.
 
     epochs: the most epochs to train (early stopping usually ends sooner); 0 leaves it to
@@ -23,31 +23,12 @@ def train(
     """
     import json
 
-    from swiperec.model.config import TrainConfig
-    from swiperec.model.train import train as train_model
-    from swiperec.pipeline.steps import record_step, step_started
+    from swiperec.pipeline import steps
+    from swiperec.pipeline.kfp_artifacts import location, log_metrics, stamp
 
-    started = step_started()
-
-    def location(artifact) -> str:
-        return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
-
-    overrides = json.loads(train_config_json)
-    if epochs:
-        overrides["epochs"] = epochs
-    config = TrainConfig.from_dict(overrides)
-    card = train_model(
-        location(transform_graph), location(examples), location(model), config, verbose=2
-    ).card
-    model.metadata["embedding_dim"] = card["embedding_dim"]
-    model.metadata["snapshot_content_hash"] = card["input"]["snapshot_content_hash"]
-    model.metadata["framework"] = "tensorflow"
-    model.metadata["best_epoch"] = card["training"]["best_epoch"]
-    model.metadata["epochs_run"] = card["training"]["epochs_run"]
-    model.metadata["training_seconds"] = card["training"]["seconds"]
-    for split, values in card["metrics"].items():
-        for name, value in values.items():
-            metrics.log_metric(f"{split}/{name}", value)
-            model.metadata[f"{split}/{name}"] = value
-    metrics.log_metric("training_seconds", card["training"]["seconds"])
-    record_step(started, model, metrics)
+    result = steps.train(
+        location(transform_graph), location(examples), location(model),
+        epochs=epochs, train_config=json.loads(train_config_json),
+    )  # fmt: skip
+    stamp(result, model=model)
+    log_metrics(metrics, result["metrics"])

@@ -1,4 +1,4 @@
-"""KFP component: a blessed model -> its embedding set in pgvector (optionally switched live)."""
+"""KFP component: a blessed model -> its embedding set in pgvector (ready, not yet serving)."""
 
 from kfp import dsl
 
@@ -12,43 +12,25 @@ def write_embeddings(
     embedding_set: dsl.Output[dsl.Artifact],
     model_version: str,
     database_url: str = "",
-    activate: bool = False,
-    keep: int = 3,
     beam_pipeline_args: list = [],  # noqa: B006 - KFP parameters take literal defaults
 ) -> None:
-    """Runs `swiperec.embeddings.writer.write_embeddings`.
+    """Runs `swiperec.pipeline.steps.write_embeddings`.
 
     database_url: the PostgreSQL to write to; "" uses DATABASE_URL of the step's environment
-    (on a cluster, a secret). The output artifact records the set's version,
-    row counts and timings; its URI names the database tables the set lives in.
+    (on a cluster, a secret). The output artifact records the set's version, row counts and
+    timings; its file holds the same record.
     """
     import json
     import os
 
-    from swiperec.db.connection import redact
-    from swiperec.embeddings.writer import write_embeddings as write
-    from swiperec.pipeline.steps import record_step, step_database_url, step_started
+    from swiperec.pipeline import steps
+    from swiperec.pipeline.kfp_artifacts import location, stamp
 
-    started = step_started()
-
-    def location(artifact) -> str:
-        return artifact.uri if artifact.uri.startswith("gs://") else artifact.path
-
-    url = step_database_url(database_url)
-    os.makedirs(os.path.dirname(embedding_set.path), exist_ok=True)
-    result = write(
-        location(model), model_version, snapshot=location(snapshot), database_url=url,
-        activate=activate, keep=keep, pipeline_args=list(beam_pipeline_args),
+    result = steps.write_embeddings(
+        location(model), location(snapshot), model_version=model_version,
+        database_url=database_url, beam_pipeline_args=list(beam_pipeline_args),
     )  # fmt: skip
-    embedding_set.metadata["model_version"] = model_version
-    embedding_set.metadata["database"] = redact(url)
-    embedding_set.metadata["activated"] = result.activated
-    embedding_set.metadata["previous_version"] = result.previous_version or ""
-    for kind, rows in result.rows.items():
-        embedding_set.metadata[f"{kind}_rows"] = rows
-    for stage, seconds in result.seconds.items():
-        embedding_set.metadata[f"seconds/{stage}"] = seconds
-    embedding_set.metadata["retired"] = result.retired
-    record_step(started, embedding_set)
+    stamp(result, embedding_set=embedding_set)
+    os.makedirs(os.path.dirname(embedding_set.path), exist_ok=True)
     with open(embedding_set.path, "w") as handle:  # the record itself, beside its metadata
-        json.dump({"model_version": model_version, **embedding_set.metadata}, handle, indent=1)
+        json.dump(result["embedding_set"], handle, indent=1)

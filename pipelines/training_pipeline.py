@@ -1,9 +1,10 @@
 """The training pipeline: snapshot -> features -> model -> evaluation -> (if blessed) embeddings
--> registry. Compiled by `swiperec pipeline compile` into compiled/two_tower_training.yaml, which
-runs unchanged on KFP's local runner, a Kubeflow Pipelines cluster and Vertex AI Pipelines.
+-> registry. Compiled by `python -m pipelines compile` (`make compile`) into
+compiled/two_tower_training.yaml, which runs unchanged on KFP's local runner, a Kubeflow
+Pipelines cluster and Vertex AI Pipelines; the swiperec package ships a copy of that file.
 
     ingest_snapshot -> feature_transform -> train -> evaluate
-        blessed:     write_embeddings -> register (records the run, then switches serving)
+        blessed:     write_embeddings -> register (records the run, then promotes the version)
         not blessed: register (evaluation recorded, nothing written, serving untouched)
 
 Serving switches last, in `register`, after the lineage is recorded: a run that fails at any
@@ -98,6 +99,9 @@ def two_tower_training(
         evaluate(
             model=trained.outputs["model"],
             examples=features.outputs["examples"],
+            transform_graph=features.outputs["transform_graph"],
+            snapshot=snapshot,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ground_truth_uri=ground_truth_uri,
             thresholds_json=thresholds_json,
             model_version=version,
@@ -113,16 +117,8 @@ def two_tower_training(
         evaluation=evaluated.outputs["evaluation"],
         model_version=version,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        cutoff=cutoff,
-        negatives_per_positive=negatives_per_positive,
-        feature_config_json=feature_config_json,
-        epochs=epochs,
-        train_config_json=train_config_json,
-        thresholds_json=thresholds_json,
-        ground_truth_uri=ground_truth_uri,
         activate=activate,
         keep=keep,
-        beam_pipeline_args=beam_pipeline_args,
         database_url=database_url,
     )
     with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a KFP condition
@@ -132,8 +128,6 @@ def two_tower_training(
                 snapshot=snapshot,
                 model_version=version,
                 database_url=database_url,
-                activate=False,  # register switches serving, once the run is recorded
-                keep=keep,
                 beam_pipeline_args=beam_pipeline_args,
             ),
             "write-embeddings",

@@ -14,12 +14,12 @@ import psycopg2
 import pytest
 
 from swiperec.data.load import load_synthetic
-from swiperec.data.snapshot import take_snapshot
 from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
 from swiperec.db.embedded import EmbeddedServer
 from swiperec.db.migrate import migrate
 from swiperec.model.config import TrainConfig
+from swiperec.snapshot import take_snapshot
 
 TEMPLATE = "swiperec_template"
 _counter = itertools.count()
@@ -46,16 +46,26 @@ def pg_server(tmp_path_factory):
     server.stop()
 
 
+def fresh_database(pg_server, name: str) -> str:
+    """URL of a new, migrated database `name` on the session's server (replacing one of that
+    name), for fixtures that outlive one test; dropped with the server at the session's end."""
+    admin = psycopg2.connect(pg_server.status().url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"drop database if exists {name} with (force)")
+        cur.execute(f"create database {name} template {TEMPLATE}")
+    admin.close()
+    return _with_database(pg_server.status().url, name)
+
+
 @pytest.fixture
 def db_url(pg_server):
     """URL of a fresh, migrated database for this test, dropped afterwards."""
-    root = pg_server.status().url
     name = f"test_{os.getpid()}_{next(_counter)}"
-    admin = psycopg2.connect(root)
+    url = fresh_database(pg_server, name)
+    yield url
+    admin = psycopg2.connect(pg_server.status().url)
     admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"create database {name} template {TEMPLATE}")
-    yield _with_database(root, name)
     with admin.cursor() as cur:
         cur.execute(f"drop database if exists {name} with (force)")
     admin.close()

@@ -4,7 +4,7 @@
     swiperec data generate|import|oracle|summary        data in and out
     swiperec snapshot | transform | train | evaluate     pipeline steps, one at a time
     swiperec embeddings write|status|activate|retire     the serving sets in pgvector
-    swiperec pipeline compile|parameters|run|submit      the training pipeline (KFP)
+    swiperec pipeline parameters|run|submit              the training pipeline (KFP)
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -39,14 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"swiperec {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    db_commands.register(commands)
-    data_commands.register(commands)
-    step_commands.register(commands)
-    model_commands.register(commands)
-    evaluate_commands.register(commands)
-    embedding_commands.register(commands)
-    pipeline_commands.register(commands)
-    registry_commands.register(commands)
+    db_commands.add_commands(commands)
+    data_commands.add_commands(commands)
+    step_commands.add_commands(commands)
+    model_commands.add_commands(commands)
+    evaluate_commands.add_commands(commands)
+    embedding_commands.add_commands(commands)
+    pipeline_commands.add_commands(commands)
+    registry_commands.add_commands(commands)
     return parser
 
 

@@ -11,7 +11,7 @@ GENERATE_STAGES = ["catalogue", "people", "decisions", "reviews", "done"]
 LOAD_STAGES = ["copy videos", "copy reviews", "copy decisions", "build indexes", "analyze"]
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     data = commands.add_parser("data", help="synthetic data, CSV import, ground truth, summary")
     actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 

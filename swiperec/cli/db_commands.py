@@ -7,7 +7,7 @@ import os
 from swiperec.cli.common import UserError
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     db = commands.add_parser("db", help="the database: embedded server and schema")
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     actions.add_parser("start", help="start the embedded server (a no-op if running)").set_defaults(

@@ -7,7 +7,7 @@ import os
 from swiperec.cli.common import UserError, ready_connection
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     parser = commands.add_parser(
         "embeddings", help="write, list and switch the model versions' embeddings in pgvector"
     )
@@ -24,7 +24,10 @@ def register(commands) -> None:
     write.add_argument(
         "--snapshot", help="read videos and decisions from this snapshot (default: a fresh one)"
     )
-    write.add_argument("--activate", action="store_true", help="switch serving to it at the end")
+    write.add_argument(
+        "--activate", action="store_true",
+        help="promote the version at the end (it must be blessed), switching serving to it",
+    )  # fmt: skip
     write.add_argument("--keep", type=int, default=3, help="versions to keep (default 3)")
     write.add_argument(
         "--nice", type=int, default=10,
@@ -36,8 +39,15 @@ def register(commands) -> None:
     status = sub.add_parser("status", help="every set: version, kind, state, rows, serving")
     status.set_defaults(func=status_command)
 
-    activate = sub.add_parser("activate", help="switch serving to a version (both sets ready)")
+    activate = sub.add_parser(
+        "activate",
+        help="promote a version: serving switches to it (blessed, both sets ready)",
+        epilog="An unblessed or unevaluated version is refused unless --force --reason TEXT; "
+        "the override is recorded with its reason, who and when.",
+    )
     activate.add_argument("version")
+    activate.add_argument("--force", action="store_true", help="promote even if not blessed")
+    activate.add_argument("--reason", help="why (required with --force; recorded)")
     activate.set_defaults(func=activate_command)
 
     retire = sub.add_parser("retire", help="drop all but the newest sets, never one in use")
@@ -46,31 +56,56 @@ def register(commands) -> None:
 
 
 def write_command(args) -> int:
+    import tempfile
+
     from swiperec.db import database_url
-    from swiperec.embeddings.writer import write_embeddings
+    from swiperec.embeddings.store import retire
+    from swiperec.pipeline import steps
 
     if not os.path.exists(os.path.join(args.model, "model_card.json")):
         raise UserError(f"{args.model} is not a trained model (no model_card.json)")
-    ready_connection().close()  # the schema is up to date (or a clear error)
+    conn = ready_connection()  # the schema is up to date (or a clear error)
+    url = database_url()
     if args.nice:
         # Inference saturates the CPU; on a machine that also serves queries, they come first.
         os.nice(args.nice)
-    result = write_embeddings(
-        args.model, args.version, snapshot=args.snapshot, database_url=database_url(),
-        activate=args.activate, keep=args.keep, pipeline_args=args.beam_args,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="swiperec-embeddings-") as scratch:
+        snapshot = args.snapshot
+        if snapshot is None:  # a fresh snapshot of the database, for this write alone
+            snapshot = os.path.join(scratch, "snapshot")
+            steps.ingest_snapshot(snapshot, database_url=url)
+        result = steps.write_embeddings(
+            args.model, snapshot, model_version=args.version, database_url=url,
+            beam_pipeline_args=args.beam_args,
+        )  # fmt: skip
     for kind in ("video", "user"):
-        if kind in result.skipped:
+        if kind in result["skipped"]:
             print(f"{kind:<6} set of {args.version}: already ready, nothing written")
         else:
-            print(f"{kind:<6} set of {args.version}: {result.rows[kind]:,} embeddings")
-    if result.activated:
-        print(f"serving       {args.version} (was {result.previous_version or 'none'})")
-    if result.retired:
-        print(f"retired       {', '.join(result.retired)}")
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+            print(f"{kind:<6} set of {args.version}: {result['rows'][kind]:,} embeddings")
+    try:
+        if args.activate:
+            _promote(conn, args.version)
+        retired = retire(conn, args.keep)
+    finally:
+        conn.close()
+    if retired:
+        print(f"retired       {', '.join(retired)}")
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
     print(f"took          {timings}")
     return 0
+
+
+def _promote(conn, version: str, force: bool = False, reason: str | None = None) -> None:
+    from swiperec.embeddings.store import EmbeddingSetError
+    from swiperec.registry.versions import RegistryError, promote
+
+    try:
+        previous = promote(conn, version, force=force, reason=reason)
+    except (EmbeddingSetError, RegistryError) as err:
+        raise UserError(str(err)) from err
+    forced = f", forced: {reason}" if force else ""
+    print(f"serving       {version} (was {previous or 'none'}{forced})")
 
 
 def status_command(args) -> int:
@@ -94,16 +129,13 @@ def status_command(args) -> int:
 
 
 def activate_command(args) -> int:
-    from swiperec.embeddings.store import EmbeddingSetError, activate
-
+    if args.reason and not args.force:
+        raise UserError("--reason goes with --force")
     conn = ready_connection()
     try:
-        previous = activate(conn, args.version)
-    except EmbeddingSetError as err:
-        raise UserError(str(err)) from err
+        _promote(conn, args.version, args.force, args.reason)
     finally:
         conn.close()
-    print(f"serving       {args.version} (was {previous or 'none'})")
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from swiperec.cli.common import UserError
@@ -18,7 +17,7 @@ _THRESHOLDS = {  # flag -> (BlessingThresholds field, help)
 }
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="evaluate a trained model on the test period against popularity, matrix "
@@ -27,6 +26,16 @@ def register(commands) -> None:
     parser.add_argument("--model", required=True, help="the model folder (`swiperec train`)")
     parser.add_argument(
         "--examples", required=True, help="the examples folder (`swiperec transform`)"
+    )
+    parser.add_argument(
+        "--transform",
+        help="the transform graph folder the model was trained on (default: the one its "
+        "model_card.json names)",
+    )
+    parser.add_argument(
+        "--snapshot",
+        help="the snapshot the examples were made from (default: the one the transform read, "
+        "when its metadata names it)",
     )
     parser.add_argument(
         "--out", help="folder for evaluation.json, blessing.json, report.html "
@@ -53,54 +62,56 @@ def register(commands) -> None:
 
 
 def evaluate(args) -> int:
-    from dataclasses import replace
-
     from swiperec.data.load import ground_truth_path
-    from swiperec.evaluation.blessing import BlessingThresholds
-    from swiperec.evaluation.step import REPORT_FILE, run_evaluation
+    from swiperec.model.train import read_model_card
+    from swiperec.pipeline import steps
 
     for folder, name in ((args.model, "model_card.json"), (args.examples, "metadata.json")):
         if not os.path.exists(os.path.join(folder, name)):
             raise UserError(f"{folder} has no {name}: not a finished step output")
+    transform = args.transform or read_model_card(args.model)["input"]["transform_dir"]
+    snapshot = args.snapshot or _snapshot_of(args.examples)
     truth = args.ground_truth
     if truth is None and ground_truth_path().exists():
         truth = str(ground_truth_path())
-    production, conn = None, None
-    if args.production:
-        with open(args.production) as handle:
-            production = json.load(handle)
-    elif args.version:
+    database_url = ""
+    if args.version:
         from swiperec.cli.common import ready_connection
-        from swiperec.registry.versions import production_evaluation
+        from swiperec.db import database_url as current_url
 
-        conn = ready_connection()
-        found = production_evaluation(conn, excluding=args.version)
-        if found:
-            print(f"compared with {found[0]}, the version now serving")
-            production = found[1]
-    overrides = {
+        ready_connection().close()  # the schema is up to date (or a clear error)
+        database_url = current_url()
+    thresholds = {
         field: getattr(args, flag.lstrip("-").replace("-", "_"))
         for flag, (field, _) in _THRESHOLDS.items()
         if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
     }
-    thresholds = replace(BlessingThresholds(), **overrides)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "evaluation")
-    outcome = run_evaluation(args.model, args.examples, out, truth, thresholds, production)
-    if conn is not None:
-        from swiperec.registry.versions import record_evaluation
-
-        record_evaluation(conn, args.version, os.path.abspath(args.model), outcome.results,
-                          outcome.blessing)  # fmt: skip
-        conn.close()
+    result = steps.evaluate(
+        args.model, args.examples, transform, snapshot, out, model_version=args.version or "",
+        ground_truth_uri=truth or "", thresholds=thresholds,
+        production_evaluation_uri=args.production or "", report_path=args.report or "",
+        database_url=database_url,
+    )  # fmt: skip
+    if args.version and result["compared_with"] and not args.production:
+        print(f"compared with {result['compared_with']}, the version now serving")
+    if args.version:
         print(f"registry      {args.version} recorded as "
-              f"{'blessed' if outcome.blessing['blessed'] else 'candidate'}")  # fmt: skip
-    if args.report:
-        import shutil
-
-        shutil.copyfile(os.path.join(out, REPORT_FILE), args.report)
-    print(format_summary(outcome.results, outcome.blessing))
+              f"{'blessed' if result['blessed'] else 'candidate'}")  # fmt: skip
+    print(format_summary(result["results"], result["blessing"]))
     print(f"written       {out}/ (evaluation.json, blessing.json, report.html)")
     return 0
+
+
+def _snapshot_of(examples: str) -> str:
+    """The snapshot a transform read, as its metadata names it (runs of `swiperec transform`
+    record it; a pipeline's examples carry only its content hash: give --snapshot)."""
+    from swiperec.features.transform import read_metadata
+
+    path = read_metadata(examples)["snapshot"].get("path")
+    if not path:
+        raise UserError(f"{examples} does not name its snapshot: give --snapshot")
+    return path
 
 
 def format_summary(results: dict, blessing: dict) -> str:

@@ -19,7 +19,7 @@ _OVERRIDES = {
 }
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     parser = commands.add_parser(
         "train",
         help="train the two-tower model on a transform's output; writes the towers "
@@ -41,11 +41,8 @@ def register(commands) -> None:
 
 
 def train(args) -> int:
-    from dataclasses import replace
-
     from swiperec.features.transform import read_metadata
-    from swiperec.model.config import TrainConfig
-    from swiperec.model.train import train as train_model
+    from swiperec.pipeline import steps
 
     examples = args.examples or os.path.join(
         os.path.dirname(args.transform.rstrip("/")), "examples"
@@ -61,11 +58,11 @@ def train(args) -> int:
         if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
     }
     try:
-        config = replace(TrainConfig(), **overrides)
-    except ValueError as err:
+        result = steps.train(args.transform, examples, args.out, train_config=overrides,
+                             verbose=0 if args.quiet else 2)  # fmt: skip
+    except ValueError as err:  # a setting out of range, before any training
         raise UserError(str(err)) from err
-    result = train_model(args.transform, examples, args.out, config, verbose=0 if args.quiet else 2)
-    card = result.card
+    card = result["card"]
     training, validation = card["training"], card["metrics"]["validation"]
     print(f"model         {args.out}")
     print(

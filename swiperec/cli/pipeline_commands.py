@@ -1,4 +1,5 @@
-"""`swiperec pipeline compile | parameters | run --local | submit`: the training pipeline."""
+"""`swiperec pipeline parameters | run --local | submit`: the training pipeline (compiling it is
+a developer's action in a source checkout: `make compile`)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,13 @@ _PARAM_HELP = (
 )
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     parser = commands.add_parser(
         "pipeline",
-        help="the training pipeline (KFP): compile it, run it locally, submit it to a cluster",
+        help="the training pipeline (KFP): list its parameters, run it locally, submit it to a "
+        "cluster",
     )
     sub = parser.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
-
-    compile_parser = sub.add_parser(
-        "compile", help="write the pipeline YAML (default: the committed compiled file)"
-    )
-    compile_parser.add_argument("--out", help="where to write it instead")
-    compile_parser.set_defaults(func=compile_command)
 
     parameters = sub.add_parser("parameters", help="the pipeline's parameters and defaults")
     parameters.set_defaults(func=parameters_command)
@@ -55,14 +51,6 @@ def register(commands) -> None:
     submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help=_PARAM_HELP)  # fmt: skip
     submit.set_defaults(func=submit_command)
-
-
-def compile_command(args) -> int:
-    from swiperec.pipeline.run import COMPILED, compile_pipeline
-
-    path = compile_pipeline(args.out or COMPILED)
-    print(f"compiled      {path}")
-    return 0
 
 
 def parameters_command(args) -> int:

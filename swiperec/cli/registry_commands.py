@@ -8,7 +8,7 @@ from datetime import UTC
 from swiperec.cli.common import UserError, ready_connection
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     parser = commands.add_parser(
         "registry", help="model versions: list, show, lineage (which data and run made them), alias"
     )

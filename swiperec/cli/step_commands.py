@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from swiperec.cli.common import UserError, ready_connection, stage_bar
+from swiperec.cli.common import UserError, ready_connection
 from swiperec.cli.data_commands import add_generation_options, config_from_args, generate_into
 
 
-def register(commands) -> None:
+def add_commands(commands) -> None:
     snapshot_parser = commands.add_parser(
         "snapshot",
         help="write videos, reviews and decisions up to a cutoff as Parquet files, "
@@ -117,63 +117,57 @@ def _parse_time(text: str):
 
 
 def snapshot(args) -> int:
-    from swiperec.data.snapshot import TABLES, take_snapshot
+    from swiperec.db import database_url
+    from swiperec.pipeline import steps
+    from swiperec.snapshot import SnapshotError
 
-    conn = ready_connection()
+    ready_connection().close()  # the schema is up to date (or a clear error)
     started = time.perf_counter()
-    bar, advance = stage_bar([t.name for t in TABLES], "snapshot")
     try:
-        meta = take_snapshot(
-            conn, args.out, cutoff=args.cutoff, overwrite=args.overwrite, progress=advance
-        )
-    finally:
-        bar.close()
-        conn.close()
-    print(f"snapshot      {meta.uri}")
-    print(f"cutoff        {meta.cutoff.isoformat()}")
-    for table, rows in meta.row_counts.items():
-        span = meta.time_ranges.get(table)
-        print(f"{table:<13} {rows:>10,} rows" + (f"  {span[0]} .. {span[1]}" if span else ""))
-    print(f"content hash  {meta.content_hash}")
+        result = steps.ingest_snapshot(
+            args.out, cutoff=args.cutoff.isoformat() if args.cutoff else "",
+            database_url=database_url(), overwrite=args.overwrite,
+        )  # fmt: skip
+    except SnapshotError as err:
+        raise UserError(str(err)) from err
+    meta = result["snapshot"]
+    print(f"snapshot      {result['uri']}")
+    print(f"cutoff        {meta['cutoff']}")
+    for table in ("videos", "reviews", "decisions"):
+        span = result["time_ranges"].get(table)
+        print(f"{table:<13} {meta[f'rows/{table}']:>10,} rows"
+              + (f"  {span[0]} .. {span[1]}" if span else ""))  # fmt: skip
+    print(f"content hash  {meta['content_hash']}")
     print(f"took          {time.perf_counter() - started:.1f} s")
     return 0
 
 
 def transform(args) -> int:
     import os
-    from dataclasses import replace
 
-    from swiperec.data.snapshot import read_snapshot_metadata
-    from swiperec.features.config import FeatureConfig
-    from swiperec.features.transform import run_transform
+    from swiperec.pipeline import steps
+    from swiperec.snapshot import read_metadata
 
-    read_snapshot_metadata(args.snapshot)  # a clear error for a missing or partial snapshot
+    read_metadata(args.snapshot)  # a clear error for a missing or partial snapshot
     overrides = {
         name: getattr(args, name)
-        for name in (
-            "negatives_per_positive",
-            "pseudo_user_weight",
-            "popularity_alpha",
-            "val_start",
-            "test_start",
-            "seed",
-        )
+        for name in ("pseudo_user_weight", "popularity_alpha", "val_start", "test_start", "seed")
         if getattr(args, name) is not None
     }
+    for name in ("val_start", "test_start"):
+        if name in overrides:
+            overrides[name] = overrides[name].isoformat()
     try:
-        config = replace(FeatureConfig(), **overrides)
-    except ValueError as err:
+        result = steps.feature_transform(
+            args.snapshot, os.path.join(args.out, "transform"), os.path.join(args.out, "examples"),
+            negatives_per_positive=args.negatives_per_positive, feature_config=overrides,
+            beam_pipeline_args=args.beam_args,
+        )  # fmt: skip
+    except ValueError as err:  # a setting out of range, before any work
         raise UserError(str(err)) from err
-    result = run_transform(
-        args.snapshot,
-        os.path.join(args.out, "transform"),
-        os.path.join(args.out, "examples"),
-        config,
-        args.beam_args,
-    )
-    meta = result.metadata
-    print(f"transform     {result.transform_dir}")
-    print(f"examples      {result.examples_dir}")
+    meta = result["metadata"]
+    print(f"transform     {os.path.join(args.out, 'transform')}")
+    print(f"examples      {os.path.join(args.out, 'examples')}")
     catalogue = meta["catalogue"]
     print(f"catalogue     {catalogue['videos']:,} videos, ages as of {catalogue['as_of']}")
     bounds = meta["split_boundaries"]
@@ -205,6 +199,7 @@ def demo(args) -> int:
     from swiperec.db.connection import redact, uses_embedded_server
     from swiperec.embeddings.store import refresh_popularity
     from swiperec.pipeline.run import parse_arguments
+    from swiperec.registry.versions import forget_all
 
     if not uses_embedded_server() and not args.allow_remote:
         raise UserError(
@@ -222,7 +217,7 @@ def demo(args) -> int:
     print(f"database    {redact(url)}")
     conn = ready_connection()
     print("schema      up to date")
-    clear_serving(conn)  # embeddings and models of a replaced data set mean nothing for the new one
+    forget_all(conn)  # embeddings and models of a replaced data set mean nothing for the new one
     counts = generate_into(conn, config, replace=True)
     refresh_popularity(conn)
     print(
@@ -242,34 +237,18 @@ def demo(args) -> int:
     return 0
 
 
-def clear_serving(conn) -> None:
-    """Forget what served and was registered: serving state and routes, every embedding set,
-    model versions and their lineage. Only for the demo, which replaces the data too."""
-    from swiperec.embeddings.store import retire
-
-    with conn, conn.cursor() as cur:
-        cur.execute("delete from serving_routes")
-        cur.execute("delete from serving_state")
-    retire(conn, keep=0)
-    with conn, conn.cursor() as cur:
-        cur.execute("truncate serving_routes, lineage_events, lineage_executions, "
-                    "model_version_aliases, model_versions, lineage_artifacts")  # fmt: skip
-
-
 def print_recommendations(version: str) -> None:
     """Ten recommendations for a sample user (the real user with the most likes) from the
     version that serves now, through the Edge Function's SQL."""
     from swiperec.db import connect
     from swiperec.embeddings.store import serving_version
-    from swiperec.serving.recommend import recommend
+    from swiperec.registry.lineage import show_version
+    from swiperec.serving.recommend import recommend, sample_user
 
     conn = connect()
     try:
         serving = serving_version(conn)
-        with conn.cursor() as cur:
-            cur.execute("select blessed from model_versions where model_version = %s", (version,))
-            blessed = (cur.fetchone() or (None,))[0]
-        conn.rollback()
+        blessed = show_version(conn, version)["blessed"]
         why = "was not blessed" if not blessed else "was not activated (activate=false)"
         print()
         if serving is None:
@@ -277,16 +256,7 @@ def print_recommendations(version: str) -> None:
             return
         if serving != version:
             print(f"serving       {serving} ({version} {why}, so serving did not change)")
-        with conn.cursor() as cur:
-            cur.execute(
-                "select e.user_id, count(*) filter (where d.decision = 'like') as likes "
-                "from user_embeddings e join user_video_latest_decisions d using (user_id) "
-                "where e.model_version = %s group by e.user_id order by likes desc, e.user_id "
-                "limit 1",
-                (serving,),
-            )
-            row = cur.fetchone()
-        conn.rollback()
+        row = sample_user(conn, serving)
         if row is None:
             print(f"serving       {serving} has no user embeddings: no real users yet")
             return

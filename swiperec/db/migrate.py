@@ -14,21 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swiperec.errors import SwiperecError
+from swiperec.resources import resource_path
 
 _MIGRATION_FILE = re.compile(r"^(\d{14})_([A-Za-z0-9_\-]+)\.sql$")
 _LOCK_KEY = 727_001  # any constant: identifies "swiperec migrations" among advisory locks
 
-LOCAL_BOOTSTRAP = Path(__file__).with_name("local_bootstrap.sql")
+LOCAL_BOOTSTRAP = Path(__file__).with_name("local_bootstrap.sql")  # package data of this module
 
 
 def default_migrations_dir() -> Path:
-    """`$SWIPEREC_MIGRATIONS`, else `supabase/migrations` of the source tree."""
+    """`$SWIPEREC_MIGRATIONS`, else the package's copy of `supabase/migrations`."""
     override = os.environ.get("SWIPEREC_MIGRATIONS")
-    return (
-        Path(override)
-        if override
-        else Path(__file__).resolve().parents[2] / "supabase" / "migrations"
-    )
+    return Path(override) if override else resource_path("migrations")
 
 
 @dataclass(frozen=True)

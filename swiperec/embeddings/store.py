@@ -5,8 +5,11 @@ The life of a model version's set (one per kind, `video` and `user`):
     begin_set(conn, "v7", "video", 768)            loading: an empty standalone table
     copy_shard(conn, "v7", "video", "0", ids, x)   binary COPY, once per shard (any worker)
     finish_set(conn, "v7", "video")                primary key, HNSW, ANALYZE, attach: ready
-    activate(conn, "v7")                           both kinds ready -> serving_state = v7
+    switch_serving(cur, "v7")                      both kinds ready -> serving_state = v7
     retire(conn, keep=3)                           drop old sets not in use
+
+Switching is the registry's to decide (`swiperec.registry.versions.promote` checks the
+version's blessing and records the promotion in the same transaction).
 
 Why this order: COPY into a table without indexes is the fast path (an HNSW index maintained
 row by row is ~100x slower), and building the index once over all rows gives the best graph.
@@ -33,7 +36,6 @@ from psycopg2 import errors, sql
 
 from swiperec.db.binary_copy import Column, copy_binary
 from swiperec.model.config import EMBEDDING_DIM
-from swiperec.registry.versions import mark_production
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
 
@@ -237,28 +239,25 @@ def refresh_popularity(conn) -> None:
         cur.execute("refresh materialized view concurrently swiperec_private.video_popularity")
 
 
-def activate(conn, version: str) -> str | None:
-    """Make `version` the serving one, in one short transaction; returns the previous version.
-    Both its sets must be ready. The registry records it as the version in production."""
-    with conn, conn.cursor() as cur:
-        cur.execute("select kind from embedding_sets where model_version = %s and state = 'ready'",
-                    (version,))  # fmt: skip
-        ready = {r[0] for r in cur.fetchall()}
-        if ready != set(KINDS):
-            missing = ", ".join(sorted(set(KINDS) - ready))
-            raise EmbeddingSetError(f"version {version!r} cannot serve: no ready {missing} set")
-        cur.execute("select model_version from serving_state for update")
-        row = cur.fetchone()
-        previous = row[0] if row else None
-        cur.execute(
-            "insert into serving_state (singleton, model_version, activated_at) "
-            "values (true, %s, now()) on conflict (singleton) "
-            "do update set model_version = excluded.model_version, activated_at = now()",
-            (version,),
-        )
-        cur.execute("insert into embedding_activations (model_version, previous_version) "
-                    "values (%s, %s)", (version, previous))  # fmt: skip
-        mark_production(cur, version)
+def switch_serving(cur, version: str) -> str | None:
+    """Make `version` the serving one, inside the caller's transaction (`cur`); returns the
+    previous version. Both its sets must be ready. The registry's `promote` is the one caller:
+    it records the promotion in the same transaction."""
+    cur.execute("select kind from embedding_sets where model_version = %s and state = 'ready'",
+                (version,))  # fmt: skip
+    ready = {r[0] for r in cur.fetchall()}
+    if ready != set(KINDS):
+        missing = ", ".join(sorted(set(KINDS) - ready))
+        raise EmbeddingSetError(f"version {version!r} cannot serve: no ready {missing} set")
+    cur.execute("select model_version from serving_state for update")
+    row = cur.fetchone()
+    previous = row[0] if row else None
+    cur.execute(
+        "insert into serving_state (singleton, model_version, activated_at) "
+        "values (true, %s, now()) on conflict (singleton) "
+        "do update set model_version = excluded.model_version, activated_at = now()",
+        (version,),
+    )
     return previous
 
 

@@ -1,10 +1,9 @@
 """The batch embedding refresh: every video and every user through the exported towers, on
 Beam, into a new pgvector set; then index, attach and (optionally) switch it live.
 
-    write_embeddings("artifacts/model", "v7", snapshot="artifacts/snapshot",
-                     database_url=url, activate=True)
+    write_embeddings("artifacts/model", "v7", "artifacts/snapshot", database_url=url)
 
-1. Driver: read the snapshot (or take a fresh one from the database), start both sets
+1. Driver: read the snapshot, start both sets
    (`store.begin_set`; a set already ready is skipped: re-running a version adds nothing).
 2. Beam: chunks of catalogue rows and of users are the elements. A worker builds each row's raw
    features with the same code the transform used (`video_raw_features`, `UserHistory`), runs
@@ -12,14 +11,15 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
    the loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle
    is skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
    keyed by the auth user id); pseudo-users exist for training.
-3. Driver, after every shard is in: primary key, HNSW, ANALYZE, attach (`store.finish_set`),
-   then `activate` when asked, then the retention policy (`store.retire`).
+3. Driver, after every shard is in: primary key, HNSW, ANALYZE, attach (`store.finish_set`).
+   The set is then ready but serves nobody: the registry promotes a version
+   (`swiperec.registry.versions.promote`), which switches serving to it.
 
 Beyond one machine: pass Beam options (`--runner=DataflowRunner ...` or Flink) and a database
 URL the workers can reach. Each worker COPYs its own shards into the same loading set, in
-parallel; nothing serves from it until the driver finishes and activates, once, after the
-pipeline has completed. Workers read the catalogue from the snapshot themselves (it must be on
-storage they all see, e.g. gs://; give `snapshot=` there); the driver sends them row ranges and
+parallel; nothing serves from it until the driver has finished it and the version is
+promoted. Workers read the catalogue from the snapshot themselves (it must be on storage they
+all see, e.g. gs://); the driver sends them row ranges and
 users' events (~50 MB at 10k users: `--experiments=upload_graph` on Dataflow; reading the
 decisions in the workers too is the step beyond that).
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gc
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -45,9 +44,6 @@ class WriteResult:
     rows: dict = field(default_factory=dict)  # kind -> rows in the set
     seconds: dict = field(default_factory=dict)  # stage -> seconds
     skipped: list = field(default_factory=list)  # kinds already ready
-    activated: bool = False
-    previous_version: str | None = None
-    retired: list = field(default_factory=list)
 
 
 def _video_chunks(catalogue, rows_per_chunk: int):
@@ -136,25 +132,22 @@ class EmbedAndCopy:
 def write_embeddings(
     model_dir: str,
     version: str,
+    snapshot: str,
     *,
-    snapshot: str | None = None,
     database_url: str | None = None,
-    activate: bool = False,
-    keep: int = 3,
     pipeline_args: list[str] | None = None,
     rows_per_chunk: int = 4096,
     users_per_chunk: int = 256,
     index: store.IndexParams | None = None,
 ) -> WriteResult:
-    """Refresh every video's and every real user's embedding as set `version` (see above)."""
+    """Embed every video and every real user of `snapshot` as set `version` (see above)."""
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
+    from swiperec.beam_pipeline import new_pipeline
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
-    from swiperec.features.config import FeatureConfig
+    from swiperec.features.config import FeatureConfig, datetime_to_us
     from swiperec.features.events import load_snapshot
-    from swiperec.features.transform import _local_runner
     from swiperec.model.train import read_model_card
 
     url = database_url or default_url()
@@ -163,16 +156,9 @@ def write_embeddings(
     config = FeatureConfig.from_dict(card["input"]["feature_config"])
     started = time.perf_counter()
     conn = connect(url)
-    scratch = None
-    if snapshot is None:
-        from swiperec.data.snapshot import take_snapshot
-
-        scratch = tempfile.TemporaryDirectory(prefix="swiperec-embeddings-")
-        snapshot = os.path.join(scratch.name, "snapshot")
-        take_snapshot(conn, snapshot)
     try:
         catalogue, events, meta = load_snapshot(snapshot, config)
-        as_of_us = _as_of(meta, events)
+        as_of_us = datetime_to_us(meta.cutoff)  # the time the embeddings describe
         dimension = card["embedding_dim"]
         kinds = [k for k in ("video", "user") if store.begin_set(conn, version, k, dimension)]
         result.skipped = [k for k in ("video", "user") if k not in kinds]
@@ -186,9 +172,7 @@ def write_embeddings(
             if "user" in kinds:
                 elements += list(_user_chunks(events, users_per_chunk))
             del events
-            pipeline = beam.Pipeline(
-                runner=_local_runner(pipeline_args), options=PipelineOptions(pipeline_args or [])
-            )
+            pipeline = new_pipeline(pipeline_args)
             fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us)
             _ = (
                 pipeline
@@ -209,18 +193,10 @@ def write_embeddings(
         start = time.perf_counter()
         store.refresh_popularity(conn)  # the serving fallback's order, as of this refresh
         result.seconds["popularity"] = round(time.perf_counter() - start, 2)
-        if activate:
-            start = time.perf_counter()
-            result.previous_version = store.activate(conn, version)
-            result.activated = True
-            result.seconds["activate"] = round(time.perf_counter() - start, 3)
-        result.retired = store.retire(conn, keep)
         result.seconds["total"] = round(time.perf_counter() - started, 2)
         return result
     finally:
         conn.close()
-        if scratch is not None:
-            scratch.cleanup()
 
 
 def _as_dofn(body: EmbedAndCopy):
@@ -240,15 +216,3 @@ def _as_dofn(body: EmbedAndCopy):
             yield from self.body.process(element)
 
     return EmbedAndCopyFn(body)
-
-
-def _as_of(meta: dict, events) -> int:
-    """The time embeddings describe: the snapshot's cutoff (UTC µs)."""
-    from datetime import datetime
-
-    from swiperec.features.config import datetime_to_us
-
-    cutoff = meta.get("cutoff")
-    if cutoff:
-        return datetime_to_us(datetime.fromisoformat(cutoff))
-    return int(events.time_us.max()) if len(events.time_us) else 0

@@ -1,6 +1,7 @@
 """What the evaluator ranks and scores, assembled once: the catalogue, the test period, history.
 
-    data = load_evaluation_data("artifacts/model", "artifacts/examples")
+    data = load_evaluation_data("artifacts/model", "artifacts/examples", "artifacts/transform",
+                                "artifacts/snapshot")
 
 - The catalogue: every video of the snapshot, in `video_id` order (row i of every [N] array),
   with its genres and maker (for diversity), its like count before the test period (popularity)
@@ -73,9 +74,10 @@ def _us(iso: str) -> int:
     return int(np.datetime64(iso.rstrip("Z"), "us").astype(np.int64))
 
 
-def load_evaluation_data(model_dir: str, examples_dir: str, snapshot: str | None = None):
-    """Embed the test period with the model in `model_dir` (its `.keras` towers) and read the
-    history before it from the snapshot the examples were made from (or `snapshot`)."""
+def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, snapshot: str):
+    """Embed the test period with the model in `model_dir` (its `.keras` towers) over the
+    examples and transform graph the transform step wrote, and read the history before it from
+    `snapshot`, the snapshot the examples were made from. Reads these four and nothing else."""
     import tensorflow_transform as tft
 
     from swiperec.features.transform import read_metadata
@@ -85,9 +87,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, snapshot: str | None
     from swiperec.model.train import read_model_card
 
     meta = read_metadata(examples_dir)
-    card = read_model_card(model_dir)
-    transform_dir = card["input"]["transform_dir"]
-    snapshot = snapshot or meta["snapshot"]["path"]
+    read_model_card(model_dir)  # a clear error for a model that did not finish
     config = FeatureConfig.from_dict(meta["config"])
     test_start = meta["split_boundaries"]["test_start"]
     validation_start = meta["split_boundaries"]["validation_start"]

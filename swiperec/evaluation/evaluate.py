@@ -1,6 +1,7 @@
 """The evaluation step: a trained model against baselines and the ceiling on the test period.
 
-    result = evaluate("artifacts/model", "artifacts/examples", ground_truth="truth.npz")
+    result = evaluate("artifacts/model", "artifacts/examples", "artifacts/transform",
+                      "artifacts/snapshot", ground_truth="truth.npz")
 
 Every scorer is measured the same way on the same split:
 - `model`: cosine of the user (as of the example / the test period's start) and the video;
@@ -35,6 +36,8 @@ TASKS = {  # classification task -> which negatives it keeps
     "like_vs_sampled": ("sampled",),
 }
 EVALUATION_FILE = "evaluation.json"
+BLESSING_FILE = "blessing.json"
+REPORT_FILE = "report.html"
 
 
 @dataclass(frozen=True)
@@ -275,14 +278,15 @@ def _list(values) -> list:
 def evaluate(
     model_dir: str,
     examples_dir: str,
+    transform_dir: str,
+    snapshot: str,
     ground_truth: str | None = None,
-    snapshot: str | None = None,
     baseline: BaselineConfig | None = None,
 ) -> dict:
     """Load, embed and evaluate; returns the results dict (see `evaluate_data`)."""
     from swiperec.evaluation.data import load_evaluation_data
 
-    data = load_evaluation_data(model_dir, examples_dir, snapshot)
+    data = load_evaluation_data(model_dir, examples_dir, transform_dir, snapshot)
     truth, oracle_note = None, "no ground truth given"
     if ground_truth:
         from swiperec.data.synthetic_truth import GroundTruth
@@ -300,6 +304,48 @@ def evaluate(
     results["baseline_config"] = asdict(baseline or BaselineConfig())
     results["embeddings"] = {"video": data.video_embeddings, "user": data.user_embeddings}
     return results
+
+
+@dataclass
+class EvaluationOutcome:
+    results: dict
+    blessing: dict
+    out_dir: str
+
+
+def evaluate_and_bless(
+    model_dir: str,
+    examples_dir: str,
+    transform_dir: str,
+    snapshot: str,
+    out_dir: str,
+    ground_truth: str | None = None,
+    thresholds=None,
+    production: dict | None = None,
+    report: bool = True,
+    baseline: BaselineConfig | None = None,
+) -> EvaluationOutcome:
+    """Evaluate, decide the blessing and write both to `out_dir`: `evaluation.json` (every
+    metric of the model, the baselines and the oracle), `blessing.json` (the decision with its
+    checks and reasons) and, unless `report=False`, `report.html`. `production` is the
+    evaluation of the model now serving, when there is one: the relative thresholds
+    (`BlessingThresholds`) compare against it."""
+    import tensorflow as tf
+
+    from swiperec.evaluation.blessing import bless
+
+    results = evaluate(model_dir, examples_dir, transform_dir, snapshot, ground_truth, baseline)
+    embeddings = results.pop("embeddings")
+    blessing = bless(results, embeddings, thresholds, production)
+    tf.io.gfile.makedirs(out_dir)
+    write_results(results, os.path.join(out_dir, EVALUATION_FILE))
+    with tf.io.gfile.GFile(os.path.join(out_dir, BLESSING_FILE), "w") as handle:
+        handle.write(json.dumps(blessing, indent=1))
+    if report:
+        from swiperec.evaluation.report import render_report
+
+        render_report(results, os.path.join(out_dir, REPORT_FILE), blessing=blessing)
+    return EvaluationOutcome(results, blessing, out_dir)
 
 
 def write_results(results: dict, path: str) -> None:

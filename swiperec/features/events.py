@@ -8,7 +8,6 @@ snapshot's Parquet files, the tests on small hand-built tables.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -16,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from swiperec.features.config import FeatureConfig
+from swiperec.snapshot import SnapshotMetadata, read_metadata, read_tables
 
 PSEUDO_USER_PREFIX = "review:"  # user_key of a pseudo-user: the prefix + reviewer_id
 _ALWAYS_RELEASED_US = np.iinfo(np.int64).min
@@ -107,42 +106,21 @@ class Events:
 
 def load_snapshot(
     folder: str | os.PathLike, config: FeatureConfig | None = None
-) -> tuple[Catalogue, Events, dict]:
-    """Read a snapshot folder (local or any URI pyarrow.fs knows, e.g. gs://).
-
-    The folder holds videos.parquet, decisions.parquet, reviews.parquet and metadata.json.
-    Returns the catalogue, the events (see `events_from_tables`) and the parsed metadata.
-    """
-    filesystem, root = _filesystem(folder)
-    tables = {
-        name: pq.read_table(f"{root}/{name}.parquet", filesystem=filesystem)
-        for name in ("videos", "decisions", "reviews")
-    }
-    with filesystem.open_input_stream(f"{root}/metadata.json") as f:
-        metadata = json.loads(f.read().decode("utf-8"))
+) -> tuple[Catalogue, Events, SnapshotMetadata]:
+    """Read a snapshot folder (local or any URI pyarrow.fs knows, e.g. gs://): the catalogue,
+    the events (see `events_from_tables`) and the snapshot's metadata."""
+    metadata = read_metadata(folder)
+    tables = read_tables(folder)
     catalogue, events = events_from_tables(
         tables["videos"], tables["decisions"], tables["reviews"], config or FeatureConfig()
     )
     return catalogue, events, metadata
 
 
-def _filesystem(folder):
-    """(pyarrow filesystem, root path without a trailing slash) of a local folder or a URI."""
-    from pyarrow import fs
-
-    folder = str(folder)
-    if "://" in folder:
-        filesystem, root = fs.FileSystem.from_uri(folder)
-    else:
-        filesystem, root = fs.LocalFileSystem(), os.path.abspath(folder)
-    return filesystem, root.rstrip("/")
-
-
 def load_catalogue(folder: str | os.PathLike) -> Catalogue:
     """The catalogue of a snapshot folder alone (videos.parquet): what a worker that embeds
     videos or builds user features needs, read where it runs rather than shipped to it."""
-    filesystem, root = _filesystem(folder)
-    return catalogue_from_table(pq.read_table(f"{root}/videos.parquet", filesystem=filesystem))
+    return catalogue_from_table(read_tables(folder, ("videos",))["videos"])
 
 
 def events_from_tables(

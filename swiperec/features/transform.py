@@ -47,8 +47,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swiperec.beam_pipeline import new_pipeline
 from swiperec.errors import SwiperecError
-from swiperec.features.config import FeatureConfig
+from swiperec.features.config import FeatureConfig, datetime_to_us
 from swiperec.features.events import load_snapshot
 from swiperec.features.examples import NegativeSampler, build_user_examples, split_boundaries
 from swiperec.features.preprocessing import example_spec
@@ -281,21 +282,18 @@ def run_transform(
     pipeline_args: list[str] | None = None,
 ) -> TransformResult:
     """Run the feature transform over `snapshot` (local paths or gs:// URIs throughout)."""
-    import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     config = config or FeatureConfig()
     started = time.time()
     catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
     boundaries = split_boundaries(events, config)
     sampler = NegativeSampler(catalogue, events, boundaries, config)
-    cutoff_us = _cutoff_us(snapshot_meta, events)
+    cutoff_us = datetime_to_us(snapshot_meta.cutoff)
     del events  # the pipeline re-reads the events; only the catalogue and sampler travel
 
-    options = PipelineOptions(pipeline_args or [])
     raw_dir = os.path.join(examples_dir, "_raw")
     # A re-run replaces what an earlier (maybe failed) run left: stale shards would be read.
     for folder in (
@@ -305,7 +303,7 @@ def run_transform(
     ):
         if tf.io.gfile.exists(folder):
             tf.io.gfile.rmtree(folder)
-    examples_pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
+    examples_pipeline = new_pipeline(pipeline_args)
     _build_examples_pipeline(
         examples_pipeline, snapshot, raw_dir, config, catalogue, sampler, boundaries
     )
@@ -323,7 +321,7 @@ def run_transform(
         if remote
         else tempfile.mkdtemp(prefix="swiperec-tft-")
     )
-    transform_pipeline = beam.Pipeline(runner=_local_runner(pipeline_args), options=options)
+    transform_pipeline = new_pipeline(pipeline_args)
     with tft_beam.Context(temp_dir=temp_dir):
         _build_transform_pipeline(
             transform_pipeline, raw_dir, transform_dir, examples_dir, config, catalogue, cutoff_us
@@ -345,10 +343,10 @@ def run_transform(
         for tower in ("video", "user")
     }
     metadata = {
-        "snapshot": {
+        "snapshot": {  # where it was read from: for people (`swiperec evaluate`'s default)
             "path": snapshot,
-            "content_hash": snapshot_meta.get("content_hash"),
-            "cutoff": snapshot_meta.get("cutoff"),
+            "content_hash": snapshot_meta.content_hash,
+            "cutoff": snapshot_meta.cutoff.isoformat(),
         },
         "config": config.to_dict(),
         "split_boundaries": {
@@ -380,20 +378,6 @@ def _run(pipeline, read=None):
         # code 139) after all work is done; release them while everything is still alive.
         del pipeline
         gc.collect()
-
-
-def _local_runner(pipeline_args: list[str] | None):
-    """Beam's in-process FnApiRunner when no --runner is given.
-
-    Beam's DirectRunner would first try its Prism runner, which downloads a binary at run time;
-    the FnApiRunner is what it falls back to, and takes the same options
-    (`--direct_num_workers=2 --direct_running_mode=multi_processing` for two processes).
-    """
-    if any(arg.startswith("--runner") for arg in pipeline_args or []):
-        return None
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    return FnApiRunner()
 
 
 def _count(example: dict) -> None:
@@ -428,18 +412,6 @@ def _vocabulary_sizes(outputs: dict) -> dict[str, int]:
         for tower, vocabularies in names.items()
         for name in vocabularies
     }
-
-
-def _cutoff_us(snapshot_meta: dict, events) -> int:
-    """The snapshot's cutoff (UTC µs): the time the catalogue's ages are counted to."""
-    from datetime import datetime
-
-    from swiperec.features.config import datetime_to_us
-
-    cutoff = snapshot_meta.get("cutoff")
-    if cutoff:
-        return datetime_to_us(datetime.fromisoformat(cutoff))
-    return int(events.time_us.max()) if len(events.time_us) else 0
 
 
 def _iso(time_us: int) -> str:

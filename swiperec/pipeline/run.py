@@ -1,12 +1,13 @@
-"""Compile the training pipeline, run it with KFP's local runner, submit it to a cluster.
+"""Run the compiled training pipeline with KFP's local runner, or submit it to a cluster.
 
-    compile_pipeline()                               # the committed YAML, recompiled
     run_local({"epochs": 5}, pipeline_root="runs/")  # every step a local subprocess
     submit("https://kfp.example.com", {"activate": False})
 
-The compiled YAML is what runs everywhere: `run_local` and `submit` load the committed file, so
-a local run exercises exactly what a cluster would run. Compiling needs a source checkout (the
-pipeline and its components are defined beside the package, not inside it).
+The compiled YAML is what runs everywhere: `run_local` and `submit` load the copy this package
+ships (`swiperec.resources`), so a local run exercises exactly what a cluster would run.
+Compiling is a developer's action in a source checkout (`make compile`, i.e.
+`python -m pipelines compile`): the pipeline and its components live beside the package in
+`pipelines/` and `components/`, and the package never imports them.
 """
 
 from __future__ import annotations
@@ -14,45 +15,19 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from swiperec.errors import SwiperecError
+from swiperec.registry.versions import new_version_name
+from swiperec.resources import PIPELINE_YAML, resource_path
 
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
-PIPELINE_YAML = "pipelines/compiled/two_tower_training.yaml"
-COMPILED = SOURCE_ROOT / PIPELINE_YAML
+COMPILED = resource_path(PIPELINE_YAML)
 
 
 class PipelineError(SwiperecError):
-    """The pipeline cannot be compiled, run or submitted as asked."""
-
-
-def pipeline_function():
-    """The `@dsl.pipeline` function, imported from the source checkout."""
-    if not (SOURCE_ROOT / "pipelines" / "training_pipeline.py").exists():
-        raise PipelineError(
-            f"no pipelines/training_pipeline.py under {SOURCE_ROOT}: compiling needs a source "
-            "checkout of swiperec (an installed package runs the compiled YAML only)"
-        )
-    if str(SOURCE_ROOT) not in sys.path:
-        sys.path.insert(0, str(SOURCE_ROOT))
-    from pipelines.training_pipeline import two_tower_training
-
-    return two_tower_training
-
-
-def compile_pipeline(out: str | Path = COMPILED) -> Path:
-    """Write the pipeline's YAML to `out` (by default the committed file); returns the path."""
-    from kfp import compiler
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_function(), str(out))
-    return out
+    """The pipeline cannot be run or submitted as asked."""
 
 
 def pipeline_parameters(package: str | Path = COMPILED) -> dict[str, dict]:
@@ -120,7 +95,7 @@ def run_local(
     from kfp import components, local
 
     arguments = dict(arguments)
-    arguments.setdefault("model_version", default_version())
+    arguments.setdefault("model_version", new_version_name())
     arguments = check_arguments(arguments, package)
     root = Path(pipeline_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -204,16 +179,11 @@ def submit(
     run = client.create_run_from_pipeline_package(
         str(package),
         arguments=arguments,
-        run_name=run_name or f"two-tower-training {default_version()}",
+        run_name=run_name or f"two-tower-training {new_version_name()}",
         experiment_name=experiment,
         namespace=namespace,
     )
     return run.run_id
-
-
-def default_version() -> str:
-    """A new version's name from the time: v20261124-153000."""
-    return datetime.now(UTC).strftime("v%Y%m%d-%H%M%S")
 
 
 def parse_arguments(pairs: list[str], package: str | Path = COMPILED) -> dict:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import PurePath
 
-from swiperec.errors import SwiperecError
+from swiperec.registry.versions import RegistryError, claim_version
 
 ARTIFACT_TYPES = (
     "snapshot", "transform_graph", "examples", "model", "evaluation", "embedding_set",
@@ -36,10 +36,6 @@ EXECUTION_STATES = ("complete", "failed", "skipped")
 LATEST = "latest"  # the alias that moves to each version `record_run` registers
 
 _CHUNK = 1 << 20
-
-
-class RegistryError(SwiperecError):
-    """A version or alias that does not exist, or a request the registry cannot honour."""
 
 
 @dataclass(frozen=True)
@@ -280,20 +276,11 @@ def _upsert_execution(cur, run_id: str, execution: Execution) -> tuple[int, bool
 
 
 def _register_version(cur, version: str, run_id: str, model: Artifact, artifact_id: int) -> None:
-    cur.execute("select run_id from model_versions where model_version = %s for update",
-                (version,))  # fmt: skip
-    row = cur.fetchone()
-    if row and row[0] is not None and row[0] != run_id:
-        raise RegistryError(
-            f"version {version!r} was registered by run {row[0]!r}; a version belongs to one "
-            f"run, so give run {run_id!r}'s model another version"
-        )
+    claim_version(cur, version, run_id)  # VersionTaken when another run owns the name
     cur.execute(
-        "insert into model_versions (model_version, stage, model_uri, run_id, model_artifact_id) "
-        "values (%s, 'candidate', %s, %s, %s) on conflict (model_version) do update set "
-        "model_uri = excluded.model_uri, run_id = excluded.run_id, "
-        "model_artifact_id = excluded.model_artifact_id, updated_at = now()",
-        (version, model.uri, run_id, artifact_id),
+        "update model_versions set model_uri = %s, model_artifact_id = %s, updated_at = now() "
+        "where model_version = %s",
+        (model.uri, artifact_id, version),
     )
     _move_alias(cur, LATEST, version)
 

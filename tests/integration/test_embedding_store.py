@@ -10,7 +10,6 @@ from swiperec.db import connect
 from swiperec.embeddings.store import (
     EmbeddingSetError,
     IndexParams,
-    activate,
     begin_set,
     copy_shard,
     finish_set,
@@ -19,12 +18,19 @@ from swiperec.embeddings.store import (
     status,
     upsert,
 )
+from swiperec.registry.versions import promote
 
 pytestmark = pytest.mark.integration
 
 N_VIDEOS, N_USERS, DIM = 300, 40, 768
 SMALL_INDEX = IndexParams(maintenance_work_mem="64MB", parallel_workers=0)
 USERS = [str(uuid.UUID(int=i + 1)) for i in range(N_USERS)]
+
+
+def activate(conn, version):
+    """Switch serving to `version` through the registry (these sets have no evaluation, so
+    the promotion is forced); returns the version that served before."""
+    return promote(conn, version, force=True, reason="store test: sets without a model")
 
 
 def unit(n, seed):

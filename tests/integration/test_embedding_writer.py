@@ -10,6 +10,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from swiperec.embeddings.store import IndexParams, serving_version, status
 from swiperec.embeddings.writer import write_embeddings
+from swiperec.registry.versions import last_promotion, promote, record_evaluation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,21 +20,22 @@ SMALL_INDEX = IndexParams(maintenance_work_mem="64MB", parallel_workers=0)
 def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot_dir, conn, db_url):
     import tensorflow as tf
 
-    from swiperec.data.snapshot import read_snapshot_metadata
     from swiperec.features.config import datetime_to_us
     from swiperec.features.events import load_snapshot
     from swiperec.features.preprocessing import video_row_spec
     from swiperec.features.raw_features import video_raw_features
     from swiperec.model.export import load_serving_tower, serialize_raw
+    from swiperec.snapshot import read_metadata
 
     first = write_embeddings(
-        trained.model_dir, "v1", snapshot=snapshot_dir, database_url=db_url, activate=True,
+        trained.model_dir, "v1", snapshot_dir, database_url=db_url,
         rows_per_chunk=64, users_per_chunk=16, index=SMALL_INDEX,
     )  # fmt: skip
     catalogue, events, _ = load_snapshot(snapshot_dir)
     real_users = {k for k, pseudo, _ in events.user_slices() if not pseudo}
     assert first.rows == {"video": len(catalogue.video_id), "user": len(real_users)}
-    assert first.activated and first.previous_version is None
+    assert serving_version(conn) is None  # written, ready, not serving: promotion switches
+    assert promote(conn, "v1", force=True, reason="not evaluated: a test") is None
     assert serving_version(conn) == "v1"
     with conn.cursor() as cur:
         cur.execute("select count(*) from embedding_set_shards where model_version = 'v1'")
@@ -47,7 +49,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
         dims, low, high = cur.fetchone()
     conn.rollback()
     assert dims == 768 and abs(low - 1) < 1e-4 and abs(high - 1) < 1e-4
-    cutoff = read_snapshot_metadata(snapshot_dir).cutoff
+    cutoff = read_metadata(snapshot_dir).cutoff
     as_of = datetime_to_us(datetime.fromisoformat(cutoff.isoformat()))
     rows = [video_raw_features(catalogue, i, as_of) for i in range(3)]
     tower = load_serving_tower(os.path.join(trained.model_dir, "video_tower"))
@@ -57,7 +59,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-6)
 
     # The same version again: nothing to do, nothing added.
-    again = write_embeddings(trained.model_dir, "v1", snapshot=snapshot_dir, database_url=db_url,
+    again = write_embeddings(trained.model_dir, "v1", snapshot_dir, database_url=db_url,
                              index=SMALL_INDEX)  # fmt: skip
     assert sorted(again.skipped) == ["user", "video"] and again.rows == {}
     with conn.cursor() as cur:
@@ -65,10 +67,10 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
         assert cur.fetchone()[0] == len(catalogue.video_id)
     conn.rollback()
 
-    # A second version loads beside the first and takes over only when activated.
-    second = write_embeddings(trained.model_dir, "v2", snapshot=snapshot_dir,
-                              database_url=db_url, index=SMALL_INDEX)  # fmt: skip
-    assert not second.activated and serving_version(conn) == "v1"
+    # A second version loads beside the first and takes over only when promoted.
+    write_embeddings(trained.model_dir, "v2", snapshot_dir, database_url=db_url,
+                     index=SMALL_INDEX)  # fmt: skip
+    assert serving_version(conn) == "v1"
     assert {(s["version"], s["state"]) for s in status(conn)} == {("v1", "ready"), ("v2", "ready")}
 
 
@@ -87,10 +89,11 @@ def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
         model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
         snapshot = dsl.importer(artifact_uri=snapshot_uri, artifact_class=dsl.Dataset)
         write_component(model=model.output, snapshot=snapshot.output, model_version="c1",
-                        database_url=url, activate=True)  # fmt: skip
+                        database_url=url)  # fmt: skip
 
     write_only(model_uri=trained.model_dir, snapshot_uri=snapshot_dir, url=db_url)
-    assert serving_version(conn) == "c1"
+    assert {(s["version"], s["state"]) for s in status(conn)} == {("c1", "ready")}
+    assert serving_version(conn) is None  # the component writes; the registry promotes
 
     env = {**os.environ, "DATABASE_URL": db_url}
 
@@ -98,16 +101,35 @@ def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
         return subprocess.run([sys.executable, "-m", "swiperec.cli", "embeddings", *args],
                               capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
 
+    # An unevaluated version is refused; forced with a reason, it serves and the log says so.
+    refused = swiperec("activate", "c1")
+    assert refused.returncode == 2 and "has no recorded evaluation" in refused.stderr
+    assert "--force --reason" in refused.stderr and serving_version(conn) is None
+    assert swiperec("activate", "c1", "--force").returncode == 2  # no reason, no override
+    forced = swiperec("activate", "c1", "--force", "--reason", "first set, evaluated by hand")
+    assert forced.returncode == 0 and "serving       c1 (was none" in forced.stdout
+    assert serving_version(conn) == "c1"
+    promoted = last_promotion(conn)
+    assert promoted["version"] == "c1" and promoted["forced"] is True
+    assert promoted["reason"] == "first set, evaluated by hand" and promoted["promoted_by"]
+    assert promoted["at"] is not None
+
     written = swiperec("write", "--model", trained.model_dir, "--version", "c2",
                        "--snapshot", snapshot_dir)  # fmt: skip
     assert written.returncode == 0, written.stderr[-2000:]
     assert "video  set of c2:" in written.stdout and "serving" not in written.stdout
     listed = swiperec("status")
     assert "c1" in listed.stdout and "<- serving" in listed.stdout and "c2" in listed.stdout
+    # Unblessed: refused. Blessed: promoted without force, and logged as not forced.
+    record_evaluation(conn, "c2", trained.model_dir, {}, {"blessed": False, "reasons": ["x"]})
+    unblessed = swiperec("activate", "c2")
+    assert unblessed.returncode == 2 and "'c2' is not blessed" in unblessed.stderr
+    assert serving_version(conn) == "c1"
+    record_evaluation(conn, "c2", trained.model_dir, {}, {"blessed": True, "reasons": []})
     switched = swiperec("activate", "c2")
     assert switched.returncode == 0 and "serving       c2 (was c1)" in switched.stdout
-    assert serving_version(conn) == "c2"
-    missing = swiperec("activate", "nope")
+    assert serving_version(conn) == "c2" and last_promotion(conn)["forced"] is False
+    missing = swiperec("activate", "nope", "--force", "--reason", "no such set")
     assert missing.returncode == 2 and "cannot serve" in missing.stderr
 
 
@@ -119,8 +141,9 @@ def test_a_writer_killed_mid_run_leaves_the_serving_set_untouched(
     import sys
     import time
 
-    write_embeddings(trained.model_dir, "k1", snapshot=snapshot_dir, database_url=db_url,
-                     activate=True, index=SMALL_INDEX)  # fmt: skip
+    write_embeddings(trained.model_dir, "k1", snapshot_dir, database_url=db_url,
+                     index=SMALL_INDEX)  # fmt: skip
+    promote(conn, "k1", force=True, reason="not evaluated: a test")
     with conn.cursor() as cur:
         cur.execute("select count(*) from video_embeddings where model_version = 'k1'")
         videos = cur.fetchone()[0]
@@ -153,7 +176,7 @@ def test_a_writer_killed_mid_run_leaves_the_serving_set_untouched(
         assert cur.fetchone()[0] == videos
     conn.rollback()
     # Running k2 again completes it, and only then does it serve.
-    result = write_embeddings(trained.model_dir, "k2", snapshot=snapshot_dir,
-                              database_url=db_url, activate=True, index=SMALL_INDEX)  # fmt: skip
-    assert result.activated and result.previous_version == "k1"
+    result = write_embeddings(trained.model_dir, "k2", snapshot_dir, database_url=db_url,
+                              index=SMALL_INDEX)  # fmt: skip
+    assert promote(conn, "k2", force=True, reason="not evaluated: a test") == "k1"
     assert result.rows["video"] == videos

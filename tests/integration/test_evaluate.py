@@ -21,8 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def data(trained, transformed):
-    return load_evaluation_data(trained.model_dir, transformed.examples_dir)
+def data(trained, transformed, snapshot_dir):
+    return load_evaluation_data(
+        trained.model_dir, transformed.examples_dir, transformed.transform_dir, snapshot_dir
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,17 +115,22 @@ def test_evaluate_command_prints_the_table_and_writes_the_outputs(
     assert html == (out / "report.html").read_text() and "data:image/png;base64," in html
 
 
-def test_a_ground_truth_of_other_data_is_set_aside_with_a_note(trained, transformed, tmp_path):
+def test_a_ground_truth_of_other_data_is_set_aside_with_a_note(
+    trained, transformed, snapshot_dir, tmp_path
+):
     from swiperec.data.synthetic import SyntheticConfig
 
     other = generate(SyntheticConfig(videos=30, users=3, pseudo_users=2, seed=99))
     path = other.ground_truth.save(tmp_path / "other.npz")
-    results = evaluate(trained.model_dir, transformed.examples_dir, ground_truth=str(path))
+    results = evaluate(trained.model_dir, transformed.examples_dir, transformed.transform_dir,
+                       snapshot_dir, ground_truth=str(path))  # fmt: skip
     assert "oracle" not in results["classification"]
     assert "does not match" in results["oracle"]["note"]
 
 
-def test_component_runs_under_the_kfp_local_runner(trained, transformed, truth_file, tmp_path):
+def test_component_runs_under_the_kfp_local_runner(
+    trained, transformed, snapshot_dir, truth_file, tmp_path
+):
     from kfp import dsl, local
 
     from components.evaluate import evaluate as evaluate_component
@@ -131,12 +138,18 @@ def test_component_runs_under_the_kfp_local_runner(trained, transformed, truth_f
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
 
     @dsl.pipeline
-    def evaluate_only(model_uri: str, examples_uri: str, truth: str) -> bool:
+    def evaluate_only(
+        model_uri: str, examples_uri: str, transform_uri: str, snapshot_uri: str, truth: str
+    ) -> bool:
         model = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
         examples = dsl.importer(artifact_uri=examples_uri, artifact_class=dsl.Dataset)
+        graph = dsl.importer(artifact_uri=transform_uri, artifact_class=dsl.Artifact)
+        snapshot = dsl.importer(artifact_uri=snapshot_uri, artifact_class=dsl.Dataset)
         task = evaluate_component(
             model=model.output,
             examples=examples.output,
+            transform_graph=graph.output,
+            snapshot=snapshot.output,
             ground_truth_uri=truth,
             thresholds_json='{"min_auc": 0.0, "must_beat_popularity": false, '
             '"min_share_of_achievable_auc": -10}',
@@ -144,8 +157,9 @@ def test_component_runs_under_the_kfp_local_runner(trained, transformed, truth_f
         return task.outputs["blessed"]
 
     run = evaluate_only(
-        model_uri=trained.model_dir, examples_uri=transformed.examples_dir, truth=truth_file
-    )
+        model_uri=trained.model_dir, examples_uri=transformed.examples_dir,
+        transform_uri=transformed.transform_dir, snapshot_uri=snapshot_dir, truth=truth_file,
+    )  # fmt: skip
     assert run.output is True  # thresholds any model passes: blessed
     [blessing] = glob.glob(str(tmp_path / "**" / "blessing.json"), recursive=True)
     assert json.loads(Path(blessing).read_text())["blessed"] is True

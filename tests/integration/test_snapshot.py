@@ -11,14 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from swiperec.data.load import load_synthetic
-from swiperec.data.snapshot import (
+from swiperec.data.synthetic import SyntheticConfig, generate
+from swiperec.snapshot import (
     IncompleteSnapshotError,
     SnapshotError,
     SnapshotExistsError,
-    read_snapshot_metadata,
+    read_metadata,
     take_snapshot,
 )
-from swiperec.data.synthetic import SyntheticConfig, generate
 
 pytestmark = pytest.mark.integration
 
@@ -259,9 +259,9 @@ def test_refusals_leave_existing_folders_alone(loaded, tmp_path):
     first = take_snapshot(conn, target, cutoff=cutoff)
     with pytest.raises(SnapshotExistsError, match="overwrite"):
         take_snapshot(conn, target)
-    assert read_snapshot_metadata(target, verify=True).content_hash == first.content_hash
+    assert read_metadata(target, verify=True).content_hash == first.content_hash
     replaced = take_snapshot(conn, target, overwrite=True)
-    assert read_snapshot_metadata(target).content_hash == replaced.content_hash
+    assert read_metadata(target).content_hash == replaced.content_hash
     assert replaced.row_counts["decisions"] > first.row_counts["decisions"]
 
     (tmp_path / "other").mkdir()
@@ -281,7 +281,7 @@ def test_refusals_leave_existing_folders_alone(loaded, tmp_path):
     incomplete.mkdir()
     (incomplete / "videos.parquet").write_bytes(b"PAR1")
     with pytest.raises(IncompleteSnapshotError, match=r"no metadata\.json"):
-        read_snapshot_metadata(incomplete)
+        read_metadata(incomplete)
 
 
 def test_object_store_mode_writes_metadata_last_and_redoes_a_dead_run(loaded, tmp_path):
@@ -297,10 +297,10 @@ def test_object_store_mode_writes_metadata_last_and_redoes_a_dead_run(loaded, tm
         take_snapshot(conn, "runs/1", cutoff=cutoff, filesystem=store, progress=crash)
     assert (tmp_path / "runs/1/videos.parquet").exists()
     with pytest.raises(IncompleteSnapshotError):
-        read_snapshot_metadata("runs/1", filesystem=store)
+        read_metadata("runs/1", filesystem=store)
 
     done = take_snapshot(conn, "runs/1", cutoff=cutoff, filesystem=store)
-    assert read_snapshot_metadata("runs/1", filesystem=store, verify=True) == done
+    assert read_metadata("runs/1", filesystem=store, verify=True) == done
     local = take_snapshot(conn, f"file://{tmp_path}/local", cutoff=cutoff)
     assert local.content_hash == done.content_hash
 
@@ -315,7 +315,7 @@ def test_the_connection_is_left_as_it_was(conn, tmp_path):
     conn.autocommit = True
     snapshot = take_snapshot(conn, tmp_path / "b")
     assert conn.autocommit and snapshot.row_counts["videos"] == 1
-    assert read_snapshot_metadata(tmp_path / "a").cutoff == datetime(2026, 1, 1, tzinfo=UTC)
+    assert read_metadata(tmp_path / "a").cutoff == datetime(2026, 1, 1, tzinfo=UTC)
 
     conn.autocommit = False
     with conn.cursor() as cur:
@@ -342,7 +342,7 @@ def test_cli_snapshot(loaded, db_url, tmp_path):
     at = cutoff.astimezone(UTC).isoformat().replace("+00:00", "Z")
     done = swiperec("--out", str(out), "--cutoff", at)
     assert done.returncode == 0, done.stderr
-    metadata = read_snapshot_metadata(out)
+    metadata = read_metadata(out)
     assert metadata.cutoff == cutoff
     assert metadata.content_hash in done.stdout
     assert f"{metadata.row_counts['decisions']:,} rows" in done.stdout

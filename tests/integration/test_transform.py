@@ -40,9 +40,9 @@ def test_counts_ratio_and_metadata(transformed, snapshot_dir):
     assert (
         meta == read_metadata(transformed.examples_dir) == read_metadata(transformed.transform_dir)
     )
-    from swiperec.data.snapshot import read_snapshot_metadata
+    from swiperec import snapshot
 
-    assert meta["snapshot"]["content_hash"] == read_snapshot_metadata(snapshot_dir).content_hash
+    assert meta["snapshot"]["content_hash"] == snapshot.read_metadata(snapshot_dir).content_hash
     for split in SPLITS:
         counts = meta["counts"][split]
         assert counts["positive"] > 0

@@ -161,8 +161,9 @@ def main(argv=None) -> int:
     from swiperec.db import connect
     from swiperec.db.embedded import SERVER_SETTINGS, EmbeddedServer
     from swiperec.db.migrate import migrate
-    from swiperec.embeddings.store import IndexParams, activate
+    from swiperec.embeddings.store import IndexParams
     from swiperec.embeddings.writer import write_embeddings
+    from swiperec.registry.versions import promote
     from tests.performance.bench_transform import write_snapshot
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -214,8 +215,8 @@ def main(argv=None) -> int:
                 beam_args = [f"--direct_num_workers={args.beam_workers}",
                              "--direct_running_mode=multi_processing"]  # fmt: skip
 
-            first = write_embeddings(args.model, "bench-v1", snapshot=str(snapshot),
-                                     database_url=url, activate=True)  # fmt: skip
+            first = write_embeddings(args.model, "bench-v1", str(snapshot), database_url=url)
+            promote(conn, "bench-v1", force=True, reason="benchmark")
             figures["first_refresh"] = {"rows": first.rows, "seconds": first.seconds}
             rng = np.random.default_rng(0)
             with conn.cursor() as cur:
@@ -236,11 +237,11 @@ def main(argv=None) -> int:
             _, during_result = start_reader(url, queries)
             os.nice(10)  # as `swiperec embeddings write` does; the reader keeps its priority
             start = time.perf_counter()
-            second = write_embeddings(args.model, "bench-v2", snapshot=str(snapshot),
+            second = write_embeddings(args.model, "bench-v2", str(snapshot),
                                       database_url=url, pipeline_args=beam_args,
                                       index=index)  # fmt: skip
             switch_start = time.perf_counter()
-            activate(conn, "bench-v2")
+            promote(conn, "bench-v2", force=True, reason="benchmark")
             switch_s = time.perf_counter() - switch_start
             refresh_s = time.perf_counter() - start
             during = during_result()

@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     from swiperec.db.embedded import EmbeddedServer
     from swiperec.db.migrate import migrate
     from swiperec.embeddings.writer import write_embeddings
+    from swiperec.registry.versions import promote
     from tests.performance.bench_transform import write_snapshot
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -150,8 +151,8 @@ def main(argv=None) -> int:
             load_synthetic(conn, dataset, replace=True)
             del dataset
             start = time.perf_counter()
-            write_embeddings(args.model, "serving-bench", snapshot=str(snapshot),
-                             database_url=url, activate=True)  # fmt: skip
+            write_embeddings(args.model, "serving-bench", str(snapshot), database_url=url)
+            promote(conn, "serving-bench", force=True, reason="benchmark")
             prepare_s = time.perf_counter() - start
             groups = make_groups(conn, "serving-bench")
             exact = exact_top_k(conn, "serving-bench", groups["50"] + groups["1000"], LIMIT)

@@ -43,16 +43,11 @@ def rss_mb(who) -> float:
 
 
 def write_snapshot(dataset, folder: Path) -> None:
-    import pyarrow.parquet as pq
-
     from swiperec.features.events import tables_from_synthetic
+    from swiperec.snapshot import write_tables
 
-    folder.mkdir(parents=True)
-    for name, table in zip(
-        ("videos", "decisions", "reviews"), tables_from_synthetic(dataset), strict=True
-    ):
-        pq.write_table(table, folder / f"{name}.parquet")
-    (folder / "metadata.json").write_text(json.dumps({"content_hash": "benchmark"}))
+    names = ("videos", "decisions", "reviews")
+    write_tables(folder, dict(zip(names, tables_from_synthetic(dataset), strict=True)))
 
 
 def plain_python_examples(snapshot: Path, config) -> tuple[int, float]:

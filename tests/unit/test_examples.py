@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from swiperec.data.synthetic import SyntheticConfig, generate
@@ -22,6 +20,7 @@ from swiperec.features.examples import (
     split_boundaries,
 )
 from swiperec.features.user_history import DAY_US, USER_FEATURE_NAMES, UserHistory
+from swiperec.snapshot import write_tables
 
 T0 = datetime_to_us(datetime(2026, 1, 1, tzinfo=UTC))
 USER = "00000000-0000-4000-8000-000000000001"
@@ -135,12 +134,12 @@ def test_events_merge_users_and_pseudo_users_and_count_what_is_dropped():
 
 def test_load_snapshot_reads_the_folder(tmp_path):
     videos, decisions, reviews = _tables(decisions=[(USER, 2, "like", T0)])
-    for name, table in {"videos": videos, "decisions": decisions, "reviews": reviews}.items():
-        pq.write_table(table, tmp_path / f"{name}.parquet")
-    (tmp_path / "metadata.json").write_text(json.dumps({"content_hash": "abc"}))
-    catalogue, events, metadata = load_snapshot(tmp_path)
+    written = write_tables(
+        tmp_path / "s", {"videos": videos, "decisions": decisions, "reviews": reviews}
+    )
+    catalogue, events, metadata = load_snapshot(tmp_path / "s")
     assert len(catalogue) == 10 and events.video_id.tolist() == [2]
-    assert metadata == {"content_hash": "abc"}
+    assert metadata == written and metadata.row_counts["decisions"] == 1
 
 
 # -- split ------------------------------------------------------------------------------------

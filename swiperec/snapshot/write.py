@@ -22,20 +22,19 @@ whose content hash then differs.
 Timestamps are `timestamp[us, tz=UTC]`, dates `date32`, lists `list<string>`. The big table
 (decisions) is read by binary COPY and decoded with numpy, the others by COPY of JSON lines
 parsed by pyarrow; both stream in batches of `batch_rows`, one Parquet row group per batch, so
-memory is bounded by the batch, not the table (the decoders: `swiperec.data.copy_to_arrow`).
+memory is bounded by the batch, not the table (the decoders: `swiperec.snapshot.copy_to_arrow`).
 
-The content hash in metadata.json is defined in `swiperec.data.content_hash`: values and
+The content hash in metadata.json is defined in `swiperec.snapshot.content_hash`: values and
 order only, never Parquet or batch sizes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,18 +44,18 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from swiperec.data.content_hash import _ContentHash
-from swiperec.data.copy_to_arrow import _CopySink, _DecisionsDecoder, _JsonDecoder, _wire
-from swiperec.data.snapshot_format import (
+from swiperec.snapshot.content_hash import _ContentHash
+from swiperec.snapshot.copy_to_arrow import _CopySink, _DecisionsDecoder, _JsonDecoder, _wire
+from swiperec.snapshot.format import (
     DECISIONS_SCHEMA,
-    FORMAT_VERSION,
+    METADATA_FILE,
     REVIEWS_SCHEMA,
     VIDEOS_SCHEMA,
     SnapshotError,
+    SnapshotExistsError,
+    SnapshotMetadata,
+    resolve,
 )
-from swiperec.version import __version__
-
-METADATA_FILE = "metadata.json"
 
 
 @dataclass(frozen=True)
@@ -87,58 +86,6 @@ TABLES = (  # videos first: the others are checked against its ids
 _WHOLE_TABLES = ("videos", "reviews")  # snapshot every column; a new column must be added here
 
 
-class SnapshotExistsError(SnapshotError):
-    """The target folder already holds a complete snapshot and `overwrite` was not given."""
-
-
-class IncompleteSnapshotError(SnapshotError):
-    """A folder without metadata.json: not a snapshot, or one that did not finish."""
-
-
-@dataclass(frozen=True)
-class SnapshotMetadata:
-    """A snapshot's metadata.json. `uri`: the folder (not stored); times are aware, UTC.
-
-    `row_counts[table]`; `time_ranges[table]`: [first, last] created_at of decisions and reviews
-    (None when empty); `files[table]`: {"file": name, "sha256": hex, "bytes": size};
-    `videos_known_by_reference`: videos in only because a decision or review refers to them.
-    """
-
-    uri: str
-    cutoff: datetime
-    taken_at: datetime
-    server_version: str
-    row_counts: dict[str, int]
-    time_ranges: dict[str, list[datetime] | None]
-    files: dict[str, dict]
-    content_hash: str
-    videos_known_by_reference: int
-    swiperec_version: str = __version__
-    format_version: int = FORMAT_VERSION
-
-    def path(self, table: str) -> str:
-        """The path or URI of one table's Parquet file (`videos`, `reviews`, `decisions`)."""
-        return f"{self.uri.rstrip('/')}/{self.files[table]['file']}"
-
-    def to_json(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if k != "uri"}
-        return json.dumps(data, indent=2, default=datetime.isoformat) + "\n"
-
-    @classmethod
-    def from_json(cls, uri: str, text: str) -> SnapshotMetadata:
-        data = json.loads(text)
-        if data.get("format_version") != FORMAT_VERSION:
-            raise SnapshotError(
-                f"{uri}: snapshot format {data.get('format_version')!r}; this swiperec reads "
-                f"format {FORMAT_VERSION}: take the snapshot again"
-            )
-        when = datetime.fromisoformat
-        data["cutoff"], data["taken_at"] = when(data["cutoff"]), when(data["taken_at"])
-        for table, span in data["time_ranges"].items():
-            data["time_ranges"][table] = span and [when(span[0]), when(span[1])]
-        return cls(uri=uri, **data)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -162,7 +109,7 @@ def take_snapshot(
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
-    fs, root, uri = _resolve(out_dir, filesystem)
+    fs, root, uri = resolve(out_dir, filesystem)
     _check_target(fs, root, uri, overwrite)
     staging = _prepare_staging(fs, root)
     try:
@@ -214,45 +161,55 @@ def take_snapshot(
     return metadata
 
 
-def read_snapshot_metadata(
-    path: str | Path, *, filesystem: pafs.FileSystem | None = None, verify: bool = False
+def write_tables(
+    out_dir: str | Path,
+    tables: dict[str, pa.Table],
+    *,
+    cutoff: datetime | None = None,
+    overwrite: bool = False,
 ) -> SnapshotMetadata:
-    """The metadata of the snapshot folder at `path`; `verify` also re-hashes its files."""
-    fs, root, uri = _resolve(path, filesystem)
+    """A snapshot folder from tables already in memory (`videos`, `decisions`, `reviews`,
+    shaped like the files `take_snapshot` writes): test and benchmark input without a database
+    (e.g. `swiperec.features.events.tables_from_synthetic`). `cutoff` defaults to the last
+    decision or review; the metadata and content hash are computed as for a database snapshot."""
+    fs, root, uri = resolve(out_dir)
+    _check_target(fs, root, uri, overwrite)
+    staging = _prepare_staging(fs, root)
     try:
-        with fs.open_input_stream(f"{root}/{METADATA_FILE}") as handle:
-            metadata = SnapshotMetadata.from_json(uri, handle.read().decode())
-    except FileNotFoundError:
-        raise IncompleteSnapshotError(
-            f"{uri} has no {METADATA_FILE}: it is not a snapshot, or a snapshot that did not "
-            f"finish; take it again (swiperec snapshot --out {uri} --overwrite)"
-        ) from None
-    for entry in metadata.files.values() if verify else ():
-        digest = hashlib.sha256()
-        with fs.open_input_stream(f"{root}/{entry['file']}") as handle:
-            while chunk := handle.read(8 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != entry["sha256"]:
-            raise SnapshotError(f"{uri}: {entry['file']} differs from its sha256 in metadata")
+        content, files, spans = _ContentHash(), {}, {}
+        for name in (t.name for t in TABLES):
+            table = tables[name]
+            stream = _HashingStream(fs.open_output_stream(f"{staging}/{name}.parquet"))
+            pq.write_table(table, stream)
+            stream.close()
+            content.update(name, table)
+            files[name] = {"file": f"{name}.parquet", "sha256": stream.digest.hexdigest(),
+                           "bytes": stream.size}  # fmt: skip
+            if name != "videos":
+                times = table["created_at"]
+                spans[name] = (
+                    [t.as_py() for t in pc.min_max(times).values()] if len(times) else None
+                )
+        last = max((span[1] for span in spans.values() if span), default=datetime.now(UTC))
+        metadata = SnapshotMetadata(
+            uri=uri, cutoff=_as_utc(cutoff) if cutoff else last, taken_at=datetime.now(UTC),
+            server_version="", row_counts={n: tables[n].num_rows for n in files},
+            time_ranges=spans, files=files, content_hash=content.hexdigest(),
+            videos_known_by_reference=0,
+        )  # fmt: skip
+        with fs.open_output_stream(f"{staging}/{METADATA_FILE}") as out:
+            out.write(metadata.to_json().encode())
+        _publish(fs, staging, root)
+    except BaseException:
+        if staging != root:
+            with suppress(OSError):
+                fs.delete_dir(staging)
+        raise
     return metadata
 
 
 # ---------------------------------------------------------------------------------------------
 # The target folder
-
-
-def _resolve(out_dir, filesystem) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, path on it, URI to show) for a local path or a URI."""
-    text = str(out_dir).rstrip("/")
-    if not isinstance(out_dir, str) and text.split("/")[0].endswith(":"):
-        raise ValueError(f"{text!r}: give a URI as str; a Path folds its '//'")
-    if filesystem is not None:
-        return filesystem, text, text
-    if "://" in text:
-        fs, path = pafs.FileSystem.from_uri(text)
-        return fs, path.rstrip("/"), text
-    local = str(Path(text).expanduser().resolve())
-    return pafs.LocalFileSystem(), local, local
 
 
 def _check_target(fs, root: str, uri: str, overwrite: bool) -> None:
@@ -344,7 +301,7 @@ def _check_columns(cur) -> None:
         if unknown:
             raise SnapshotError(
                 f"{table.source} has columns the snapshot does not know: "
-                f"{', '.join(sorted(unknown))}; add them to swiperec/data/snapshot_format.py"
+                f"{', '.join(sorted(unknown))}; add them to swiperec/snapshot/format.py"
             )
 
 

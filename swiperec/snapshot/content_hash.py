@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from swiperec.data.snapshot_format import FORMAT_VERSION
+from swiperec.snapshot.format import FORMAT_VERSION
 
 
 class _ContentHash:

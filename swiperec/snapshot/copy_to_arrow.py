@@ -5,7 +5,7 @@
 is bounded by the batch, not the table. `_DecisionsDecoder` reads the binary COPY of the big
 table (decisions) with numpy; `_JsonDecoder` reads COPY of JSON lines, each row built by the SQL
 `_wire` writes, with pyarrow. The SQL query itself, and what is done with each batch, belong to
-`swiperec.data.snapshot`.
+`swiperec.snapshot`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from swiperec.data.snapshot_format import DECISIONS_SCHEMA, UTC_US, SnapshotError
+from swiperec.snapshot.format import DECISIONS_SCHEMA, UTC_US, SnapshotError
 
 
 def _wire(field: pa.Field) -> str:

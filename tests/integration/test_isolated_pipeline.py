@@ -1,0 +1,168 @@
+"""The committed pipeline YAML, run as a cluster runs it: each step alone with its declared inputs.
+
+`isolated_pipeline.run_isolated` gives every step a fresh folder holding copies of only the
+artifacts it declares, and deletes the folder when the step ends, like a Kubeflow or Vertex pod.
+A step that opens a path recorded inside an earlier artifact passes under KFP's local runner
+(one shared filesystem) but fails here, as it would on a cluster.
+
+The tiny synthetic data set and a one-epoch tiny model keep the whole run to about 90 s on 2
+cores (feature transform and training ~35 s each, mostly TensorFlow and Beam starting up); the
+toy pipeline that checks the harness itself takes about a second.
+"""
+
+import json
+
+import pytest
+from kfp import compiler, dsl
+
+from swiperec.pipeline.run import COMPILED, check_arguments
+from tests.conftest import SMALL_TRAIN, TINY_DATA
+from tests.integration.isolated_pipeline import IsolatedStepError, run_isolated
+
+pytestmark = pytest.mark.integration
+
+# The pipeline image's environment (images/pipeline.Dockerfile).
+STEP_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "TF_USE_LEGACY_KERAS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+STEPS = ["ingest-snapshot", "feature-transform", "train", "evaluate", "write-embeddings",
+         "register"]  # fmt: skip
+# A one-epoch tiny model is no good: bless it anyway, so that every step runs.
+PERMISSIVE = {
+    "min_auc": 0.0,
+    "min_share_of_achievable_auc": 0.0,
+    "must_beat_popularity": False,
+    "max_mean_cosine": 1.0,
+    "max_near_duplicate_rate": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def isolated(pg_server, tmp_path_factory):
+    """(run, connection, version) of one isolated run of the committed pipeline on the tiny
+    data set, in a database of its own."""
+    from swiperec.data.load import load_synthetic
+    from swiperec.data.synthetic import generate
+    from swiperec.db import connect
+    from tests.conftest import fresh_database
+
+    url = fresh_database(pg_server, "isolated_pipeline")
+    conn = connect(url)
+    load_synthetic(conn, generate(TINY_DATA))
+    version = "v-isolated"
+    arguments = check_arguments({
+        "model_version": version,
+        "epochs": 1,
+        "train_config_json": json.dumps(SMALL_TRAIN.to_dict()),
+        "thresholds_json": json.dumps(PERMISSIVE),
+        "activate": True,
+        "database_url": url,
+    })  # fmt: skip
+    root = tmp_path_factory.mktemp("isolated")
+    run = run_isolated(COMPILED, arguments, root / "store", root / "work", STEP_ENV)
+    yield run, conn, version
+    conn.close()
+
+
+def test_every_step_reads_only_its_declared_inputs_and_the_version_serves(isolated):
+    from swiperec.serving.recommend import recommend
+
+    run, conn, version = isolated
+    assert run.tasks == STEPS, run.tasks
+    assert run.outputs["evaluate"]["blessed"] is True
+    assert run.pipeline_outputs["Output"] == version
+    with conn.cursor() as cur:
+        cur.execute("select model_version from serving_state")
+        assert cur.fetchone()[0] == version
+        cur.execute("select kind, state, row_count from embedding_sets where model_version = %s "
+                    "order by kind", (version,))  # fmt: skip
+        sets = cur.fetchall()
+        cur.execute("select count(*) from videos")
+        videos = cur.fetchone()[0]
+        cur.execute("select count(distinct user_id) from user_video_decisions")
+        users = cur.fetchone()[0]
+        cur.execute("select user_id from user_video_decisions group by user_id "
+                    "order by count(*) desc limit 1")  # fmt: skip
+        user = str(cur.fetchone()[0])
+    conn.rollback()
+    assert sets == [("user", "ready", users), ("video", "ready", videos)]
+    recommendations = recommend(conn, user, k=10)
+    assert len(recommendations) == 10
+    assert {(r.model_version, r.source) for r in recommendations} == {(version, "embedding")}
+
+
+def test_the_lineage_records_every_artifact_each_step_opened(isolated):
+    """Isolated, a step can open only the artifacts it declares (the test above); so each
+    execution's recorded inputs must be exactly its component's declared input artifacts."""
+    import yaml
+
+    from swiperec.registry.lineage import lineage
+
+    _, conn, version = isolated
+    spec = yaml.safe_load(COMPILED.read_text())
+    declared = {}  # step -> the input artifacts its component declares
+    for name, component in spec["components"].items():
+        if "executorLabel" in component:
+            step = name.removeprefix("comp-").removesuffix("-2").replace("-", "_")
+            declared[step] = set(component.get("inputDefinitions", {}).get("artifacts", {}))
+    found = lineage(conn, version)
+    types = {id_: artifact["type"] for id_, artifact in found["artifacts"].items()}
+    recorded = {e["step"]: {types[i] for i in e["inputs"]} for e in found["executions"]}
+    assert list(recorded) == [s.replace("-", "_") for s in STEPS]
+    assert recorded == declared
+    assert recorded["evaluate"] == {"model", "examples", "transform_graph", "snapshot"}
+    assert recorded["write_embeddings"] == {"model", "snapshot"}
+    # Each execution carries its own step's parameters, stamped by the step itself.
+    parameters = {e["step"]: e["parameters"] for e in found["executions"]}
+    assert parameters["train"]["epochs"] == 1
+    assert parameters["evaluate"]["thresholds"] == PERMISSIVE
+    assert parameters["feature_transform"]["negatives_per_positive"] == 2.0
+
+
+# -- the harness itself: a toy pipeline whose second step either reads the artifact it declares
+# or opens a path the first step recorded in another artifact's metadata --------------------
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def produce(data: dsl.Output[dsl.Dataset], note: dsl.Output[dsl.Artifact]):
+    with open(data.path, "w") as handle:
+        handle.write("hello")
+    with open(note.path, "w") as handle:
+        handle.write("see metadata")
+    note.metadata["data_path"] = data.path
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def read_declared(data: dsl.Input[dsl.Dataset]) -> str:
+    with open(data.path) as handle:
+        return handle.read()
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def read_recorded(note: dsl.Input[dsl.Artifact]) -> str:
+    with open(note.metadata["data_path"]) as handle:
+        return handle.read()
+
+
+@dsl.pipeline(name="isolation-check")
+def isolation_check(leak: bool = False):
+    made = produce()
+    with dsl.If(leak == True, name="leaky"):  # noqa: E712 - a KFP condition
+        read_recorded(note=made.outputs["note"])
+    with dsl.Else(name="clean"):
+        read_declared(data=made.outputs["data"])
+
+
+def test_the_harness_fails_a_step_that_opens_a_recorded_path(tmp_path):
+    package = tmp_path / "isolation_check.yaml"
+    compiler.Compiler().compile(isolation_check, str(package))
+
+    clean = run_isolated(package, {"leak": False}, tmp_path / "store", tmp_path / "clean")
+    assert clean.tasks == ["produce", "read-declared"]
+    assert clean.outputs["read-declared"]["Output"] == "hello"
+    assert [p.name for p in (tmp_path / "clean").iterdir()] == ["logs"]  # step folders are gone
+
+    with pytest.raises(IsolatedStepError, match=r"(?s)'read-recorded'.*No such file"):
+        run_isolated(package, {"leak": True}, tmp_path / "store", tmp_path / "leaky")
