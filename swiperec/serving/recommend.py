@@ -1,5 +1,6 @@
-"""Top-k recommendations for one user with a reason each, from the same SQL function the Edge
-Function calls (`public.enhanced_two_tower_recommendations`, a migration).
+"""Top-k recommendations for one user with a reason each, from the same SQL the Edge Function
+runs: `public.enhanced_two_tower_recommendations` for the candidates and
+`public.recommendation_reason` for each one's reason (both migrations).
 
     for rec in recommend(conn, user_id, k=10):
         print(rec.title, rec.score, rec.reason)
@@ -7,8 +8,8 @@ Function calls (`public.enhanced_two_tower_recommendations`, a migration).
 The SQL resolves the version serving this user, the query vector (the user's embedding, the
 mean of their recent likes, or popularity), and the nearest undecided videos from the HNSW
 index, with the evidence for a reason. This takes them in relevance order, without the Edge
-Function's MMR re-ranking, and words the reasons as the function does
-(supabase/functions/_shared/reasons.ts).
+Function's MMR re-ranking; the reasons are worded by the database, so the demo and the Edge
+Function always say the same thing about the same video.
 """
 
 from __future__ import annotations
@@ -26,35 +27,40 @@ class Recommendation:
     source: str
 
 
+_TOP_K = """
+select r.video_id, r.title, r.score,
+       public.recommendation_reason(r.source, r.genres, r.liked_title, r.liked_similarity,
+                                    r.shared_genre, r.shared_maker, r.shared_performer),
+       r.model_version, r.source
+from public.enhanced_two_tower_recommendations(%s::uuid, %s) r
+order by r.rank
+limit %s
+"""
+
+
 def recommend(conn, user_id: str, k: int = 10) -> list[Recommendation]:
     """The user's top-k videos they have not decided yet, each with a reason."""
     with conn.cursor() as cur:
-        cur.execute(
-            "select video_id, title, score, genres, liked_title, liked_similarity, shared_genre, "
-            "shared_maker, shared_performer, model_version, source "
-            "from public.enhanced_two_tower_recommendations(%s::uuid, %s) order by rank limit %s",
-            (user_id, max(k, 1), k),
-        )
+        cur.execute(_TOP_K, (user_id, max(k, 1), k))
         rows = cur.fetchall()
     conn.rollback()
     return [
-        Recommendation(video_id, title, round(float(score), 4), reason_for(source, genres,
-                       liked_title, liked_similarity, genre, maker, performer), version, source)
-        for (video_id, title, score, genres, liked_title, liked_similarity, genre, maker,
-             performer, version, source) in rows
-    ]  # fmt: skip
+        Recommendation(video_id, title, round(float(score), 4), reason, version, source)
+        for video_id, title, score, reason, version, source in rows
+    ]
 
 
-def reason_for(source, genres, liked_title, liked_similarity, genre, maker, performer) -> str:
-    """The Edge Function's reason for an item, in the same order of preference."""
-    if source != "popular":
-        if liked_title and (liked_similarity is None or liked_similarity > 0):
-            return f"because you liked {liked_title}"
-        if genre:
-            return f"because you like {genre}"
-        if maker:
-            return f"more from {maker}"
-        if performer:
-            return f"featuring {performer}"
-    first = next((g for g in genres or () if g and g.strip()), None)
-    return f"popular in {first}" if first else "popular right now"
+def sample_user(conn, version: str) -> tuple[str, int] | None:
+    """(user id, likes) of the real user with the most likes who has an embedding in
+    `version`'s set: the demo's sample user. None when the set has no users."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select e.user_id, count(*) filter (where d.decision = 'like') as likes "
+            "from user_embeddings e join user_video_latest_decisions d using (user_id) "
+            "where e.model_version = %s group by e.user_id order by likes desc, e.user_id "
+            "limit 1",
+            (version,),
+        )
+        row = cur.fetchone()
+    conn.rollback()
+    return (str(row[0]), row[1]) if row else None

@@ -26,6 +26,8 @@ from swiperec.data.load import load_synthetic
 from swiperec.data.synthetic import generate
 from swiperec.embeddings.store import IndexParams
 from swiperec.embeddings.writer import write_embeddings
+from swiperec.registry.versions import promote
+from swiperec.serving.recommend import recommend
 from tests.conftest import TINY_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,11 +71,9 @@ def test_function_modules_are_formatted_linted_typed_and_unit_tested():
 def _prepare(conn, db_url: str, trained, snapshot_dir: str) -> dict:
     """The data set, version VERSION serving, and the four users of the Deno tests."""
     load_synthetic(conn, generate(TINY_DATA))
-    written = write_embeddings(
-        trained.model_dir, VERSION, snapshot=snapshot_dir, database_url=db_url, activate=True,
-        index=SMALL_INDEX,
-    )  # fmt: skip
-    assert written.activated
+    write_embeddings(trained.model_dir, VERSION, snapshot_dir, database_url=db_url,
+                     index=SMALL_INDEX)  # fmt: skip
+    promote(conn, VERSION, force=True, reason="the function's tests: a model not evaluated")
     with conn.cursor() as cur:
         cur.execute(
             "select d.user_id::text from user_video_decisions d join user_embeddings e"
@@ -136,3 +136,22 @@ def test_edge_function_serves_the_real_database(trained, snapshot_dir, conn, db_
     assert logged[(users["empty"], "popular")][0] > 0
     assert all(ok for _, _, ok in logged.values())
     assert videos == TINY_DATA.videos
+
+    # swiperec.serving (the demo) gives each video the reason the function served with it: both
+    # take it from public.recommendation_reason.
+    for key, source in (("a", "embedding"), ("cold", "recent_likes"), ("empty", "popular")):
+        with conn.cursor() as cur:
+            cur.execute(
+                "select video_id, array_agg(distinct reason) from served_recommendations"
+                " where user_id = %s group by video_id",
+                (users[key],),
+            )
+            served = dict(cur.fetchall())
+        conn.rollback()
+        recs = recommend(conn, users[key], k=100)
+        assert {rec.source for rec in recs} == {source}
+        both = [rec for rec in recs if rec.video_id in served]
+        assert len(both) >= 10, key
+        assert [[rec.reason] for rec in both] == [served[rec.video_id] for rec in both], key
+        if source != "popular":
+            assert any(rec.reason.startswith("because you liked ") for rec in both), key

@@ -372,3 +372,57 @@ def test_registry_commands(conn, db_url, tmp_path):
     assert "error: 'v9' is neither a model version nor an alias" in missing.stderr
     refused = swiperec("alias", "v7", "latest", db_url=db_url, home=home, check=False)
     assert refused.returncode == 2 and "is a model version" in refused.stderr
+
+
+def test_two_runs_registering_one_version_at_once_exactly_one_owns_it(db_url, conn, tmp_path):
+    """The claim is one statement: of two runs naming the same version at the same moment,
+    through the evaluator or through registration, one owns it and the other is refused;
+    the loser's executions are not recorded and it never becomes the owner."""
+    import threading
+
+    from swiperec.db import connect
+    from swiperec.registry.versions import VersionTaken
+
+    results = json.loads((TESTDATA / "evaluation_results.json").read_text())
+    blessing = {"blessed": True, "reasons": []}
+
+    def register(run_id, version, how, executions):
+        if how == "record_run":
+            record_run(connections[run_id], run_id, executions, model_version=version)
+        else:
+            record_evaluation(connections[run_id], version, f"/models/{run_id}", results,
+                              blessing, run_id=run_id)  # fmt: skip
+
+    for round_, how in enumerate(["record_run", "evaluate"] * 5):
+        version = f"v-race-{round_}"
+        runs = (f"run-a{round_}", f"run-b{round_}")
+        connections = {run: connect(db_url) for run in runs}
+        prepared = {run: make_run(tmp_path / version / run, version) for run in runs}
+        barrier, outcome = threading.Barrier(2), {}
+
+        def attempt(run, version=version, how=how, barrier=barrier, outcome=outcome,
+                    prepared=prepared):  # fmt: skip
+            barrier.wait()  # both runs ready: they register at the same moment
+            try:
+                register(run, version, how, prepared[run])
+                outcome[run] = "owner"
+            except VersionTaken as err:
+                outcome[run] = str(err)
+
+        threads = [threading.Thread(target=attempt, args=(run,)) for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for connection in connections.values():
+            connection.close()
+        winners = [run for run, said in outcome.items() if said == "owner"]
+        assert len(outcome) == 2 and len(winners) == 1, outcome
+        [loser] = set(runs) - set(winners)
+        assert f"is registered by run '{winners[0]}'" in outcome[loser]
+        with conn.cursor() as cur:
+            cur.execute("select run_id from model_versions where model_version = %s", (version,))
+            assert cur.fetchone()[0] == winners[0]
+            cur.execute("select count(*) from lineage_executions where run_id = %s", (loser,))
+            assert cur.fetchone()[0] == 0
+        conn.rollback()

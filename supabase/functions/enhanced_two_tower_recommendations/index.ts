@@ -6,9 +6,10 @@
 //
 // Flow: verify the JWT (the user is always its `sub`) -> parse the parameters -> one call of the
 // SQL function public.enhanced_two_tower_recommendations (ANN candidates without the user's
-// decided videos, their pairwise similarities, evidence for reasons) -> MMR re-ranking with
-// per-maker / per-genre caps -> a reason per item -> JSON. The served list is logged in
-// public.served_recommendations off the critical path.
+// decided videos, their pairwise similarities, evidence for reasons), each row with its reason
+// worded by public.recommendation_reason (the one home of that wording) -> MMR re-ranking with
+// per-maker / per-genre caps -> JSON. The served list is logged in public.served_recommendations
+// off the critical path.
 //
 // Env: SUPABASE_DB_URL (set by Supabase) and JWT_SECRET (the project's JWT secret, set with
 // `supabase secrets set JWT_SECRET=...`). Importing this module starts nothing.
@@ -21,7 +22,6 @@ import {
   parseRequestParams,
   type RecommendationParams,
 } from "../_shared/params.ts";
-import { reasonFor } from "../_shared/reasons.ts";
 
 export type Sql = postgres.Sql;
 
@@ -44,6 +44,10 @@ export const CORS_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   "Access-Control-Max-Age": "86400",
 });
 
+/** Where a response's candidates come from: the user's embedding, the mean of their recent
+ * likes (no embedding yet), or popular videos (no likes yet). */
+export type Source = "embedding" | "recent_likes" | "popular";
+
 export interface Item {
   video_id: number;
   title: string;
@@ -54,11 +58,11 @@ export interface Item {
 export interface RecommendationResponse {
   request_id: string;
   model_version: string | null;
-  source: string | null;
+  source: Source | null;
   items: Item[];
 }
 
-/** One row of the SQL function (bigint columns arrive as strings). */
+/** One row of the SQL function with its reason (bigint columns arrive as strings). */
 interface CandidateRow {
   video_id: string;
   title: string;
@@ -74,7 +78,8 @@ interface CandidateRow {
   shared_maker: string | null;
   shared_performer: string | null;
   model_version: string;
-  source: string;
+  source: Source;
+  reason: string;
 }
 
 export interface HandlerOptions {
@@ -150,9 +155,13 @@ export function createHandler(
   ): Promise<RecommendationResponse> {
     const candidates = candidateCount(params.limit);
     const rows = await sql<CandidateRow[]>`
-      select * from public.enhanced_two_tower_recommendations(
+      select r.*,
+             public.recommendation_reason(r.source, r.genres, r.liked_title, r.liked_similarity,
+               r.shared_genre, r.shared_maker, r.shared_performer) as reason
+      from public.enhanced_two_tower_recommendations(
         ${userId}::uuid, ${candidates}::integer, ${params.genres}::text[],
-        ${params.makers}::text[], ${params.exclude}::bigint[], ${efSearch}::integer)`;
+        ${params.makers}::text[], ${params.exclude}::bigint[], ${efSearch}::integer) r
+      order by r.rank`;
     if (rows.length === 0) {
       const [row] = await sql<{ version: string | null }[]>`
         select public.serving_version_for(${userId}::uuid) as version`;
@@ -188,7 +197,7 @@ export function createHandler(
       video_id: Number(rows[i].video_id),
       title: rows[i].title,
       score: rows[i].score,
-      reason: reasonFor(rows[i]),
+      reason: rows[i].reason,
     }));
     return {
       request_id: requestId,
