@@ -52,6 +52,10 @@ COPY requirements/constraints.txt requirements/constraints.txt
 COPY setup.py ./
 RUN pip install --no-cache-dir -c requirements/constraints.txt .
 
+# The package, with the files it ships: swiperec/resources/ links to the migrations and the
+# compiled pipeline, so the wheel built here holds copies of them.
+COPY supabase/migrations/ supabase/migrations/
+COPY pipelines/compiled/two_tower_training.yaml pipelines/compiled/two_tower_training.yaml
 COPY swiperec/ swiperec/
 RUN pip install --no-cache-dir --no-deps --force-reinstall -c requirements/constraints.txt . \
     && pip check

@@ -138,3 +138,12 @@ def trained(transformed, tmp_path_factory):
         transformed.transform_dir, transformed.examples_dir, str(model_dir),
         SMALL_TRAIN, 0,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """swiperec as a user installs it: the wheel of this checkout in a fresh virtualenv
+    (`tests.installed.Installed`)."""
+    from tests.installed import build_and_install
+
+    return build_and_install(tmp_path_factory.mktemp("installed"))

@@ -109,10 +109,7 @@ def take_snapshot(
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
-    fs, root, uri = resolve(out_dir, filesystem)
-    _check_target(fs, root, uri, overwrite)
-    staging = _prepare_staging(fs, root)
-    try:
+    with _staged(out_dir, filesystem, overwrite) as (fs, staging, uri):
         with _read_only_transaction(conn), conn.cursor() as cur:
             cur.execute("select now(), current_setting('server_version')")
             taken_at, server_version = cur.fetchone()
@@ -152,12 +149,6 @@ def take_snapshot(
         )
         with fs.open_output_stream(f"{staging}/{METADATA_FILE}") as out:
             out.write(metadata.to_json().encode())
-        _publish(fs, staging, root)
-    except BaseException:
-        if staging != root:
-            with suppress(OSError):
-                fs.delete_dir(staging)
-        raise
     return metadata
 
 
@@ -172,10 +163,7 @@ def write_tables(
     shaped like the files `take_snapshot` writes): test and benchmark input without a database
     (e.g. `swiperec.features.events.tables_from_synthetic`). `cutoff` defaults to the last
     decision or review; the metadata and content hash are computed as for a database snapshot."""
-    fs, root, uri = resolve(out_dir)
-    _check_target(fs, root, uri, overwrite)
-    staging = _prepare_staging(fs, root)
-    try:
+    with _staged(out_dir, None, overwrite) as (fs, staging, uri):
         content, files, spans = _ContentHash(), {}, {}
         for name in (t.name for t in TABLES):
             table = tables[name]
@@ -199,17 +187,29 @@ def write_tables(
         )  # fmt: skip
         with fs.open_output_stream(f"{staging}/{METADATA_FILE}") as out:
             out.write(metadata.to_json().encode())
+    return metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# The target folder
+
+
+@contextmanager
+def _staged(out_dir, filesystem, overwrite: bool):
+    """(filesystem, staging folder, URI) to write a snapshot into; metadata.json goes last. On
+    leaving, the staging folder becomes the snapshot; on an error it is removed, and a
+    snapshot that was there before is left as it was (on an object store, it is incomplete)."""
+    fs, root, uri = resolve(out_dir, filesystem)
+    _check_target(fs, root, uri, overwrite)
+    staging = _prepare_staging(fs, root)
+    try:
+        yield fs, staging, uri
         _publish(fs, staging, root)
     except BaseException:
         if staging != root:
             with suppress(OSError):
                 fs.delete_dir(staging)
         raise
-    return metadata
-
-
-# ---------------------------------------------------------------------------------------------
-# The target folder
 
 
 def _check_target(fs, root: str, uri: str, overwrite: bool) -> None:

@@ -11,6 +11,7 @@ toy pipeline that checks the harness itself takes about a second.
 """
 
 import json
+import re
 
 import pytest
 from kfp import compiler, dsl
@@ -62,14 +63,14 @@ def isolated(pg_server, tmp_path_factory):
     })  # fmt: skip
     root = tmp_path_factory.mktemp("isolated")
     run = run_isolated(COMPILED, arguments, root / "store", root / "work", STEP_ENV)
-    yield run, conn, version
+    yield run, conn, version, url
     conn.close()
 
 
 def test_every_step_reads_only_its_declared_inputs_and_the_version_serves(isolated):
     from swiperec.serving.recommend import recommend
 
-    run, conn, version = isolated
+    run, conn, version, _ = isolated
     assert run.tasks == STEPS, run.tasks
     assert run.outputs["evaluate"]["blessed"] is True
     assert run.pipeline_outputs["Output"] == version
@@ -100,7 +101,7 @@ def test_the_lineage_records_every_artifact_each_step_opened(isolated):
 
     from swiperec.registry.lineage import lineage
 
-    _, conn, version = isolated
+    _, conn, version, _ = isolated
     spec = yaml.safe_load(COMPILED.read_text())
     declared = {}  # step -> the input artifacts its component declares
     for name, component in spec["components"].items():
@@ -119,6 +120,35 @@ def test_the_lineage_records_every_artifact_each_step_opened(isolated):
     assert parameters["train"]["epochs"] == 1
     assert parameters["evaluate"]["thresholds"] == PERMISSIVE
     assert parameters["feature_transform"]["negatives_per_positive"] == 2.0
+
+
+def test_a_model_that_is_not_blessed_changes_nothing_that_serves(isolated, installed, tmp_path):
+    """The same database, a second run by the installed `swiperec pipeline run --local` with a
+    blessing no model passes: only the evaluation is recorded; serving stays as it was."""
+    from swiperec.registry.lineage import lineage, resolve, show_version
+
+    _, conn, first, url = isolated
+    env = {**installed.env(tmp_path / "home"), "DATABASE_URL": url}
+    result = installed.run(
+        env, "pipeline", "run", "--local", "--root", str(tmp_path / "runs"),
+        "--param", "epochs=1", "--param", f"train_config_json={json.dumps(SMALL_TRAIN.to_dict())}",
+        "--param", 'thresholds_json={"min_auc": 0.99}', "--param", "model_version=v-not-blessed",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not blessed: AUC" in result.stdout
+    assert not re.search(r"^  write-embeddings", result.stdout, re.M)
+    shown = show_version(conn, "v-not-blessed")
+    assert shown["stage"] == "candidate" and not shown["blessed"]
+    assert show_version(conn, first)["stage"] == "production"
+    with conn.cursor() as cur:
+        cur.execute("select model_version from serving_state")
+        assert cur.fetchone()[0] == first
+        cur.execute("select count(*) from embedding_sets where model_version = 'v-not-blessed'")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()
+    steps = [e["step"] for e in lineage(conn, "v-not-blessed")["executions"]]
+    assert steps == [s.replace("-", "_") for s in STEPS if s != "write-embeddings"]
+    assert resolve(conn, "latest") == "v-not-blessed"
 
 
 # -- the harness itself: a toy pipeline whose second step either reads the artifact it declares

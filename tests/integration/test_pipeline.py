@@ -1,22 +1,25 @@
-"""The training pipeline end to end, through KFP's local runner, as `make demo` runs it.
+"""The training pipeline end to end, through KFP's local runner, as `make demo` runs it, by
+swiperec as a user installs it.
 
-One demo run (the demo's default synthetic data set, the committed pipeline YAML, every step a
-subprocess, the embedded PostgreSQL) is shared by the tests below; one more run checks that a
-model which is not blessed changes nothing that serves, and a failing run that nothing changes.
+Everything here runs the `swiperec` command of the wheel built from this checkout, installed
+(not editable) into a fresh virtualenv and run from a folder outside the checkout (the session
+fixture `installed`): `db migrate` applies the shipped migrations to a new embedded server, then
+one demo run (the demo's default synthetic data set, the compiled pipeline the package ships,
+every step a subprocess) is shared by the tests below; a failing run checks that nothing
+changes. (That a model which is not blessed changes nothing that serves is checked on the tiny
+data set, in `test_isolated_pipeline.py`.)
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from swiperec.db import connect
 from swiperec.db.embedded import EmbeddedServer
-from swiperec.registry.lineage import lineage, resolve, show_version
+from swiperec.registry.lineage import lineage, show_version
+from tests.installed import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +28,21 @@ STEPS = ["ingest_snapshot", "feature_transform", "train", "evaluate", "write_emb
          "register"]  # fmt: skip
 
 
-def run(env, *args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "swiperec.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+@pytest.fixture(scope="module")
+def run(installed):
+    """`run(env, *args)`: the installed `swiperec` command, from outside the checkout."""
+    return installed.run
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(installed, run, tmp_path_factory):
     """(env, completed demo process, first version, connection) of one demo run."""
     home = tmp_path_factory.mktemp("pipeline-home")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["SWIPEREC_HOME"] = str(home)
+    env = installed.env(home)
+    migrated = run(env, "db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    applied = [line for line in migrated.stdout.splitlines() if line.startswith("applied ")]
+    assert len(applied) == len(list((ROOT / "supabase" / "migrations").glob("*.sql")))
     result = run(env, *DEMO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     version = re.search(r"^registered\s+(v\S+):", result.stdout, re.M).group(1)
@@ -130,29 +137,7 @@ def test_recommendations_never_include_a_decided_video(demo):
         assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
 
 
-def test_a_model_that_is_not_blessed_changes_nothing_that_serves(demo):
-    env, _, first, conn = demo
-    result = run(env, "pipeline", "run", "--local", "--param", "epochs=1",
-                 "--param", 'thresholds_json={"min_auc": 0.99}',
-                 "--param", "model_version=v-not-blessed")  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "not blessed: AUC" in result.stdout
-    assert not re.search(r"^  write-embeddings", result.stdout, re.M)
-    shown = show_version(conn, "v-not-blessed")
-    assert shown["stage"] == "candidate" and not shown["blessed"]
-    assert show_version(conn, first)["stage"] == "production"
-    with conn.cursor() as cur:
-        cur.execute("select model_version from serving_state")
-        assert cur.fetchone()[0] == first
-        cur.execute("select count(*) from embedding_sets where model_version = 'v-not-blessed'")
-        assert cur.fetchone()[0] == 0
-    conn.rollback()
-    steps = [e["step"] for e in lineage(conn, "v-not-blessed")["executions"]]
-    assert steps == [s for s in STEPS if s != "write_embeddings"]
-    assert resolve(conn, "latest") == "v-not-blessed"
-
-
-def test_a_failing_step_stops_the_run_with_a_clear_error_and_serving_untouched(demo):
+def test_a_failing_step_stops_the_run_with_a_clear_error_and_serving_untouched(demo, run):
     env, _, first, conn = demo
     result = run(env, "pipeline", "run", "--local", "--param", "model_version=v-broken",
                  "--param", "negatives_per_positive=-1")  # fmt: skip
@@ -166,10 +151,23 @@ def test_a_failing_step_stops_the_run_with_a_clear_error_and_serving_untouched(d
     conn.rollback()
 
 
-def test_a_run_never_reuses_a_version_name(demo):
+def test_a_run_never_reuses_a_version_name(demo, run):
     env, _, first, conn = demo
     result = run(env, "pipeline", "run", "--local", "--param", f"model_version={first}")
     assert result.returncode == 2 and "already exists" in result.stderr + result.stdout
     shown = show_version(conn, first)
     assert shown["stage"] == "production" and shown["serving"]
     assert [e["step"] for e in lineage(conn, first)["executions"]] == STEPS
+
+
+def test_the_installed_command_lists_the_parameters_and_the_serving_sets(demo, run):
+    env, _, first, _ = demo
+    parameters = run(env, "pipeline", "parameters")
+    assert parameters.returncode == 0, parameters.stderr[-3000:]
+    for name in ("epochs", "thresholds_json", "model_version", "beam_pipeline_args"):
+        assert re.search(rf"^{name}\s", parameters.stdout, re.M), name
+    status = run(env, "embeddings", "status")
+    assert status.returncode == 0, status.stderr[-3000:]
+    serving = {tuple(line.split()[:3]) for line in status.stdout.splitlines()
+               if line.endswith("<- serving")}  # fmt: skip
+    assert serving == {(first, "video", "ready"), (first, "user", "ready")}

@@ -348,6 +348,8 @@ def test_dockerignore_keeps_local_state_out_and_the_package_in():
     ):
         assert ignored(local), local
     copied = {a.split()[0] for name in DOCKERFILES for k, a in dockerfile(name) if k == "COPY"}
+    shipped = {"supabase/migrations/", "pipelines/compiled/two_tower_training.yaml"}
+    assert shipped <= copied, "the files swiperec/resources/ links to must be in the image"
     for path in copied | {"swiperec/cli/__init__.py", "swiperec/db/migrate.py"}:
         assert not ignored(path.rstrip("/")), path
 
