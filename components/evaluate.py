@@ -43,7 +43,8 @@ def evaluate(
 
     result = steps.evaluate(
         location(model), location(examples), location(transform_graph), location(snapshot),
-        location(evaluation), model_version=model_version, run_id=run_id or None,
+        location(evaluation), model_version=model_version, model_uri=model.uri,
+        run_id=run_id or None,
         ground_truth_uri=ground_truth_uri, thresholds=json.loads(thresholds_json),
         production_evaluation_uri=production_evaluation_uri, report_path=report.path,
         database_url=database_url,

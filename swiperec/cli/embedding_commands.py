@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 
 from swiperec.cli.common import UserError, ready_connection
+from swiperec.embeddings.store import EmbeddingSetError
+from swiperec.registry.versions import RegistryError
 
 
 def add_commands(commands) -> None:
@@ -59,12 +62,11 @@ def write_command(args) -> int:
     import tempfile
 
     from swiperec.db import database_url
-    from swiperec.embeddings.store import retire
     from swiperec.pipeline import steps
 
     if not os.path.exists(os.path.join(args.model, "model_card.json")):
         raise UserError(f"{args.model} is not a trained model (no model_card.json)")
-    conn = ready_connection()  # the schema is up to date (or a clear error)
+    ready_connection().close()  # the schema is up to date (or a clear error)
     url = database_url()
     if args.nice:
         # Inference saturates the CPU; on a machine that also serves queries, they come first.
@@ -83,29 +85,22 @@ def write_command(args) -> int:
             print(f"{kind:<6} set of {args.version}: already ready, nothing written")
         else:
             print(f"{kind:<6} set of {args.version}: {result['rows'][kind]:,} embeddings")
+    conn = ready_connection()
     try:
-        if args.activate:
-            _promote(conn, args.version)
-        retired = retire(conn, args.keep)
+        previous, retired = steps.promote_and_retire(
+            conn, args.version, promote=args.activate, keep=args.keep, actor=getpass.getuser()
+        )
+    except (EmbeddingSetError, RegistryError) as err:
+        raise UserError(str(err)) from err
     finally:
         conn.close()
+    if args.activate:
+        print(f"serving       {args.version} (was {previous or 'none'})")
     if retired:
         print(f"retired       {', '.join(retired)}")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
     print(f"took          {timings}")
     return 0
-
-
-def _promote(conn, version: str, force: bool = False, reason: str | None = None) -> None:
-    from swiperec.embeddings.store import EmbeddingSetError
-    from swiperec.registry.versions import RegistryError, promote
-
-    try:
-        previous = promote(conn, version, force=force, reason=reason)
-    except (EmbeddingSetError, RegistryError) as err:
-        raise UserError(str(err)) from err
-    forced = f", forced: {reason}" if force else ""
-    print(f"serving       {version} (was {previous or 'none'}{forced})")
 
 
 def status_command(args) -> int:
@@ -129,13 +124,20 @@ def status_command(args) -> int:
 
 
 def activate_command(args) -> int:
+    from swiperec.registry.versions import promote
+
     if args.reason and not args.force:
         raise UserError("--reason goes with --force")
     conn = ready_connection()
     try:
-        _promote(conn, args.version, args.force, args.reason)
+        previous = promote(conn, args.version, force=args.force, reason=args.reason,
+                           actor=getpass.getuser())  # fmt: skip
+    except (EmbeddingSetError, RegistryError) as err:
+        raise UserError(str(err)) from err
     finally:
         conn.close()
+    forced = f", forced: {args.reason}" if args.force else ""
+    print(f"serving       {args.version} (was {previous or 'none'}{forced})")
     return 0
 
 

@@ -89,6 +89,7 @@ def evaluate(args) -> int:
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "evaluation")
     result = steps.evaluate(
         args.model, args.examples, transform, snapshot, out, model_version=args.version or "",
+        model_uri=os.path.abspath(args.model),
         ground_truth_uri=truth or "", thresholds=thresholds,
         production_evaluation_uri=args.production or "", report_path=args.report or "",
         database_url=database_url,
@@ -104,11 +105,11 @@ def evaluate(args) -> int:
 
 
 def _snapshot_of(examples: str) -> str:
-    """The snapshot a transform read, as its metadata names it (runs of `swiperec transform`
-    record it; a pipeline's examples carry only its content hash: give --snapshot)."""
-    from swiperec.features.transform import read_metadata
+    """The snapshot a transform read, as its metadata names it: where it was read from, which
+    on a cluster may be a copy that is gone (then give --snapshot)."""
+    from swiperec.features.transform import read_transform_metadata
 
-    path = read_metadata(examples)["snapshot"].get("path")
+    path = read_transform_metadata(examples)["snapshot"].get("path")
     if not path:
         raise UserError(f"{examples} does not name its snapshot: give --snapshot")
     return path

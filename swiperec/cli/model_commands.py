@@ -41,7 +41,8 @@ def add_commands(commands) -> None:
 
 
 def train(args) -> int:
-    from swiperec.features.transform import read_metadata
+    from swiperec.features.transform import read_transform_metadata
+    from swiperec.model.config import TrainConfig
     from swiperec.pipeline import steps
 
     examples = args.examples or os.path.join(
@@ -49,7 +50,7 @@ def train(args) -> int:
     )
     for folder in (args.transform, examples):
         try:
-            read_metadata(folder)
+            read_transform_metadata(folder)
         except FileNotFoundError as err:
             raise UserError(str(err)) from err
     overrides = {
@@ -58,10 +59,11 @@ def train(args) -> int:
         if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
     }
     try:
-        result = steps.train(args.transform, examples, args.out, train_config=overrides,
-                             verbose=0 if args.quiet else 2)  # fmt: skip
-    except ValueError as err:  # a setting out of range, before any training
+        TrainConfig.from_dict(overrides)  # a setting out of range: a clear error, no work
+    except ValueError as err:
         raise UserError(str(err)) from err
+    result = steps.train(args.transform, examples, args.out, train_config=overrides,
+                         verbose=0 if args.quiet else 2)  # fmt: skip
     card = result["card"]
     training, validation = card["training"], card["metrics"]["validation"]
     print(f"model         {args.out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from swiperec.cli.common import UserError, ready_connection
+from swiperec.cli.common import UserError, ready_connection, stage_bar
 from swiperec.cli.data_commands import add_generation_options, config_from_args, generate_into
 
 
@@ -119,17 +119,20 @@ def _parse_time(text: str):
 def snapshot(args) -> int:
     from swiperec.db import database_url
     from swiperec.pipeline import steps
-    from swiperec.snapshot import SnapshotError
+    from swiperec.snapshot import TABLES, SnapshotError
 
     ready_connection().close()  # the schema is up to date (or a clear error)
     started = time.perf_counter()
+    bar, advance = stage_bar([t.name for t in TABLES], "snapshot")
     try:
         result = steps.ingest_snapshot(
             args.out, cutoff=args.cutoff.isoformat() if args.cutoff else "",
-            database_url=database_url(), overwrite=args.overwrite,
+            database_url=database_url(), overwrite=args.overwrite, progress=advance,
         )  # fmt: skip
     except SnapshotError as err:
         raise UserError(str(err)) from err
+    finally:
+        bar.close()
     meta = result["snapshot"]
     print(f"snapshot      {result['uri']}")
     print(f"cutoff        {meta['cutoff']}")
@@ -145,6 +148,7 @@ def snapshot(args) -> int:
 def transform(args) -> int:
     import os
 
+    from swiperec.features.config import FeatureConfig
     from swiperec.pipeline import steps
     from swiperec.snapshot import read_metadata
 
@@ -157,14 +161,16 @@ def transform(args) -> int:
     for name in ("val_start", "test_start"):
         if name in overrides:
             overrides[name] = overrides[name].isoformat()
+    if args.negatives_per_positive is not None:
+        overrides["negatives_per_positive"] = args.negatives_per_positive
     try:
-        result = steps.feature_transform(
-            args.snapshot, os.path.join(args.out, "transform"), os.path.join(args.out, "examples"),
-            negatives_per_positive=args.negatives_per_positive, feature_config=overrides,
-            beam_pipeline_args=args.beam_args,
-        )  # fmt: skip
-    except ValueError as err:  # a setting out of range, before any work
+        FeatureConfig.from_dict(overrides)  # a setting out of range: a clear error, no work
+    except ValueError as err:
         raise UserError(str(err)) from err
+    result = steps.feature_transform(
+        args.snapshot, os.path.join(args.out, "transform"), os.path.join(args.out, "examples"),
+        feature_config=overrides, beam_pipeline_args=args.beam_args,
+    )  # fmt: skip
     meta = result["metadata"]
     print(f"transform     {os.path.join(args.out, 'transform')}")
     print(f"examples      {os.path.join(args.out, 'examples')}")

@@ -38,6 +38,9 @@ from swiperec.db.binary_copy import Column, copy_binary
 from swiperec.model.config import EMBEDDING_DIM
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
+# Serving switches and retention take this transaction lock, so they never interleave: a set
+# being promoted is never dropped by a retirement that decided before the switch.
+_SERVING_LOCK = "swiperec: serving sets"
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ def switch_serving(cur, version: str) -> str | None:
     """Make `version` the serving one, inside the caller's transaction (`cur`); returns the
     previous version. Both its sets must be ready. The registry's `promote` is the one caller:
     it records the promotion in the same transaction."""
+    cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (_SERVING_LOCK,))
     cur.execute("select kind from embedding_sets where model_version = %s and state = 'ready'",
                 (version,))  # fmt: skip
     ready = {r[0] for r in cur.fetchall()}
@@ -274,6 +278,7 @@ def retire(conn, keep: int = 3) -> list[str]:
     an experiment arm's). Loading sets older than every kept one are dropped too. Returns the
     versions removed."""
     with conn, conn.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (_SERVING_LOCK,))
         cur.execute(
             "select model_version, max(coalesce(ready_at, created_at)) as at "
             "from embedding_sets group by model_version order by at desc"

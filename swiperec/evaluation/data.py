@@ -80,20 +80,31 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     `snapshot`, the snapshot the examples were made from. Reads these four and nothing else."""
     import tensorflow_transform as tft
 
-    from swiperec.features.transform import read_metadata
+    from swiperec.features.transform import read_transform_metadata
     from swiperec.model.data import Catalogue, example_dataset
     from swiperec.model.embed import embed_catalogue, embed_examples
     from swiperec.model.export import load_keras_tower
     from swiperec.model.train import read_model_card
 
-    meta = read_metadata(examples_dir)
+    meta = read_transform_metadata(examples_dir)
     read_model_card(model_dir)  # a clear error for a model that did not finish
     config = FeatureConfig.from_dict(meta["config"])
     test_start = meta["split_boundaries"]["test_start"]
     validation_start = meta["split_boundaries"]["validation_start"]
     test_start_us, validation_start_us = _us(test_start), _us(validation_start)
 
-    catalogue, events, _ = load_snapshot(snapshot, config)
+    catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
+    made_from = {
+        "the examples": meta["snapshot"]["content_hash"],
+        "the transform graph": read_transform_metadata(transform_dir)["snapshot"]["content_hash"],
+    }
+    for what, content_hash in made_from.items():
+        if content_hash != snapshot_meta.content_hash:
+            raise ValueError(
+                f"{what} were not made from the snapshot at {snapshot} (content hash "
+                f"{content_hash} vs {snapshot_meta.content_hash}): give the snapshot, the "
+                "transform graph and the examples of one transform run"
+            )
     outputs = {g: tft.TFTransformOutput(os.path.join(transform_dir, g)) for g in ("user", "video")}
     table = Catalogue.load(examples_dir, outputs["video"].transformed_feature_spec(), {})
     user_tower = load_keras_tower(os.path.join(model_dir, "user_tower.keras"))

@@ -418,7 +418,7 @@ def _iso(time_us: int) -> str:
     return str(np.datetime64(int(time_us), "us")) + "Z"
 
 
-def read_metadata(folder: str) -> dict:
+def read_transform_metadata(folder: str) -> dict:
     """The metadata.json of a finished transform run (its transform or examples folder)."""
     import tensorflow as tf
 

@@ -51,7 +51,7 @@ def train(
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from swiperec.features.transform import read_metadata
+    from swiperec.features.transform import read_transform_metadata
     from swiperec.model.data import Catalogue, count_video_rows, example_dataset
     from swiperec.model.export import export_towers
     from swiperec.model.towers import build_user_tower, build_video_tower, table_sizes
@@ -60,7 +60,7 @@ def train(
     config = config or TrainConfig()
     started = time.time()
     tf.keras.utils.set_random_seed(config.seed)
-    transform_meta = read_metadata(transform_dir)
+    transform_meta = read_transform_metadata(transform_dir)
     counts = transform_meta["counts"]
     if counts["train"]["positive"] == 0 or counts["validation"]["examples"] == 0:
         raise SwiperecError(

@@ -1,3 +1,5 @@
-"""The training pipeline around the steps: what each KFP component records about its own run,
-compiling the pipeline, running it locally with KFP's local runner, submitting it to a cluster.
-The pipeline itself is defined in `pipelines/training_pipeline.py`."""
+"""The training pipeline's steps and its runs: `steps.py` holds one function per step (what
+the KFP components in `components/` and the one-step CLI commands call), `kfp_artifacts.py` what
+every component does with its artifacts, `run.py` running the compiled pipeline locally with
+KFP's local runner or submitting it to a cluster. The pipeline itself is defined beside the
+package, in `pipelines/training_pipeline.py`."""

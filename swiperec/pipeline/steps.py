@@ -50,8 +50,10 @@ def ingest_snapshot(
     model_version: str = "",
     database_url: str = "",
     overwrite: bool = True,
+    progress=None,
 ) -> dict:
     """The database -> a consistent snapshot at `cutoff` (ISO 8601, "" = the database's now).
+    `progress(table)` is called as each table starts.
 
     Also names the run's model version: `model_version`, refused when it exists already, or a
     new name (`swiperec.registry.versions.new_version_name`)."""
@@ -69,7 +71,7 @@ def ingest_snapshot(
                 "differently, or leave model_version empty for a new name"
             )
         when = datetime.fromisoformat(cutoff) if cutoff else None
-        meta = take_snapshot(conn, snapshot, cutoff=when, overwrite=overwrite)
+        meta = take_snapshot(conn, snapshot, cutoff=when, overwrite=overwrite, progress=progress)
     finally:
         conn.close()
     version = model_version or new_version_name(datetime.fromtimestamp(started, UTC))
@@ -181,6 +183,7 @@ def evaluate(
     evaluation: str,
     *,
     model_version: str = "",
+    model_uri: str = "",
     run_id: str | None = None,
     ground_truth_uri: str = "",
     thresholds: dict | None = None,
@@ -192,8 +195,9 @@ def evaluate(
     truth) the oracle, and the blessing decision; writes evaluation.json, blessing.json and
     report.html into `evaluation` (and a copy of the report to `report_path`).
 
-    With `model_version`, the evaluation is recorded in the registry under it (the name is
-    claimed for `run_id`: another run's version is refused), and the relative thresholds
+    With `model_version`, the evaluation is recorded in the registry under it, with the model's
+    URI `model_uri` (default `model`; the name is claimed for `run_id`: another run's version is
+    refused), and the relative thresholds
     compare with the recorded evaluation of the version now serving, unless
     `production_evaluation_uri` names an evaluation.json to compare with instead."""
     import json
@@ -225,8 +229,8 @@ def evaluate(
         if conn is not None:
             from swiperec.registry.versions import record_evaluation
 
-            record_evaluation(conn, model_version, model, outcome.results, outcome.blessing,
-                              run_id=run_id)  # fmt: skip
+            record_evaluation(conn, model_version, model_uri or model, outcome.results,
+                              outcome.blessing, run_id=run_id)  # fmt: skip
     finally:
         if conn is not None:
             conn.close()
@@ -307,20 +311,21 @@ def register(
     Recording the same run again adds nothing; the version is refused when another run owns
     it. Serving switches last, after the run is recorded."""
     from swiperec.db import connect
-    from swiperec.embeddings.store import retire
     from swiperec.registry.lineage import record_run
-    from swiperec.registry.versions import promote
 
     started = datetime.now(UTC)
-    executions = run_executions(artifacts, started)
+    parameters = {"model_version": model_version, "run_id": run_id, "activate": activate,
+                  "keep": keep}  # fmt: skip
+    executions = run_executions(artifacts, parameters, started)
     conn = connect(step_database_url(database_url))
     try:
         added = record_run(conn, run_id, executions, model_version=model_version)
         previous, retired = None, []
         promoted = activate and "embedding_set" in artifacts
-        if promoted:
-            previous = promote(conn, model_version)
-            retired = retire(conn, keep)
+        if "embedding_set" in artifacts:
+            previous, retired = promote_and_retire(
+                conn, model_version, promote=promoted, keep=keep, actor=f"pipeline run {run_id}"
+            )
         with conn.cursor() as cur:
             cur.execute("select stage from model_versions where model_version = %s",
                         (model_version,))  # fmt: skip
@@ -332,10 +337,25 @@ def register(
             "previous_version": previous, "retired": retired, "recorded": added}  # fmt: skip
 
 
-def run_executions(artifacts: dict[str, RunArtifact], register_started: datetime) -> list:
+def promote_and_retire(
+    conn, version: str, *, promote: bool, keep: int, actor: str | None = None
+) -> tuple[str | None, list[str]]:
+    """After a version's embedding sets are written: promote it (when asked), then drop all
+    but the `keep` newest sets, never one in use. Returns (the version that served before, or
+    None; the versions retired)."""
+    from swiperec.embeddings.store import retire
+    from swiperec.registry.versions import promote as promote_version
+
+    previous = promote_version(conn, version, actor=actor) if promote else None
+    return previous, retire(conn, keep)
+
+
+def run_executions(
+    artifacts: dict[str, RunArtifact], parameters: dict, register_started: datetime
+) -> list:
     """The run's executions, read off its artifacts' stamps: each step with its parameters,
-    times, the inputs it read and the outputs it wrote; then `register` itself, which read
-    every artifact it was given."""
+    times, the inputs it read and the outputs it wrote; then `register` itself, with its
+    `parameters`, which read every artifact it was given."""
     from swiperec.registry.lineage import Execution
 
     missing = {"snapshot", "transform_graph", "examples", "model", "evaluation"} - set(artifacts)
@@ -368,7 +388,7 @@ def run_executions(artifacts: dict[str, RunArtifact], register_started: datetime
     executions.append(
         Execution(
             step="register",
-            parameters={"model_version": artifacts["snapshot"].metadata.get("model_version")},
+            parameters=parameters,
             inputs=tuple(records.values()),
             started_at=register_started,
             finished_at=datetime.now(UTC),  # the moment it records the run

@@ -374,55 +374,56 @@ def test_registry_commands(conn, db_url, tmp_path):
     assert refused.returncode == 2 and "is a model version" in refused.stderr
 
 
-def test_two_runs_registering_one_version_at_once_exactly_one_owns_it(db_url, conn, tmp_path):
-    """The claim is one statement: of two runs naming the same version at the same moment,
-    through the evaluator or through registration, one owns it and the other is refused;
-    the loser's executions are not recorded and it never becomes the owner."""
+@pytest.mark.parametrize("second", ["record_run", "record_evaluation"])
+def test_two_runs_registering_one_version_at_once_exactly_one_owns_it(
+    second, db_url, conn, tmp_path
+):
+    """Run A has claimed the version in a transaction still open when run B registers the same
+    name (through `record_run`, or through the evaluator): B waits for A, then is refused;
+    B's executions are not recorded and it never becomes the owner."""
     import threading
+    import time
 
     from swiperec.db import connect
-    from swiperec.registry.versions import VersionTaken
+    from swiperec.registry.versions import VersionTaken, claim_version
 
     results = json.loads((TESTDATA / "evaluation_results.json").read_text())
-    blessing = {"blessed": True, "reasons": []}
+    executions = make_run(tmp_path / "b", "v-race")
+    first, other = connect(db_url), connect(db_url)
+    outcome = {}
 
-    def register(run_id, version, how, executions):
-        if how == "record_run":
-            record_run(connections[run_id], run_id, executions, model_version=version)
-        else:
-            record_evaluation(connections[run_id], version, f"/models/{run_id}", results,
-                              blessing, run_id=run_id)  # fmt: skip
+    def register_b():
+        try:
+            if second == "record_run":
+                record_run(other, "run-b", executions, model_version="v-race")
+            else:
+                record_evaluation(other, "v-race", "/models/b", results,
+                                  {"blessed": True, "reasons": []}, run_id="run-b")  # fmt: skip
+            outcome["b"] = "owner"
+        except VersionTaken as err:
+            outcome["b"] = str(err)
 
-    for round_, how in enumerate(["record_run", "evaluate"] * 5):
-        version = f"v-race-{round_}"
-        runs = (f"run-a{round_}", f"run-b{round_}")
-        connections = {run: connect(db_url) for run in runs}
-        prepared = {run: make_run(tmp_path / version / run, version) for run in runs}
-        barrier, outcome = threading.Barrier(2), {}
-
-        def attempt(run, version=version, how=how, barrier=barrier, outcome=outcome,
-                    prepared=prepared):  # fmt: skip
-            barrier.wait()  # both runs ready: they register at the same moment
-            try:
-                register(run, version, how, prepared[run])
-                outcome[run] = "owner"
-            except VersionTaken as err:
-                outcome[run] = str(err)
-
-        threads = [threading.Thread(target=attempt, args=(run,)) for run in runs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        for connection in connections.values():
-            connection.close()
-        winners = [run for run, said in outcome.items() if said == "owner"]
-        assert len(outcome) == 2 and len(winners) == 1, outcome
-        [loser] = set(runs) - set(winners)
-        assert f"is registered by run '{winners[0]}'" in outcome[loser]
+    with first.cursor() as cur:
+        claim_version(cur, "v-race", "run-a")  # not committed yet
+    racer = threading.Thread(target=register_b)
+    racer.start()
+    waiting, deadline = None, time.monotonic() + 30
+    while waiting != "Lock" and time.monotonic() < deadline:
         with conn.cursor() as cur:
-            cur.execute("select run_id from model_versions where model_version = %s", (version,))
-            assert cur.fetchone()[0] == winners[0]
-            cur.execute("select count(*) from lineage_executions where run_id = %s", (loser,))
-            assert cur.fetchone()[0] == 0
+            cur.execute("select wait_event_type from pg_stat_activity where pid = %s",
+                        (other.get_backend_pid(),))  # fmt: skip
+            waiting = (cur.fetchone() or (None,))[0]
         conn.rollback()
+        time.sleep(0.02)
+    assert waiting == "Lock" and racer.is_alive(), "run B did not wait for run A's claim"
+    first.commit()
+    racer.join(30)
+    first.close()
+    other.close()
+    assert "is registered by run 'run-a'" in outcome["b"]
+    with conn.cursor() as cur:
+        cur.execute("select run_id, evaluation from model_versions where model_version = 'v-race'")
+        assert cur.fetchone() == ("run-a", None)
+        cur.execute("select count(*) from lineage_executions where run_id = 'run-b'")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()

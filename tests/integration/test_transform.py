@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from swiperec.features.config import FeatureConfig
-from swiperec.features.transform import SPLITS, read_metadata, run_transform
+from swiperec.features.transform import SPLITS, read_transform_metadata, run_transform
 from tests.conftest import TINY_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,7 +38,9 @@ def parse(transform_dir, records, tower="user"):
 def test_counts_ratio_and_metadata(transformed, snapshot_dir):
     meta = transformed.metadata
     assert (
-        meta == read_metadata(transformed.examples_dir) == read_metadata(transformed.transform_dir)
+        meta
+        == read_transform_metadata(transformed.examples_dir)
+        == read_transform_metadata(transformed.transform_dir)
     )
     from swiperec import snapshot
 
@@ -266,9 +268,8 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     train = transformed.metadata["counts"]["train"]
     assert f"{train['examples']:,} examples: {train['positive']:,} likes" in result.stdout
-    assert (
-        read_metadata(str(tmp_path / "t" / "examples"))["counts"] == transformed.metadata["counts"]
-    )
+    written = read_transform_metadata(str(tmp_path / "t" / "examples"))
+    assert written["counts"] == transformed.metadata["counts"]
     missing = subprocess.run(
         [
             sys.executable,

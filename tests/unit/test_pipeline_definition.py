@@ -29,7 +29,6 @@ def test_the_committed_yaml_is_what_the_definition_compiles_to(tmp_path):
         "pipelines/compiled/two_tower_training.yaml is stale: run `make compile` and commit the "
         "result"
     )
-    assert COMPILED.read_bytes() == SOURCE.read_bytes()  # the package's copy is that file
 
 
 def test_every_step_runs_in_the_pipeline_image_of_this_version(spec):
