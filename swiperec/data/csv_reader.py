@@ -10,6 +10,10 @@ Rules beyond the CSV format itself:
 - Header names are matched ignoring case and surrounding spaces, in any order; a missing or an
   unknown column makes the whole file unreadable (`ImportFileError`).
 - Blank lines are not rows (as with `csv.DictReader`); they are counted, not rejected.
+- A field may be up to `MAX_FIELD_CHARS` long (the values' own limits are validation's). A
+  longer one stops the file there: the csv module cannot tell where such a record ends, and
+  reading on from the next physical line could start inside its quoted text and turn that text
+  into rows. The rest of the file is rejected as one record, with the lines it spans.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ COLUMNS = {kind: tuple(header.split(",")) for kind, header in HEADERS.items()}
 IMPORT_ORDER = ("videos", "reviews", "decisions")  # decisions and reviews refer to videos
 
 _INVALID_BYTES = re.compile("[\udc80-\udcff]+")  # what surrogateescape makes of bad bytes
+MAX_FIELD_CHARS = 8 << 20  # 8 Mi characters: far above any valid value, bounded memory
+csv.field_size_limit(MAX_FIELD_CHARS)
 
 
 class ImportFileError(SwiperecError):
@@ -92,9 +98,15 @@ def read_rows(kind: str, path: Path) -> Iterator[CsvRow | Rejection | int]:
             except StopIteration:
                 return
             except csv.Error as error:
-                raw = lines.take()
-                yield _reject(start, "unreadable_csv", f"cannot parse as CSV: {error}", raw)
-                continue
+                # Where the broken record ends is unknown: reading on could start inside it.
+                raw = lines.take() + lines.rest()
+                span = f"lines {start}-{lines.count}" if lines.count > start else f"line {start}"
+                yield _reject(
+                    start, "unreadable_csv",
+                    f"cannot parse as CSV: {error}; the rest of the file ({span}) is not read, "
+                    "since where this record ends cannot be told", raw,
+                )  # fmt: skip
+                return
             raw = lines.take()
             if not fields:
                 yield start
@@ -160,6 +172,12 @@ class _LineTap:
     def take(self) -> str:
         raw, self._taken = "".join(self._taken), []
         return raw
+
+    def rest(self) -> str:
+        """Every line not read yet (counted), as one text."""
+        for _ in self:
+            pass
+        return self.take()
 
 
 def _field_count(expected, fields, start: int, lines: _LineTap) -> str:

@@ -12,7 +12,13 @@ Rules beyond the file formats themselves:
 - Timestamps without an offset are read as UTC. A date-only `created_at` means midnight UTC.
 - A time is "in the future" after `now` + 5 minutes; a release date is in the future when it is
   later than today's date anywhere on Earth (UTC+14) at that moment, so a title released today
-  in Japan is not refused while it is still yesterday in UTC.
+  in Japan is not refused while it is still yesterday in UTC. A swipe or review before
+  `EARLIEST_TIME` (2000) is refused as a wrong date, not kept as history.
+- Text holds no control characters (C0 but tab and line breaks, DEL, C1), no bidirectional
+  overrides or isolates and no zero-width characters: invisible, they make two ids that look
+  the same differ, or reorder what a title shows. Lengths are capped (`MAX_LENGTHS`, list items
+  `MAX_LIST_ITEMS` of at most `MAX_ITEM_LENGTH` characters).
+- The nil UUID is not a user.
 """
 
 from __future__ import annotations
@@ -32,12 +38,19 @@ from swiperec.data.csv_reader import (
 )
 
 MAX_ID_LENGTH = 200
+MAX_LENGTHS = {"title": 500, "description": 20_000, "maker": 200}
+MAX_LIST_ITEMS, MAX_ITEM_LENGTH = 50, 200
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(minutes=5)
 LIST_SEPARATOR = "|"
 DECISIONS = ("like", "nope")
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 except tab, \n, \r
-_SUSPECT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd\udc80-\udcff]")
+# C0 except tab, \n, \r; DEL and C1; bidi embeddings, overrides and isolates; zero-width
+_INVISIBLE = (
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200b-\u200d\u2060\ufeff"
+)
+_CONTROL = re.compile(f"[{_INVISIBLE}]")
+_SUSPECT = re.compile(f"[{_INVISIBLE}\ufffd\udc80-\udcff]")
 _LINE_OR_TAB = re.compile(r"[\t\n\r]")
 _LINE_BREAK = re.compile(r"\r\n?")
 _RATING = re.compile(r"[0-9]+")
@@ -110,10 +123,10 @@ class RowValidator:
         return value
 
     def title(self, name: str, value: str) -> str:
-        return self.required(name, value, single_line=False)
+        return _capped(name, self.required(name, value, single_line=False), MAX_LENGTHS[name])
 
     def text(self, name: str, value: str) -> str | None:
-        return _clean(name, value, single_line=False) or None
+        return _capped(name, _clean(name, value, single_line=False), MAX_LENGTHS[name]) or None
 
     def text_list(self, name: str, value: str) -> list[str]:
         items = [
@@ -124,7 +137,11 @@ class RowValidator:
                 raise _Invalid(
                     "control_character", f"{name} item {_show(item)} contains a line break or tab"
                 )
-        return list(dict.fromkeys(item for item in items if item))
+            _capped(f"{name} item", item, MAX_ITEM_LENGTH)
+        kept = list(dict.fromkeys(item for item in items if item))
+        if len(kept) > MAX_LIST_ITEMS:
+            raise _Invalid("too_long", f"{name} has {len(kept)} items, more than {MAX_LIST_ITEMS}")
+        return kept
 
     def release_date(self, name: str, value: str) -> date | None:
         value = _clean(name, value)
@@ -154,14 +171,21 @@ class RowValidator:
         if instant > self.latest_time:
             latest = self.latest_time.isoformat(timespec="seconds")
             raise _Invalid("future_time", f"{name} {value} is in the future (later than {latest})")
+        if instant < EARLIEST_TIME:
+            raise _Invalid(
+                "past_time", f"{name} {value} is before {EARLIEST_TIME.date()}: a wrong date"
+            )
         return instant
 
     def user_id(self, name: str, value: str) -> uuid.UUID:
         value = self.required(name, value)
         try:
-            return uuid.UUID(value)
+            user = uuid.UUID(value)
         except ValueError:
             raise _Invalid("invalid_uuid", f"{name} must be a UUID, got {_show(value)}") from None
+        if user.int == 0:
+            raise _Invalid("invalid_uuid", f"{name} is the nil UUID, which names no user")
+        return user
 
     def decision(self, name: str, value: str) -> str:
         value = _clean(name, value)
@@ -218,6 +242,12 @@ def _clean(name: str, value: str, *, single_line: bool = True) -> str:
     # Checked before strip(), which would drop some control characters silently.
     control = _CONTROL.search(value).group()
     raise _Invalid("control_character", f"{name} contains control character {_show(control)}")
+
+
+def _capped(name: str, value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise _Invalid("too_long", f"{name} is longer than {limit} characters ({len(value)})")
+    return value
 
 
 def _as_utc(instant: datetime) -> datetime:

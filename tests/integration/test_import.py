@@ -431,3 +431,67 @@ def test_a_crash_in_a_later_file_keeps_the_earlier_files(conn, tmp_path):
     counts = table_counts(conn)
     assert (counts["videos"], counts["video_reviews"], counts["user_video_decisions"]) == (3, 3, 0)
     assert query(conn, "select kind from data_imports order by id") == [("videos",), ("reviews",)]
+
+
+def test_an_over_long_field_never_smuggles_a_row_in(conn, tmp_path):
+    """A quoted description holding a line that looks like a row: read as one record, it is
+    one video (refused for its length); past the reader's field limit, the file stops there and
+    the rest is rejected as one record, never read on from inside the quoted text."""
+    from swiperec.data import csv_reader
+
+    smuggling = "x" * 70_000 + "\nsmuggled,Smuggled,,,,,2024-01-01\n" + "y" * 70_000
+    content = VIDEOS_HEADER + f'v1,Long,"{smuggling}",,,,\n' + "v2,After,,,,,\n"
+    report = import_files(conn, videos=write(tmp_path, "videos.csv", content), now=NOW)
+    assert (report["videos"].rows_read, report["videos"].inserted) == (2, 1)
+    assert query(conn, "select external_id from videos order by 1") == [("v2",)]
+    [(reason, _)] = rejections(conn, report["videos"].import_id).values()
+    assert reason == "description is longer than 20000 characters (140034)"
+
+    csv_reader.csv.field_size_limit(1000)  # a small limit stands in for an 8 Mi field
+    try:
+        big = "z" * 5_000 + "\nsmuggled2,Smuggled,,,,,2024-01-01\n" + "z" * 10
+        content = VIDEOS_HEADER + "v3,Before,,,,,\n" + f'v4,Big,"{big}",,,,\n' + "v5,After,,,,,\n"
+        report = import_files(conn, videos=write(tmp_path, "videos2.csv", content), now=NOW)
+    finally:
+        csv_reader.csv.field_size_limit(csv_reader.MAX_FIELD_CHARS)
+    assert query(conn, "select external_id from videos order by 1") == [("v2",), ("v3",)]
+    [(line, (reason, raw))] = rejections(conn, report["videos"].import_id).items()
+    assert line == 3 and "the rest of the file (lines 3-6) is not read" in reason
+    assert "smuggled2" in raw and raw.endswith("v5,After,,,,,")
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("v1,\u202etxet desrever,,,,,", "title contains control character '\\u202e'"),
+        ("v1\u200b,Zero width,,,,,", "external_id contains control character '\\u200b'"),
+        ("v1,DEL \x7f here,,,,,", "title contains control character '\\x7f'"),
+        ("v1,C1 \x85 here,,,,,", "title contains control character '\\x85'"),
+        ("v1," + "t" * 501 + ",,,,,", "title is longer than 500 characters (501)"),
+        ("v1,T,,," + "m" * 201 + ",,", "maker is longer than 200 characters (201)"),
+        ("v1,T,," + "|".join(f"g{i}" for i in range(51)) + ",,,", "genres has 51 items"),
+    ],
+)
+def test_invisible_characters_and_over_long_values_are_refused(conn, tmp_path, row, reason):
+    report = import_files(conn, videos=write(tmp_path, "v.csv", VIDEOS_HEADER + row + "\n"),
+                          now=NOW)  # fmt: skip
+    [(found, _)] = rejections(conn, report["videos"].import_id).values()
+    assert found.startswith(reason)
+    assert query(conn, "select count(*) from videos") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("00000000-0000-0000-0000-000000000000,v1,like,2025-04-01T00:00:00Z",
+         "user_id is the nil UUID"),
+        (f"{ALICE},v1,like,0001-01-01T00:00:00Z", "created_at 0001-01-01T00:00:00Z is before"),
+    ],
+)  # fmt: skip
+def test_nil_users_and_far_past_swipes_are_refused(conn, tmp_path, row, reason):
+    videos = write(tmp_path, "v.csv", VIDEOS_HEADER + "v1,T,,,,,\n")
+    decisions = write(tmp_path, "d.csv", DECISIONS_HEADER + row + "\n")
+    report = import_files(conn, videos=videos, decisions=decisions, now=NOW)
+    [(found, _)] = rejections(conn, report["decisions"].import_id).values()
+    assert found.startswith(reason)
+    assert query(conn, "select count(*) from user_video_decisions") == [(0,)]
