@@ -353,7 +353,12 @@ _MERGE = {
 
 def _reject_in_database(cur, kind: str) -> None:
     """Move the staged rows that repeat an earlier row's key or contradict the database over
-    to the rejects."""
+    to the rejects.
+
+    Imports of one kind take turns from here to their commit (a transaction lock): the checks
+    and the merge must see the same database, or two files contradicting each other, imported
+    at once, would both pass the check and the second would be counted unchanged."""
+    cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"swiperec: import {kind}",))
     cur.execute(_DUPLICATE.format(key=", ".join(KEYS[kind])))
     if kind != "videos":
         cur.execute(_UNKNOWN_VIDEO)
