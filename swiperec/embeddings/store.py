@@ -276,7 +276,14 @@ def serving_version(conn) -> str | None:
 def retire(conn, keep: int = 3) -> list[str]:
     """Drop the sets of all but the `keep` newest ready versions, never one in use (serving, or
     an experiment arm's). Loading sets older than every kept one are dropped too. Returns the
-    versions removed."""
+    versions removed.
+
+    Serving reads are never blocked. The sets are first forgotten (their `embedding_sets` rows
+    deleted, in one transaction with the serving lock, so no promotion can pick them); then
+    each table is detached from its parent CONCURRENTLY, which waits for the queries that may
+    still read it while new ones go on, and dropped (a plain DROP of a partition would lock the
+    parent exclusively, and every new query would queue behind it). A retirement that dies
+    halfway leaves tables no set names; the next one drops them (`drop_orphans`)."""
     with conn, conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (_SERVING_LOCK,))
         cur.execute(
@@ -288,14 +295,49 @@ def retire(conn, keep: int = 3) -> list[str]:
         in_use = {r[0] for r in cur.fetchall()}
         removed = [v for v in versions[keep:] if v not in in_use]
         for version in removed:
-            cur.execute("select table_name from embedding_sets where model_version = %s",
-                        (version,))  # fmt: skip
-            for (table_name,) in cur.fetchall():
-                schema, name = table_name.split(".")
-                cur.execute(sql.SQL("drop table if exists {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(name)))  # fmt: skip
             cur.execute("delete from embedding_sets where model_version = %s", (version,))
+    drop_orphans(conn)
     return removed
+
+
+_SET_TABLE = r"^(video|user)_embeddings_[0-9a-f]{16}$"
+
+
+def drop_orphans(conn) -> list[str]:
+    """Drop every set table in `swiperec_private` that no `embedding_sets` row names, detaching
+    it from its parent first, concurrently; returns the tables dropped. One at a time across
+    processes (a session lock): two concurrent detaches of one parent would fail."""
+    old_autocommit = conn.autocommit
+    conn.rollback()
+    conn.autocommit = True  # DETACH ... CONCURRENTLY runs outside a transaction block
+    dropped = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_lock(hashtext(%s))", ("swiperec: drop orphans",))
+            try:
+                cur.execute(
+                    "select c.relname, p.relname, i.inhdetachpending "
+                    "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                    "left join pg_inherits i on i.inhrelid = c.oid "
+                    "left join pg_class p on p.oid = i.inhparent "
+                    "where n.nspname = 'swiperec_private' and c.relkind = 'r' "
+                    "and c.relname ~ %s and not exists (select 1 from public.embedding_sets s "
+                    "where s.table_name = 'swiperec_private.' || c.relname)",
+                    (_SET_TABLE,),
+                )
+                for name, parent, pending in cur.fetchall():
+                    table = sql.SQL("swiperec_private.{}").format(sql.Identifier(name))
+                    if parent is not None:
+                        how = "finalize" if pending else "concurrently"
+                        cur.execute(sql.SQL("alter table public.{} detach partition {} " + how)
+                                    .format(sql.Identifier(parent), table))  # fmt: skip
+                    cur.execute(sql.SQL("drop table if exists {}").format(table))
+                    dropped.append(name)
+            finally:
+                cur.execute("select pg_advisory_unlock(hashtext(%s))", ("swiperec: drop orphans",))
+    finally:
+        conn.autocommit = old_autocommit
+    return dropped
 
 
 def upsert(conn, version: str, kind: str, ids, vectors) -> int:
