@@ -2,9 +2,10 @@
 
 The life of a model version's set (one per kind, `video` and `user`):
 
-    begin_set(conn, "v7", "video", 768)            loading: an empty standalone table
+    with writing(conn, "v7"):                      one writer per version at a time
+    begin_set(conn, "v7", "video", 768, 49)        loading: an empty table, 49 shards expected
     copy_shard(conn, "v7", "video", "0", ids, x)   binary COPY, once per shard (any worker)
-    finish_set(conn, "v7", "video")                primary key, HNSW, ANALYZE, attach: ready
+    finish_set(conn, "v7", "video")                all shards in? primary key, HNSW, attach: ready
     switch_serving(cur, "v7")                      both kinds ready -> serving_state = v7
     retire(conn, keep=3)                           drop old sets not in use
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,10 +95,18 @@ def set_state(conn, version: str, kind: str) -> str | None:
     return row[0] if row else None
 
 
-def begin_set(conn, version: str, kind: str, dimension: int = EMBEDDING_DIM) -> bool:
-    """Start loading `version`'s set of `kind`; False when it is already ready (nothing to do).
+def begin_set(
+    conn,
+    version: str,
+    kind: str,
+    dimension: int = EMBEDDING_DIM,
+    expected_shards: int | None = None,
+) -> bool:
+    """Start loading `version`'s set of `kind`, of `expected_shards` shards (checked when it is
+    finished); False when it is already ready (nothing to do).
 
-    A set left `loading` by an earlier run is started afresh: its table is dropped."""
+    A set left `loading` by an earlier run is started afresh: its table is dropped. Only one
+    writer may load a version at a time (`writing`)."""
     _check_kind(kind)
     table, name = _table(version, kind)
     key = KINDS[kind][0]
@@ -122,9 +132,9 @@ def begin_set(conn, version: str, kind: str, dimension: int = EMBEDDING_DIM) -> 
                  v=sql.Literal(version)))  # fmt: skip
         cur.execute(sql.SQL("alter table {} enable row level security").format(table))
         cur.execute(
-            "insert into embedding_sets (model_version, kind, state, table_name, dimension) "
-            "values (%s, %s, 'loading', %s, %s)",
-            (version, kind, f"swiperec_private.{name}", int(dimension)),
+            "insert into embedding_sets (model_version, kind, state, table_name, dimension, "
+            "expected_shards) values (%s, %s, 'loading', %s, %s, %s)",
+            (version, kind, f"swiperec_private.{name}", int(dimension), expected_shards),
         )
     return True
 
@@ -194,7 +204,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     if set_state(conn, version, kind) != "loading":
         conn.rollback()
         raise EmbeddingSetError(f"the {kind} set of {version!r} is not loading")
-    conn.rollback()
+    _check_complete(conn, version, kind, table)
     old_autocommit = conn.autocommit
     conn.autocommit = True  # each step commits; a crash between them leaves the set loading
     try:
@@ -232,6 +242,54 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     finally:
         conn.autocommit = old_autocommit
     return {"rows": rows, **timings}
+
+
+def _check_complete(conn, version: str, kind: str, table) -> None:
+    """EmbeddingSetError unless the loading set holds exactly its expected shards, and the rows
+    they recorded: a set missing a shard, or holding one twice, is never finished."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select s.expected_shards, count(h.shard), coalesce(sum(h.row_count), 0) "
+            "from embedding_sets s left join embedding_set_shards h using (model_version, kind) "
+            "where s.model_version = %s and s.kind = %s group by s.expected_shards",
+            (version, kind),
+        )
+        expected, shards, recorded = cur.fetchone()
+        cur.execute(sql.SQL("select count(*) from {}").format(table))
+        rows = cur.fetchone()[0]
+    conn.rollback()
+    if expected is not None and shards != expected:
+        raise EmbeddingSetError(
+            f"the {kind} set of {version!r} has {shards} of its {expected} shards: not finished"
+        )
+    if rows != recorded:
+        raise EmbeddingSetError(
+            f"the {kind} set of {version!r} holds {rows} rows, its shards recorded {recorded}: "
+            "not finished (write the version again)"
+        )
+
+
+@contextmanager
+def writing(conn, version: str):
+    """Hold the right to write `version`'s sets for the `with` block (a session lock on `conn`,
+    released at the end, or when the writer's connection dies). A second writer of the same
+    version is refused at once with EmbeddingSetError, so two loads never mix in one set."""
+    key = f"swiperec: writing embeddings {version}"
+    with conn.cursor() as cur:
+        cur.execute("select pg_try_advisory_lock(hashtext(%s))", (key,))
+        acquired = cur.fetchone()[0]
+    conn.commit()
+    if not acquired:
+        raise EmbeddingSetError(
+            f"version {version!r} is being written by another process; wait for it to finish "
+            "(or to die: its sets then start afresh on the next write)"
+        )
+    try:
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_unlock(hashtext(%s))", (key,))
+        conn.commit()
 
 
 def refresh_popularity(conn) -> None:

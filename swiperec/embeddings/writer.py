@@ -157,43 +157,49 @@ def write_embeddings(
     started = time.perf_counter()
     conn = connect(url)
     try:
-        catalogue, events, meta = load_snapshot(snapshot, config)
-        as_of_us = datetime_to_us(meta.cutoff)  # the time the embeddings describe
-        dimension = card["embedding_dim"]
-        kinds = [k for k in ("video", "user") if store.begin_set(conn, version, k, dimension)]
-        result.skipped = [k for k in ("video", "user") if k not in kinds]
-        result.seconds["read"] = round(time.perf_counter() - started, 2)
-
-        if kinds:
-            start = time.perf_counter()
-            elements = []
-            if "video" in kinds:
-                elements += list(_video_chunks(catalogue, rows_per_chunk))
-            if "user" in kinds:
-                elements += list(_user_chunks(events, users_per_chunk))
+        with store.writing(conn, version):  # a second writer of this version is refused
+            catalogue, events, meta = load_snapshot(snapshot, config)
+            as_of_us = datetime_to_us(meta.cutoff)  # the time the embeddings describe
+            chunks = {
+                "video": list(_video_chunks(catalogue, rows_per_chunk)),
+                "user": list(_user_chunks(events, users_per_chunk)),
+            }
             del events
-            pipeline = new_pipeline(pipeline_args)
-            fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us)
-            _ = (
-                pipeline
-                | "Chunks" >> beam.Create(elements, reshuffle=False)
-                | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
-            )
-            outcome = pipeline.run()
-            outcome.wait_until_finish()
-            del pipeline, outcome
-            gc.collect()
-            result.seconds["embed_and_copy"] = round(time.perf_counter() - start, 2)
+            # The shards are counted before the load; finishing checks that all of them are in.
+            dimension = card["embedding_dim"]
+            kinds = [
+                k for k in ("video", "user")
+                if store.begin_set(conn, version, k, dimension, expected_shards=len(chunks[k]))
+            ]  # fmt: skip
+            result.skipped = [k for k in ("video", "user") if k not in kinds]
+            result.seconds["read"] = round(time.perf_counter() - started, 2)
 
-            for kind in kinds:
+            if kinds:
                 start = time.perf_counter()
-                finished = store.finish_set(conn, version, kind, index)
-                result.rows[kind] = finished["rows"]
-                result.seconds[f"index_{kind}"] = round(time.perf_counter() - start, 2)
-        start = time.perf_counter()
-        store.refresh_popularity(conn)  # the serving fallback's order, as of this refresh
-        result.seconds["popularity"] = round(time.perf_counter() - start, 2)
-        result.seconds["total"] = round(time.perf_counter() - started, 2)
+                elements = [chunk for kind in kinds for chunk in chunks[kind]]
+                del chunks
+                pipeline = new_pipeline(pipeline_args)
+                fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us)
+                _ = (
+                    pipeline
+                    | "Chunks" >> beam.Create(elements, reshuffle=False)
+                    | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
+                )
+                outcome = pipeline.run()
+                outcome.wait_until_finish()
+                del pipeline, outcome
+                gc.collect()
+                result.seconds["embed_and_copy"] = round(time.perf_counter() - start, 2)
+
+                for kind in kinds:
+                    start = time.perf_counter()
+                    finished = store.finish_set(conn, version, kind, index)
+                    result.rows[kind] = finished["rows"]
+                    result.seconds[f"index_{kind}"] = round(time.perf_counter() - start, 2)
+            start = time.perf_counter()
+            store.refresh_popularity(conn)  # the serving fallback's order, as of this refresh
+            result.seconds["popularity"] = round(time.perf_counter() - start, 2)
+            result.seconds["total"] = round(time.perf_counter() - started, 2)
         return result
     finally:
         conn.close()

@@ -15,6 +15,7 @@ from swiperec.embeddings.store import (
     finish_set,
     retire,
     serving_version,
+    set_state,
     status,
     upsert,
 )
@@ -43,7 +44,7 @@ def load_version(conn, version, seed=0, shards=2):
     videos, users = unit(N_VIDEOS, seed), unit(N_USERS, seed + 1)
     ids = np.arange(1, N_VIDEOS + 1)
     for kind, keys, vectors in (("video", ids, videos), ("user", USERS, users)):
-        assert begin_set(conn, version, kind)
+        assert begin_set(conn, version, kind, expected_shards=shards)
         for shard, part in enumerate(np.array_split(np.arange(len(keys)), shards)):
             keys_part = [keys[i] for i in part] if kind == "user" else keys[part]
             assert copy_shard(conn, version, kind, str(shard), keys_part, vectors[part])
@@ -191,6 +192,47 @@ def test_retention_keeps_the_newest_and_never_the_serving_version(conn):
         assert cur.fetchone()[0] == 3
     conn.rollback()
     assert retire(conn, keep=2) == []
+
+
+def test_a_set_is_ready_only_with_all_its_shards_and_their_rows(conn, db_url):
+    """The number of shards is fixed when the load begins: a set missing one is not finished;
+    rows the shards did not record (a second writer's COPY) keep it unfinished too; and a
+    second writer of the same version is refused while the first holds it."""
+    from swiperec.embeddings.store import writing
+
+    ids, vectors = np.arange(1, 11), unit(10, 7)
+    assert begin_set(conn, "v1", "video", expected_shards=2)
+    assert copy_shard(conn, "v1", "video", "0", ids[:5], vectors[:5])
+    with pytest.raises(EmbeddingSetError, match="has 1 of its 2 shards: not finished"):
+        finish_set(conn, "v1", "video", SMALL_INDEX)
+    assert copy_shard(conn, "v1", "video", "1", ids[5:], vectors[5:])
+    with conn, conn.cursor() as cur:  # a row no shard recorded
+        cur.execute("insert into swiperec_private.\"" + _table_name(conn, "v1") + "\" "
+                    "(model_version, video_id, embedding) values ('v1', 99, %s)",
+                    (vectors[0],))  # fmt: skip
+    with pytest.raises(EmbeddingSetError, match="holds 11 rows, its shards recorded 10"):
+        finish_set(conn, "v1", "video", SMALL_INDEX)
+    assert set_state(conn, "v1", "video") == "loading"
+
+    other = connect(db_url)
+    with writing(conn, "v2"):
+        refused = pytest.raises(EmbeddingSetError, match="being written by another process")
+        with refused, writing(other, "v2"):
+            pass
+        with writing(other, "v3"):  # another version: no conflict
+            pass
+    with writing(other, "v2"):  # released: the next writer may start
+        pass
+    other.close()
+
+
+def _table_name(conn, version):
+    with conn.cursor() as cur:
+        cur.execute("select split_part(table_name, '.', 2) from embedding_sets "
+                    "where model_version = %s", (version,))  # fmt: skip
+        name = cur.fetchone()[0]
+    conn.rollback()
+    return name
 
 
 def test_retiring_behind_a_long_reader_never_holds_up_serving_reads(conn, db_url):
