@@ -7,6 +7,7 @@ import os
 
 from swiperec.cli.common import UserError, ready_connection
 from swiperec.embeddings.store import EmbeddingSetError
+from swiperec.faults import fault_point
 from swiperec.registry.versions import RegistryError
 
 
@@ -85,6 +86,7 @@ def write_command(args) -> int:
             print(f"{kind:<6} set of {args.version}: already ready, nothing written")
         else:
             print(f"{kind:<6} set of {args.version}: {result['rows'][kind]:,} embeddings")
+    fault_point("cli.before_switch")
     conn = ready_connection()
     try:
         previous, retired = steps.promote_and_retire(

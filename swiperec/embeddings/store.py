@@ -37,6 +37,7 @@ import numpy as np
 from psycopg2 import errors, sql
 
 from swiperec.db.binary_copy import Column, copy_binary
+from swiperec.faults import fault_point
 from swiperec.model.config import EMBEDDING_DIM
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
@@ -171,6 +172,7 @@ def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors) -> bool:
                 Column(key, key_type, ids),
                 Column("embedding", "vector", vectors),
             ])  # fmt: skip
+            fault_point("store.mid_copy")  # the shard's rows sent, not committed
     except errors.UniqueViolation:
         return False
     return True
@@ -217,6 +219,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
             cur.execute(sql.SQL("alter table {t} add primary key (model_version, {key})").format(
                 t=table, key=sql.Identifier(key)))  # fmt: skip
             timings["primary_key_s"] = round(time.perf_counter() - start, 2)
+            fault_point("store.primary_key")
             start = time.perf_counter()
             cur.execute(sql.SQL(
                 "create index if not exists {i} on {t} using hnsw (embedding vector_cosine_ops) "
@@ -224,6 +227,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
             ).format(i=sql.Identifier(f"{name}_hnsw"), t=table, m=sql.Literal(index.m),
                      ef=sql.Literal(index.ef_construction)))  # fmt: skip
             timings["hnsw_s"] = round(time.perf_counter() - start, 2)
+            fault_point("store.hnsw")
             start = time.perf_counter()
             cur.execute(sql.SQL("analyze {}").format(table))
             cur.execute(sql.SQL("select count(*) from {}").format(table))
@@ -233,6 +237,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
         with conn, conn.cursor() as cur:
             cur.execute(sql.SQL("alter table public.{p} attach partition {t} for values in ({v})")
                         .format(p=parent, t=table, v=sql.Literal(version)))  # fmt: skip
+            fault_point("store.attach")  # attached, not committed
             cur.execute(
                 "update embedding_sets set state = 'ready', row_count = %s, index_params = %s, "
                 "ready_at = now() where model_version = %s and kind = %s",

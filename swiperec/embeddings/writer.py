@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swiperec.embeddings import store
+from swiperec.faults import fault_point
 
 DAY_US = 86_400 * 1_000_000
 
@@ -173,6 +174,7 @@ def write_embeddings(
             ]  # fmt: skip
             result.skipped = [k for k in ("video", "user") if k not in kinds]
             result.seconds["read"] = round(time.perf_counter() - started, 2)
+            fault_point("writer.before_first_shard")
 
             if kinds:
                 start = time.perf_counter()
@@ -190,8 +192,11 @@ def write_embeddings(
                 del pipeline, outcome
                 gc.collect()
                 result.seconds["embed_and_copy"] = round(time.perf_counter() - start, 2)
+                fault_point("writer.after_all_shards")
 
                 for kind in kinds:
+                    if kind != kinds[0]:
+                        fault_point("writer.between_sets")
                     start = time.perf_counter()
                     finished = store.finish_set(conn, version, kind, index)
                     result.rows[kind] = finished["rows"]

@@ -227,34 +227,6 @@ def test_keras_files_round_trip(trained, transformed):
         np.testing.assert_allclose(loaded(features).numpy(), in_memory, atol=1e-6)
 
 
-def test_component_runs_under_the_kfp_local_runner(transformed, tmp_path):
-    from kfp import dsl, local
-
-    from components.train import train as train_component
-
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
-    config = json.dumps({"hidden_units": [16], "bag_dim": 4, "epochs": 2, "batch_size": 256})
-
-    @dsl.pipeline
-    def train_only(transform_uri: str, examples_uri: str):
-        graph = dsl.importer(artifact_uri=transform_uri, artifact_class=dsl.Artifact)
-        examples = dsl.importer(artifact_uri=examples_uri, artifact_class=dsl.Dataset)
-        train_component(
-            transform_graph=graph.output,
-            examples=examples.output,
-            train_config_json=config,
-        )
-
-    train_only(transform_uri=transformed.transform_dir, examples_uri=transformed.examples_dir)
-    [card_path] = glob.glob(str(tmp_path / "**" / "model_card.json"), recursive=True)
-    with open(card_path) as handle:
-        card = json.load(handle)
-    assert card["hyperparameters"]["epochs"] == 2 and card["embedding_dim"] == 768
-    model_dir = os.path.dirname(card_path)
-    assert os.path.exists(os.path.join(model_dir, "video_tower", "saved_model.pb"))
-    assert os.path.exists(os.path.join(model_dir, "user_tower.keras"))
-
-
 def test_train_command(transformed, tmp_path):
     out = tmp_path / "model"
     result = subprocess.run(

@@ -2,7 +2,8 @@
 
 The small synthetic data set of tests/conftest.py is loaded, snapshotted and transformed once
 per session (`snapshot_dir`, `transformed`); the KFP component runs it again through
-`.python_func` and through the KFP local runner, and those runs double as the determinism check.
+`.python_func` and the CLI through its command, and those runs double as the determinism check.
+(The pipeline tests run the component under the KFP local runner and isolated, as a cluster.)
 """
 
 import glob
@@ -224,26 +225,6 @@ def test_component_python_func_gives_the_same_examples(transformed, snapshot_dir
         examples.metadata["train/positive"] == transformed.metadata["counts"]["train"]["positive"]
     )
     assert transform_graph.metadata["vocabulary_size/text_ngrams"] == 1000
-
-
-def test_component_runs_under_the_kfp_local_runner(transformed, snapshot_dir, tmp_path):
-    from kfp import dsl, local
-
-    from components.feature_transform import feature_transform
-
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
-
-    @dsl.pipeline
-    def transform_only(snapshot_uri: str):
-        snapshot = dsl.importer(
-            artifact_uri=snapshot_uri, artifact_class=dsl.Dataset, reimport=False
-        )
-        feature_transform(snapshot=snapshot.output)
-
-    transform_only(snapshot_uri=snapshot_dir)
-    [examples_dir] = glob.glob(str(tmp_path / "**" / "examples"), recursive=True)
-    [transform_dir] = glob.glob(str(tmp_path / "**" / "transform_graph"), recursive=True)
-    _assert_same_examples(examples_dir, transform_dir, transformed)
 
 
 def test_transform_command(transformed, snapshot_dir, tmp_path):
