@@ -29,7 +29,7 @@ const handler = createHandler({ sql, jwtSecret: secret });
 const key = new TextEncoder().encode(secret);
 
 async function token(user: string): Promise<string> {
-  return await new SignJWT({ role: "authenticated" })
+  return await new SignJWT({ role: "authenticated", aud: "authenticated" })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setSubject(user)
     .setExpirationTime("1h")

@@ -5,6 +5,13 @@
 //   POST {"limit": 10, "genres": ["ドラマ"], "exclude": [3, 7], "max_per_maker": 2}
 //
 // In a query string a list is comma-separated, repeated, or both; in a body it is a JSON array.
+//
+// No string value may carry a control character (C0 including tab and newline, DEL, C1), a bidi
+// embedding/override/isolate (U+202A-U+202E, U+2066-U+2069) or a zero-width character
+// (U+200B-U+200D, U+2060, U+FEFF), nor be ill-formed UTF-16 (a lone surrogate): such a value is
+// refused with a problem naming its parameter. (PostgreSQL refuses NUL in text outright, and the
+// others only make names that look alike but never match.) A POST body is read as a stream and
+// refused as soon as more than LIMITS.bodyBytes have arrived, whatever Content-Length says.
 
 export interface RecommendationParams {
   /** How many items to return, 1..100. */
@@ -65,7 +72,21 @@ const NAMES = [
 type Name = typeof NAMES[number];
 const LISTS: ReadonlySet<Name> = new Set(["genres", "makers", "exclude"]);
 
-/** A value for an error message: quoted, and cut short so an error never echoes megabytes. */
+/** Control characters (general category Cc: C0 U+0000-U+001F, DEL and C1 U+007F-U+009F). */
+const CONTROL = /\p{Cc}/u;
+/** Bidi embeddings, overrides and isolates. */
+const BIDI = /[\u202a-\u202e\u2066-\u2069]/u;
+/** Zero-width space, joiners, word joiner and the byte order mark (zero-width no-break space). */
+const ZERO_WIDTH = /[\u200b-\u200d\u2060\ufeff]/u;
+/** Everything `show` escapes, so an error message never carries an invisible character. */
+const INVISIBLE =
+  /[\p{Cc}\u202a-\u202e\u2066-\u2069\u200b-\u200d\u2060\ufeff]/gu;
+
+const codePoint = (char: string) =>
+  `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+
+/** A value for an error message: quoted, invisible characters escaped, and cut short so an
+ * error never echoes megabytes. */
 function show(value: unknown): string {
   let text: string;
   try {
@@ -73,7 +94,48 @@ function show(value: unknown): string {
   } catch {
     text = String(value);
   }
+  text = text.replace(
+    INVISIBLE,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
   return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+/** The problem with the first string in `raw` (a string, or strings inside arrays and objects)
+ * that has a forbidden character, or undefined when there is none. */
+function forbiddenCharacter(name: string, raw: unknown): string | undefined {
+  const stack: unknown[] = [raw];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value === "string") {
+      const control = CONTROL.exec(value)?.[0];
+      if (control !== undefined) {
+        return `${name}: must not contain control characters, found ${
+          codePoint(control)
+        }`;
+      }
+      const bidi = BIDI.exec(value)?.[0];
+      if (bidi !== undefined) {
+        return `${name}: must not contain bidi control characters, found ${
+          codePoint(bidi)
+        }`;
+      }
+      const zeroWidth = ZERO_WIDTH.exec(value)?.[0];
+      if (zeroWidth !== undefined) {
+        return `${name}: must not contain zero-width characters, found ${
+          codePoint(zeroWidth)
+        }`;
+      }
+      if (!value.isWellFormed()) {
+        return `${name}: must be well-formed Unicode, found a lone surrogate`;
+      }
+    } else if (Array.isArray(value)) {
+      for (let i = value.length - 1; i >= 0; i--) stack.push(value[i]);
+    } else if (typeof value === "object" && value !== null) {
+      stack.push(...Object.keys(value), ...Object.values(value));
+    }
+  }
+  return undefined;
 }
 
 const INTEGER = /^[0-9]+$/;
@@ -207,6 +269,11 @@ function fromEntries(
     if (!entries.has(name)) continue;
     const raw = entries.get(name);
     if (raw === null) continue; // JSON null: the default
+    const forbidden = forbiddenCharacter(name, raw);
+    if (forbidden !== undefined) {
+      problems.push(forbidden);
+      continue;
+    }
     if (LISTS.has(name)) {
       if (!Array.isArray(raw)) {
         problems.push(`${name}: must be a list, got ${show(raw)}`);
@@ -281,6 +348,52 @@ export function parseBody(body: unknown): RecommendationParams {
   return check(fromEntries(entries, false, problems), problems);
 }
 
+/** The body of `req` as text, read as a stream that is cancelled as soon as more than `limit`
+ * bytes have arrived: a declared Content-Length over the limit is refused before reading, and
+ * a missing or lying one cannot make the whole body be buffered. */
+export async function readBodyText(
+  req: Request,
+  limit: number = LIMITS.bodyBytes,
+): Promise<string> {
+  const tooLarge = () => new ParamsError([`body: larger than ${limit} bytes`]);
+  const declared = req.headers.get("content-length");
+  if (declared !== null && /^\s*[0-9]+\s*$/.test(declared)) {
+    if (Number(declared) > limit) {
+      await req.body?.cancel().catch(() => {});
+      throw tooLarge();
+    }
+  }
+  if (req.body === null) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        await reader.cancel().catch(() => {});
+        throw tooLarge();
+      }
+      chunks.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new ParamsError(["body: not valid UTF-8"]);
+  }
+}
+
 /** The parameters of a GET (query string) or POST (JSON body, no query string) request. */
 export async function parseRequestParams(
   req: Request,
@@ -292,14 +405,7 @@ export async function parseRequestParams(
       "query string: not accepted with POST; send the parameters as JSON",
     ]);
   }
-  const tooLarge = `body: larger than ${LIMITS.bodyBytes} bytes`;
-  if (Number(req.headers.get("content-length") ?? 0) > LIMITS.bodyBytes) {
-    throw new ParamsError([tooLarge]);
-  }
-  const text = await req.text();
-  if (new TextEncoder().encode(text).length > LIMITS.bodyBytes) {
-    throw new ParamsError([tooLarge]);
-  }
+  const text = await readBodyText(req);
   if (text.trim() === "") return parseBody(undefined);
   let body: unknown;
   try {

@@ -343,3 +343,208 @@ Deno.test("a body must be a JSON object, not too large, and POST takes no query 
     `body: larger than ${LIMITS.bodyBytes} bytes`,
   ]);
 });
+
+// -- forbidden characters ----------------------------------------------------------------------
+
+const hex = (char: string) =>
+  `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+/** C0 (every one, tab and newline too), DEL, C1. */
+const CONTROLS = [
+  ...Array.from({ length: 0x20 }, (_, i) => String.fromCharCode(i)),
+  "\u007f",
+  ...Array.from({ length: 0x20 }, (_, i) => String.fromCharCode(0x80 + i)),
+];
+const BIDI = [
+  "\u202a",
+  "\u202b",
+  "\u202c",
+  "\u202d",
+  "\u202e",
+  "\u2066",
+  "\u2067",
+  "\u2068",
+  "\u2069",
+];
+const ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"];
+const KIND: [string[], string][] = [
+  [CONTROLS, "must not contain control characters"],
+  [BIDI, "must not contain bidi control characters"],
+  [ZERO_WIDTH, "must not contain zero-width characters"],
+];
+
+Deno.test("control, bidi and zero-width characters in genres and makers: one problem naming the parameter", () => {
+  assert.equal(CONTROLS.length, 65);
+  for (const [chars, message] of KIND) {
+    for (const char of chars) {
+      for (const name of ["genres", "makers"]) {
+        const expected = [`${name}: ${message}, found ${hex(char)}`];
+        for (
+          const value of [`a${char}b`, `${char}drama`, `drama${char}`, char]
+        ) {
+          assert.deepEqual(
+            problems(() => query(`${name}=ok,${encodeURIComponent(value)}`)),
+            expected,
+            `${name}=${JSON.stringify(value)}`,
+          );
+          assert.deepEqual(
+            problems(() => parseBody({ [name]: ["ok", value] })),
+            expected,
+            `${name}: ${JSON.stringify(value)}`,
+          );
+        }
+      }
+    }
+  }
+  // Several parameters at once: each is named, and other problems are still listed.
+  assert.deepEqual(
+    problems(() =>
+      parseBody({ genres: ["a\u0000"], makers: ["b\u202e"], limit: 0 })
+    ),
+    [
+      "limit: must be an integer from 1 to 100, got 0",
+      "genres: must not contain control characters, found U+0000",
+      "makers: must not contain bidi control characters, found U+202E",
+    ],
+  );
+  // A lone surrogate (possible in JSON text) is not a name either.
+  assert.deepEqual(problems(() => parseBody({ genres: ["\ud800x"] })), [
+    "genres: must be well-formed Unicode, found a lone surrogate",
+  ]);
+});
+
+Deno.test("control characters in any other parameter, in a query string or a body", () => {
+  for (
+    const char of ["\u0000", "\t", "\n", "\u007f", "\u0085", "\u202e", "\u200b"]
+  ) {
+    const message = KIND.find(([chars]) => chars.includes(char))![1];
+    for (
+      const [name, text, json] of [
+        ["limit", `5${char}`, `5${char}`],
+        ["mmr_lambda", `${char}0.5`, `0.5${char}`],
+        ["exclude", `1,${char}2`, [1, `${char}2`]],
+        ["max_per_maker", `${char}3`, `3${char}`],
+        ["max_per_genre", `3${char}`, { [`k${char}`]: 1 }],
+      ] as const
+    ) {
+      const expected = [`${name}: ${message}, found ${hex(char)}`];
+      assert.deepEqual(
+        problems(() => query(`${name}=${encodeURIComponent(text)}`)),
+        expected,
+        `${name}=${JSON.stringify(text)}`,
+      );
+      assert.deepEqual(
+        problems(() => parseBody({ [name]: json })),
+        expected,
+        `${name}: ${JSON.stringify(json)}`,
+      );
+    }
+  }
+  // Whitespace that is not a control character is still trimmed as before.
+  assert.deepEqual(query("limit=%205%20&genres=%20a%E3%80%80").genres, ["a"]);
+  assert.equal(query("limit=%205%20").limit, 5);
+});
+
+Deno.test("ordinary names pass; an unknown name's invisible characters are escaped in the message", () => {
+  const names = [
+    "ドラマ",
+    "コメディ・恋愛",
+    "maker a",
+    "Café",
+    "🎬 film",
+    "a,b",
+  ];
+  assert.deepEqual(parseBody({ genres: names }).genres, names);
+  assert.deepEqual(parseBody({ makers: ["l\u00e9gende"] }).makers, [
+    "légende",
+  ]);
+  const [unknown] = problems(() => parseBody({ "x\u202ey\u0000\u0085": 1 }));
+  assert.ok(
+    unknown.startsWith('"x\\u202ey\\u0000\\u0085": unknown parameter'),
+    unknown,
+  );
+  assert.ok(!/[\p{Cc}\u202a-\u202e\u200b]/u.test(unknown), unknown);
+});
+
+// -- the body: read as a stream, never past the limit ------------------------------------------
+
+const CHUNK = 16 * 1024;
+
+/** A body that would be `total` bytes of JSON-ish text if read whole; `pulled` counts what was
+ * read. */
+function endless(total = 64 * 1024 * 1024) {
+  const counter = { pulled: 0, cancelled: false };
+  const filler = new TextEncoder().encode(" ".repeat(CHUNK));
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (counter.pulled >= total) return controller.close();
+      counter.pulled += CHUNK;
+      controller.enqueue(filler);
+    },
+    cancel() {
+      counter.cancelled = true;
+    },
+  }, { highWaterMark: 0 }); // pulled only when read: `pulled` is what the reader took
+  return { stream, counter };
+}
+
+const tooLarge = [`body: larger than ${LIMITS.bodyBytes} bytes`];
+
+Deno.test("a 64 MiB body is refused after the first 64 KiB, whatever Content-Length says", async () => {
+  assert.equal(LIMITS.bodyBytes, 65536);
+  for (
+    const headers of [
+      {}, // no Content-Length (chunked)
+      { "content-length": "100" }, // lying: far less than is sent
+      { "content-length": "65536" }, // lying: exactly the limit
+      { "content-length": "abc" }, // not a number
+    ] as Record<string, string>[]
+  ) {
+    const { stream, counter } = endless();
+    const found = await requestProblems(
+      new Request("http://x/f", { method: "POST", body: stream, headers }),
+    );
+    assert.deepEqual(found, tooLarge, JSON.stringify(headers));
+    // Read no further than the limit plus the chunk that crossed it.
+    assert.ok(
+      counter.pulled > LIMITS.bodyBytes &&
+        counter.pulled <= LIMITS.bodyBytes + CHUNK,
+      `${JSON.stringify(headers)}: pulled ${counter.pulled} bytes`,
+    );
+    assert.ok(counter.cancelled, "the stream was not cancelled");
+  }
+  // A declared length over the limit is refused before a single byte is read.
+  const { stream, counter } = endless();
+  assert.deepEqual(
+    await requestProblems(
+      new Request("http://x/f", {
+        method: "POST",
+        body: stream,
+        headers: { "content-length": String(64 * 1024 * 1024) },
+      }),
+    ),
+    tooLarge,
+  );
+  assert.equal(counter.pulled, 0);
+});
+
+Deno.test("a body of exactly the limit is read; one byte more is not; bytes must be UTF-8", async () => {
+  const post = (body: BodyInit) =>
+    new Request("http://x/f", { method: "POST", body });
+  const json = '{"limit": 3}';
+  const exact = json + " ".repeat(LIMITS.bodyBytes - json.length);
+  assert.equal((await parseRequestParams(post(exact))).limit, 3);
+  assert.deepEqual(await requestProblems(post(`${exact} `)), tooLarge);
+  // Multi-byte characters count as bytes: 21,846 three-byte characters are 65,538 bytes.
+  assert.deepEqual(
+    await requestProblems(
+      post(JSON.stringify({ genres: ["字".repeat(21846)] })),
+    ),
+    tooLarge,
+  );
+  assert.deepEqual(
+    await requestProblems(post(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]))),
+    ["body: not valid UTF-8"],
+  );
+  // A leading byte order mark is dropped, as before.
+  assert.equal((await parseRequestParams(post(`\ufeff${json}`))).limit, 3);
+});

@@ -11,11 +11,21 @@
 // per-maker / per-genre caps -> JSON. The served list is logged in public.served_recommendations
 // off the critical path.
 //
-// Env: SUPABASE_DB_URL (set by Supabase) and JWT_SECRET (the project's JWT secret, set with
-// `supabase secrets set JWT_SECRET=...`). Importing this module starts nothing.
+// Env: SUPABASE_DB_URL (set by Supabase), and the token settings of ../_shared/jwt.ts, set with
+// `supabase secrets set ...`: JWT_SECRET (the project's legacy HS256 secret) and/or JWT_JWKS (its
+// signing keys' JWKS as JSON) or JWT_JWKS_URL (fetched at run time); JWT_AUDIENCE (default
+// "authenticated"), JWT_ISSUER (https://<project>.supabase.co/auth/v1; unset: not checked),
+// JWT_MAX_LIFETIME_SECONDS (default 86400). Importing this module starts nothing.
 
 import postgres from "npm:postgres@3.4.9";
-import { AuthError, secretKey, verifyAuthorization } from "../_shared/jwt.ts";
+import {
+  AuthError,
+  createTokenVerifier,
+  KeySetUnavailable,
+  TOKEN_ENV,
+  type TokenOptions,
+  tokenOptionsFromEnv,
+} from "../_shared/jwt.ts";
 import { mmrSelect } from "../_shared/mmr.ts";
 import {
   ParamsError,
@@ -28,7 +38,12 @@ export type Sql = postgres.Sql;
 export const FUNCTION_NAME = "enhanced_two_tower_recommendations";
 export const ENV = Object.freeze({
   databaseUrl: "SUPABASE_DB_URL",
-  jwtSecret: "JWT_SECRET",
+  jwtSecret: TOKEN_ENV.secret,
+  jwks: TOKEN_ENV.jwks,
+  jwksUrl: TOKEN_ENV.jwksUrl,
+  audience: TOKEN_ENV.audience,
+  issuer: TOKEN_ENV.issuer,
+  maxLifetimeSeconds: TOKEN_ENV.maxLifetimeSeconds,
 });
 
 /** ANN candidates for MMR: 4 per requested item, at least 100, at most 400. */
@@ -82,9 +97,10 @@ interface CandidateRow {
   reason: string;
 }
 
-export interface HandlerOptions {
+/** The pool, and how tokens are verified (TokenOptions: `jwtSecret` and/or `jwks` or
+ * `jwksUrl`, `audience`, `issuer`, `maxLifetimeSeconds`; at least one key). */
+export interface HandlerOptions extends TokenOptions {
   sql: Sql;
-  jwtSecret: string;
   /** hnsw.ef_search for the ANN scan (the SQL raises it to at least the candidate count). */
   efSearch?: number;
   /** Keeps a background promise alive after the response; default: EdgeRuntime.waitUntil when
@@ -139,12 +155,12 @@ function sqlState(error: unknown): string | undefined {
 
 // -- the handler -------------------------------------------------------------------------------
 
-/** A request handler on a given connection pool and JWT secret. */
+/** A request handler on a given connection pool and token keys. */
 export function createHandler(
   options: HandlerOptions,
 ): (req: Request) => Promise<Response> {
   const { sql } = options;
-  const key = secretKey(options.jwtSecret);
+  const verifyAuthorization = createTokenVerifier(options);
   const efSearch = options.efSearch ?? 100;
   const waitUntil = options.waitUntil ?? defaultWaitUntil();
 
@@ -246,7 +262,6 @@ export function createHandler(
     try {
       const { userId } = await verifyAuthorization(
         req.headers.get("Authorization"),
-        key,
       );
       const params = await parseRequestParams(req);
       const response = await recommend(userId, params, requestId);
@@ -263,6 +278,12 @@ export function createHandler(
           { error: "invalid parameters", details: error.details },
           400,
         );
+      }
+      if (error instanceof KeySetUnavailable) {
+        console.error(`${FUNCTION_NAME}: request ${requestId}`, error);
+        return json({ error: "token keys unavailable, try again" }, 503, {
+          "Retry-After": "30",
+        });
       }
       if (sqlState(error) === "P0002") {
         return json(
@@ -287,12 +308,16 @@ let fromEnv:
 
 function connect(): { handler: (req: Request) => Promise<Response>; sql: Sql } {
   const url = Deno.env.get(ENV.databaseUrl);
-  const jwtSecret = Deno.env.get(ENV.jwtSecret);
-  const missing = [!url && ENV.databaseUrl, !jwtSecret && ENV.jwtSecret].filter(
-    Boolean,
-  );
-  if (missing.length > 0) {
-    throw new Error(`${FUNCTION_NAME}: ${missing.join(" and ")} not set`);
+  const problems: string[] = [];
+  if (!url) problems.push(`${ENV.databaseUrl} not set`);
+  let tokens: TokenOptions = {};
+  try {
+    tokens = tokenOptionsFromEnv((name) => Deno.env.get(name));
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  if (problems.length > 0) {
+    throw new Error(`${FUNCTION_NAME}: ${problems.join("; ")}`);
   }
   // prepare: false also works through Supavisor's transaction-mode pooler.
   const sql = postgres(url!, {
@@ -302,10 +327,20 @@ function connect(): { handler: (req: Request) => Promise<Response>; sql: Sql } {
     connect_timeout: 10,
     connection: { application_name: FUNCTION_NAME },
   });
-  return { handler: createHandler({ sql, jwtSecret: jwtSecret! }), sql };
+  try {
+    return { handler: createHandler({ sql, ...tokens }), sql };
+  } catch (error) {
+    void sql.end({ timeout: 1 });
+    throw new Error(
+      `${FUNCTION_NAME}: the token settings are not usable: ${
+        (error as Error).message
+      }`,
+    );
+  }
 }
 
-/** The handler Deno.serve runs: a pool on SUPABASE_DB_URL and JWT_SECRET, made on first use. */
+/** The handler Deno.serve runs: a pool on SUPABASE_DB_URL and the token settings of the
+ * environment, made on first use. */
 export async function handler(req: Request): Promise<Response> {
   try {
     fromEnv ??= connect();

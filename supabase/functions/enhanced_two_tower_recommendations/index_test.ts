@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import postgres from "npm:postgres@3.4.9";
-import { SignJWT } from "npm:jose@6.2.18";
+import { exportJWK, generateKeyPair, SignJWT } from "npm:jose@6.2.18";
+import { LIMITS } from "../_shared/params.ts";
 import {
   candidateCount,
   closeHandler,
@@ -67,11 +68,17 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
     claims: Record<string, unknown> = {},
     key = secret,
   ) {
-    return await new SignJWT({ role: "authenticated", sub, ...claims })
-      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
-      .setIssuedAt()
-      .setExpirationTime("10m")
-      .sign(new TextEncoder().encode(key));
+    // As Supabase Auth issues them: aud and role "authenticated", iat, a short exp; a claim
+    // given here (iat and exp too) replaces the usual one.
+    const jwt = new SignJWT({
+      aud: "authenticated",
+      role: "authenticated",
+      sub,
+      ...claims,
+    }).setProtectedHeader({ alg: "HS256", typ: "JWT" });
+    if (!("iat" in claims)) jwt.setIssuedAt();
+    if (!("exp" in claims)) jwt.setExpirationTime("10m");
+    return await jwt.sign(new TextEncoder().encode(key));
   }
 
   /** A GET (query: string) or POST (body: object) request as `user`, or with `authorization`. */
@@ -186,23 +193,75 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
     }
   }
 
+  // The project's asymmetric signing key, as new Supabase projects have (the JWKS publishes its
+  // public half), generated here: no network.
+  const ISSUER = "https://abcdefghijklmnop.supabase.co/auth/v1";
+  const signing = await generateKeyPair("ES256");
+  const jwk = {
+    ...(await exportJWK(signing.publicKey)),
+    kid: "edge-test-key",
+    alg: "ES256",
+    use: "sig",
+  };
+  const JWKS = { keys: [jwk] };
+  async function es256(
+    sub: string,
+    claims: Record<string, unknown> = {},
+    privateKey: CryptoKey = signing.privateKey,
+  ) {
+    const jwt = new SignJWT({
+      aud: "authenticated",
+      role: "authenticated",
+      iss: ISSUER,
+      sub,
+      ...claims,
+    }).setProtectedHeader({ alg: "ES256", typ: "JWT", kid: jwk.kid });
+    if (!("iat" in claims)) jwt.setIssuedAt();
+    if (!("exp" in claims)) jwt.setExpirationTime("10m");
+    return await jwt.sign(privateKey);
+  }
+
+  /** A body stream that would be `total` bytes if read whole; counts the bytes pulled. */
+  function endless(total = 64 * 1024 * 1024, chunk = 16 * 1024) {
+    const counter = { pulled: 0 };
+    const filler = new TextEncoder().encode(" ".repeat(chunk));
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (counter.pulled >= total) return controller.close();
+        counter.pulled += chunk;
+        controller.enqueue(filler);
+      },
+    }, { highWaterMark: 0 }); // pulled only when read: `pulled` is what the reader took
+    return { stream, counter, chunk };
+  }
+
   try {
     await t.step(
       "401 without a valid user token, and nothing is logged",
       async () => {
         const before = await countServed();
-        const expired = await new SignJWT({ role: "authenticated", sub: a })
+        const expired = await new SignJWT({
+          aud: "authenticated",
+          role: "authenticated",
+          sub: a,
+        })
           .setProtectedHeader({ alg: "HS256" })
           .setExpirationTime(Math.floor(Date.now() / 1000) - 10)
           .sign(new TextEncoder().encode(secret));
         const b64 = (v: unknown) => btoa(JSON.stringify(v)).replace(/=+$/, "");
         const none = `${b64({ alg: "none" })}.${
-          b64({ sub: a, role: "authenticated", exp: 4e9 })
+          b64({
+            sub: a,
+            role: "authenticated",
+            aud: "authenticated",
+            exp: Math.floor(Date.now() / 1000) + 600,
+          })
         }.`;
-        const cases: [string, string | undefined][] = [
-          ["no header", undefined],
-          ["not bearer", `Basic ${btoa("a:b")}`],
-          ["garbage", "Bearer abc.def.ghi"],
+        const now = Math.floor(Date.now() / 1000);
+        const cases: [string, string | undefined, RegExp][] = [
+          ["no header", undefined, /missing Authorization/],
+          ["not bearer", `Basic ${btoa("a:b")}`, /expected Authorization/],
+          ["garbage", "Bearer abc.def.ghi", /not a valid JWT/],
           [
             "another secret",
             `Bearer ${await token(
@@ -210,19 +269,46 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
               {},
               "not-the-project-secret-at-all-0123",
             )}`,
+            /signature is not valid/,
           ],
-          ["expired", `Bearer ${expired}`],
-          ["alg none", `Bearer ${none}`],
-          ["sub not a uuid", `Bearer ${await token("user-a")}`],
-          ["anon role", `Bearer ${await token(a, { role: "anon" })}`],
+          ["expired", `Bearer ${expired}`, /has expired/],
+          ["alg none", `Bearer ${none}`, /not signed with an algorithm/],
+          ["sub not a uuid", `Bearer ${await token("user-a")}`, /sub/],
+          ["anon role", `Bearer ${await token(a, { role: "anon" })}`, /role/],
+          // Before: each of these was accepted as user A.
+          [
+            "no aud",
+            `Bearer ${await token(a, { aud: undefined })}`,
+            /missing required "aud"/,
+          ],
+          [
+            "a foreign aud",
+            `Bearer ${await token(a, { aud: "another-app" })}`,
+            /unexpected "aud"/,
+          ],
+          [
+            "exp in the year 3000",
+            `Bearer ${await token(a, { exp: 32503680000 })}`,
+            /exp is more than 86400 s from now/,
+          ],
+          [
+            "exp 8 days ahead",
+            `Bearer ${await token(a, { exp: now + 8 * 86400 })}`,
+            /exp is more than 86400 s from now/,
+          ],
+          [
+            "iat an hour ahead",
+            `Bearer ${await token(a, { iat: now + 3600 })}`,
+            /iat is in the future/,
+          ],
         ];
-        for (const [name, authorization] of cases) {
+        for (const [name, authorization, detail] of cases) {
           const { status, body } = await call(null, "?limit=5", {
             authorization: authorization ?? "",
           });
           assert.equal(status, 401, name);
           assert.equal(body.error, "unauthorized", name);
-          assert.ok(typeof body.detail === "string", name);
+          assert.match(String(body.detail), detail, name);
         }
         // Auth comes first: bad parameters without a token are still a 401.
         assert.equal(
@@ -231,6 +317,150 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
         );
         await settleLogWrites();
         assert.equal(await countServed(), before);
+      },
+    );
+
+    await t.step(
+      "a JWKS (ES256) and a configured issuer: the project's keys and issuer only",
+      async () => {
+        const viaJwks = createHandler({
+          sql: pool,
+          jwks: JWKS,
+          issuer: ISSUER,
+        });
+        const direct = await recommend(a, "?limit=10");
+        const signed = await call(null, "?limit=10", {
+          authorization: `Bearer ${await es256(a)}`,
+          via: viaJwks,
+        });
+        assert.equal(signed.status, 200, JSON.stringify(signed.body));
+        assert.deepEqual(signed.body.items, direct.items);
+
+        const stranger = await generateKeyPair("ES256");
+        const refusals: [string, string, RegExp][] = [
+          [
+            "HS256 with the project secret",
+            await token(a, { iss: ISSUER }),
+            /not signed with an algorithm/,
+          ],
+          [
+            "HS256 keyed with the public JWK (algorithm confusion)",
+            await token(a, { iss: ISSUER }, JSON.stringify(jwk)),
+            /not signed with an algorithm/,
+          ],
+          [
+            "another ES256 key under the project's kid",
+            await es256(a, {}, stranger.privateKey),
+            /signature is not valid/,
+          ],
+          [
+            "a foreign iss",
+            await es256(a, { iss: "https://attacker.supabase.co/auth/v1" }),
+            /unexpected "iss"/,
+          ],
+          [
+            "no iss",
+            await es256(a, { iss: undefined }),
+            /missing required "iss"/,
+          ],
+          [
+            "a foreign aud",
+            await es256(a, { aud: "anon" }),
+            /unexpected "aud"/,
+          ],
+          [
+            "exp in the year 3000",
+            await es256(a, { exp: 32503680000 }),
+            /exp is more than 86400 s/,
+          ],
+          ["anon role", await es256(a, { role: "anon" }), /role/],
+        ];
+        for (const [name, jwt, detail] of refusals) {
+          const { status, body } = await call(null, "?limit=5", {
+            authorization: `Bearer ${jwt}`,
+            via: viaJwks,
+          });
+          assert.equal(status, 401, name);
+          assert.match(String(body.detail), detail, name);
+        }
+        // The HS256-only handler refuses the ES256 token; an issuer applies to HS256 too.
+        const es = await call(null, "?limit=5", {
+          authorization: `Bearer ${await es256(a)}`,
+        });
+        assert.equal(es.status, 401);
+        assert.match(String(es.body.detail), /not signed with an algorithm/);
+        const withIssuer = createHandler({
+          sql: pool,
+          jwtSecret: secret,
+          issuer: ISSUER,
+        });
+        assert.equal(
+          (await call(a, "?limit=5", { via: withIssuer })).status,
+          401,
+        );
+        const issued = await call(null, "?limit=5", {
+          authorization: `Bearer ${await token(a, { iss: ISSUER })}`,
+          via: withIssuer,
+        });
+        assert.equal(issued.status, 200);
+        // Secret and JWKS together: each algorithm with its own key.
+        const both = createHandler({
+          sql: pool,
+          jwtSecret: secret,
+          jwks: JWKS,
+        });
+        assert.equal((await call(a, "?limit=5", { via: both })).status, 200);
+        assert.equal(
+          (await call(null, "?limit=5", {
+            authorization: `Bearer ${await es256(a)}`,
+            via: both,
+          })).status,
+          200,
+        );
+        // No key at all is a configuration error, not a handler that lets everyone in.
+        assert.throws(() => createHandler({ sql: pool }), /no key to verify/);
+      },
+    );
+
+    await t.step(
+      "a remote JWKS that cannot be fetched: 503, not 401",
+      async () => {
+        const outage = createHandler({
+          sql: pool,
+          jwksUrl: `${ISSUER}/.well-known/jwks.json`,
+          jwksFetch: () => Promise.reject(new TypeError("unreachable (test)")),
+        });
+        const original = console.error;
+        const reported: unknown[] = [];
+        console.error = (...args: unknown[]) => void reported.push(...args);
+        try {
+          const res = await outage(
+            new Request("http://localhost/x?limit=5", {
+              headers: { Authorization: `Bearer ${await es256(a)}` },
+            }),
+          );
+          assert.equal(res.status, 503);
+          assert.equal(res.headers.get("Retry-After"), "30");
+          assert.deepEqual(await res.json(), {
+            error: "token keys unavailable, try again",
+          });
+        } finally {
+          console.error = original;
+        }
+        assert.ok(reported.some((r) => String(r).includes("JSON Web Key Set")));
+        // Served by a fetch that works (still no network), the same token passes.
+        const served = createHandler({
+          sql: pool,
+          jwksUrl: `${ISSUER}/.well-known/jwks.json`,
+          jwksFetch: () => Promise.resolve(Response.json(JWKS)),
+        });
+        assert.equal(
+          (await call(null, "?limit=5", {
+            authorization: `Bearer ${await es256(a)}`,
+            via: served,
+          })).status,
+          200,
+        );
       },
     );
 
@@ -567,6 +797,133 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
     );
 
     await t.step(
+      "control, bidi and zero-width characters: 400 naming the parameter, never 500",
+      async () => {
+        // Why a NUL used to answer 500: PostgreSQL refuses it in any text value.
+        await assert.rejects(
+          db`select ${"ドラマ\u0000"}::text as t`,
+          (error: { code?: string }) => error.code === "22021",
+        );
+        const before = await countServed();
+        const cases: [string | Record<string, unknown>, string][] = [
+          [
+            "?genres=%E3%83%89%E3%83%A9%E3%83%9E%00",
+            "genres: must not contain control characters, found U+0000",
+          ],
+          [
+            "?makers=%00",
+            "makers: must not contain control characters, found U+0000",
+          ],
+          [
+            { genres: ["ドラマ\u0000"] },
+            "genres: must not contain control characters, found U+0000",
+          ],
+          [
+            { makers: ["maker\u0000a"] },
+            "makers: must not contain control characters, found U+0000",
+          ],
+          [
+            { genres: ["a\tb"] },
+            "genres: must not contain control characters, found U+0009",
+          ],
+          [
+            "?makers=a%0Ab",
+            "makers: must not contain control characters, found U+000A",
+          ],
+          [
+            { makers: ["a\u007f"] },
+            "makers: must not contain control characters, found U+007F",
+          ],
+          [
+            "?genres=a%C2%85",
+            "genres: must not contain control characters, found U+0085",
+          ],
+          [
+            { genres: ["\u202eマラド"] },
+            "genres: must not contain bidi control characters, found U+202E",
+          ],
+          [
+            "?makers=a%E2%81%A6b",
+            "makers: must not contain bidi control characters, found U+2066",
+          ],
+          [
+            { makers: ["a\u200bb"] },
+            "makers: must not contain zero-width characters, found U+200B",
+          ],
+          [
+            "?genres=%EF%BB%BFa",
+            "genres: must not contain zero-width characters, found U+FEFF",
+          ],
+          [
+            "?limit=5%00",
+            "limit: must not contain control characters, found U+0000",
+          ],
+          [
+            { exclude: [1, "2\u0000"] },
+            "exclude: must not contain control characters, found U+0000",
+          ],
+        ];
+        for (const [params, detail] of cases) {
+          const { status, body } = await call(a, params);
+          assert.equal(status, 400, JSON.stringify(params));
+          assert.deepEqual(body, {
+            error: "invalid parameters",
+            details: [detail],
+          });
+        }
+        await settleLogWrites();
+        assert.equal(await countServed(), before);
+      },
+    );
+
+    await t.step(
+      "a 64 MiB body is refused after the first 64 KiB, without reading the rest",
+      async () => {
+        const post = (
+          body: ReadableStream<Uint8Array>,
+          headers: Record<string, string>,
+        ) =>
+          new Request("http://localhost/x", { method: "POST", body, headers });
+        const bearer = `Bearer ${await token(a)}`;
+        for (
+          const declared of [undefined, "100", String(LIMITS.bodyBytes), "x"]
+        ) {
+          const { stream, counter, chunk } = endless();
+          const headers: Record<string, string> = { Authorization: bearer };
+          if (declared !== undefined) headers["Content-Length"] = declared;
+          const res = await handle(post(stream, headers));
+          assert.equal(res.status, 400, `Content-Length ${declared}`);
+          assert.deepEqual(await res.json(), {
+            error: "invalid parameters",
+            details: [`body: larger than ${LIMITS.bodyBytes} bytes`],
+          });
+          assert.ok(
+            counter.pulled > LIMITS.bodyBytes &&
+              counter.pulled <= LIMITS.bodyBytes + chunk,
+            `Content-Length ${declared}: pulled ${counter.pulled} bytes`,
+          );
+        }
+        // An honest Content-Length over the limit: refused before reading a byte.
+        const declared = endless();
+        const res = await handle(
+          post(declared.stream, {
+            Authorization: bearer,
+            "Content-Length": String(64 * 1024 * 1024),
+          }),
+        );
+        assert.equal(res.status, 400);
+        await res.body?.cancel();
+        assert.equal(declared.counter.pulled, 0);
+        // Without a valid token the body is never read at all.
+        const anonymous = endless();
+        const refused = await handle(post(anonymous.stream, {}));
+        assert.equal(refused.status, 401);
+        await refused.body?.cancel();
+        assert.equal(anonymous.counter.pulled, 0);
+      },
+    );
+
+    await t.step(
       "SQL injection in genres, makers and exclude does nothing",
       async () => {
         const counts = async () =>
@@ -689,6 +1046,75 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
         } finally {
           console.error = original;
           Deno.env.set("JWT_SECRET", saved);
+          await closeHandler();
+        }
+
+        // With JWT_JWKS and JWT_ISSUER instead of the secret: the project's ES256 tokens only.
+        const envNames = [
+          "JWT_JWKS",
+          "JWT_ISSUER",
+          "JWT_MAX_LIFETIME_SECONDS",
+        ] as const;
+        const before = Object.fromEntries(
+          envNames.map((name) => [name, Deno.env.get(name)]),
+        );
+        Deno.env.delete("JWT_SECRET");
+        Deno.env.set("JWT_JWKS", JSON.stringify(JWKS));
+        Deno.env.set("JWT_ISSUER", ISSUER);
+        const silenced = console.error;
+        const logged: unknown[] = [];
+        try {
+          const viaEnv = await call(null, "?limit=10", {
+            authorization: `Bearer ${await es256(a)}`,
+            via: deployedHandler,
+          });
+          assert.equal(viaEnv.status, 200);
+          assert.deepEqual(viaEnv.body.items, direct.items);
+          for (
+            const jwt of [
+              await token(a, { iss: ISSUER }),
+              await es256(a, { iss: "https://attacker.supabase.co/auth/v1" }),
+            ]
+          ) {
+            const { status } = await call(null, "?limit=10", {
+              authorization: `Bearer ${jwt}`,
+              via: deployedHandler,
+            });
+            assert.equal(status, 401);
+          }
+          // A shorter configured lifetime applies; an unusable one is a configuration error.
+          await closeHandler();
+          Deno.env.set("JWT_MAX_LIFETIME_SECONDS", "300");
+          assert.equal(
+            (await call(null, "?limit=10", {
+              authorization: `Bearer ${await es256(a)}`, // 10 minutes
+              via: deployedHandler,
+            })).status,
+            401,
+          );
+          await closeHandler();
+          Deno.env.set("JWT_MAX_LIFETIME_SECONDS", "forever");
+          console.error = (...args: unknown[]) => void logged.push(...args);
+          const broken = await call(null, "?limit=10", {
+            authorization: `Bearer ${await es256(a)}`,
+            via: deployedHandler,
+          });
+          assert.equal(broken.status, 500);
+          assert.equal(broken.body.error, "the function is not configured");
+          assert.ok(
+            logged.some((r) =>
+              String(r).includes(
+                "JWT_MAX_LIFETIME_SECONDS must be an integer from 1 to 604800",
+              )
+            ),
+          );
+        } finally {
+          console.error = silenced;
+          Deno.env.set("JWT_SECRET", saved);
+          for (const name of envNames) {
+            if (before[name] === undefined) Deno.env.delete(name);
+            else Deno.env.set(name, before[name]!);
+          }
           await closeHandler();
         }
       },
