@@ -297,6 +297,23 @@ select line_number, 'unknown_video',
 from unknown
 """
 
+# A swipe or review dated before its video came out (on the earliest calendar on Earth, UTC+14)
+# is a wrong date: kept as history it would leak the future into features.
+_BEFORE_RELEASE = """
+with early as (
+    delete from import_staging s
+    using public.videos v
+    where v.external_id = s.video_external_id and v.release_date is not null
+      and s.created_at < (v.release_date::timestamp at time zone 'UTC') - interval '14 hours'
+    returning s.line_number, s.created_at, v.release_date, s.raw_line)
+insert into import_rejects (line_number, category, reason, raw_line)
+select line_number, 'before_release',
+       'created_at ' || to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           || ' is before the video''s release on ' || release_date,
+       raw_line
+from early
+"""
+
 # An event already recorded with the other decision is a contradiction, not a repeat.
 _CONFLICTING_DECISION = """
 with conflicting as (
@@ -362,6 +379,7 @@ def _reject_in_database(cur, kind: str) -> None:
     cur.execute(_DUPLICATE.format(key=", ".join(KEYS[kind])))
     if kind != "videos":
         cur.execute(_UNKNOWN_VIDEO)
+        cur.execute(_BEFORE_RELEASE)
     if kind == "decisions":
         cur.execute(_CONFLICTING_DECISION)
 
