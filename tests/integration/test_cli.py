@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -179,7 +180,7 @@ def test_embedded_server_commands_without_database_url(tmp_path):
         assert "stopped" in run("db", "status")
         assert "running" in run("db", "start")
         url = run("db", "url").strip()
-        assert url.startswith("postgresql://postgres@127.0.0.1:")
+        assert re.match(r"postgresql://postgres:[\w-]{32}@127\.0\.0\.1:\d+/postgres$", url)
         assert "applied 20261124000000_core_schema.sql" in run("db", "migrate")
         assert "nothing to apply" in run("db", "migrate")
         assert "applied" in run("db", "status")
@@ -201,7 +202,7 @@ def test_demo_prints_url_counts_and_like_rate(tmp_path):
         )
         assert result.returncode == 0, result.stderr
         out = result.stdout
-        assert "database    postgresql://postgres@127.0.0.1:" in out
+        assert "database    postgresql://postgres:***@127.0.0.1:" in out  # the password hidden
         counts = {
             line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ")
         }

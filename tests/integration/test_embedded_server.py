@@ -13,7 +13,13 @@ def test_start_is_reused_stop_and_restart_keep_data(tmp_path):
     assert not server.status().running
     first = server.start()
     try:
-        assert first.running and first.url.startswith("postgresql://postgres@127.0.0.1:")
+        assert first.running and first.url.startswith("postgresql://postgres:")
+        # No trust: without the password (kept in home/password, owner only) nobody connects.
+        assert oct((tmp_path / "home" / "password").stat().st_mode & 0o777) == "0o600"
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(f"postgresql://postgres@127.0.0.1:{first.port}/postgres")
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(f"postgresql://postgres:guess@127.0.0.1:{first.port}/postgres")
         assert server.start().pid == first.pid  # a second start reuses the running server
         with psycopg2.connect(first.url) as conn, conn.cursor() as cur:
             cur.execute("create table kept (n int); insert into kept values (42)")
