@@ -5,7 +5,7 @@ trained tiny model) refreshes version k2 and is killed with SIGKILL at one fault
 another (`swiperec.faults`), each run taking up what the one before left. After every kill the
 serving version, its row counts and the answer to a fixed nearest-neighbour query are as they
 were. Then a run without a fault completes and switches to k2, and the next retirement leaves
-no table that no set names.
+no table that no set names. While the first run holds k2, a second writer of k2 is refused.
 """
 
 import os
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from swiperec.embeddings.store import IndexParams, retire, serving_version
+from swiperec.embeddings.store import EmbeddingSetError, IndexParams, retire, serving_version
 from swiperec.embeddings.writer import write_embeddings
 from swiperec.registry.versions import promote, record_evaluation
 
@@ -92,6 +92,9 @@ def test_a_refresh_killed_at_every_stage_leaves_serving_untouched(
         if writer.poll() is not None:
             pytest.fail(f"the writer ended before {point}: {writer.stderr.read()[-2000:]}")
         assert marker.exists(), f"the writer never reached {point}"
+        if point == FAULT_POINTS[0]:  # while it holds k2: a second writer of k2 is refused
+            with pytest.raises(EmbeddingSetError, match="being written by another process"):
+                write_embeddings(trained.model_dir, "k2", snapshot_dir, database_url=db_url)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         writer.stderr.close()

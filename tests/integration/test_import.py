@@ -497,10 +497,12 @@ def test_nil_users_and_far_past_swipes_are_refused(conn, tmp_path, row, reason):
     assert query(conn, "select count(*) from user_video_decisions") == [(0,)]
 
 
-def test_two_contradicting_imports_at_once_lose_no_conflict(db_url, conn, tmp_path):
-    """The same 20,000 (user, video, instant) events, one file saying like and one nope,
-    imported at the same moment: one file's rows are recorded, the other's are all rejected
-    as conflicting; none is counted unchanged."""
+@pytest.mark.parametrize("second", ["nope", "like"])
+def test_two_imports_of_the_same_events_at_once_lose_nothing(second, db_url, conn, tmp_path):
+    """The same 20,000 (user, video, instant) events in two files imported at the same moment:
+    one saying like and one nope (contradicting), or both like (the same file twice). One
+    file's rows are recorded; the other's are all rejected as conflicting, or all unchanged;
+    nothing is lost or counted twice."""
     import threading
 
     from swiperec.db import connect
@@ -509,31 +511,35 @@ def test_two_contradicting_imports_at_once_lose_no_conflict(db_url, conn, tmp_pa
     videos = VIDEOS_HEADER + "".join(f"v{j},Title {j},,,,,\n" for j in range(100))
     import_files(conn, videos=write(tmp_path, "videos.csv", videos), now=NOW)
 
-    def events(decision):
+    def events(name, decision):
         rows = (f"{u},v{j},{decision},2025-05-01T00:00:{j % 60:02d}Z\n"
                 for u in users for j in range(100))  # fmt: skip
-        return write(tmp_path, f"{decision}.csv", DECISIONS_HEADER + "".join(rows))
+        return write(tmp_path, f"{name}.csv", DECISIONS_HEADER + "".join(rows))
 
-    files = {"like": events("like"), "nope": events("nope")}
+    files = {"first": events("first", "like"), "second": events("second", second)}
     barrier, reports = threading.Barrier(2), {}
 
-    def run(decision):
+    def run(name):
         connection = connect(db_url)
         barrier.wait()
-        reports[decision] = import_files(connection, decisions=files[decision], now=NOW)
+        reports[name] = import_files(connection, decisions=files[name], now=NOW)
         connection.close()
 
-    threads = [threading.Thread(target=run, args=(d,)) for d in files]
+    threads = [threading.Thread(target=run, args=(name,)) for name in files]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(300)
-    counts = {d: reports[d]["decisions"] for d in files}
+    counts = {name: reports[name]["decisions"] for name in files}
     assert sorted(c.inserted for c in counts.values()) == [0, 20_000]
-    [loser] = [d for d, c in counts.items() if c.inserted == 0]
-    assert counts[loser].rejections == {"conflicting_decision": 20_000}
-    assert counts[loser].unchanged == 0
-    winner = "like" if loser == "nope" else "nope"
+    [winner] = [name for name, c in counts.items() if c.inserted == 20_000]
+    [loser] = set(files) - {winner}
+    if second == "nope":
+        assert counts[loser].rejections == {"conflicting_decision": 20_000}
+        assert counts[loser].unchanged == 0
+    else:
+        assert counts[loser].rejected == 0 and counts[loser].unchanged == 20_000
+    decision = "like" if winner == "first" else second
     assert query(conn, "select decision, count(*) from user_video_decisions group by 1") == [
-        (winner, 20_000)
+        (decision, 20_000)
     ]
