@@ -122,33 +122,57 @@ def test_the_lineage_records_every_artifact_each_step_opened(isolated):
     assert parameters["feature_transform"]["negatives_per_positive"] == 2.0
 
 
-def test_a_model_that_is_not_blessed_changes_nothing_that_serves(isolated, installed, tmp_path):
-    """The same database, a second run by the installed `swiperec pipeline run --local` with a
-    blessing no model passes: only the evaluation is recorded; serving stays as it was."""
-    from swiperec.registry.lineage import lineage, resolve, show_version
+def test_two_runs_at_once_the_blessed_one_serves_the_other_changes_nothing(
+    isolated, installed, tmp_path
+):
+    """Two runs of the installed `swiperec pipeline run --local` on the same database at the
+    same moment: one with a blessing any model passes, one with a blessing no model passes.
+    Both complete and record their own version and lineage; the blessed one serves, the one
+    that is not blessed has only its evaluation recorded and changed nothing that serves."""
+    import threading
+
+    from swiperec.registry.lineage import lineage, show_version
 
     _, conn, first, url = isolated
     env = {**installed.env(tmp_path / "home"), "DATABASE_URL": url}
-    result = installed.run(
-        env, "pipeline", "run", "--local", "--root", str(tmp_path / "runs"),
-        "--param", "epochs=1", "--param", f"train_config_json={json.dumps(SMALL_TRAIN.to_dict())}",
-        "--param", 'thresholds_json={"min_auc": 0.99}', "--param", "model_version=v-not-blessed",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "not blessed: AUC" in result.stdout
-    assert not re.search(r"^  write-embeddings", result.stdout, re.M)
-    shown = show_version(conn, "v-not-blessed")
-    assert shown["stage"] == "candidate" and not shown["blessed"]
-    assert show_version(conn, first)["stage"] == "production"
+    tiny = ["--param", "epochs=1", "--param",
+            f"train_config_json={json.dumps(SMALL_TRAIN.to_dict())}"]  # fmt: skip
+    runs = {
+        "v-blessed": f"thresholds_json={json.dumps(PERMISSIVE)}",
+        "v-not-blessed": 'thresholds_json={"min_auc": 0.99}',
+    }
+    results = {}
+
+    def run(version, thresholds):
+        results[version] = installed.run(
+            env, "pipeline", "run", "--local", "--root", str(tmp_path / version), *tiny,
+            "--param", thresholds, "--param", f"model_version={version}",
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=run, args=item) for item in runs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(900)
+    for version, result in results.items():
+        assert result.returncode == 0, version + result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not blessed: AUC" in results["v-not-blessed"].stdout
+    assert not re.search(r"^  write-embeddings", results["v-not-blessed"].stdout, re.M)
+    stages = {v: show_version(conn, v)["stage"] for v in (first, "v-blessed", "v-not-blessed")}
+    assert stages == {first: "archived", "v-blessed": "production", "v-not-blessed": "candidate"}
     with conn.cursor() as cur:
         cur.execute("select model_version from serving_state")
-        assert cur.fetchone()[0] == first
+        assert cur.fetchone()[0] == "v-blessed"
         cur.execute("select count(*) from embedding_sets where model_version = 'v-not-blessed'")
         assert cur.fetchone()[0] == 0
     conn.rollback()
-    steps = [e["step"] for e in lineage(conn, "v-not-blessed")["executions"]]
-    assert steps == [s.replace("-", "_") for s in STEPS if s != "write-embeddings"]
-    assert resolve(conn, "latest") == "v-not-blessed"
+    found = {v: lineage(conn, v) for v in runs}
+    assert found["v-blessed"]["run_id"] != found["v-not-blessed"]["run_id"]
+    unblessed_steps = [s for s in STEPS if s != "write-embeddings"]
+    for version, steps in (("v-blessed", STEPS), ("v-not-blessed", unblessed_steps)):
+        executions = found[version]["executions"]
+        assert [e["step"] for e in executions] == [s.replace("-", "_") for s in steps]
+        assert {e["run_id"] for e in executions} == {found[version]["run_id"]}
 
 
 # -- the harness itself: a toy pipeline whose second step either reads the artifact it declares
