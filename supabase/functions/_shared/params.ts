@@ -49,14 +49,25 @@ export const LIMITS = Object.freeze({
   bodyBytes: 64 * 1024,
 });
 
-/** Invalid parameters: `details` lists every problem, one sentence each. */
+/** At most this many problems are listed, then how many more there are: a request with
+ * thousands of unknown names gets a short answer, not one many times its own size. */
+export const MAX_DETAILS = 20;
+
+/** Invalid parameters: `details` lists every problem, one sentence each (the first
+ * MAX_DETAILS of them, then a count of the rest). */
 export class ParamsError extends Error {
   readonly details: string[];
 
   constructor(details: string[]) {
-    super(`invalid parameters: ${details.join("; ")}`);
+    const shown = details.length > MAX_DETAILS
+      ? [
+        ...details.slice(0, MAX_DETAILS),
+        `and ${details.length - MAX_DETAILS} more problems`,
+      ]
+      : details;
+    super(`invalid parameters: ${shown.join("; ")}`);
     this.name = "ParamsError";
-    this.details = details;
+    this.details = shown;
   }
 }
 

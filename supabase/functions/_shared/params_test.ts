@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   DEFAULTS,
   LIMITS,
+  MAX_DETAILS,
   ParamsError,
   parseBody,
   parseQuery,
@@ -547,4 +548,15 @@ Deno.test("a body of exactly the limit is read; one byte more is not; bytes must
   );
   // A leading byte order mark is dropped, as before.
   assert.equal((await parseRequestParams(post(`\ufeff${json}`))).limit, 3);
+});
+
+Deno.test("thousands of unknown names: the first problems, then how many more", () => {
+  const names = Array.from({ length: 10_000 }, (_, i) => `x${i}=1`).join("&");
+  const listed = problems(() => query(names));
+  assert.equal(listed.length, MAX_DETAILS + 1);
+  assert.ok(listed[0].startsWith('"x0": unknown parameter'), listed[0]);
+  assert.equal(
+    listed[MAX_DETAILS],
+    `and ${10_000 - MAX_DETAILS} more problems`,
+  );
 });
