@@ -14,3 +14,10 @@ alter table public.embedding_sets
 alter table public.embedding_sets
     add constraint embedding_sets_ready_is_complete
     check (state <> 'ready' or row_count is not null) not valid;
+
+-- Retiring: a set retention has taken out of use, whose table is being detached and dropped.
+-- Nothing serves from it or may promote it; the next retirement finishes one a killed
+-- retirement left in this state.
+alter table public.embedding_sets drop constraint if exists embedding_sets_state_check;
+alter table public.embedding_sets
+    add constraint embedding_sets_state_check check (state in ('loading', 'ready', 'retiring'));

@@ -13,7 +13,8 @@ Rules beyond the CSV format itself:
 - A field may be up to `MAX_FIELD_CHARS` long (the values' own limits are validation's). A
   longer one stops the file there: the csv module cannot tell where such a record ends, and
   reading on from the next physical line could start inside its quoted text and turn that text
-  into rows. The rest of the file is rejected as one record, with the lines it spans.
+  into rows. The rest of the file is rejected as one record, with the lines it spans and its
+  first `MAX_KEPT_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ COLUMNS = {kind: tuple(header.split(",")) for kind, header in HEADERS.items()}
 IMPORT_ORDER = ("videos", "reviews", "decisions")  # decisions and reviews refer to videos
 
 _INVALID_BYTES = re.compile("[\udc80-\udcff]+")  # what surrogateescape makes of bad bytes
-MAX_FIELD_CHARS = 8 << 20  # 8 Mi characters: far above any valid value, bounded memory
+MAX_FIELD_CHARS = 8 << 20  # 8 Mi characters: far above any valid value
+MAX_KEPT_CHARS = 1 << 20  # of a rejected rest of a file, the first 1 Mi characters are kept
 csv.field_size_limit(MAX_FIELD_CHARS)
 
 
@@ -99,7 +101,7 @@ def read_rows(kind: str, path: Path) -> Iterator[CsvRow | Rejection | int]:
                 return
             except csv.Error as error:
                 # Where the broken record ends is unknown: reading on could start inside it.
-                raw = lines.take() + lines.rest()
+                raw = lines.take()[:MAX_KEPT_CHARS] + lines.skip_rest(MAX_KEPT_CHARS)
                 span = f"lines {start}-{lines.count}" if lines.count > start else f"line {start}"
                 yield _reject(
                     start, "unreadable_csv",
@@ -173,11 +175,18 @@ class _LineTap:
         raw, self._taken = "".join(self._taken), []
         return raw
 
-    def rest(self) -> str:
-        """Every line not read yet (counted), as one text."""
-        for _ in self:
-            pass
-        return self.take()
+    def skip_rest(self, keep: int) -> str:
+        """Read every line not read yet, counting them, and return the first `keep` characters
+        of them: the rest of a file of any size, in bounded memory."""
+        kept: list[str] = []
+        size = 0
+        for line in self._lines:
+            self.count += 1
+            if size < keep:
+                kept.append(line[: keep - size])
+                size += len(kept[-1])
+        self._taken = []
+        return "".join(kept)
 
 
 def _field_count(expected, fields, start: int, lines: _LineTap) -> str:

@@ -284,6 +284,28 @@ select line_number, 'duplicate', 'duplicate of line ' || first_line || ' (same {
 from repeats
 """
 
+# Within one file, a later row saying the other decision for the same event contradicts the
+# first: refused as a conflict (a row saying the same is a duplicate, below).
+_CONFLICTING_IN_FILE = """
+with contradicting as (
+    delete from import_staging s
+    using (select line_number, decision,
+                  first_value(line_number) over event as first_line,
+                  first_value(decision) over event as first_decision
+           from import_staging
+           window event as (partition by user_id, video_external_id, created_at
+                            order by line_number)) k
+    where s.line_number = k.line_number and k.first_line < k.line_number
+      and k.decision <> k.first_decision
+    returning s.line_number, s.decision, k.first_line, k.first_decision, s.raw_line)
+insert into import_rejects (line_number, category, reason, raw_line)
+select line_number, 'conflicting_decision',
+       'decision ''' || decision || ''' contradicts ''' || first_decision || ''' of line '
+           || first_line || ' (same user, video and created_at)',
+       raw_line
+from contradicting
+"""
+
 _UNKNOWN_VIDEO = """
 with unknown as (
     delete from import_staging s
@@ -297,8 +319,9 @@ select line_number, 'unknown_video',
 from unknown
 """
 
-# A swipe or review dated before its video came out (on the earliest calendar on Earth, UTC+14)
-# is a wrong date: kept as history it would leak the future into features.
+# A swipe dated before its video came out (on the earliest calendar on Earth, UTC+14) is a wrong
+# date: the app shows released videos, and kept as history it would leak the future into
+# features. (Reviews may come before a release: screenings, press copies.)
 _BEFORE_RELEASE = """
 with early as (
     delete from import_staging s
@@ -376,11 +399,13 @@ def _reject_in_database(cur, kind: str) -> None:
     and the merge must see the same database, or two files contradicting each other, imported
     at once, would both pass the check and the second would be counted unchanged."""
     cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"swiperec: import {kind}",))
+    if kind == "decisions":
+        cur.execute(_CONFLICTING_IN_FILE)
     cur.execute(_DUPLICATE.format(key=", ".join(KEYS[kind])))
     if kind != "videos":
         cur.execute(_UNKNOWN_VIDEO)
+    if kind == "decisions":  # reviews may come before a release (screenings); swipes may not
         cur.execute(_BEFORE_RELEASE)
-    if kind == "decisions":
         cur.execute(_CONFLICTING_DECISION)
 
 

@@ -16,7 +16,8 @@ Rules beyond the file formats themselves:
   `EARLIEST_TIME` (2000) is refused as a wrong date, not kept as history.
 - Text holds no control characters (C0 but tab and line breaks, DEL, C1), no bidirectional
   overrides or isolates and no zero-width characters: invisible, they make two ids that look
-  the same differ, or reorder what a title shows. Lengths are capped (`MAX_LENGTHS`, list items
+  the same differ, or reorder what a title shows (the zero-width joiners of emoji and of
+  Persian and Indic words are text, but not ids). Lengths are capped (`MAX_LENGTHS`, list items
   `MAX_LIST_ITEMS` of at most `MAX_ITEM_LENGTH` characters).
 - The nil UUID is not a user.
 """
@@ -39,18 +40,19 @@ from swiperec.data.csv_reader import (
 
 MAX_ID_LENGTH = 200
 MAX_LENGTHS = {"title": 500, "description": 20_000, "maker": 200}
-MAX_LIST_ITEMS, MAX_ITEM_LENGTH = 50, 200
+MAX_LIST_ITEMS, MAX_ITEM_LENGTH = 200, 200
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(minutes=5)
 LIST_SEPARATOR = "|"
 DECISIONS = ("like", "nope")
 
 # C0 except tab, \n, \r; DEL and C1; bidi embeddings, overrides and isolates; zero-width
-_INVISIBLE = (
-    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200b-\u200d\u2060\ufeff"
-)
+# space, word joiner, BOM. The zero-width (non-)joiners U+200C/U+200D are parts of emoji and of
+# Persian and Indic words: text may hold them, ids may not (`_ID_INVISIBLE`).
+_INVISIBLE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200b\u2060\ufeff"
 _CONTROL = re.compile(f"[{_INVISIBLE}]")
 _SUSPECT = re.compile(f"[{_INVISIBLE}\ufffd\udc80-\udcff]")
+_JOINERS = re.compile("[\u200c\u200d]")
 _LINE_OR_TAB = re.compile(r"[\t\n\r]")
 _LINE_BREAK = re.compile(r"\r\n?")
 _RATING = re.compile(r"[0-9]+")
@@ -110,6 +112,11 @@ class RowValidator:
 
     def identifier(self, name: str, value: str) -> str:
         value = self.required(name, value)
+        joiner = _JOINERS.search(value)
+        if joiner:
+            raise _Invalid(
+                "control_character", f"{name} contains control character {_show(joiner.group())}"
+            )
         if len(value) > MAX_ID_LENGTH:
             raise _Invalid(
                 "too_long", f"{name} is longer than {MAX_ID_LENGTH} characters ({len(value)})"

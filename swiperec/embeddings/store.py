@@ -30,10 +30,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg2
 from psycopg2 import errors, sql
 
 from swiperec.db.binary_copy import Column, copy_binary
@@ -101,7 +102,8 @@ def begin_set(
     version: str,
     kind: str,
     dimension: int = EMBEDDING_DIM,
-    expected_shards: int | None = None,
+    *,
+    expected_shards: int,
 ) -> bool:
     """Start loading `version`'s set of `kind`, of `expected_shards` shards (checked when it is
     finished); False when it is already ready (nothing to do).
@@ -118,6 +120,11 @@ def begin_set(
         row = cur.fetchone()
         if row and row[0] == "ready":
             return False
+        if row and row[0] == "retiring":
+            raise EmbeddingSetError(
+                f"the {kind} set of {version!r} is being retired: retire again "
+                "(`swiperec embeddings retire`), then write it"
+            )
         cur.execute("delete from embedding_sets where model_version = %s and kind = %s",
                     (version, kind))  # fmt: skip
         cur.execute(sql.SQL("drop table if exists {}").format(table))
@@ -263,7 +270,7 @@ def _check_complete(conn, version: str, kind: str, table) -> None:
         cur.execute(sql.SQL("select count(*) from {}").format(table))
         rows = cur.fetchone()[0]
     conn.rollback()
-    if expected is not None and shards != expected:
+    if expected is not None and shards != expected:  # None: recorded before counts existed
         raise EmbeddingSetError(
             f"the {kind} set of {version!r} has {shards} of its {expected} shards: not finished"
         )
@@ -279,7 +286,7 @@ def writing(conn, version: str):
     """Hold the right to write `version`'s sets for the `with` block (a session lock on `conn`,
     released at the end, or when the writer's connection dies). A second writer of the same
     version is refused at once with EmbeddingSetError, so two loads never mix in one set."""
-    key = f"swiperec: writing embeddings {version}"
+    key = _writer_key(version)
     with conn.cursor() as cur:
         cur.execute("select pg_try_advisory_lock(hashtext(%s))", (key,))
         acquired = cur.fetchone()[0]
@@ -292,9 +299,17 @@ def writing(conn, version: str):
     try:
         yield
     finally:
-        with conn.cursor() as cur:
-            cur.execute("select pg_advisory_unlock(hashtext(%s))", (key,))
-        conn.commit()
+        # On a broken connection the lock went with the session; the first error is the one
+        # to see, not a failing unlock.
+        with suppress(psycopg2.Error):
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute("select pg_advisory_unlock(hashtext(%s))", (key,))
+            conn.commit()
+
+
+def _writer_key(version: str) -> str:
+    return f"swiperec: writing embeddings {version}"
 
 
 def refresh_popularity(conn) -> None:
@@ -338,66 +353,73 @@ def serving_version(conn) -> str | None:
 
 def retire(conn, keep: int = 3) -> list[str]:
     """Drop the sets of all but the `keep` newest ready versions, never one in use (serving, or
-    an experiment arm's). Loading sets older than every kept one are dropped too. Returns the
-    versions removed.
+    an experiment arm's) and never one a writer holds. Loading sets older than every kept one
+    are dropped too. Returns the versions removed.
 
-    Serving reads are never blocked. The sets are first forgotten (their `embedding_sets` rows
-    deleted, in one transaction with the serving lock, so no promotion can pick them); then
-    each table is detached from its parent CONCURRENTLY, which waits for the queries that may
-    still read it while new ones go on, and dropped (a plain DROP of a partition would lock the
-    parent exclusively, and every new query would queue behind it). A retirement that dies
-    halfway leaves tables no set names; the next one drops them (`drop_orphans`)."""
+    Serving reads are never blocked. The sets are first marked `retiring` (in one transaction
+    with the serving lock, so no promotion can pick them); then each table is detached from its
+    parent CONCURRENTLY, which waits for the queries that may still read it while new ones go
+    on, and dropped, and its row deleted (a plain DROP of a partition would lock the parent
+    exclusively, and every new query would queue behind it). A retirement killed halfway leaves
+    sets `retiring`; the next one finishes them (`drop_retiring`)."""
     with conn, conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(hashtext(%s))", (_SERVING_LOCK,))
         cur.execute(
-            "select model_version, max(coalesce(ready_at, created_at)) as at "
-            "from embedding_sets group by model_version order by at desc"
+            "select model_version, max(coalesce(ready_at, created_at)) as at from embedding_sets "
+            "where state <> 'retiring' group by model_version order by at desc"
         )
         versions = [r[0] for r in cur.fetchall()]
         cur.execute("select model_version from swiperec_private.versions_in_use")
         in_use = {r[0] for r in cur.fetchall()}
-        removed = [v for v in versions[keep:] if v not in in_use]
-        for version in removed:
-            cur.execute("delete from embedding_sets where model_version = %s", (version,))
-    drop_orphans(conn)
+        removed = []
+        for version in (v for v in versions[keep:] if v not in in_use):
+            # A writer loading this version holds its lock: leave its set to it.
+            cur.execute("select pg_try_advisory_xact_lock(hashtext(%s))", (_writer_key(version),))
+            if cur.fetchone()[0]:
+                cur.execute("update embedding_sets set state = 'retiring' "
+                            "where model_version = %s", (version,))  # fmt: skip
+                removed.append(version)
+    drop_retiring(conn)
     return removed
 
 
-_SET_TABLE = r"^(video|user)_embeddings_[0-9a-f]{16}$"
-
-
-def drop_orphans(conn) -> list[str]:
-    """Drop every set table in `swiperec_private` that no `embedding_sets` row names, detaching
-    it from its parent first, concurrently; returns the tables dropped. One at a time across
-    processes (a session lock): two concurrent detaches of one parent would fail."""
+def drop_retiring(conn) -> list[str]:
+    """Detach (concurrently) and drop the table of every `retiring` set, then forget the set;
+    returns the tables dropped. A detach a killed retirement left pending is finalised first
+    (a parent takes one pending detach at a time). One sweep at a time across processes."""
     old_autocommit = conn.autocommit
     conn.rollback()
     conn.autocommit = True  # DETACH ... CONCURRENTLY runs outside a transaction block
     dropped = []
     try:
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_lock(hashtext(%s))", ("swiperec: drop orphans",))
+            cur.execute("select pg_advisory_lock(hashtext(%s))", ("swiperec: retiring sets",))
             try:
                 cur.execute(
-                    "select c.relname, p.relname, i.inhdetachpending "
-                    "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                    "select s.model_version, s.kind, c.relname, p.relname, i.inhdetachpending "
+                    "from embedding_sets s "
+                    "left join pg_class c on c.oid = to_regclass(s.table_name) "
                     "left join pg_inherits i on i.inhrelid = c.oid "
                     "left join pg_class p on p.oid = i.inhparent "
-                    "where n.nspname = 'swiperec_private' and c.relkind = 'r' "
-                    "and c.relname ~ %s and not exists (select 1 from public.embedding_sets s "
-                    "where s.table_name = 'swiperec_private.' || c.relname)",
-                    (_SET_TABLE,),
+                    "where s.state = 'retiring' "
+                    "order by coalesce(i.inhdetachpending, false) desc, s.model_version, s.kind"
                 )
-                for name, parent, pending in cur.fetchall():
-                    table = sql.SQL("swiperec_private.{}").format(sql.Identifier(name))
-                    if parent is not None:
-                        how = "finalize" if pending else "concurrently"
-                        cur.execute(sql.SQL("alter table public.{} detach partition {} " + how)
-                                    .format(sql.Identifier(parent), table))  # fmt: skip
-                    cur.execute(sql.SQL("drop table if exists {}").format(table))
-                    dropped.append(name)
+                for version, kind, name, parent, pending in cur.fetchall():
+                    if name is not None:
+                        table = sql.SQL("swiperec_private.{}").format(sql.Identifier(name))
+                        if parent is not None:
+                            how = "finalize" if pending else "concurrently"
+                            cur.execute(sql.SQL("alter table public.{} detach partition {} " + how)
+                                        .format(sql.Identifier(parent), table))  # fmt: skip
+                        cur.execute(sql.SQL("drop table if exists {}").format(table))
+                        dropped.append(name)
+                    cur.execute(
+                        "delete from embedding_sets where model_version = %s and kind = %s "
+                        "and state = 'retiring'",
+                        (version, kind),
+                    )
             finally:
-                cur.execute("select pg_advisory_unlock(hashtext(%s))", ("swiperec: drop orphans",))
+                cur.execute("select pg_advisory_unlock(hashtext(%s))", ("swiperec: retiring sets",))
     finally:
         conn.autocommit = old_autocommit
     return dropped

@@ -90,17 +90,17 @@ def test_a_set_is_loaded_indexed_attached_and_switched(conn):
 
 def test_rerunning_a_version_adds_nothing_and_a_retried_shard_is_skipped(conn):
     load_version(conn, "v1")
-    assert begin_set(conn, "v1", "video") is False  # ready: nothing to do
+    assert begin_set(conn, "v1", "video", expected_shards=2) is False  # ready: nothing to do
     with pytest.raises(EmbeddingSetError, match="not loading"):
         copy_shard(conn, "v1", "video", "9", [1], unit(1, 3))
-    assert begin_set(conn, "v2", "video")
+    assert begin_set(conn, "v2", "video", expected_shards=1)
     assert copy_shard(conn, "v2", "video", "a", [1, 2], unit(2, 4))
     assert copy_shard(conn, "v2", "video", "a", [1, 2], unit(2, 4)) is False
     assert finish_set(conn, "v2", "video", SMALL_INDEX)["rows"] == 2
 
 
 def test_the_dimension_and_values_are_checked_on_write(conn):
-    begin_set(conn, "v1", "video")
+    begin_set(conn, "v1", "video", expected_shards=1)
     with pytest.raises(ValueError, match=r"must be \[n, 768\]"):
         copy_shard(conn, "v1", "video", "0", [1, 2], np.zeros((2, 512), np.float32))
     bad = unit(2, 0)
@@ -116,7 +116,7 @@ def test_a_killed_load_leaves_the_serving_set_untouched_and_can_be_rerun(conn, d
     activate(conn, "v1")
     # A run of v2 dies after one shard: its own connection is gone mid-load.
     dying = connect(db_url)
-    begin_set(dying, "v2", "video")
+    begin_set(dying, "v2", "video", expected_shards=2)
     copy_shard(dying, "v2", "video", "0", np.arange(1, 51), unit(50, 9))
     dying.close()
     assert serving_version(conn) == "v1" and serving_rows(conn) == (N_VIDEOS, 1)
@@ -177,7 +177,7 @@ def test_a_concurrent_reader_never_sees_a_mixed_or_empty_set(conn, db_url):
 
 
 def test_shards_from_several_workers_load_in_parallel(conn, db_url):
-    begin_set(conn, "v1", "video")
+    begin_set(conn, "v1", "video", expected_shards=6)
     vectors = unit(N_VIDEOS, 7)
     parts = np.array_split(np.arange(N_VIDEOS), 6)
 
@@ -254,22 +254,28 @@ def _table_name(conn, version):
 
 def test_retiring_behind_a_long_reader_never_holds_up_serving_reads(conn, db_url):
     """A long transaction still reads the set being retired: the retirement waits for it, and
-    meanwhile every new serving read completes at its normal speed. Once the reader ends, the
-    set's tables are gone; a retirement killed halfway leaves tables the next one drops."""
+    meanwhile every new serving read completes at its normal speed. The retirement is then
+    killed mid-detach, leaving the detach pending; the next retirement finishes it, and no set
+    table is left that no set names."""
     import time
-
-    from swiperec.embeddings.store import drop_orphans
 
     load_version(conn, "v1")
     load_version(conn, "v2", seed=1)
     activate(conn, "v2")
     query = ("select video_id from video_embeddings where model_version = "
              "(select model_version from serving_state) order by video_id limit 5")  # fmt: skip
-    long_reader, reader = connect(db_url), connect(db_url)
+    long_reader, reader, retirer = connect(db_url), connect(db_url), connect(db_url)
     with long_reader.cursor() as cur:  # holds its locks on both sets until it ends
         cur.execute("select count(*) from video_embeddings")
-    done, retirer = {}, connect(db_url)
-    retiring = threading.Thread(target=lambda: done.setdefault("removed", retire(retirer, 1)))
+    outcome = {}
+
+    def run_retire():
+        try:
+            outcome["removed"] = retire(retirer, 1)
+        except Exception as error:  # the retirement is killed below
+            outcome["error"] = error
+
+    retiring = threading.Thread(target=run_retire)
     retiring.start()
     latencies, deadline = [], time.monotonic() + 1.5
     while time.monotonic() < deadline:
@@ -283,25 +289,33 @@ def test_retiring_behind_a_long_reader_never_holds_up_serving_reads(conn, db_url
         time.sleep(0.01)
     assert retiring.is_alive(), "the retirement should wait for the long reader"
     assert len(latencies) > 50 and max(latencies) < 0.25, max(latencies)
-    long_reader.rollback()
-    retiring.join(30)
-    assert done["removed"] == ["v1"]
-    with conn.cursor() as cur:
-        cur.execute("select count(*) from pg_tables where schemaname = 'swiperec_private' "
-                    "and tablename ~ '^(video|user)_embeddings_'")  # fmt: skip
-        assert cur.fetchone()[0] == 2  # v2's two sets
+    assert set_state(conn, "v1", "video") == "retiring"
     conn.rollback()
-    # A retirement that died after forgetting a version's sets, before dropping their tables
-    # (simulated by forgetting them by hand): the next sweep detaches and drops the orphans.
-    load_version(conn, "v3", seed=2)
-    with conn, conn.cursor() as cur:
-        cur.execute("delete from embedding_sets where model_version = 'v3'")
-    assert len(drop_orphans(conn)) == 2
+
+    with conn.cursor() as cur:  # killed while its DETACH CONCURRENTLY waits
+        cur.execute("select pg_terminate_backend(%s)", (retirer.get_backend_pid(),))
+    conn.rollback()
+    retiring.join(30)
+    assert "error" in outcome
+    long_reader.rollback()
     with conn.cursor() as cur:
-        cur.execute("select count(distinct model_version) from video_embeddings")
+        cur.execute("select count(*) from pg_inherits where inhdetachpending")
         assert cur.fetchone()[0] == 1
     conn.rollback()
-    for connection in (long_reader, reader, retirer):
+
+    assert retire(conn, keep=1) == []  # nothing new to retire; v1's sets are finished
+    with conn.cursor() as cur:
+        cur.execute("select 'swiperec_private.' || tablename from pg_tables "
+                    "where schemaname = 'swiperec_private' "
+                    "and tablename ~ '^(video|user)_embeddings_'")  # fmt: skip
+        present = {r[0] for r in cur.fetchall()}
+        cur.execute("select table_name, model_version from embedding_sets")
+        named = dict(cur.fetchall())
+        cur.execute("select count(*) from pg_inherits where inhdetachpending")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()
+    assert present == set(named) and set(named.values()) == {"v2"}
+    for connection in (long_reader, reader):
         connection.close()
 
 
