@@ -12,8 +12,8 @@ the data folder.
 No connection is trusted: the superuser `postgres` has a password generated when the folder is
 initialised (scram-sha-256), kept in `home/password` readable by its owner only, and part of the
 URL this module gives (`swiperec db url`). Any other local user who can reach the port but not
-that file cannot connect. (A data folder initialised before passwords existed keeps trusting
-local connections until it is made anew: `make clean` or `swiperec db stop` and delete it.)
+that file cannot connect. A data folder made before passwords existed is switched over the
+next time the server starts: its superuser gets a password and pg_hba.conf scram-sha-256.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class EmbeddedServer:
                 raise SwiperecError(
                     f"the embedded PostgreSQL exited after start; see {self.log_path}"
                 )
-            return status
+            return self._stop_trusting(status)
 
     def stop(self) -> bool:
         """Stop the server (fast shutdown). Returns False when it was not running."""
@@ -148,6 +148,38 @@ class EmbeddedServer:
         return True
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _new_password(self) -> str:
+        """A new password in `home/password`, created readable by its owner only."""
+        password = secrets.token_urlsafe(24)
+        self.password_file.unlink(missing_ok=True)
+        descriptor = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(password + "\n")
+        return password
+
+    def _stop_trusting(self, status: ServerStatus) -> ServerStatus:
+        """A data folder made before passwords trusts local connections: give the superuser a
+        password, switch pg_hba.conf to scram-sha-256 and reload. Done once, at start."""
+        import psycopg2
+
+        hba = self.pgdata / "pg_hba.conf"
+        if status.password or " trust" not in hba.read_text():
+            return status
+        password = self._new_password()
+        conn = psycopg2.connect(status.url)  # trusted, one last time
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("set password_encryption = 'scram-sha-256'")
+            cur.execute("alter role postgres password %s", (password,))
+            lines = hba.read_text().splitlines(keepends=True)
+            hba.write_text("".join(
+                line.replace(" trust", " scram-sha-256") if not line.lstrip().startswith("#")
+                else line for line in lines
+            ))  # fmt: skip
+            cur.execute("select pg_reload_conf()")
+        conn.close()
+        return self.status()
 
     def _server_user(self) -> str | None:
         return SERVER_USER if os.geteuid() == 0 else None
@@ -164,10 +196,7 @@ class EmbeddedServer:
             utils.ensure_folder_permissions(bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
             utils.ensure_folder_permissions(bin_path.parent / "lib", readable)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        password = secrets.token_urlsafe(24)
-        descriptor = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(password + "\n")
+        password = self._new_password()
         # initdb reads the password from a file; it runs as the server's user, who gets a copy
         # of its own, deleted once the folder is initialised.
         with tempfile.TemporaryDirectory(prefix="swiperec-initdb-") as scratch:

@@ -50,3 +50,27 @@ def test_stale_pid_file_reads_as_stopped(tmp_path):
         "999999999\n/x\n0\n5432\n\n127.0.0.1\n0 0\nready\n"
     )
     assert not server.status().running
+
+
+def test_a_folder_that_trusted_local_connections_is_switched_to_passwords(tmp_path):
+    """A data folder made before passwords (pg_hba.conf `trust`, no password file): its next
+    start gives the superuser a password and stops trusting anyone."""
+    server = EmbeddedServer(tmp_path / "home")
+    first = server.start()
+    try:
+        hba = server.pgdata / "pg_hba.conf"
+        hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+        server.password_file.unlink()
+        server.stop()
+        assert server.status().url is None
+        again = server.start()
+        assert again.password and again.port == first.port
+        assert oct(server.password_file.stat().st_mode & 0o777) == "0o600"
+        assert " trust" not in hba.read_text()
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(f"postgresql://postgres@127.0.0.1:{again.port}/postgres")
+        with psycopg2.connect(again.url) as conn, conn.cursor() as cur:
+            cur.execute("select 1")
+        conn.close()
+    finally:
+        server.stop()

@@ -4,19 +4,23 @@ Version k1 serves. The writer (`swiperec embeddings write --activate`, a real pr
 trained tiny model) refreshes version k2 and is killed with SIGKILL at one fault point after
 another (`swiperec.faults`), each run taking up what the one before left. After every kill the
 serving version, its row counts and the answer to a fixed nearest-neighbour query are as they
-were. Then a run without a fault completes and switches to k2, and the next retirement leaves
-no table that no set names. While the first run holds k2, a second writer of k2 is refused.
+were, and serving reads that run all along never fail. Each run is the re-run of the kill
+before it (it gets past that point); a last run without a fault completes and switches to k2,
+and the next retirement leaves no table that no set names. While the first run holds k2, a
+second writer of k2 is refused.
 """
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from swiperec.db import connect
 from swiperec.embeddings.store import EmbeddingSetError, IndexParams, retire, serving_version
 from swiperec.embeddings.writer import write_embeddings
 from swiperec.registry.versions import promote, record_evaluation
@@ -33,6 +37,12 @@ FAULT_POINTS = [  # in the order a refresh reaches them
     "store.attach",
     "cli.before_switch",
 ]
+
+
+NEAREST_SERVING = (
+    "select video_id from video_embeddings where model_version = "
+    "(select model_version from serving_state) order by embedding <=> %s limit 10"
+)
 
 
 def serving_snapshot(conn, query) -> tuple:
@@ -79,6 +89,26 @@ def test_a_refresh_killed_at_every_stage_leaves_serving_untouched(
     command = [sys.executable, "-m", "swiperec.cli", "embeddings", "write", "--model",
                trained.model_dir, "--version", "k2", "--snapshot", snapshot_dir, "--activate",
                "--keep", "1"]  # fmt: skip
+    # Serving reads go on through every kill and the final run: none may fail.
+    stop, reads, failures = threading.Event(), [], []
+
+    def read_serving():
+        reader = connect(db_url)
+        reader.autocommit = True
+        while not stop.is_set():
+            try:
+                with reader.cursor() as cur:
+                    cur.execute("set statement_timeout = '2s'")
+                    cur.execute(NEAREST_SERVING, (query,))
+                    assert len(cur.fetchall()) == 10
+                reads.append(1)
+            except Exception as error:
+                failures.append(error)
+            time.sleep(0.02)
+        reader.close()
+
+    reading = threading.Thread(target=read_serving)
+    reading.start()
     marker = tmp_path / "reached"
     for point in FAULT_POINTS:
         marker.unlink(missing_ok=True)
@@ -95,7 +125,8 @@ def test_a_refresh_killed_at_every_stage_leaves_serving_untouched(
         if point == FAULT_POINTS[0]:  # while it holds k2: a second writer of k2 is refused
             with pytest.raises(EmbeddingSetError, match="being written by another process"):
                 write_embeddings(trained.model_dir, "k2", snapshot_dir, database_url=db_url)
-        writer.send_signal(signal.SIGKILL)
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the process that reached it
+        writer.kill()
         writer.wait()
         writer.stderr.close()
         assert serving_snapshot(conn, query) == before, f"serving changed after a kill at {point}"
@@ -104,6 +135,9 @@ def test_a_refresh_killed_at_every_stage_leaves_serving_untouched(
                               capture_output=True, text=True, timeout=600)  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "serving       k2 (was k1)" in finished.stdout
+    stop.set()
+    reading.join(30)
+    assert not failures and len(reads) > 100, (len(reads), failures[:3])
     after = serving_snapshot(conn, query)
     assert after[0] == "k2" and after[1:3] == before[1:3]  # the same catalogue and users
     assert serving_version(conn) == "k2"
