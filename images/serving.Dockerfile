@@ -1,6 +1,12 @@
-# The Python serving side (swiperec.version.SERVING_IMAGE): loads the exported SavedModel towers to
-# embed new users and videos, and runs the `swiperec` command against DATABASE_URL, e.g.
+# The Python serving side (swiperec.version.SERVING_IMAGE): loads the exported SavedModel towers of
+# every model version in use to embed new swipes and new videos as they happen. By default it runs
+# the real-time endpoint (`swiperec realtime serve`: POST /embed/user, /embed/video, GET /healthz,
+# /metrics on port 8080); the same image runs the real-time worker, which needs no inbound port:
 #
+#   docker run -p 8080:8080 -e DATABASE_URL=postgresql://... -e SWIPEREC_REALTIME_TOKEN=... \
+#     ghcr.io/swiperec/serving:0.1.0
+#   docker run -e DATABASE_URL=postgresql://... ghcr.io/swiperec/serving:0.1.0 \
+#     realtime run --metrics-port 9100
 #   docker run --rm -e DATABASE_URL=postgresql://... ghcr.io/swiperec/serving:0.1.0 embeddings status
 #
 # Build from the repository root with the version of swiperec/version.py (cloudbuild.yaml does this):
@@ -65,5 +71,6 @@ RUN pip install --no-cache-dir --no-deps --force-reinstall -c requirements/const
 WORKDIR /home/swiperec
 USER 10001:10001
 
+EXPOSE 8080
 ENTRYPOINT ["swiperec"]
-CMD ["embeddings", "status"]
+CMD ["realtime", "serve", "--host", "0.0.0.0", "--port", "8080"]

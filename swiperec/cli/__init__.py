@@ -5,6 +5,7 @@
     swiperec snapshot | transform | train | evaluate     pipeline steps, one at a time
     swiperec embeddings write|status|activate|retire     the serving sets in pgvector
     swiperec pipeline parameters|run|submit              the training pipeline (KFP)
+    swiperec realtime run|serve|status                   new swipes and videos, embedded live
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -24,6 +25,7 @@ from swiperec.cli import (
     evaluate_commands,
     model_commands,
     pipeline_commands,
+    realtime_commands,
     registry_commands,
     step_commands,
 )
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedding_commands.add_commands(commands)
     pipeline_commands.add_commands(commands)
     registry_commands.add_commands(commands)
+    realtime_commands.add_commands(commands)
     return parser
 
 

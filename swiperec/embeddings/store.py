@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg2
 from psycopg2 import errors, sql
+from psycopg2.extras import execute_values
 
 from swiperec.db.binary_copy import Column, copy_binary
 from swiperec.faults import fault_point
@@ -426,31 +427,41 @@ def drop_retiring(conn) -> list[str]:
 
 
 def upsert(conn, version: str, kind: str, ids, vectors) -> int:
-    """Insert or replace a handful of embeddings in a ready (possibly serving) set: a new video,
-    a user after a swipe. The set's HNSW index is updated in the same transaction, so a query
-    sees the row in the index once it is committed. Returns rows written. Checked as
-    `copy_shard` checks: dimension, finite values."""
+    """Insert or replace a handful of embeddings in a ready (possibly serving) set, in one
+    transaction of its own: see `upsert_rows`."""
+    with conn, conn.cursor() as cur:
+        return upsert_rows(cur, version, kind, ids, vectors)
+
+
+def upsert_rows(cur, version: str, kind: str, ids, vectors) -> int:
+    """Insert or replace embeddings in a ready (possibly serving) set, inside the caller's
+    transaction: a new video, a user after a swipe. The set's HNSW index is updated in the same
+    transaction, so a query sees the row in the index once it is committed. Returns rows
+    written. Checked as `copy_shard` checks: dimension, finite values."""
     _check_kind(kind)
     vectors = np.asarray(vectors, dtype=np.float32)
-    with conn.cursor() as cur:
-        cur.execute("select dimension from embedding_sets where model_version = %s and kind = %s "
-                    "and state = 'ready'", (version, kind))  # fmt: skip
-        row = cur.fetchone()
-    conn.rollback()
+    cur.execute("select dimension from public.embedding_sets where model_version = %s "
+                "and kind = %s and state = 'ready'", (version, kind))  # fmt: skip
+    row = cur.fetchone()
     if not row:
         raise EmbeddingSetError(f"the {kind} set of {version!r} is not ready")
+    keys = [int(i) for i in ids] if kind == "video" else [str(i) for i in ids]
+    if not keys:
+        return 0
     _check_vectors(kind, vectors, row[0])
     key = KINDS[kind][0]
-    keys = [int(i) for i in ids] if kind == "video" else [str(i) for i in ids]
-    with conn, conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "insert into public.{p} (model_version, {key}, embedding) values (%s, %s, %s) "
-                "on conflict (model_version, {key}) do update set embedding = excluded.embedding,"
-                " updated_at = now()"
-            ).format(p=sql.Identifier(f"{kind}_embeddings"), key=sql.Identifier(key)),
-            [(version, k, v) for k, v in zip(keys, vectors, strict=True)],
+    execute_values(
+        cur,
+        sql.SQL(
+            "insert into public.{p} (model_version, {key}, embedding) values %s "
+            "on conflict (model_version, {key}) do update set embedding = excluded.embedding,"
+            " updated_at = now()"
         )
+        .format(p=sql.Identifier(f"{kind}_embeddings"), key=sql.Identifier(key))
+        .as_string(cur),
+        [(version, k, v) for k, v in zip(keys, vectors, strict=True)],
+        template=f"(%s, %s::{KINDS[kind][1]}, %s)",
+    )
     return len(keys)
 
 

@@ -27,11 +27,8 @@ decisions in the workers too is the step beyond that).
 from __future__ import annotations
 
 import gc
-import os
 import time
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from swiperec.embeddings import store
 from swiperec.faults import fault_point
@@ -77,55 +74,31 @@ class EmbedAndCopy:
 
     def setup(self):
         from swiperec.db import connect
+        from swiperec.embeddings.towers import load_towers
         from swiperec.features.events import load_catalogue
-        from swiperec.model.export import load_serving_tower
 
         # Each worker reads the catalogue from the snapshot: shipping it inside the DoFn costs
         # a compressed pickle of every title (~15 s at 200k videos) and a large job graph.
         self.catalogue = load_catalogue(self.snapshot)
-        self.towers = {
-            kind: load_serving_tower(os.path.join(self.model_dir, f"{kind}_tower"))
-            for kind in ("video", "user")
-        }
+        self.towers = load_towers(self.model_dir)
         self.conn = connect(self.database_url)
 
     def teardown(self):
         self.conn.close()
 
     def process(self, element):
-        import tensorflow as tf
-
-        from swiperec.features.preprocessing import user_feature_spec, video_row_spec
-        from swiperec.features.raw_features import video_raw_features
-        from swiperec.features.user_history import UserHistory
-        from swiperec.model.export import serialize_raw
+        from swiperec.embeddings.towers import embed_users, embed_videos
 
         kind, shard, payload = element
         if kind == "video":
             start, stop = payload
-            rows = [
-                video_raw_features(self.catalogue, i, self.as_of_us) for i in range(start, stop)
-            ]
-            keys = self.catalogue.video_id[start:stop]
-            spec = video_row_spec()
+            keys, vectors = embed_videos(
+                self.towers, self.catalogue, range(start, stop), self.as_of_us
+            )
         else:
-            rows, keys = [], []
-            catalogue_ids = self.catalogue.video_id
-            for key, videos, labels, times in payload:
-                history = UserHistory(self.catalogue, self.config, is_pseudo=False)
-                # Catalogue positions for the whole history at once: events on videos outside
-                # the snapshot's catalogue (impossible from a snapshot) or after it are skipped.
-                position = np.searchsorted(catalogue_ids, videos)
-                position = np.minimum(position, len(catalogue_ids) - 1)
-                keep = (catalogue_ids[position] == videos) & (times <= self.as_of_us)
-                for at, label, t in zip(position[keep].tolist(), labels[keep].tolist(),
-                                        times[keep].tolist(), strict=True):  # fmt: skip
-                    history.add_at_position(at, label, t)
-                rows.append(history.features(self.as_of_us))
-                keys.append(key)
-            spec = user_feature_spec()
-        serialized = tf.constant(serialize_raw(rows, spec))
-        vectors = self.towers[kind](examples=serialized)["embedding"].numpy()
+            keys, vectors = embed_users(
+                self.towers, self.catalogue, self.config, payload, self.as_of_us
+            )
         loaded = store.copy_shard(self.conn, self.version, kind, shard, keys, vectors)
         yield kind, len(keys) if loaded else 0
 

@@ -11,11 +11,22 @@
 // per-maker / per-genre caps -> JSON. The served list is logged in public.served_recommendations
 // off the critical path.
 //
+// A user without an embedding in their serving version (rows of source recent_likes or
+// popular): when a real-time endpoint is configured, it is asked once, within a short timeout,
+// to compute and store the user's embedding (POST {url}/embed/user {"user_id"}); after its 200
+// the SQL call is made again and, once it ranks by the new embedding, the answer says source
+// "realtime". Any other answer (404: the user has no decisions), a network error or the timeout
+// keep the first result: the endpoint never turns a response into an error.
+//
 // Env: SUPABASE_DB_URL (set by Supabase), and the token settings of ../_shared/jwt.ts, set with
 // `supabase secrets set ...`: JWT_SECRET (the project's legacy HS256 secret) and/or JWT_JWKS (its
 // signing keys' JWKS as JSON) or JWT_JWKS_URL (fetched at run time); JWT_AUDIENCE (default
 // "authenticated"), JWT_ISSUER (https://<project>.supabase.co/auth/v1; unset: not checked),
-// JWT_MAX_LIFETIME_SECONDS (default 86400). Importing this module starts nothing.
+// JWT_MAX_LIFETIME_SECONDS (default 86400). Optional, the real-time embedding endpoint:
+// REALTIME_EMBED_URL (its base URL; unset: no real-time embeddings, the SQL cold start only),
+// REALTIME_EMBED_TOKEN (sent as `Authorization: Bearer <token>`; unset: no header) and
+// REALTIME_EMBED_TIMEOUT_MS (a positive integer, default 250). Importing this module starts
+// nothing.
 
 import postgres from "npm:postgres@3.4.9";
 import {
@@ -44,7 +55,13 @@ export const ENV = Object.freeze({
   audience: TOKEN_ENV.audience,
   issuer: TOKEN_ENV.issuer,
   maxLifetimeSeconds: TOKEN_ENV.maxLifetimeSeconds,
+  realtimeUrl: "REALTIME_EMBED_URL",
+  realtimeToken: "REALTIME_EMBED_TOKEN",
+  realtimeTimeoutMs: "REALTIME_EMBED_TIMEOUT_MS",
 });
+
+/** How long a request waits for the real-time embedding endpoint, by default. */
+export const DEFAULT_REALTIME_TIMEOUT_MS = 250;
 
 /** ANN candidates for MMR: 4 per requested item, at least 100, at most 400. */
 export function candidateCount(limit: number): number {
@@ -59,9 +76,13 @@ export const CORS_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   "Access-Control-Max-Age": "86400",
 });
 
-/** Where a response's candidates come from: the user's embedding, the mean of their recent
- * likes (no embedding yet), or popular videos (no likes yet). */
-export type Source = "embedding" | "recent_likes" | "popular";
+/** Where a response's candidates come from: the user's embedding; the user's embedding,
+ * computed during this request by the real-time endpoint ("realtime"); the mean of their recent
+ * likes (no embedding yet); or popular videos (no likes yet). */
+export type Source = "embedding" | "realtime" | "recent_likes" | "popular";
+
+/** The sources of the SQL function's rows ("realtime" is this function's own). */
+type SqlSource = Exclude<Source, "realtime">;
 
 export interface Item {
   video_id: number;
@@ -93,7 +114,7 @@ interface CandidateRow {
   shared_maker: string | null;
   shared_performer: string | null;
   model_version: string;
-  source: Source;
+  source: SqlSource;
   reason: string;
 }
 
@@ -106,6 +127,77 @@ export interface HandlerOptions extends TokenOptions {
   /** Keeps a background promise alive after the response; default: EdgeRuntime.waitUntil when
    * the runtime has it, else the pending set that `settleLogWrites()` awaits. */
   waitUntil?: (promise: Promise<unknown>) => void;
+  /** Base URL of the real-time embedding endpoint (`POST {realtimeUrl}/embed/user`), asked for
+   * the embedding of a user who has none; undefined: never asked (the SQL cold start only). */
+  realtimeUrl?: string;
+  /** Sent to the endpoint as `Authorization: Bearer <realtimeToken>`; undefined: no header. */
+  realtimeToken?: string;
+  /** How long a request waits for the endpoint, in ms; default DEFAULT_REALTIME_TIMEOUT_MS. */
+  realtimeTimeoutMs?: number;
+}
+
+/** The real-time settings of HandlerOptions. */
+export type RealtimeOptions = Pick<
+  HandlerOptions,
+  "realtimeUrl" | "realtimeToken" | "realtimeTimeoutMs"
+>;
+
+/** RealtimeOptions from the environment (REALTIME_EMBED_*); throws one Error listing every
+ * problem. No REALTIME_EMBED_URL: no real-time endpoint. */
+export function realtimeOptionsFromEnv(
+  get: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): RealtimeOptions {
+  const value = (name: string) => {
+    const text = get(name)?.trim();
+    return text ? text : undefined;
+  };
+  const options: RealtimeOptions = {};
+  const problems: string[] = [];
+  const url = value(ENV.realtimeUrl);
+  if (url !== undefined) {
+    try {
+      realtimeEndpoint(url);
+      options.realtimeUrl = url;
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  const token = value(ENV.realtimeToken);
+  if (token !== undefined) options.realtimeToken = token;
+  const timeout = value(ENV.realtimeTimeoutMs);
+  if (timeout !== undefined) {
+    const ms = /^[0-9]+$/.test(timeout) ? Number(timeout) : NaN;
+    if (!Number.isSafeInteger(ms) || ms < 1) {
+      problems.push(
+        `${ENV.realtimeTimeoutMs} must be a positive integer (milliseconds), got ${
+          JSON.stringify(timeout)
+        }`,
+      );
+    } else {
+      options.realtimeTimeoutMs = ms;
+    }
+  }
+  if (problems.length > 0) throw new Error(problems.join("; "));
+  return options;
+}
+
+/** `{base}/embed/user`; throws when the base is not an http(s) URL. */
+function realtimeEndpoint(base: string): URL {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    throw new Error(
+      `${ENV.realtimeUrl} must be an http(s) URL, got ${JSON.stringify(base)}`,
+    );
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new Error(
+      `${ENV.realtimeUrl} must be an http(s) URL, got ${JSON.stringify(base)}`,
+    );
+  }
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  return new URL("embed/user", url);
 }
 
 // -- background log writes ---------------------------------------------------------------------
@@ -163,14 +255,23 @@ export function createHandler(
   const verifyAuthorization = createTokenVerifier(options);
   const efSearch = options.efSearch ?? 100;
   const waitUntil = options.waitUntil ?? defaultWaitUntil();
+  const endpoint = options.realtimeUrl === undefined
+    ? undefined
+    : realtimeEndpoint(options.realtimeUrl);
+  const realtimeTimeoutMs = options.realtimeTimeoutMs ??
+    DEFAULT_REALTIME_TIMEOUT_MS;
+  if (!Number.isSafeInteger(realtimeTimeoutMs) || realtimeTimeoutMs < 1) {
+    throw new RangeError(
+      `realtimeTimeoutMs must be a positive integer, got ${realtimeTimeoutMs}`,
+    );
+  }
 
-  async function recommend(
+  function candidateRows(
     userId: string,
     params: RecommendationParams,
-    requestId: string,
-  ): Promise<RecommendationResponse> {
+  ): Promise<CandidateRow[]> {
     const candidates = candidateCount(params.limit);
-    const rows = await sql<CandidateRow[]>`
+    return sql<CandidateRow[]>`
       select r.*,
              public.recommendation_reason(r.source, r.genres, r.liked_title, r.liked_similarity,
                r.shared_genre, r.shared_maker, r.shared_performer) as reason
@@ -178,6 +279,82 @@ export function createHandler(
         ${userId}::uuid, ${candidates}::integer, ${params.genres}::text[],
         ${params.makers}::text[], ${params.exclude}::bigint[], ${efSearch}::integer) r
       order by r.rank`;
+  }
+
+  /** Asks the real-time endpoint to store the user's embedding: true once it has (200). Never
+   * throws; any other outcome but a 404 (no decisions to embed) is logged in one warning. */
+  async function embedInRealtime(
+    url: URL,
+    userId: string,
+    requestId: string,
+    fallback: SqlSource,
+  ): Promise<boolean> {
+    const warn = (what: string) =>
+      console.warn(
+        `${FUNCTION_NAME}: request ${requestId}: the real-time embedding endpoint ${what}; serving ${fallback}`,
+      );
+    const headers: Record<string, string> = {
+      "Content-Type": "application/json",
+    };
+    if (options.realtimeToken !== undefined) {
+      headers.Authorization = `Bearer ${options.realtimeToken}`;
+    }
+    try {
+      const res = await fetch(url, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ user_id: userId }),
+        signal: AbortSignal.timeout(realtimeTimeoutMs),
+      });
+      // Only the status matters: 200 means the embedding is stored.
+      await res.body?.cancel().catch(() => {});
+      if (res.status === 200) return true;
+      if (res.status !== 404) warn(`answered ${res.status}`);
+    } catch (error) {
+      const name = (error as { name?: unknown } | null)?.name;
+      warn(
+        name === "TimeoutError"
+          ? `did not answer within ${realtimeTimeoutMs} ms`
+          : `failed: ${
+            String((error as Error)?.message ?? error).slice(0, 200)
+          }`,
+      );
+    }
+    return false;
+  }
+
+  async function recommend(
+    userId: string,
+    params: RecommendationParams,
+    requestId: string,
+  ): Promise<RecommendationResponse> {
+    let rows = await candidateRows(userId, params);
+    let source: Source | undefined = rows[0]?.source;
+    if (
+      endpoint && rows.length > 0 && rows[0].source !== "embedding" &&
+      await embedInRealtime(endpoint, userId, requestId, rows[0].source)
+    ) {
+      // The embedding is stored: rank by it. Should that fail, the first result stands.
+      try {
+        const fresh = await candidateRows(userId, params);
+        if (fresh.length > 0 && fresh[0].source === "embedding") {
+          rows = fresh;
+          source = "realtime";
+        } else {
+          console.warn(
+            `${FUNCTION_NAME}: request ${requestId}: the real-time embedding endpoint stored an embedding the query does not use (source ${
+              fresh[0]?.source ?? "none"
+            }); serving ${rows[0].source}`,
+          );
+        }
+      } catch (error) {
+        console.warn(
+          `${FUNCTION_NAME}: request ${requestId}: the query after the real-time embedding failed (${
+            String((error as Error)?.message ?? error).slice(0, 200)
+          }); serving ${rows[0].source}`,
+        );
+      }
+    }
     if (rows.length === 0) {
       const [row] = await sql<{ version: string | null }[]>`
         select public.serving_version_for(${userId}::uuid) as version`;
@@ -218,7 +395,7 @@ export function createHandler(
     return {
       request_id: requestId,
       model_version: rows[0].model_version,
-      source: rows[0].source,
+      source: source ?? rows[0].source,
       items,
     };
   }
@@ -316,6 +493,12 @@ function connect(): { handler: (req: Request) => Promise<Response>; sql: Sql } {
   } catch (error) {
     problems.push((error as Error).message);
   }
+  let realtime: RealtimeOptions = {};
+  try {
+    realtime = realtimeOptionsFromEnv((name) => Deno.env.get(name));
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
   if (problems.length > 0) {
     throw new Error(`${FUNCTION_NAME}: ${problems.join("; ")}`);
   }
@@ -328,7 +511,7 @@ function connect(): { handler: (req: Request) => Promise<Response>; sql: Sql } {
     connection: { application_name: FUNCTION_NAME },
   });
   try {
-    return { handler: createHandler({ sql, ...tokens }), sql };
+    return { handler: createHandler({ sql, ...tokens, ...realtime }), sql };
   } catch (error) {
     void sql.end({ timeout: 1 });
     throw new Error(
@@ -339,8 +522,8 @@ function connect(): { handler: (req: Request) => Promise<Response>; sql: Sql } {
   }
 }
 
-/** The handler Deno.serve runs: a pool on SUPABASE_DB_URL and the token settings of the
- * environment, made on first use. */
+/** The handler Deno.serve runs: a pool on SUPABASE_DB_URL and the token and real-time settings
+ * of the environment, made on first use. */
 export async function handler(req: Request): Promise<Response> {
   try {
     fromEnv ??= connect();

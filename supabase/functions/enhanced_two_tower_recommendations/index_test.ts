@@ -283,6 +283,72 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
     return { stream, counter, chunk };
   }
 
+  /** A local stand-in for the real-time embedding endpoint on a free port: `answer` decides
+   * each response; every request is recorded. `close()` releases a request `answer` still
+   * holds (see `hold`), then shuts the server down. */
+  function standIn(answer: (body: unknown) => Promise<Response> | Response) {
+    const requests: {
+      method: string;
+      path: string;
+      authorization: string | null;
+      contentType: string | null;
+      body: unknown;
+    }[] = [];
+    let release = () => {};
+    const released = new Promise<void>((resolve) => release = resolve);
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      async (req) => {
+        const text = await req.text();
+        let body: unknown = text;
+        try {
+          body = JSON.parse(text);
+        } catch { /* recorded as text */ }
+        requests.push({
+          method: req.method,
+          path: new URL(req.url).pathname,
+          authorization: req.headers.get("Authorization"),
+          contentType: req.headers.get("Content-Type"),
+          body,
+        });
+        return await answer(body);
+      },
+    );
+    return {
+      url: `http://127.0.0.1:${server.addr.port}`,
+      requests,
+      /** Never answers before close(). */
+      hold: async () => {
+        await released;
+        return new Response(null, { status: 503 });
+      },
+      close: async () => {
+        release();
+        await server.shutdown();
+      },
+    };
+  }
+
+  /** A local port nothing listens on (bound, noted and closed). */
+  function closedPort(): number {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    listener.close();
+    return port;
+  }
+
+  /** What `fn` returns and the lines it logged with console.warn. */
+  async function warnings<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
+    const lines: string[] = [];
+    const original = console.warn;
+    console.warn = (...args: unknown[]) => void lines.push(args.join(" "));
+    try {
+      return [await fn(), lines];
+    } finally {
+      console.warn = original;
+    }
+  }
+
   try {
     await t.step(
       "a JWKS (ES256) and a configured issuer: the project's keys and issuer only",
@@ -683,6 +749,231 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
       assert.equal(capped.source, "popular");
       assert.ok(capped.items.length > 0);
     });
+
+    await t.step(
+      "the real-time endpoint down, hanging or failing: the SQL cold start, never an error",
+      async () => {
+        // Down: nothing listens on the port.
+        const down = createHandler({
+          sql: pool,
+          jwtSecret: secret,
+          realtimeUrl: `http://127.0.0.1:${closedPort()}`,
+        });
+        const [offline, offlineWarnings] = await warnings(() =>
+          recommend(cold, "?limit=20", down)
+        );
+        assert.equal(offline.source, "recent_likes");
+        assert.ok(offline.items.length > 0);
+        await assertReasonsAreOwn(cold, offline);
+        assert.equal(offlineWarnings.length, 1, offlineWarnings.join("\n"));
+        assert.match(offlineWarnings[0], /real-time embedding endpoint failed/);
+        assert.match(offlineWarnings[0], /serving recent_likes$/);
+        await settleLogWrites();
+        const rows = await served(offline.request_id);
+        assert.ok(
+          rows.length > 0 && rows.every((r) => r.source === "recent_likes"),
+        );
+
+        // Hanging: never answers; the default timeout (250 ms) ends the wait.
+        const hanging = standIn(() => hanging.hold());
+        try {
+          const slow = createHandler({
+            sql: pool,
+            jwtSecret: secret,
+            realtimeUrl: hanging.url,
+          });
+          const started = performance.now();
+          const [waited, waitWarnings] = await warnings(() =>
+            recommend(cold, "?limit=20", slow)
+          );
+          const elapsed = performance.now() - started;
+          assert.ok(elapsed < 250 + 1000, `took ${elapsed} ms`);
+          assert.equal(waited.source, "recent_likes");
+          assert.ok(waited.items.length > 0);
+          assert.deepEqual(waitWarnings.length, 1, waitWarnings.join("\n"));
+          assert.match(waitWarnings[0], /did not answer within 250 ms/);
+          assert.equal(hanging.requests.length, 1);
+        } finally {
+          await hanging.close();
+        }
+
+        // Failing: 500, and 200 without the embedding stored; both warned about once.
+        const failing = standIn(() =>
+          Response.json({ error: "boom (test)" }, { status: 500 })
+        );
+        const lying = standIn(() =>
+          Response.json({ user_id: cold, path: "realtime" }, { status: 200 })
+        );
+        try {
+          // A base URL with a path (and no trailing slash) and a token.
+          const viaFailing = createHandler({
+            sql: pool,
+            jwtSecret: secret,
+            realtimeUrl: `${failing.url}/functions`,
+            realtimeToken: "test-token",
+            realtimeTimeoutMs: 2000,
+          });
+          const [failed, failedWarnings] = await warnings(() =>
+            recommend(cold, { limit: 20 }, viaFailing)
+          );
+          assert.equal(failed.source, "recent_likes");
+          assert.ok(failed.items.length > 0);
+          assert.equal(failedWarnings.length, 1, failedWarnings.join("\n"));
+          assert.match(failedWarnings[0], /endpoint answered 500/);
+          assert.ok(failedWarnings[0].includes(failed.request_id));
+          assert.deepEqual(failing.requests, [{
+            method: "POST",
+            path: "/functions/embed/user",
+            authorization: "Bearer test-token",
+            contentType: "application/json",
+            body: { user_id: cold },
+          }]);
+
+          const viaLying = createHandler({
+            sql: pool,
+            jwtSecret: secret,
+            realtimeUrl: `${lying.url}/`,
+            realtimeTimeoutMs: 2000,
+          });
+          const [unchanged, lyingWarnings] = await warnings(() =>
+            recommend(cold, "?limit=20", viaLying)
+          );
+          assert.equal(unchanged.source, "recent_likes");
+          assert.ok(unchanged.items.length > 0);
+          assert.equal(lyingWarnings.length, 1, lyingWarnings.join("\n"));
+          assert.match(
+            lyingWarnings[0],
+            /does not use \(source recent_likes\)/,
+          );
+          assert.equal(lying.requests.length, 1);
+          assert.equal(lying.requests[0].path, "/embed/user");
+          assert.equal(lying.requests[0].authorization, null, "no token set");
+        } finally {
+          await failing.close();
+          await lying.close();
+        }
+      },
+    );
+
+    await t.step(
+      "the real-time endpoint: asked only for users without an embedding; a 404 is quiet",
+      async () => {
+        const noDecisions = standIn(() =>
+          Response.json({ error: "no decisions (test)" }, { status: 404 })
+        );
+        try {
+          const via = createHandler({
+            sql: pool,
+            jwtSecret: secret,
+            realtimeUrl: noDecisions.url,
+            realtimeTimeoutMs: 2000,
+          });
+          const [[own, coldStart, popular], lines] = await warnings(
+            async () => [
+              await recommend(a, "?limit=10", via),
+              await recommend(cold, "?limit=10", via),
+              await recommend(empty, "?limit=10", via),
+            ],
+          );
+          assert.deepEqual(lines, []);
+          assert.equal(own.source, "embedding");
+          assert.equal(coldStart.source, "recent_likes");
+          assert.equal(popular.source, "popular");
+          assert.ok(coldStart.items.length > 0 && popular.items.length > 0);
+          // A's embedding needs no endpoint; each of the other two asked once.
+          assert.deepEqual(
+            noDecisions.requests.map((r) => r.body),
+            [{ user_id: cold }, { user_id: empty }],
+          );
+        } finally {
+          await noDecisions.close();
+        }
+        // Unusable settings are a configuration error.
+        assert.throws(
+          () =>
+            createHandler({
+              sql: pool,
+              jwtSecret: secret,
+              realtimeUrl: "ftp://example.com",
+            }),
+          /must be an http\(s\) URL/,
+        );
+        assert.throws(
+          () =>
+            createHandler({
+              sql: pool,
+              jwtSecret: secret,
+              realtimeUrl: "http://127.0.0.1:1",
+              realtimeTimeoutMs: 0,
+            }),
+          /positive integer/,
+        );
+      },
+    );
+
+    await t.step(
+      "the real-time endpoint stores the embedding: source realtime, then embedding",
+      async () => {
+        // A user of this step only (the others' states are the fixture's): two likes, no
+        // embedding. The stand-in stores A's embedding as theirs, as the endpoint would store
+        // the one it computes; everything of this user is removed at the end.
+        const user = crypto.randomUUID();
+        const likes = (await db<{ id: string }[]>`
+          select id from videos order by id limit 2`).map((r) => Number(r.id));
+        const storing = standIn(async (body) => {
+          const userId = (body as { user_id: string }).user_id;
+          await db`
+            insert into user_embeddings (model_version, user_id, embedding)
+            select model_version, ${userId}::uuid, embedding from user_embeddings
+            where user_id = ${a}::uuid`;
+          return Response.json({
+            user_id: userId,
+            model_version: fixture.model_version,
+            versions: [fixture.model_version],
+            path: "realtime",
+            has_history: true,
+          });
+        });
+        try {
+          await db`
+            insert into user_video_decisions (user_id, video_id, decision)
+            select ${user}::uuid, v, 'like' from unnest(${likes}::bigint[]) v`;
+          const before = await recommend(user, "?limit=20");
+          assert.equal(before.source, "recent_likes");
+          const via = createHandler({
+            sql: pool,
+            jwtSecret: secret,
+            realtimeUrl: storing.url,
+            realtimeTimeoutMs: 5000,
+          });
+          const [response, lines] = await warnings(() =>
+            recommend(user, "?limit=20", via)
+          );
+          assert.deepEqual(lines, []);
+          assert.equal(response.source, "realtime");
+          assert.ok(response.items.length >= 10);
+          for (const item of response.items) {
+            assert.ok(!likes.includes(item.video_id), `${item.video_id}`);
+          }
+          await assertReasonsAreOwn(user, response);
+          await settleLogWrites();
+          const rows = await served(response.request_id);
+          assert.equal(rows.length, response.items.length);
+          assert.ok(rows.every((r) => r.source === "realtime"));
+          // Ranked by the stored embedding: the list an embedding user gets.
+          const again = await recommend(user, "?limit=20", via);
+          assert.equal(again.source, "embedding");
+          assert.deepEqual(again.items, response.items);
+          assert.equal(storing.requests.length, 1, "asked once, then stored");
+        } finally {
+          await storing.close();
+          await settleLogWrites();
+          await db`delete from served_recommendations where user_id = ${user}::uuid`;
+          await db`delete from user_embeddings where user_id = ${user}::uuid`;
+          await db`delete from user_video_decisions where user_id = ${user}::uuid`;
+        }
+      },
+    );
 
     await t.step(
       "hostile requests: each case of tests/testdata/hostile_requests.json has its answer",
@@ -1096,6 +1387,102 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
           console.error = silenced;
           Deno.env.set("JWT_SECRET", saved);
           for (const name of envNames) {
+            if (before[name] === undefined) Deno.env.delete(name);
+            else Deno.env.set(name, before[name]!);
+          }
+          await closeHandler();
+        }
+      },
+    );
+
+    await t.step(
+      "the deployed handler: REALTIME_EMBED_URL, _TOKEN and _TIMEOUT_MS",
+      async () => {
+        const names = [
+          "REALTIME_EMBED_URL",
+          "REALTIME_EMBED_TOKEN",
+          "REALTIME_EMBED_TIMEOUT_MS",
+        ] as const;
+        const before = Object.fromEntries(
+          names.map((name) => [name, Deno.env.get(name)]),
+        );
+        const original = console.error;
+        const logged: unknown[] = [];
+        try {
+          // Unusable settings: 500 "not configured", each problem logged.
+          await closeHandler();
+          Deno.env.set("REALTIME_EMBED_URL", "not a url");
+          Deno.env.set("REALTIME_EMBED_TIMEOUT_MS", "0");
+          console.error = (...args: unknown[]) => void logged.push(...args);
+          const broken = await call(cold, "?limit=10", {
+            via: deployedHandler,
+          });
+          console.error = original;
+          assert.equal(broken.status, 500);
+          assert.equal(broken.body.error, "the function is not configured");
+          for (
+            const problem of [
+              'REALTIME_EMBED_URL must be an http(s) URL, got "not a url"',
+              'REALTIME_EMBED_TIMEOUT_MS must be a positive integer (milliseconds), got "0"',
+            ]
+          ) {
+            assert.ok(
+              logged.some((r) => String(r).includes(problem)),
+              problem,
+            );
+          }
+          await closeHandler();
+          Deno.env.set("REALTIME_EMBED_TIMEOUT_MS", "1.5");
+          Deno.env.set("REALTIME_EMBED_URL", "http://127.0.0.1:1");
+          console.error = (...args: unknown[]) => void logged.push(...args);
+          assert.equal(
+            (await call(cold, "?limit=10", { via: deployedHandler })).status,
+            500,
+          );
+          console.error = original;
+          assert.ok(
+            logged.some((r) => String(r).includes('got "1.5"')),
+          );
+
+          // An endpoint that is down: the cold start and one warning.
+          await closeHandler();
+          Deno.env.set(
+            "REALTIME_EMBED_URL",
+            `http://127.0.0.1:${closedPort()}`,
+          );
+          Deno.env.set("REALTIME_EMBED_TOKEN", "test-token");
+          Deno.env.set("REALTIME_EMBED_TIMEOUT_MS", "400");
+          const [response, lines] = await warnings(() =>
+            recommend(cold, "?limit=10", deployedHandler)
+          );
+          assert.equal(response.source, "recent_likes");
+          assert.ok(response.items.length > 0);
+          assert.equal(lines.length, 1, lines.join("\n"));
+          assert.match(lines[0], /endpoint failed/);
+
+          // The hanging endpoint with the configured timeout.
+          await closeHandler();
+          const hanging = standIn(() => hanging.hold());
+          try {
+            Deno.env.set("REALTIME_EMBED_URL", hanging.url);
+            const started = performance.now();
+            const [slow, slowLines] = await warnings(() =>
+              recommend(cold, "?limit=10", deployedHandler)
+            );
+            assert.ok(performance.now() - started < 400 + 1000);
+            assert.equal(slow.source, "recent_likes");
+            assert.equal(slowLines.length, 1, slowLines.join("\n"));
+            assert.match(slowLines[0], /did not answer within 400 ms/);
+            assert.equal(
+              hanging.requests[0]?.authorization,
+              "Bearer test-token",
+            );
+          } finally {
+            await hanging.close();
+          }
+        } finally {
+          console.error = original;
+          for (const name of names) {
             if (before[name] === undefined) Deno.env.delete(name);
             else Deno.env.set(name, before[name]!);
           }

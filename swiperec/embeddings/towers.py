@@ -1,0 +1,85 @@
+"""Raw features -> the exported towers -> vectors: the one code path that the batch refresh
+(`swiperec.embeddings.writer`) and real-time embedding (`swiperec.realtime`) share, so a vector
+computed for the same data is the same whichever of them computed it.
+
+    towers = load_towers(model_dir)
+    ids, vectors = embed_users(towers, catalogue, config, users, as_of_us)
+    ids, vectors = embed_videos(towers, catalogue, positions, as_of_us)
+
+`users` are (user key, video ids, labels, times) per user, the user's decisions in time order
+(ties by video id, as `swiperec.features.events` orders them); `catalogue` holds at least the
+videos they name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+KINDS = ("video", "user")
+
+
+def load_towers(model_dir: str) -> dict:
+    """{"video": tower, "user": tower}: the SavedModel signatures of a model folder."""
+    from swiperec.model.export import load_serving_tower
+
+    return {kind: load_serving_tower(os.path.join(model_dir, f"{kind}_tower")) for kind in KINDS}
+
+
+def user_rows(catalogue, config, users, as_of_us: int) -> tuple[list, list[dict]]:
+    """(keys, raw feature rows) of `users` as of `as_of_us`: each user's `UserHistory` built
+    from their decisions on catalogue videos at or before that time."""
+    from swiperec.features.user_history import UserHistory
+
+    keys, rows = [], []
+    catalogue_ids = catalogue.video_id
+    for key, videos, labels, times in users:
+        history = UserHistory(catalogue, config, is_pseudo=False)
+        videos, labels, times = np.asarray(videos), np.asarray(labels), np.asarray(times)
+        if len(catalogue_ids) and len(videos):
+            # Catalogue positions for the whole history at once; events on videos outside the
+            # catalogue or after `as_of_us` are skipped.
+            position = np.minimum(np.searchsorted(catalogue_ids, videos), len(catalogue_ids) - 1)
+            keep = (catalogue_ids[position] == videos) & (times <= as_of_us)
+            for at, label, t in zip(position[keep].tolist(), labels[keep].tolist(),
+                                    times[keep].tolist(), strict=True):  # fmt: skip
+                history.add_at_position(at, label, t)
+        rows.append(history.features(as_of_us))
+        keys.append(key)
+    return keys, rows
+
+
+def video_rows(catalogue, positions, as_of_us: int) -> tuple[list, list[dict]]:
+    """(video ids, raw feature rows) of the catalogue rows at `positions`, as of `as_of_us`."""
+    from swiperec.features.raw_features import video_raw_features
+
+    positions = list(positions)
+    rows = [video_raw_features(catalogue, i, as_of_us) for i in positions]
+    return [int(catalogue.video_id[i]) for i in positions], rows
+
+
+def embed_rows(towers: dict, kind: str, rows: list[dict]) -> np.ndarray:
+    """[len(rows), D] float32: `rows` (raw features of `kind`) through that tower, one call."""
+    import tensorflow as tf
+
+    from swiperec.features.preprocessing import user_feature_spec, video_row_spec
+    from swiperec.model.export import serialize_raw
+
+    spec = video_row_spec() if kind == "video" else user_feature_spec()
+    if not rows:
+        return np.empty((0, 0), np.float32)
+    serialized = tf.constant(serialize_raw(rows, spec))
+    return towers[kind](examples=serialized)["embedding"].numpy()
+
+
+def embed_users(towers, catalogue, config, users, as_of_us: int) -> tuple[list, np.ndarray]:
+    """(user keys, [N, D] vectors) of `users` as of `as_of_us` (see `user_rows`)."""
+    keys, rows = user_rows(catalogue, config, users, as_of_us)
+    return keys, embed_rows(towers, "user", rows)
+
+
+def embed_videos(towers, catalogue, positions, as_of_us: int) -> tuple[list, np.ndarray]:
+    """(video ids, [N, D] vectors) of the catalogue rows at `positions`, as of `as_of_us`."""
+    ids, rows = video_rows(catalogue, positions, as_of_us)
+    return ids, embed_rows(towers, "video", rows)
