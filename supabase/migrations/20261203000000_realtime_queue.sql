@@ -25,6 +25,17 @@ comment on table swiperec_private.embedding_queue is
     'Videos and users whose embeddings are out of date, added by triggers in the transaction '
     'that changed them; the real-time worker re-embeds them and deletes their rows.';
 
+-- A key the worker cannot embed even alone (it failed in a batch of its own) is moved here with
+-- the error, so one bad row never holds up the queue; re-queue it once the cause is fixed.
+create table if not exists swiperec_private.embedding_queue_failed (
+    kind      text not null,
+    key       text not null,
+    events    integer not null,
+    error     text not null,
+    failed_at timestamptz not null default now(),
+    primary key (kind, key, failed_at)
+);
+
 create or replace function swiperec_private.enqueue_swipes()
 returns trigger
 language plpgsql security definer set search_path = ''

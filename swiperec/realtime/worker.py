@@ -22,12 +22,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import psycopg2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from swiperec.db import connect
 from swiperec.faults import fault_point
 from swiperec.realtime import queue
-from swiperec.realtime.embed import embed_and_upsert
+from swiperec.realtime.embed import embed_and_upsert, lock_keys
 from swiperec.realtime.models import Models
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class WorkerMetrics:
                                  "Users not re-embedded: history unchanged since the last "
                                  "embedding", registry=r)  # fmt: skip
         self.errors = Counter("swiperec_realtime_errors_total", "Failed batches", registry=r)
+        self.set_aside = Counter("swiperec_realtime_set_aside_total",
+                                 "Keys moved to embedding_queue_failed", registry=r)  # fmt: skip
         self.versions = Gauge("swiperec_realtime_versions",
                               "Versions in use that are embedded for", registry=r)  # fmt: skip
         self.heartbeat = Gauge("swiperec_realtime_heartbeat_timestamp_seconds",
@@ -75,6 +78,7 @@ class BatchOutcome:
     embedded: int  # vectors written, all versions
     unchanged: int
     seconds: float
+    set_aside: int = 0  # keys moved to embedding_queue_failed
 
 
 class Worker:
@@ -106,6 +110,9 @@ class Worker:
         self._versions: tuple[str, ...] = ()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
+        # After a failed batch, batches of one key until one succeeds; a key that then fails
+        # alone is set aside (`embedding_queue_failed`), so it never holds up the rest.
+        self._isolating = False
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -118,9 +125,11 @@ class Worker:
         """Claim, embed, upsert and commit one batch; None when nothing is due."""
         conn = self._connection()
         started = time.perf_counter()
+        claimed = None
         try:
             with conn.cursor() as cur:
-                claimed = queue.claim(cur, self.batch_size, self.debounce_ms, self.max_delay_ms)
+                size = 1 if self._isolating else self.batch_size
+                claimed = queue.claim(cur, size, self.debounce_ms, self.max_delay_ms)
                 if not claimed:
                     conn.rollback()
                     return None
@@ -135,10 +144,22 @@ class Worker:
                 out = embed_and_upsert(cur, models, users, videos, skip_states=self._states)
                 fault_point("realtime.before_commit")
             conn.commit()
+        except Exception as err:
+            if not conn.closed:
+                conn.rollback()
+            if not claimed or isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError):
+                raise  # the connection, not the data: retried as it is
+            if len(claimed) > 1 or not self._isolating:
+                self._isolating = True
+                raise
+            self._set_aside(claimed[0], err)
+            return BatchOutcome(claimed, 1, claimed[0].events, 0, 0, time.perf_counter() - started,
+                                set_aside=1)  # fmt: skip
         except BaseException:
             if not conn.closed:
                 conn.rollback()
             raise
+        self._isolating = False
         committed = time.time()
         for user, state in out.user_states.items():
             self._states[user] = state
@@ -161,6 +182,20 @@ class Worker:
         m.batch_seconds.observe(seconds)
         events = sum(c.events for c in claimed)
         return BatchOutcome(claimed, len(claimed), events, out.rows, unchanged, seconds)
+
+    def _set_aside(self, key: queue.Claimed, err: Exception) -> None:
+        """Move a key that fails on its own out of the queue, with the error."""
+        log.error("setting aside %s %s, which fails on its own: %s", key.kind, key.key, err)
+        self.metrics.set_aside.inc()
+        with self._conn, self._conn.cursor() as cur:
+            lock_keys(cur, key.kind, [key.key])
+            cur.execute(
+                "with gone as (delete from swiperec_private.embedding_queue"
+                " where kind = %s and key = %s returning 1)"
+                " insert into swiperec_private.embedding_queue_failed (kind, key, events, error)"
+                " select %s, %s, count(*), %s from gone",
+                (key.kind, key.key, key.kind, key.key, f"{type(err).__name__}: {err}"[:2000]),
+            )
 
     def drain(self) -> int:
         """Run batches until none is due (or stop() was called); returns keys processed."""

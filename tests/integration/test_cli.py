@@ -56,6 +56,10 @@ HELP_COMMANDS = (
     "data summary",
     "snapshot",
     "transform",
+    "realtime",
+    "realtime run",
+    "realtime serve",
+    "realtime status",
     "demo",
 )
 

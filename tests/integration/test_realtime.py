@@ -84,9 +84,8 @@ def prepared(pg_server, trained, tmp_path_factory):
     }
 
 
-@pytest.fixture
-def rt_url(pg_server, prepared):
-    """A copy of the prepared database for one test."""
+def copy_of_base(pg_server):
+    """A new database copied from the prepared one; yields its URL, drops it afterwards."""
     name = f"rt_{os.getpid()}_{next(_copies)}"
     admin = psycopg2.connect(pg_server.status().url)
     admin.autocommit = True
@@ -96,6 +95,12 @@ def rt_url(pg_server, prepared):
     with admin.cursor() as cur:
         cur.execute(f"drop database if exists {name} with (force)")
     admin.close()
+
+
+@pytest.fixture
+def rt_url(pg_server, prepared):
+    """A copy of the prepared database for one test."""
+    yield from copy_of_base(pg_server)
 
 
 @pytest.fixture
@@ -293,6 +298,10 @@ def test_a_worker_killed_mid_batch_loses_nothing(rt, rt_url, tmp_path):
             process.kill()
     assert queued(rt) == [("user", user)] * 2
     np.testing.assert_array_equal(user_vector(rt, user), before)
+    status = subprocess.run([sys.executable, "-m", "swiperec.cli", "realtime", "status"],
+                            env={**os.environ, "DATABASE_URL": rt_url}, capture_output=True,
+                            text=True, timeout=120, check=True).stdout  # fmt: skip
+    assert "queue     2 rows" in status and f"in use    {VERSION}" in status
 
     assert Worker(rt_url).drain() == 1
     assert queued(rt) == []
@@ -389,36 +398,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def endpoint(rt_url):
-    """`swiperec realtime serve` on a free port, on this test's database."""
-    port, token = free_port(), secrets.token_urlsafe(16)
-    env = {**os.environ, "DATABASE_URL": rt_url, "SWIPEREC_REALTIME_TOKEN": token}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "swiperec.cli", "realtime", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+@pytest.fixture(scope="module")
+def endpoint(pg_server, prepared):
+    """`swiperec realtime serve` on a free port, on a copy of the prepared database that the
+    endpoint's tests share (each uses its own users)."""
+    for url in copy_of_base(pg_server):
+        port, token = free_port(), secrets.token_urlsafe(16)
+        env = {**os.environ, "DATABASE_URL": url, "SWIPEREC_REALTIME_TOKEN": token}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "swiperec.cli", "realtime", "serve", "--port", str(port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        wait_until_healthy(base, process)
+        conn = connect(url)
+        yield {"url": base, "token": token, "db_url": url, "conn": conn}
+        conn.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_until_healthy(base: str, process=None) -> None:
     deadline = time.monotonic() + 120
     while True:
-        assert process.poll() is None, process.stdout.read()
+        assert process is None or process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, "the endpoint did not start"
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+            status = httpx.get(f"{base}/healthz", timeout=1).status_code
+            if status == 200 or (process is None and status == 503):
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    yield {"url": url, "token": token}
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
-def test_endpoint_embeds_users_and_videos(rt, endpoint):
+def test_endpoint_embeds_users_and_videos(endpoint):
     url, auth = endpoint["url"], {"Authorization": f"Bearer {endpoint['token']}"}
+    rt = endpoint["conn"]
     user = some_users(rt, 1)[0]
     swipe(rt, user, undecided_videos(rt, user, 1)[0])
     response = httpx.post(f"{url}/embed/user", json={"user_id": user}, headers=auth)
@@ -463,22 +482,32 @@ def test_endpoint_embeds_users_and_videos(rt, endpoint):
 
 
 def test_endpoint_without_a_serving_version_answers_503(db_url):
-    from starlette.testclient import TestClient
+    import uvicorn
 
     from swiperec.realtime.app import create_app
 
-    with TestClient(create_app(db_url)) as client:
-        assert client.get("/healthz").status_code == 503
-        response = client.post("/embed/user", json={"user_id": str(uuid.uuid4())})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(db_url), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_healthy(base)
+        assert httpx.get(f"{base}/healthz").status_code == 503
+        response = httpx.post(f"{base}/embed/user", json={"user_id": str(uuid.uuid4())})
         assert response.status_code == 503 and response.headers["retry-after"] == "30"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
-def test_edge_function_uses_the_endpoint_and_falls_back(rt, rt_url, endpoint, tmp_path):
+def test_edge_function_uses_the_endpoint_and_falls_back(endpoint, tmp_path):
     """The real handler under Deno, against the real endpoint: a user with likes and no
     embedding gets one during the request (source "realtime"); a user without decisions and
     a refused endpoint fall back to the SQL cold start."""
     from tests.integration.test_edge_function import PERMISSIONS, deno
 
+    rt, rt_url = endpoint["conn"], endpoint["db_url"]
     cold = str(uuid.uuid4())
     with rt, rt.cursor() as cur:
         cur.execute("insert into user_video_decisions (user_id, video_id, decision)"
@@ -502,3 +531,32 @@ def test_edge_function_uses_the_endpoint_and_falls_back(rt, rt_url, endpoint, tm
                     " group by 1 order by 1", (cold,))  # fmt: skip
         assert dict(cur.fetchall()).keys() == {"embedding", "realtime"}
     rt.rollback()
+
+
+def test_a_key_that_fails_alone_is_set_aside_and_the_rest_goes_on(rt, rt_url):
+    user = some_users(rt, 1)[0]
+    before = user_vector(rt, user)
+    with rt, rt.cursor() as cur:  # a row no video id can be read from, queued first
+        cur.execute("insert into swiperec_private.embedding_queue (kind, key)"
+                    " values ('video', 'not-a-number')")  # fmt: skip
+    swipe(rt, user, undecided_videos(rt, user, 1)[0])
+    worker = Worker(rt_url)
+    failures, set_aside = 0, 0
+    for _ in range(6):
+        try:
+            outcome = worker.run_batch()
+        except ValueError:
+            failures += 1
+            continue
+        if outcome is None:
+            break
+        set_aside += outcome.set_aside
+    assert (failures, set_aside) == (1, 1)  # in the batch, then alone: set aside
+    assert queued(rt) == []
+    with rt.cursor() as cur:
+        cur.execute("select kind, key, events, error from swiperec_private.embedding_queue_failed")
+        assert cur.fetchall() == [("video", "not-a-number", 1,
+                                   "ValueError: invalid literal for int() with base 10: "
+                                   "'not-a-number'")]  # fmt: skip
+    rt.rollback()
+    assert not np.allclose(user_vector(rt, user), before, atol=1e-6)
