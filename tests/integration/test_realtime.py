@@ -174,7 +174,13 @@ def test_outbox_enqueues_with_the_change_and_only_with_it(rt, rt_url):
     assert queued(rt) == []
     assert select.select([listener], [], [], 0.2)[0] == []
 
-    swipe(rt, user, video)
+    # As the app swipes: the authenticated role, the user from the token's claims (RLS).
+    with rt, rt.cursor() as cur:
+        cur.execute("set local role authenticated")
+        cur.execute("select set_config('request.jwt.claims', %s, true)",
+                    (json.dumps({"sub": user, "role": "authenticated"}),))  # fmt: skip
+        cur.execute("insert into user_video_decisions (video_id, decision) values (%s, 'like')",
+                    (video,))  # fmt: skip
     assert queued(rt) == [("user", user)]
     assert select.select([listener], [], [], 2)[0] == [listener]
     listener.poll()
