@@ -105,8 +105,3 @@ create trigger videos_enqueue_changed
 
 revoke all on function swiperec_private.enqueue_swipes(), swiperec_private.enqueue_new_videos(),
     swiperec_private.enqueue_changed_videos() from public;
-
-comment on column public.served_recommendations.source is
-    'Where the user''s query vector came from: embedding (their stored vector), realtime (their '
-    'vector, computed during the request by the real-time endpoint), recent_likes (the mean of '
-    'their recent likes'' vectors), popular (no likes: popular videos).';

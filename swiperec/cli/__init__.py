@@ -6,6 +6,7 @@
     swiperec embeddings write|status|activate|retire     the serving sets in pgvector
     swiperec pipeline parameters|run|submit              the training pipeline (KFP)
     swiperec realtime run|serve|status                   new swipes and videos, embedded live
+    swiperec monitor run|alerts                          recommendation quality, alerts
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -24,6 +25,7 @@ from swiperec.cli import (
     embedding_commands,
     evaluate_commands,
     model_commands,
+    monitor_commands,
     pipeline_commands,
     realtime_commands,
     registry_commands,
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_commands.add_commands(commands)
     registry_commands.add_commands(commands)
     realtime_commands.add_commands(commands)
+    monitor_commands.add_commands(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Recommendation-quality monitoring: metrics per time bucket, alerts, Prometheus, dashboard."""
