@@ -8,8 +8,8 @@
 // SQL function public.enhanced_two_tower_recommendations (ANN candidates without the user's
 // decided videos, their pairwise similarities, evidence for reasons), each row with its reason
 // worded by public.recommendation_reason (the one home of that wording) -> MMR re-ranking with
-// per-maker / per-genre caps -> JSON. The served list is logged in public.served_recommendations
-// off the critical path.
+// per-maker / per-genre caps -> JSON. Every request is logged off the critical path: its status
+// and duration in public.serving_requests, the items served in public.served_recommendations.
 //
 // A user without an embedding in their serving version (rows of source recent_likes or
 // popular): when a real-time endpoint is configured, it is asked once, within a short timeout,
@@ -401,26 +401,45 @@ export function createHandler(
   }
 
   /** All items of a response in one multi-row insert. */
-  async function logServed(
-    userId: string,
-    response: RecommendationResponse,
-  ): Promise<void> {
-    const { items } = response;
-    if (items.length === 0) return;
+  /** One statement: the request's row in serving_requests (status, duration, version, route)
+   * and, when items were served, one row per item in served_recommendations. */
+  async function logRequest(entry: {
+    requestId: string;
+    userId: string | null;
+    status: number;
+    durationMs: number;
+    response: RecommendationResponse | null;
+  }): Promise<void> {
+    const { requestId, userId, status, durationMs, response } = entry;
+    const items = response?.items ?? [];
     try {
       await sql`
+        with request as (
+          insert into public.serving_requests
+            (request_id, user_id, status, duration_ms, model_version, route, source, items)
+          values (${requestId}::uuid, ${userId}::uuid, ${status}, ${durationMs},
+                  ${response?.model_version ?? null},
+                  case when ${userId}::uuid is null then null
+                       else public.serving_route_for(${userId}::uuid) end,
+                  ${response?.source ?? null}, ${items.length})
+          returning route
+        )
         insert into public.served_recommendations
-          (request_id, user_id, video_id, position, score, model_version, source, reason)
-        select ${response.request_id}::uuid, ${userId}::uuid, t.video_id, t.position, t.score,
-               ${response.model_version}, ${response.source}, t.reason
-        from unnest(${items.map((item) => item.video_id)}::bigint[],
+          (request_id, user_id, video_id, position, score, model_version, source, reason, route)
+        select ${requestId}::uuid, ${userId}::uuid, t.video_id, t.position, t.score,
+               ${response?.model_version ?? null}, ${
+        response?.source ?? null
+      }, t.reason,
+               request.route
+        from request,
+             unnest(${items.map((item) => item.video_id)}::bigint[],
                     ${items.map((_, i) => i + 1)}::smallint[],
                     ${items.map((item) => item.score)}::real[],
                     ${items.map((item) => item.reason)}::text[])
              as t(video_id, position, score, reason)`;
     } catch (error) {
       console.error(
-        `${FUNCTION_NAME}: could not log request ${response.request_id} in served_recommendations`,
+        `${FUNCTION_NAME}: could not log request ${requestId}`,
         error,
       );
     }
@@ -435,46 +454,58 @@ export function createHandler(
         Allow: "GET, POST, OPTIONS",
       });
     }
+    const started = performance.now();
     const requestId = crypto.randomUUID();
-    try {
-      const { userId } = await verifyAuthorization(
-        req.headers.get("Authorization"),
-      );
-      const params = await parseRequestParams(req);
-      const response = await recommend(userId, params, requestId);
-      waitUntil(logServed(userId, response));
-      return json(response);
-    } catch (error) {
-      if (error instanceof AuthError) {
-        return json({ error: "unauthorized", detail: error.message }, 401, {
-          "WWW-Authenticate": `Bearer error="invalid_token"`,
-        });
+    let userId: string | null = null;
+    let response: RecommendationResponse | null = null;
+    const answer = await (async (): Promise<Response> => {
+      try {
+        ({ userId } = await verifyAuthorization(
+          req.headers.get("Authorization"),
+        ));
+        const params = await parseRequestParams(req);
+        response = await recommend(userId, params, requestId);
+        return json(response);
+      } catch (error) {
+        return errorResponse(error, requestId);
       }
-      if (error instanceof ParamsError) {
-        return json(
-          { error: "invalid parameters", details: error.details },
-          400,
-        );
-      }
-      if (error instanceof KeySetUnavailable) {
-        console.error(`${FUNCTION_NAME}: request ${requestId}`, error);
-        return json({ error: "token keys unavailable, try again" }, 503, {
-          "Retry-After": "30",
-        });
-      }
-      if (sqlState(error) === "P0002") {
-        return json(
-          { error: "no model version is serving recommendations yet" },
-          503,
-          {
-            "Retry-After": "60",
-          },
-        );
-      }
-      console.error(`${FUNCTION_NAME}: request ${requestId} failed`, error);
-      return json({ error: "internal error", request_id: requestId }, 500);
-    }
+    })();
+    waitUntil(logRequest({
+      requestId,
+      userId,
+      status: answer.status,
+      durationMs: performance.now() - started,
+      response,
+    }));
+    return answer;
   };
+}
+
+/** The answer to a request that failed: 401, 400, 503 or 500. */
+function errorResponse(error: unknown, requestId: string): Response {
+  if (error instanceof AuthError) {
+    return json({ error: "unauthorized", detail: error.message }, 401, {
+      "WWW-Authenticate": `Bearer error="invalid_token"`,
+    });
+  }
+  if (error instanceof ParamsError) {
+    return json({ error: "invalid parameters", details: error.details }, 400);
+  }
+  if (error instanceof KeySetUnavailable) {
+    console.error(`${FUNCTION_NAME}: request ${requestId}`, error);
+    return json({ error: "token keys unavailable, try again" }, 503, {
+      "Retry-After": "30",
+    });
+  }
+  if (sqlState(error) === "P0002") {
+    return json(
+      { error: "no model version is serving recommendations yet" },
+      503,
+      { "Retry-After": "60" },
+    );
+  }
+  console.error(`${FUNCTION_NAME}: request ${requestId} failed`, error);
+  return json({ error: "internal error", request_id: requestId }, 500);
 }
 
 // -- the deployed entry point: configured from the environment on first use --------------------
@@ -541,4 +572,6 @@ export async function closeHandler(): Promise<void> {
   await current?.sql.end({ timeout: 5 });
 }
 
-if (import.meta.main) Deno.serve(handler);
+if (import.meta.main) {
+  Deno.serve({ port: Number(Deno.env.get("PORT") ?? "8000") }, handler);
+}
