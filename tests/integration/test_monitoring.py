@@ -1,0 +1,259 @@
+"""Monitoring passes on a real database: metrics from served rows and the swipes that followed,
+idempotent and incremental passes, partitions and retention, alert rules and their webhook.
+
+Served rows are inserted directly here, with times and outcomes chosen so that every figure
+can be worked out by hand; the simulator's end-to-end run is in test_simulate.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import pytest
+
+from swiperec.monitoring import alerts
+from swiperec.monitoring.compute import floor_to_bucket, run_pass
+from swiperec.monitoring.config import AlertRule, ConfigError, load_config
+
+pytestmark = pytest.mark.integration
+
+HOUR = 3600
+
+
+def config(**buckets):
+    base = load_config()
+    values = {"seconds": HOUR, "attribution_seconds": 600, "settle_seconds": 600,
+              "session_gap_seconds": 1800, "new_user_days": 7, "new_video_days": 30,
+              **buckets}  # fmt: skip
+    return type(base)(type(base.buckets)(**values), base.retention, (), base.source)
+
+
+def setup_catalogue(conn, videos: int = 20) -> None:
+    """Videos 1..n (genres alternate ドラマ / コメディ, makers m0..m4), version v1 serving."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "insert into videos (external_id, title, genres, maker, release_date)"
+            " select 'v' || g, 'title ' || g, case when g %% 2 = 0 then '{ドラマ}'::text[]"
+            " else '{コメディ}'::text[] end, 'm' || g %% 5, date '2020-01-01'"
+            " from generate_series(1, %s) g",
+            (videos,),
+        )
+        cur.execute("insert into model_versions (model_version, stage) values ('v1', 'production')")
+        cur.execute("insert into serving_state (model_version) values ('v1')")
+
+
+def serve(cur, user: str, at: datetime, videos: list[int], source: str = "embedding",
+          version: str = "v1", route: str = "default", status: int = 200,
+          duration_ms: float = 20.0) -> str:  # fmt: skip
+    request = str(uuid.uuid4())
+    for position, video in enumerate(videos, 1):
+        cur.execute(
+            "insert into served_recommendations (request_id, user_id, video_id, position, score,"
+            " model_version, source, reason, route, created_at) values"
+            " (%s, %s, %s, %s, 0.5, %s, %s, 'r', %s, %s)",
+            (request, user, video, position, version, source, route, at),
+        )  # fmt: skip
+    cur.execute(
+        "insert into serving_requests (request_id, user_id, status, duration_ms, model_version,"
+        " route, source, items, created_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (request, user, status, duration_ms, version, route, source, len(videos), at),
+    )  # fmt: skip
+    return request
+
+
+def swipe(cur, user: str, video: int, decision: str, at: datetime) -> None:
+    cur.execute("insert into user_video_decisions (user_id, video_id, decision, created_at)"
+                " values (%s, %s, %s, %s)", (user, video, decision, at))  # fmt: skip
+
+
+def metrics(conn, bucket: datetime, version: str = "*", route: str = "*",
+            segment: str = "all") -> dict:  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute("select metric, value, samples from monitoring_metrics where bucket_start = %s"
+                    " and model_version = %s and route = %s and segment = %s",
+                    (bucket, version, route, segment))  # fmt: skip
+        rows = {m: (v, n) for m, v, n in cur.fetchall()}
+    conn.rollback()
+    return rows
+
+
+def test_metrics_of_a_bucket_are_what_followed_the_serves(conn):
+    setup_catalogue(conn)
+    now = datetime.now(UTC)
+    bucket = floor_to_bucket(now - timedelta(hours=3), HOUR)
+    t = bucket + timedelta(minutes=10)
+    returning, new = str(uuid.uuid4()), str(uuid.uuid4())
+    with conn, conn.cursor() as cur:
+        swipe(cur, returning, 20, "like", t - timedelta(days=30))  # a returning user
+        # Returning user: 4 items served; 3 swiped (2 likes), one ignored. One more request
+        # 5 min later (same session) with 2 items, both noped.
+        serve(cur, returning, t, [1, 2, 3, 4])
+        swipe(cur, returning, 1, "like", t + timedelta(seconds=5))
+        swipe(cur, returning, 2, "like", t + timedelta(seconds=9))
+        swipe(cur, returning, 3, "nope", t + timedelta(seconds=12))
+        serve(cur, returning, t + timedelta(minutes=5), [5, 6], duration_ms=40.0)
+        swipe(cur, returning, 5, "nope", t + timedelta(minutes=5, seconds=3))
+        swipe(cur, returning, 6, "nope", t + timedelta(minutes=5, seconds=6))
+        # New user, popular source: 2 items, 1 like that came too late (after attribution).
+        serve(cur, new, t + timedelta(minutes=20), [7, 8], source="popular", status=500,
+              duration_ms=100.0)  # fmt: skip
+        swipe(cur, new, 7, "like", t + timedelta(minutes=20 + 11))
+    summary = run_pass(conn, config(), now=now)
+    assert bucket in summary.buckets
+
+    m = metrics(conn, bucket)
+    assert m["served_items"] == (8, 8)
+    assert m["swipe_through"] == (5 / 8, 8)  # the late like is not an outcome
+    assert m["like_rate"] == (2 / 5, 5)
+    assert m["requests"] == (3, 3)
+    assert m["hit_rate"] == (1 / 3, 3)
+    assert m["likes_per_session"] == (2 / 2, 2)  # two sessions: the returning user's, the new
+    assert m["coverage"] == (8 / 20, 8)
+    assert m["maker_diversity"][0] == pytest.approx((4 / 4 + 2 / 2 + 2 / 2) / 3)
+    # Genres alternate, so a list of n items has pairs of equal and different genres.
+    assert m["genre_diversity"][0] == pytest.approx((4 / 6 + 1 + 1) / 3)
+    assert m["source_share:embedding"] == (2 / 3, 3)
+    assert m["source_share:popular"] == (1 / 3, 3)
+    assert m["error_rate"] == (1 / 3, 3)
+    assert m["latency_p50_ms"][0] == pytest.approx(40.0)
+    assert m["swipe_like_rate"][0] == pytest.approx(3 / 6)  # every swipe in the bucket
+    # Segments: by user and source.
+    assert metrics(conn, bucket, segment="user:returning")["like_rate"] == (2 / 5, 5)
+    assert metrics(conn, bucket, segment="user:new")["swipe_through"] == (0.0, 2)
+    assert metrics(conn, bucket, segment="source:popular")["served_items"] == (2, 2)
+    assert metrics(conn, bucket, version="v1", route="default")["like_rate"] == (2 / 5, 5)
+
+    # Idempotent: the same bucket again gives the same rows.
+    with conn, conn.cursor() as cur:
+        cur.execute("delete from swiperec_private.monitoring_state")
+    run_pass(conn, config(), now=now)
+    assert metrics(conn, bucket) == m
+
+
+def test_passes_are_incremental_and_final_buckets_are_not_read_again(conn):
+    setup_catalogue(conn)
+    now = datetime.now(UTC)
+    user = str(uuid.uuid4())
+    old = floor_to_bucket(now - timedelta(hours=5), HOUR)
+    with conn, conn.cursor() as cur:
+        serve(cur, user, old + timedelta(minutes=1), [1, 2])
+    first = run_pass(conn, config(), now=now)
+    assert first.buckets[0] == old
+    assert old < first.final_through <= now - timedelta(seconds=600)
+    # A swipe on the old bucket's item after it became final changes nothing: not read again.
+    with conn, conn.cursor() as cur:
+        swipe(cur, user, 1, "like", old + timedelta(minutes=2))
+    later = now + timedelta(minutes=1)
+    second = run_pass(conn, config(), now=later)
+    assert old not in second.buckets and second.buckets[0] >= first.final_through
+    assert metrics(conn, old)["swipe_through"] == (0.0, 2)
+
+
+def test_partitions_ahead_and_retention(conn):
+    now = datetime.now(UTC)
+    old_day = now.date() - timedelta(days=100)
+    with conn, conn.cursor() as cur:  # an old day with a partition of its own
+        cur.execute("select swiperec_private.ensure_day_partitions("
+                    "'public.served_recommendations', %s, %s)", (old_day, old_day))  # fmt: skip
+    summary = run_pass(conn, config(), now=now)
+    assert summary.partitions_created == 2 * 4  # both logs, today and 3 days ahead
+    assert summary.partitions_dropped == [
+        "served_recommendations_" + (now.date() - timedelta(days=100)).strftime("%Y%m%d")
+    ]
+    assert run_pass(conn, config(), now=now).partitions_created == 0
+    with conn.cursor() as cur:  # a row of today lands in today's partition, not the default
+        serve(cur, str(uuid.uuid4()), now, [])
+        cur.execute("select count(*) from swiperec_private.serving_requests_default")
+        assert cur.fetchone()[0] == 0
+    conn.rollback()
+
+
+class Webhook(BaseHTTPRequestHandler):
+    received: ClassVar[list] = []
+
+    def do_POST(self):
+        Webhook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_alert_rules_fire_once_with_enough_samples_and_reach_the_webhook(conn, monkeypatch):
+    setup_catalogue(conn, videos=400)
+    now = datetime.now(UTC)
+    start = floor_to_bucket(now - timedelta(minutes=20), HOUR) - timedelta(hours=8)
+    # Six healthy hours (like-rate 0.5), a quiet hour (2 swipes, all nopes), a bad hour (0.1).
+    with conn, conn.cursor() as cur:
+        video = iter(range(1, 401))
+        for hour, (items, likes) in enumerate([(40, 20)] * 6 + [(2, 0), (40, 4)]):
+            at = start + timedelta(hours=hour, minutes=5)
+            user = str(uuid.uuid4())
+            served = [next(video) for _ in range(items)]
+            serve(cur, user, at, served)
+            for i, v in enumerate(served):
+                swipe(cur, user, v, "like" if i < likes else "nope", at + timedelta(seconds=i + 1))
+    rule = AlertRule(name="like-rate drop", metric="like_rate", kind="relative_drop",
+                     threshold=0.25, min_samples=10, baseline_buckets=6, min_baseline_buckets=3,
+                     cooldown_buckets=6)  # fmt: skip
+    cfg = config()
+    cfg = type(cfg)(cfg.buckets, cfg.retention, (rule,), "")
+
+    server = HTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, f"http://127.0.0.1:{server.server_port}/hook")
+    Webhook.received = []
+    try:
+        summary = run_pass(conn, cfg, now=now)
+        again = run_pass(conn, cfg, now=now + timedelta(minutes=1))
+    finally:
+        server.shutdown()
+    # The quiet hour (2 samples < 10) fired nothing; the bad hour fired once.
+    assert [a["bucket_start"] for a in summary.alerts] == [start + timedelta(hours=7)]
+    assert summary.alerts[0]["value"] == pytest.approx(0.1)
+    assert summary.alerts[0]["baseline"] == pytest.approx(0.5)
+    assert again.alerts == []
+    assert len(Webhook.received) == 1 and "like-rate drop" in Webhook.received[0]["text"]
+    listed = alerts.list_alerts(conn)
+    assert len(listed) == 1 and listed[0]["delivered_at"] is not None
+
+
+def test_a_webhook_outage_keeps_the_alert_for_the_next_pass(conn, monkeypatch):
+    setup_catalogue(conn)
+    now = datetime.now(UTC)
+    rule = AlertRule(name="errors", metric="error_rate", kind="above", threshold=0.1,
+                     min_samples=1)  # fmt: skip
+    cfg = config()
+    cfg = type(cfg)(cfg.buckets, cfg.retention, (rule,), "")
+    with conn, conn.cursor() as cur:
+        serve(cur, str(uuid.uuid4()), floor_to_bucket(now, HOUR) - timedelta(hours=2), [1],
+              status=500)  # fmt: skip
+    monkeypatch.setenv(alerts.WEBHOOK_ENV, "http://127.0.0.1:9/unreachable")
+    assert len(run_pass(conn, cfg, now=now).alerts) == 1
+    assert "ConnectError" in alerts.list_alerts(conn)[0]["delivery_error"]
+    delivered = []
+    run_pass(conn, cfg, now=now, deliver=lambda alert: delivered.append(alert) or True)
+    assert [a["rule"] for a in delivered] == ["errors"]
+    assert alerts.list_alerts(conn)[0]["delivered_at"] is not None
+
+
+def test_config_errors_name_the_field(tmp_path):
+    assert {r.name for r in load_config().alerts} >= {"like-rate drop", "error rate"}
+    bad = tmp_path / "m.toml"
+    for text, needle in (
+        ("[buckets]\nsecond = 60\n", "unknown key(s) ['second']"),
+        ("[[alerts]]\nname='x'\nmetric='like_rate'\nkind='sideways'\nthreshold=1.0\n", "kind"),
+        ("[[alerts]]\nname='x'\nmetric='like_rate'\nkind='above'\nthreshold='high'\n",
+         "threshold must be float"),
+        ("[retention]\nserved_days = 0\n", "served_days must be positive"),
+    ):  # fmt: skip
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_config(bad)
