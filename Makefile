@@ -7,12 +7,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DENO_VERSION := 2.9.6
 DENO   := tools/deno/node_modules/.bin/deno
+# The dashboard's browser test drives Debian's Chromium through its matching chromedriver.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 DOCKERFILES := images/pipeline.Dockerfile images/serving.Dockerfile
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup deno demo test lint format compile bench clean
+.PHONY: setup deno browser demo test lint format compile bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +32,13 @@ $(DENO):
 	npm install --silent --no-audit --no-fund --prefix tools/deno deno@$(DENO_VERSION)
 	@$(DENO) --version | head -n 1
 
+browser: $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		chromium chromium-driver
+
 demo: setup
 	$(BIN)/swiperec demo $(DEMO_ARGS)
 
@@ -41,7 +51,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup deno lint
+test: setup deno browser lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # A developer's action in this checkout: the pipeline definition -> its committed YAML, which the

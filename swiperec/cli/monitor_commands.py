@@ -1,4 +1,4 @@
-"""`swiperec monitor run | alerts`: recommendation-quality monitoring."""
+"""`swiperec monitor run | alerts | serve`: recommendation-quality monitoring."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def add_commands(commands) -> None:
     alerts.add_argument("--limit", type=int, default=20)
     alerts.add_argument("--json", action="store_true")
     alerts.set_defaults(func=alerts_command)
+
+    serve = sub.add_parser(
+        "serve", help="the dashboard (/) and the Prometheus metrics (/metrics) over HTTP"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8090)
+    serve.set_defaults(func=serve_command)
 
 
 def run_command(args) -> int:
@@ -79,4 +86,16 @@ def alerts_command(args) -> int:
     for row in rows:
         delivered = "delivered" if row["delivered_at"] else (row["delivery_error"] or "not sent")
         print(f"{row['fired_at']:%Y-%m-%d %H:%M:%S}  {row['message']}  [{delivered}]")
+    return 0
+
+
+def serve_command(args) -> int:
+    import uvicorn
+
+    from swiperec.db import database_url
+    from swiperec.monitoring.dashboard import create_app
+
+    ready_connection().close()
+    print(f"dashboard at http://{args.host}:{args.port}/ (Prometheus: /metrics)", flush=True)
+    uvicorn.run(create_app(database_url()), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -7,12 +7,16 @@ can be worked out by hand; the simulator's end-to-end run is in test_simulate.py
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -187,19 +191,8 @@ class Webhook(BaseHTTPRequestHandler):
 
 
 def test_alert_rules_fire_once_with_enough_samples_and_reach_the_webhook(conn, monkeypatch):
-    setup_catalogue(conn, videos=400)
     now = datetime.now(UTC)
-    start = floor_to_bucket(now - timedelta(minutes=20), HOUR) - timedelta(hours=8)
-    # Six healthy hours (like-rate 0.5), a quiet hour (2 swipes, all nopes), a bad hour (0.1).
-    with conn, conn.cursor() as cur:
-        video = iter(range(1, 401))
-        for hour, (items, likes) in enumerate([(40, 20)] * 6 + [(2, 0), (40, 4)]):
-            at = start + timedelta(hours=hour, minutes=5)
-            user = str(uuid.uuid4())
-            served = [next(video) for _ in range(items)]
-            serve(cur, user, at, served)
-            for i, v in enumerate(served):
-                swipe(cur, user, v, "like" if i < likes else "nope", at + timedelta(seconds=i + 1))
+    start, _ = build_history(conn, now)
     rule = AlertRule(name="like-rate drop", metric="like_rate", kind="relative_drop",
                      threshold=0.25, min_samples=10, baseline_buckets=6, min_baseline_buckets=3,
                      cooldown_buckets=6)  # fmt: skip
@@ -257,3 +250,113 @@ def test_config_errors_name_the_field(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(needle)):
             load_config(bad)
+
+
+# -- the dashboard in a real browser ----------------------------------------------------------
+
+
+def build_history(conn, now: datetime) -> tuple[datetime, str]:
+    """Eight hours: six healthy (like-rate 0.5), a quiet one, a bad one (0.1); returns the
+    first bucket and a user who was served."""
+    setup_catalogue(conn, videos=400)
+    start = floor_to_bucket(now - timedelta(minutes=20), HOUR) - timedelta(hours=8)
+    video = iter(range(1, 401))
+    with conn, conn.cursor() as cur:
+        for hour, (items, likes) in enumerate([(40, 20)] * 6 + [(2, 0), (40, 4)]):
+            at = start + timedelta(hours=hour, minutes=5)
+            user = str(uuid.uuid4())
+            served = [next(video) for _ in range(items)]
+            serve(cur, user, at, served)
+            for i, v in enumerate(served):
+                swipe(cur, user, v, "like" if i < likes else "nope", at + timedelta(seconds=i + 1))
+    return start, user
+
+
+def test_dashboard_in_chromium_shows_the_database(conn, db_url, tmp_path):
+    import shutil
+
+    import httpx
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from swiperec.monitoring.dashboard import create_app
+    from tests.integration.test_realtime import free_port
+
+    now = datetime.now(UTC)
+    _, user = build_history(conn, now)
+    rule = AlertRule(name="like-rate drop", metric="like_rate", kind="relative_drop",
+                     threshold=0.25, min_samples=10)  # fmt: skip
+    cfg = config()
+    run_pass(conn, type(cfg)(cfg.buckets, cfg.retention, (rule,), ""), now=now,
+             deliver=lambda alert: True)  # fmt: skip
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(db_url), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1600"):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/api/overview").status_code == 200:
+                    break
+            time.sleep(0.1)
+        driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+        driver.get(base + "/")
+        WebDriverWait(driver, 30).until(
+            lambda d: d.execute_script("return document.body.dataset.ready === 'true'")
+        )
+        # The chart holds the database's series: like_rate of every version and route.
+        chart = driver.execute_script(
+            "const c = document.getElementById('series-chart');"
+            " return {traces: c.data.map(t => ({name: t.name, x: t.x, y: t.y})),"
+            " shapes: (c.layout.shapes || []).length}"
+        )
+        with conn.cursor() as cur:
+            cur.execute("select bucket_start, value from monitoring_metrics where metric ="
+                        " 'like_rate' and segment = 'all' and model_version = '*' and route = '*'"
+                        " order by bucket_start")  # fmt: skip
+            expected = cur.fetchall()
+        conn.rollback()
+        overall = next(t for t in chart["traces"] if t["name"] == "* / *")
+        assert [datetime.fromisoformat(x) for x in overall["x"]] == [b for b, _ in expected]
+        assert overall["y"] == pytest.approx([v for _, v in expected])
+        assert len(expected) >= 8 and chart["shapes"] == 1  # the alert, marked
+        rows = driver.execute_script(
+            "return [...document.querySelectorAll('#alerts tbody tr')].map(r => r.innerText)"
+        )
+        assert len(rows) == 1 and "like-rate drop" in rows[0]
+
+        # A user's served lists with their reasons.
+        driver.find_element("id", "user-id").send_keys(user)
+        driver.find_element("css selector", "#user-form button").click()
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return !!window.servedList"))
+        served = driver.execute_script("return window.servedList.items.length")
+        assert served == 40
+
+        artifacts = Path(os.environ.get("SWIPEREC_TEST_ARTIFACTS", tmp_path))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(artifacts / "dashboard.png"))
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+
+        # Prometheus: the same latest value.
+        exposition = httpx.get(f"{base}/metrics").text
+        line = ('swiperec_quality{bucket_seconds="3600",metric="like_rate",model_version="*",'
+                'route="*",segment="all"}')  # fmt: skip
+        assert f"{line} {expected[-1][1]}" in exposition
+        assert 'swiperec_alerts_fired{rule="like-rate drop",severity="warning"} 1.0' in exposition
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.should_exit = True
+        thread.join(30)
