@@ -337,6 +337,29 @@ def register(
             "previous_version": previous, "retired": retired, "recorded": added}  # fmt: skip
 
 
+def monitor(*, config: str = "", database_url: str = "") -> dict:
+    """One monitoring pass (`swiperec.monitoring.compute.run_pass`): the monitoring pipeline's
+    only step, run on a schedule. `config`: a monitoring TOML file ("" the packaged one).
+    Returns the pass's figures: buckets computed, metric rows, alerts fired, seconds."""
+    from swiperec.db import connect
+    from swiperec.monitoring.compute import run_pass
+    from swiperec.monitoring.config import load_config
+
+    settings = load_config(config or None)
+    conn = connect(step_database_url(database_url))
+    try:
+        summary = run_pass(conn, settings)
+    finally:
+        conn.close()
+    return {
+        "buckets": len(summary.buckets),
+        "metric_rows": summary.rows,
+        "alerts_fired": len(summary.alerts),
+        "alerts": [alert["message"] for alert in summary.alerts],
+        "seconds": round(sum(summary.seconds.values()), 3),
+    }
+
+
 def promote_and_retire(
     conn, version: str, *, promote: bool, keep: int, actor: str | None = None
 ) -> tuple[str | None, list[str]]:

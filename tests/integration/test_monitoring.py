@@ -360,3 +360,23 @@ def test_dashboard_in_chromium_shows_the_database(conn, db_url, tmp_path):
             driver.quit()
         server.should_exit = True
         thread.join(30)
+
+
+def test_the_monitoring_pipeline_runs_on_kfps_local_runner(conn, db_url, tmp_path):
+    from kfp import components, local
+
+    from pipelines.__main__ import MONITORING
+
+    now = datetime.now(UTC)
+    start, _ = build_history(conn, now)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path),
+               raise_on_error=True)  # fmt: skip
+    pipeline = components.load_component_from_file(str(MONITORING))
+    pipeline(database_url=db_url)
+    # The packaged rules (hourly buckets): every hour of the history has its like-rate.
+    with conn.cursor() as cur:
+        cur.execute("select bucket_start, value from monitoring_metrics where metric = 'like_rate'"
+                    " and model_version = '*' and route = '*' and segment = 'all'"
+                    " and bucket_start < %s order by 1", (start + timedelta(hours=6),))  # fmt: skip
+        assert cur.fetchall() == [(start + timedelta(hours=h), 0.5) for h in range(6)]
+    conn.rollback()

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pipelines.__main__ import COMPILED as SOURCE
-from pipelines.__main__ import compile_pipeline
+from pipelines.__main__ import MONITORING, compile_monitoring, compile_pipeline
 from swiperec.pipeline.run import (
     COMPILED,
     PipelineError,
@@ -29,6 +29,19 @@ def test_the_committed_yaml_is_what_the_definition_compiles_to(tmp_path):
         "pipelines/compiled/two_tower_training.yaml is stale: run `make compile` and commit the "
         "result"
     )
+
+
+def test_the_monitoring_pipeline_is_current_and_one_uncached_step(tmp_path):
+    fresh = compile_monitoring(tmp_path / "monitoring.yaml")
+    assert fresh.read_text() == MONITORING.read_text(), (
+        "pipelines/compiled/monitoring.yaml is stale: run `make compile` and commit the result"
+    )
+    spec = yaml.safe_load(MONITORING.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert list(tasks) == ["monitor"] and not tasks["monitor"]["cachingOptions"]
+    executors = spec["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {PIPELINE_IMAGE}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "database_url"}
 
 
 def test_every_step_runs_in_the_pipeline_image_of_this_version(spec):
