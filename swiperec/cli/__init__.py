@@ -7,6 +7,7 @@
     swiperec pipeline parameters|run|submit              the training pipeline (KFP)
     swiperec realtime run|serve|status                   new swipes and videos, embedded live
     swiperec monitor run|alerts                          recommendation quality, alerts
+    swiperec simulate                                    simulated app traffic, end to end
     swiperec demo                                        the main job on the embedded defaults
 
 Every command uses `DATABASE_URL` when it is set, else the embedded server under
@@ -29,6 +30,7 @@ from swiperec.cli import (
     pipeline_commands,
     realtime_commands,
     registry_commands,
+    simulate_commands,
     step_commands,
 )
 from swiperec.cli.common import UserError
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_commands.add_commands(commands)
     realtime_commands.add_commands(commands)
     monitor_commands.add_commands(commands)
+    simulate_commands.add_commands(commands)
     return parser
 
 

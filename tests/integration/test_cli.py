@@ -60,6 +60,7 @@ HELP_COMMANDS = (
     "realtime run",
     "realtime serve",
     "realtime status",
+    "simulate",
     "demo",
 )
 

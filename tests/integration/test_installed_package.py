@@ -12,23 +12,35 @@ from tests.installed import ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_the_wheel_ships_the_migrations_and_the_pipeline_as_in_the_source(installed):
+def test_the_wheel_ships_the_migrations_functions_and_pipeline_as_in_the_source(installed):
+    prefix = "swiperec/resources/"
     with zipfile.ZipFile(installed.wheel) as archive:
         shipped = {
-            name.split("/")[-1]: archive.read(name)
+            name.removeprefix(prefix): archive.read(name)
             for name in archive.namelist()
-            if name.startswith("swiperec/resources/") and not name.endswith(".py")
+            if name.startswith(prefix) and not name.endswith(".py")
         }
-    sources = {p.name: p.read_bytes() for p in (ROOT / "supabase" / "migrations").glob("*.sql")}
+    sources = {
+        f"migrations/{p.name}": p.read_bytes()
+        for p in (ROOT / "supabase" / "migrations").glob("*.sql")
+    }
+    functions = ROOT / "supabase" / "functions"
+    sources.update(
+        (f"functions/{p.relative_to(functions)}", p.read_bytes())
+        for pattern in ("*/*.ts", "*/*.json", "*/*.toml")
+        for p in functions.glob(pattern)
+    )
     compiled = ROOT / "pipelines" / "compiled" / "two_tower_training.yaml"
     sources[compiled.name] = compiled.read_bytes()
-    assert shipped == sources, "the wheel's copies differ from supabase/migrations or the YAML"
+    assert shipped == sources, (
+        "the wheel's copies differ from supabase/migrations, supabase/functions or the YAML"
+    )
 
 
 def test_the_installed_package_is_the_wheels(installed, tmp_path):
     found = subprocess.run(
         [str(installed.python), "-c", "import swiperec.resources as r; print(r.__file__); "
-         "print(r.resource_path('migrations'))"],
+         "print(r.resource_path('migrations')); print(r.resource_path(r.EDGE_FUNCTION))"],
         capture_output=True, text=True, check=True, cwd=installed.elsewhere,
         env=installed.env(tmp_path),
     ).stdout.split()  # fmt: skip

@@ -21,7 +21,7 @@ LAYERS = {  # sub-package (or top-level module) -> layer; imports point to lower
     "features": 3,
     "model": 4,
     "evaluation": 5, "embeddings": 5,
-    "registry": 6, "serving": 6, "realtime": 6, "monitoring": 6,
+    "registry": 6, "serving": 6, "realtime": 6, "monitoring": 6, "simulate": 6,
     "pipeline": 7,
     "cli": 8,
 }  # fmt: skip

@@ -572,6 +572,11 @@ export async function closeHandler(): Promise<void> {
   await current?.sql.end({ timeout: 5 });
 }
 
+// Served by Supabase, the options do not matter; run by hand (`deno run ... index.ts`), HOST and
+// PORT say where it listens (the simulator binds it to 127.0.0.1).
 if (import.meta.main) {
-  Deno.serve({ port: Number(Deno.env.get("PORT") ?? "8000") }, handler);
+  Deno.serve({
+    hostname: Deno.env.get("HOST") ?? "0.0.0.0",
+    port: Number(Deno.env.get("PORT") ?? "8000"),
+  }, handler);
 }
