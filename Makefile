@@ -39,7 +39,7 @@ $(CHROMEDRIVER):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		chromium chromium-driver
 
-demo: setup
+demo: setup deno
 	$(BIN)/swiperec demo $(DEMO_ARGS)
 
 lint: setup

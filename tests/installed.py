@@ -34,6 +34,10 @@ class Installed:
         }  # fmt: skip
         env.update(PATH=f"{self.python.parent}:{env['PATH']}", SWIPEREC_HOME=str(home),
                    TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")  # fmt: skip
+        # Deno as `make deno` installs it (the simulator runs the Edge Function the wheel ships).
+        deno = ROOT / "tools" / "deno"
+        env.setdefault("SWIPEREC_DENO", str(deno / "node_modules" / ".bin" / "deno"))
+        env.setdefault("DENO_DIR", str(deno / "cache"))
         return env
 
     def run(self, env: dict, *args, timeout=900) -> subprocess.CompletedProcess:

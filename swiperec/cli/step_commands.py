@@ -87,6 +87,13 @@ def add_commands(commands) -> None:
         "--data-only", action="store_true", help="load the data set and stop (no pipeline)"
     )
     demo_parser.add_argument(
+        "--simulate-seconds",
+        type=float,
+        default=20.0,
+        help="end with this many seconds of simulated app traffic through the Edge Function "
+        "and a monitoring pass (default 20; 0 skips it)",
+    )
+    demo_parser.add_argument(
         "--allow-remote",
         action="store_true",
         help="run against DATABASE_URL too (the demo replaces the data it finds there)",
@@ -239,13 +246,71 @@ def demo(args) -> int:
     arguments.setdefault("database_url", url)
     arguments.setdefault("ground_truth_uri", str(ground_truth_path()))
     version = run_and_report(arguments, None)
-    print_recommendations(version)
+    if print_recommendations(version) and args.simulate_seconds > 0:
+        simulate_and_monitor(args.simulate_seconds)
     return 0
 
 
-def print_recommendations(version: str) -> None:
+# The monitoring summary the demo prints: (metric, label, format).
+DEMO_METRICS = (
+    ("requests_logged", "requests", "{:.0f}"),
+    ("served_items", "items served", "{:.0f}"),
+    ("swipe_through", "swiped / served", "{:.1%}"),
+    ("like_rate", "like rate of swiped items", "{:.1%}"),
+    ("hit_rate", "lists with a like", "{:.1%}"),
+    ("coverage", "catalogue coverage", "{:.1%}"),
+    ("genre_diversity", "genre diversity", "{:.2f}"),
+    ("latency_p95_ms", "latency p95", "{:.0f} ms"),
+    ("error_rate", "errors", "{:.1%}"),
+)
+
+
+def simulate_and_monitor(seconds: float) -> None:
+    """A short burst of simulated app traffic (the data set's users, over HTTP, through the
+    Edge Function under Deno), then one monitoring pass and the current bucket's summary."""
+    from swiperec.data.load import ground_truth_path
+    from swiperec.data.synthetic_truth import GroundTruth
+    from swiperec.db import connect, database_url
+    from swiperec.errors import SwiperecError
+    from swiperec.monitoring.compute import floor_to_bucket, run_pass
+    from swiperec.monitoring.config import load_config
+    from swiperec.simulate import SimulationOptions, simulate
+
+    print()
+    print(f"simulated app traffic for {seconds:.0f} s (swiperec simulate):")
+    try:
+        report = simulate(database_url(), GroundTruth.load(ground_truth_path()),
+                          SimulationOptions(rate=5.0, duration=seconds, users=100))  # fmt: skip
+    except SwiperecError as err:
+        print(f"  skipped: {err}")
+        return
+    print("\n".join("  " + line for line in report.format().splitlines()))
+    config = load_config()
+    conn = connect()
+    try:
+        summary = run_pass(conn, config)
+        bucket = floor_to_bucket(summary.buckets[-1], config.buckets.seconds)
+        with conn.cursor() as cur:
+            cur.execute("select metric, value from monitoring_metrics where bucket_seconds = %s"
+                        " and bucket_start = %s and model_version = '*' and route = '*'"
+                        " and segment = 'all'", (config.buckets.seconds, bucket))  # fmt: skip
+            values = dict(cur.fetchall())
+        conn.rollback()
+    finally:
+        conn.close()
+    print()
+    print(f"monitoring (swiperec monitor run), the bucket of {bucket:%H:%M} UTC:")
+    for metric, label, form in DEMO_METRICS:
+        if values.get(metric) is not None:
+            print(f"  {label:<27} {form.format(values[metric])}")
+    print(f"  alerts fired                {len(summary.alerts)}")
+    print()
+    print("dashboard   swiperec monitor serve   (then open http://127.0.0.1:8090/)")
+
+
+def print_recommendations(version: str) -> bool:
     """Ten recommendations for a sample user (the real user with the most likes) from the
-    version that serves now, through the Edge Function's SQL."""
+    version that serves now, through the Edge Function's SQL; False when nothing serves."""
     from swiperec.db import connect
     from swiperec.embeddings.store import serving_version
     from swiperec.registry.lineage import show_version
@@ -259,16 +324,17 @@ def print_recommendations(version: str) -> None:
         print()
         if serving is None:
             print(f"serving       nothing: {version} {why}, and no earlier version serves")
-            return
+            return False
         if serving != version:
             print(f"serving       {serving} ({version} {why}, so serving did not change)")
         row = sample_user(conn, serving)
         if row is None:
             print(f"serving       {serving} has no user embeddings: no real users yet")
-            return
+            return False
         user_id, likes = row
         print(f"recommendations for user {user_id} ({likes} likes), model {serving}:")
         for i, rec in enumerate(recommend(conn, str(user_id), k=10), 1):
             print(f"  {i:>2}. {rec.score:.3f}  {rec.title}  ({rec.reason})")
+        return True
     finally:
         conn.close()

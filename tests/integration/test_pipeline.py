@@ -62,6 +62,13 @@ def test_the_demo_prints_the_evaluation_the_version_and_ten_recommendations(demo
     assert f"registered    {version}: stage production, aliases latest" in out
     recommendations = re.findall(r"^\s+\d+\. -?\d\.\d{3}  .+  \(because you liked .+\)$", out, re.M)
     assert len(recommendations) == 10
+    # It ends with simulated traffic through the Edge Function, monitored.
+    assert "simulated app traffic for 20 s" in out
+    assert re.search(r"^  requests\s+(\d+) \(200: \1\)", out, re.M), out[-3000:]
+    served = re.search(r"^  items served\s+(\d+)$", out, re.M)
+    assert served and int(served.group(1)) > 0, out[-3000:]
+    assert re.search(r"^  errors\s+0\.0%$", out, re.M) and "alerts fired                0" in out
+    assert "dashboard   swiperec monitor serve" in out
 
 
 def test_a_blessed_model_is_recorded_and_its_embeddings_serve(demo):
