@@ -140,6 +140,73 @@ def trained(transformed, tmp_path_factory):
     )  # fmt: skip
 
 
+# -- one serving database per session, copied by the tests that need one ------------------------
+SERVING_VERSION = "serve-v1"
+
+
+@pytest.fixture(scope="session")
+def serving_base(pg_server, trained, tmp_path_factory):
+    """A database as it serves, kept as a template: `TINY_DATA` loaded, a snapshot of it,
+    version SERVING_VERSION written from that snapshot by the batch writer, blessed and
+    promoted, and the real-time queue the load filled emptied. Tests take a copy
+    (`database_copy`) and may change it freely. A SimpleNamespace: `name`, `version`,
+    `snapshot`, `cutoff_us`, `model_dir`, `truth`, `truth_path`, `loaded_queue` (user and
+    video rows the load queued), `users` (users with decisions)."""
+    from types import SimpleNamespace
+
+    from swiperec.embeddings.store import IndexParams
+    from swiperec.embeddings.writer import write_embeddings
+    from swiperec.features.config import datetime_to_us
+    from swiperec.registry.versions import promote, record_evaluation
+
+    name = "serving_base"
+    url = fresh_database(pg_server, name)
+    conn = connect(url)
+    dataset = generate(TINY_DATA)
+    load_synthetic(conn, dataset)
+    with conn.cursor() as cur:
+        cur.execute("select count(*) filter (where kind = 'user'), count(*) filter"
+                    " (where kind = 'video') from swiperec_private.embedding_queue")  # fmt: skip
+        loaded_queue = cur.fetchone()
+        cur.execute("select count(distinct user_id) from user_video_decisions")
+        users = cur.fetchone()[0]
+    conn.rollback()
+    folder = tmp_path_factory.mktemp("serving-base")
+    meta = take_snapshot(conn, folder / "snapshot")
+    write_embeddings(
+        trained.model_dir, SERVING_VERSION, str(folder / "snapshot"), database_url=url,
+        rows_per_chunk=128, users_per_chunk=32,
+        index=IndexParams(maintenance_work_mem="64MB", parallel_workers=0),
+    )  # fmt: skip
+    record_evaluation(conn, SERVING_VERSION, trained.model_dir, {}, {"blessed": True})
+    promote(conn, SERVING_VERSION)
+    with conn, conn.cursor() as cur:
+        cur.execute("delete from swiperec_private.embedding_queue")
+    conn.close()
+    return SimpleNamespace(
+        name=name, version=SERVING_VERSION, snapshot=str(folder / "snapshot"),
+        cutoff_us=datetime_to_us(meta.cutoff), model_dir=trained.model_dir,
+        truth=dataset.ground_truth,
+        truth_path=dataset.ground_truth.save(folder / "ground_truth.npz"),
+        loaded_queue=loaded_queue, users=users,
+    )  # fmt: skip
+
+
+def database_copy(pg_server, template: str):
+    """Yields the URL of a new database copied from `template`; drops it afterwards."""
+    name = f"copy_{os.getpid()}_{next(_counter)}"
+    admin = psycopg2.connect(pg_server.status().url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"create database {name} template {template}")
+        yield _with_database(pg_server.status().url, name)
+        with admin.cursor() as cur:
+            cur.execute(f"drop database if exists {name} with (force)")
+    finally:
+        admin.close()
+
+
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory):
     """swiperec as a user installs it: the wheel of this checkout in a fresh virtualenv

@@ -2,9 +2,10 @@
 
 Two runs of Deno (tools/deno, installed by `make deno`):
 - its modules: `deno fmt --check`, `deno lint`, `deno check` and the unit tests next to them;
-- every Deno test, including the handler's integration tests against a real database prepared
-  here: the tiny synthetic data set, embeddings written and activated by the real embedding
-  writer from the trained model, and four users (A and B with decisions and embeddings, a
+- every Deno test, including the handler's integration tests against a real database: a copy
+  of the session's serving database (`serving_base` in conftest: the tiny synthetic data set,
+  embeddings written and promoted by the real embedding writer from the trained model), and
+  four users (A and B with decisions and embeddings, a
   cold-start user whose likes came after the embeddings, a user without any like).
 
 Deno fetches only npm packages (postgres, jose), cached under tools/deno/cache (DENO_DIR).
@@ -22,20 +23,15 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from swiperec.data.load import load_synthetic
-from swiperec.data.synthetic import generate
-from swiperec.embeddings.store import IndexParams
-from swiperec.embeddings.writer import write_embeddings
-from swiperec.registry.versions import promote
+from swiperec.db import connect
 from swiperec.serving.recommend import recommend
-from tests.conftest import TINY_DATA
+from tests.conftest import SERVING_VERSION, TINY_DATA, database_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 DENO = ROOT / "tools" / "deno" / "node_modules" / ".bin" / "deno"
 FUNCTIONS = "supabase/functions/"
 PERMISSIONS = ("--allow-env", "--allow-net", "--allow-read")
-VERSION = "edge-v1"
-SMALL_INDEX = IndexParams(maintenance_work_mem="64MB", parallel_workers=0)
+VERSION = SERVING_VERSION
 COLD_USER = "0c01d5a2-7e11-4c3b-9a55-2d6f8e4b1c01"  # likes added after the embeddings
 NO_LIKES_USER = "e0e0e0e0-5b1a-4f2c-8d3e-7a9b0c1d2e3f"  # only nopes
 COLD_LIKES = (11, 42, 77, 150, 230, 333)
@@ -68,12 +64,9 @@ def test_function_modules_are_formatted_linted_typed_and_unit_tested():
     assert " passed " in result.stdout and " 0 failed " in result.stdout
 
 
-def _prepare(conn, db_url: str, trained, snapshot_dir: str) -> dict:
-    """The data set, version VERSION serving, and the four users of the Deno tests."""
-    load_synthetic(conn, generate(TINY_DATA))
-    write_embeddings(trained.model_dir, VERSION, snapshot_dir, database_url=db_url,
-                     index=SMALL_INDEX)  # fmt: skip
-    promote(conn, VERSION, force=True, reason="the function's tests: a model not evaluated")
+def _prepare(conn) -> dict:
+    """On a copy of the serving database (version VERSION serving): the four users of the Deno
+    tests."""
     with conn.cursor() as cur:
         cur.execute(
             "select d.user_id::text from user_video_decisions d join user_embeddings e"
@@ -102,10 +95,20 @@ def _prepare(conn, db_url: str, trained, snapshot_dir: str) -> dict:
     }
 
 
+@pytest.fixture
+def served_db(pg_server, serving_base):
+    """(URL, connection) of a copy of the session's serving database."""
+    for url in database_copy(pg_server, serving_base.name):
+        conn = connect(url)
+        yield url, conn
+        conn.close()
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_edge_function_serves_the_real_database(trained, snapshot_dir, conn, db_url, tmp_path):
-    fixture = _prepare(conn, db_url, trained, snapshot_dir)
+def test_edge_function_serves_the_real_database(served_db, tmp_path):
+    db_url, conn = served_db
+    fixture = _prepare(conn)
     path = tmp_path / "edge_fixture.json"
     path.write_text(json.dumps(fixture))
 

@@ -1,9 +1,10 @@
 """Real-time embeddings: the outbox triggers, the worker, parity with the batch refresh, the
 endpoint, and the Edge Function's use of it.
 
-One database is prepared per module (the tiny synthetic data, a snapshot of it, version
-rt-v1 written from that snapshot by the real batch writer, registered and serving); each test
-gets a copy of it (`create database ... template`), so tests may swipe and kill freely.
+The session's serving database (`serving_base` in conftest: the tiny synthetic data, a
+snapshot of it, a version written from that snapshot by the real batch writer, registered and
+serving) is copied for each test (`create database ... template`), so tests may swipe and kill
+freely.
 """
 
 from __future__ import annotations
@@ -23,78 +24,35 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg2
 import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from swiperec.data.load import load_synthetic
-from swiperec.data.synthetic import generate
 from swiperec.db import connect
-from swiperec.embeddings.store import IndexParams
 from swiperec.features.config import datetime_to_us
 from swiperec.realtime import queue
 from swiperec.realtime.embed import embed_and_upsert, lock_keys
 from swiperec.realtime.models import Models
 from swiperec.realtime.worker import Worker
-from swiperec.registry.versions import promote, record_evaluation
 from swiperec.snapshot import take_snapshot
-from tests.conftest import TINY_DATA, _with_database, fresh_database
+from tests.conftest import SERVING_VERSION, TINY_DATA, database_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-VERSION = "rt-v1"
-BASE = "realtime_base"
-_copies = iter(range(10_000))
+VERSION = SERVING_VERSION
+BASE = "serving_base"
 
 
 @pytest.fixture(scope="module")
-def prepared(pg_server, trained, tmp_path_factory):
-    """The base database (see the module docstring) and what the tests need to know of it."""
-    from swiperec.embeddings.writer import write_embeddings
-
-    url = fresh_database(pg_server, BASE)
-    conn = connect(url)
-    load_synthetic(conn, generate(TINY_DATA))
-    with conn.cursor() as cur:
-        cur.execute("select count(*) filter (where kind = 'user'), count(*) filter"
-                    " (where kind = 'video') from swiperec_private.embedding_queue")  # fmt: skip
-        loaded_queue = cur.fetchone()
-        cur.execute("select count(distinct user_id) from user_video_decisions")
-        users = cur.fetchone()[0]
-    conn.rollback()
-    snapshot = str(tmp_path_factory.mktemp("rt-snapshot") / "s")
-    meta = take_snapshot(conn, snapshot)
-    write_embeddings(
-        trained.model_dir, VERSION, snapshot, database_url=url, rows_per_chunk=128,
-        users_per_chunk=32, index=IndexParams(maintenance_work_mem="64MB", parallel_workers=0),
-    )  # fmt: skip
-    record_evaluation(conn, VERSION, trained.model_dir, {}, {"blessed": True})
-    promote(conn, VERSION)
-    with conn, conn.cursor() as cur:
-        cur.execute("delete from swiperec_private.embedding_queue")
-    conn.close()
-    return {
-        "cutoff_us": datetime_to_us(meta.cutoff),
-        "snapshot": snapshot,
-        "loaded_queue": loaded_queue,
-        "users": users,
-        "model_dir": trained.model_dir,
-    }
+def prepared(serving_base):
+    """The session's serving database (see `serving_base` in conftest), as a dict."""
+    return vars(serving_base)
 
 
-def copy_of_base(pg_server):
-    """A new database copied from the prepared one; yields its URL, drops it afterwards."""
-    name = f"rt_{os.getpid()}_{next(_copies)}"
-    admin = psycopg2.connect(pg_server.status().url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"create database {name} template {BASE}")
-    yield _with_database(pg_server.status().url, name)
-    with admin.cursor() as cur:
-        cur.execute(f"drop database if exists {name} with (force)")
-    admin.close()
+def copy_of_base(pg_server, base=BASE):
+    """A new database copied from the serving base; yields its URL, drops it afterwards."""
+    yield from database_copy(pg_server, base)
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """`swiperec simulate`: simulated users against the real serving path.
 
-One database is prepared for the module as a serving database is (the tiny synthetic data set,
-a snapshot, version sim-v1 written from it by the batch writer, blessed and promoted), and the
-simulator runs against it with the real Edge Function under Deno, which it starts itself. The
-checks read the database, not the simulator's own counts: the swipes it reports are the rows
-the authenticated path wrote, the function logged what it served, new videos and users arrived,
-and the users liked what they were served as often as the ground truth says they would.
+The module works on a copy of the session's serving database (`serving_base` in conftest: the
+tiny synthetic data set, a snapshot, a version written from it by the batch writer, blessed
+and promoted), and the simulator runs against it with the real Edge Function under Deno, which
+it starts itself. The checks read the database, not the simulator's own counts: the swipes it
+reports are the rows the authenticated path wrote, the function logged what it served, new
+videos and users arrived, and the users liked what they were served as often as the ground
+truth says they would.
 """
 
 from __future__ import annotations
@@ -24,45 +25,26 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from swiperec.data.load import load_synthetic
 from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
-from swiperec.embeddings.store import IndexParams
-from swiperec.registry.versions import promote, record_evaluation
 from swiperec.simulate import SimulationError, SimulationOptions, simulate
 from swiperec.simulate.edge import DenoNotFound, find_deno
 from swiperec.simulate.users import AccessTokens
-from swiperec.snapshot import take_snapshot
-from tests.conftest import TINY_DATA, fresh_database
+from tests.conftest import SERVING_VERSION, database_copy
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DENO = ROOT / "tools" / "deno" / "node_modules" / ".bin" / "deno"
-VERSION = "sim-v1"
+VERSION = SERVING_VERSION
 
 
 @pytest.fixture(scope="module")
-def prepared(pg_server, trained, tmp_path_factory):
-    """(database URL, ground truth, its saved path) of a serving database."""
-    from swiperec.embeddings.writer import write_embeddings
-
-    url = fresh_database(pg_server, "simulate_base")
-    conn = connect(url)
-    dataset = generate(TINY_DATA)
-    load_synthetic(conn, dataset)
-    folder = tmp_path_factory.mktemp("sim")
-    take_snapshot(conn, str(folder / "snapshot"))
-    write_embeddings(
-        trained.model_dir, VERSION, str(folder / "snapshot"), database_url=url,
-        rows_per_chunk=128, users_per_chunk=32,
-        index=IndexParams(maintenance_work_mem="64MB", parallel_workers=0),
-    )  # fmt: skip
-    record_evaluation(conn, VERSION, trained.model_dir, {}, {"blessed": True})
-    promote(conn, VERSION)
-    conn.close()
-    truth_path = dataset.ground_truth.save(folder / "ground_truth.npz")
-    return url, dataset.ground_truth, truth_path
+def prepared(pg_server, serving_base):
+    """(database URL, ground truth, its saved path): a copy of the session's serving database
+    for this module's runs."""
+    for url in database_copy(pg_server, serving_base.name):
+        yield url, serving_base.truth, serving_base.truth_path
 
 
 @pytest.fixture
