@@ -32,7 +32,10 @@ begin
         execute format('create table swiperec_private.%I (like %s including defaults)',
                        v_name, p_table);
         if v_default is not null then
-            -- Rows the default partition took for this day move into the day's own partition.
+            -- Rows the default partition took for this day move into the day's own partition;
+            -- inserts wait (a few ms) until the day's partition is attached, so none lands in
+            -- the default partition between the move and the attach.
+            execute format('lock table %s in share row exclusive mode', v_default);
             execute format(
                 'with moved as (delete from %s where created_at >= %L and created_at < %L'
                 ' returning *) insert into swiperec_private.%I select * from moved',
@@ -186,6 +189,12 @@ as $$
          limit 1),
         'default')
 $$;
+
+-- Today's and the next days' partitions from the start (`swiperec monitor run` keeps creating
+-- them ahead).
+select swiperec_private.ensure_day_partitions(t, (now() at time zone 'UTC')::date,
+                                              (now() at time zone 'UTC')::date + 3)
+from unnest(array['public.served_recommendations', 'public.serving_requests']::regclass[]) t;
 
 -- -- what monitoring writes ------------------------------------------------------------------------
 

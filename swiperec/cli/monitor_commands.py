@@ -47,6 +47,9 @@ def run_command(args) -> int:
         summary = run_pass(conn, config)
     finally:
         conn.close()
+    if summary.skipped:
+        print("skipped: another monitoring pass is running")
+        return 0
     if args.json:
         print(json.dumps({
             "buckets": [b.isoformat() for b in summary.buckets], "rows": summary.rows,

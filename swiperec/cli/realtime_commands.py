@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 
-from swiperec.cli.common import ready_connection
+from swiperec.cli.common import UserError, ready_connection
 
 
 def add_commands(commands) -> None:
@@ -21,7 +21,7 @@ def add_commands(commands) -> None:
         epilog="Connects only out, to DATABASE_URL. Run several (any machines) to share the "
         "queue. SIGTERM finishes the batch in hand, then exits.",
     )
-    run.add_argument("--batch-size", type=int, default=256, help="queue rows per batch")
+    run.add_argument("--batch-size", type=int, default=256, help="keys (users, videos) per batch")
     run.add_argument(
         "--debounce-ms", type=int, default=0,
         help="wait until a user's swipes pause this long before re-embedding (default 0: "
@@ -46,6 +46,10 @@ def add_commands(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--pool-size", type=int, default=4, help="database connections")
+    serve.add_argument(
+        "--no-token", action="store_true",
+        help="listen beyond this machine without SWIPEREC_REALTIME_TOKEN (a private network)",
+    )  # fmt: skip
     serve.set_defaults(func=serve_command)
 
     status = sub.add_parser("status", help="the queue's depth and lag, the versions in use")
@@ -84,10 +88,16 @@ def serve_command(args) -> int:
     from swiperec.db import database_url
     from swiperec.realtime.app import create_app
 
+    token = os.environ.get("SWIPEREC_REALTIME_TOKEN") or None
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1") and not args.no_token:
+        raise UserError(
+            f"listening on {args.host} without a token would let anyone who reaches the port "
+            "embed users: set SWIPEREC_REALTIME_TOKEN (the Edge Function sends it as "
+            "REALTIME_EMBED_TOKEN), or pass --no-token on a private network"
+        )
     _logging()
     ready_connection().close()
-    app = create_app(database_url(), token=os.environ.get("SWIPEREC_REALTIME_TOKEN") or None,
-                     pool_size=args.pool_size)  # fmt: skip
+    app = create_app(database_url(), token=token, pool_size=args.pool_size)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

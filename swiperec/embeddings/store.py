@@ -105,9 +105,12 @@ def begin_set(
     dimension: int = EMBEDDING_DIM,
     *,
     expected_shards: int,
+    as_of=None,
 ) -> bool:
     """Start loading `version`'s set of `kind`, of `expected_shards` shards (checked when it is
-    finished); False when it is already ready (nothing to do).
+    finished); False when it is already ready (nothing to do). `as_of`: the time the vectors
+    describe (the snapshot's cutoff); when the version starts serving, everything that changed
+    after it is queued for the real-time worker.
 
     A set left `loading` by an earlier run is started afresh: its table is dropped. Only one
     writer may load a version at a time (`writing`)."""
@@ -142,8 +145,8 @@ def begin_set(
         cur.execute(sql.SQL("alter table {} enable row level security").format(table))
         cur.execute(
             "insert into embedding_sets (model_version, kind, state, table_name, dimension, "
-            "expected_shards) values (%s, %s, 'loading', %s, %s, %s)",
-            (version, kind, f"swiperec_private.{name}", int(dimension), expected_shards),
+            "expected_shards, as_of) values (%s, %s, 'loading', %s, %s, %s, %s)",
+            (version, kind, f"swiperec_private.{name}", int(dimension), expected_shards, as_of),
         )
     return True
 
@@ -341,6 +344,8 @@ def switch_serving(cur, version: str) -> str | None:
         "do update set model_version = excluded.model_version, activated_at = now()",
         (version,),
     )
+    if previous != version:  # what changed since its snapshot goes to the real-time worker
+        cur.execute("select swiperec_private.queue_changes_since_sets(%s)", (version,))
     return previous
 
 

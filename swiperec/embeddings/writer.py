@@ -143,7 +143,8 @@ def write_embeddings(
             dimension = card["embedding_dim"]
             kinds = [
                 k for k in ("video", "user")
-                if store.begin_set(conn, version, k, dimension, expected_shards=len(chunks[k]))
+                if store.begin_set(conn, version, k, dimension, expected_shards=len(chunks[k]),
+                                   as_of=meta.cutoff)
             ]  # fmt: skip
             result.skipped = [k for k in ("video", "user") if k not in kinds]
             result.seconds["read"] = round(time.perf_counter() - started, 2)

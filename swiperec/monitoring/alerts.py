@@ -141,7 +141,7 @@ def _deliver_pending(conn, deliver) -> None:
             delivered = deliver({"id": alert_id, "rule": rule, "severity": severity,
                                  "message": message})  # fmt: skip
             error = None
-        except Exception as err:  # a webhook outage must not fail the pass
+        except Exception as err:  # a webhook outage must not fail (or stall) the pass
             delivered, error = False, f"{type(err).__name__}: {err}"[:500]
         with conn, conn.cursor() as cur:
             if delivered:
@@ -150,6 +150,8 @@ def _deliver_pending(conn, deliver) -> None:
             elif error:
                 cur.execute("update public.monitoring_alerts set delivery_error = %s"
                             " where id = %s", (error, alert_id))  # fmt: skip
+        if error:
+            break  # the webhook is down: the rest wait for the next pass
 
 
 def deliver_from_env(alert: dict) -> bool:
@@ -161,7 +163,7 @@ def deliver_from_env(alert: dict) -> bool:
         return False
     import httpx
 
-    response = httpx.post(url, json={"text": f"swiperec: {alert['message']}"}, timeout=10)
+    response = httpx.post(url, json={"text": f"swiperec: {alert['message']}"}, timeout=5)
     response.raise_for_status()
     return True
 

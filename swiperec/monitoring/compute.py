@@ -11,8 +11,8 @@
    pass reads it again. The first pass starts at the first served row.
 4. Alerts: the rules are evaluated on the settled buckets (`swiperec.monitoring.alerts`).
 
-Safe to run every minute from cron or a Kubernetes CronJob; two passes at once take turns (an
-advisory lock), so a slow pass is never doubled.
+Safe to run every minute from cron or a Kubernetes CronJob: a pass that finds another one
+running (an advisory lock) returns at once, so a slow pass is never doubled or queued behind.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class PassSummary:
     partitions_dropped: list[str] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)  # fired in this pass
     seconds: dict = field(default_factory=dict)
+    skipped: bool = False  # another pass held the lock
 
 
 def run_pass(conn, config: MonitoringConfig, now: datetime | None = None,
@@ -51,10 +52,11 @@ def run_pass(conn, config: MonitoringConfig, now: datetime | None = None,
     summary = PassSummary()
     with conn.cursor() as cur:
         cur.execute("select pg_try_advisory_lock(hashtext(%s))", (_LOCK,))
-        if not cur.fetchone()[0]:
-            conn.rollback()
-            cur.execute("select pg_advisory_lock(hashtext(%s))", (_LOCK,))
+        locked = cur.fetchone()[0]
     conn.commit()
+    if not locked:  # another pass is running: it does this one's work too
+        summary.skipped = True
+        return summary
     try:
         if now is None:
             with conn.cursor() as cur:
@@ -90,8 +92,14 @@ def maintain_partitions(conn, config: MonitoringConfig, now: datetime, summary) 
     last = today + timedelta(days=config.retention.partitions_ahead_days)
     with conn, conn.cursor() as cur:
         for table in LOGS:
+            # Days the default partition took (no partition existed yet) get theirs too, so
+            # retention drops them like any other day.
+            default = "swiperec_private." + table.split(".")[1] + "_default"
+            cur.execute(f"select min(created_at) from {default}")
+            oldest = cur.fetchone()[0]
+            first = min(today, oldest.astimezone(UTC).date()) if oldest else today
             cur.execute("select swiperec_private.ensure_day_partitions(%s, %s, %s)",
-                        (table, today, last))  # fmt: skip
+                        (table, first, last))  # fmt: skip
             summary.partitions_created += cur.fetchone()[0]
             cur.execute("select swiperec_private.drop_day_partitions(%s, %s)", (table, keep_from))
             summary.partitions_dropped += [r[0] for r in cur.fetchall()]
@@ -114,12 +122,16 @@ def ensure_baselines(conn) -> None:
                 where d.created_at <= v.created_at
             ) w
             cross join lateral (
-                select count(*) as swipes,
-                       avg((d.decision = 'like')::int) as like_rate,
-                       count(*)::float8 / nullif(count(distinct d.user_id), 0) as swipes_per_user
-                from public.user_video_decisions d
-                where d.created_at > w.window_end - interval '7 days'
-                  and d.created_at <= w.window_end
+                select sum(h.swipes) as swipes, sum(h.likes)::float8 / sum(h.swipes) as like_rate,
+                       avg(h.swipes::float8 / h.users) as swipes_per_user  -- per active hour
+                from (
+                    select count(*) as swipes, count(*) filter (where d.decision = 'like')
+                           as likes, count(distinct d.user_id) as users
+                    from public.user_video_decisions d
+                    where d.created_at > w.window_end - interval '7 days'
+                      and d.created_at <= w.window_end
+                    group by date_trunc('hour', d.created_at)
+                ) h
             ) s
             cross join lateral (
                 select jsonb_object_agg(genre, share) as mix from (

@@ -17,6 +17,15 @@ from swiperec.errors import SwiperecError
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 KINDS = ("below", "above", "above_abs", "relative_drop", "relative_rise")
+# What metrics.sql writes (plus source_share:<source>); a rule on another name would never fire.
+METRICS = frozenset({
+    "served_items", "swipe_through", "like_rate", "coverage", "novelty", "popularity_pct",
+    "requests", "hit_rate", "likes_per_session", "maker_diversity", "genre_diversity",
+    "embedding_diversity", "requests_logged", "error_rate", "latency_p50_ms", "latency_p95_ms",
+    "latency_p99_ms", "freshness_p50_s", "freshness_p95_s", "without_embedding_share",
+    "swipe_like_rate", "drift_like_rate", "drift_activity", "drift_genre_tv",
+})  # fmt: skip
+SEGMENTS = ("all", "user:", "source:", "video:")
 
 
 class ConfigError(SwiperecError):
@@ -79,10 +88,19 @@ def load_config(path: str | Path | None = None) -> MonitoringConfig:
         for f in fields(values):
             if getattr(values, f.name) < (1 if f.name in ("seconds", "served_days") else 0):
                 raise ConfigError(f"{path} [{owner}] {f.name} must be positive")
+    if buckets.settle_seconds < buckets.attribution_seconds:
+        raise ConfigError(
+            f"{path} [buckets] settle_seconds must be at least attribution_seconds: an alert on "
+            "a bucket whose outcomes are still arriving would judge it on part of its data"
+        )
     rules = []
     for i, entry in enumerate(raw.get("alerts", [])):
         where = f"{path} [[alerts]] #{i + 1}"
         rule = _section(AlertRule, entry, where)
+        if rule.metric not in METRICS and not rule.metric.startswith("source_share:"):
+            raise ConfigError(f"{where}: unknown metric {rule.metric!r}")
+        if rule.segment != "all" and not rule.segment.startswith(SEGMENTS[1:]):
+            raise ConfigError(f"{where}: unknown segment {rule.segment!r}")
         if rule.kind not in KINDS:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {rule.kind!r}")
         if rule.kind.startswith("relative") and not 0 < rule.threshold < 10:

@@ -22,7 +22,8 @@
 -- their embedding's update time, 0 when fresh), without_embedding_share.
 -- Swipes against the serving version's training week (monitoring_baselines): swipe_like_rate,
 -- drift_like_rate (difference), drift_genre_tv (total variation distance of the liked genre
--- mix), drift_activity (swipes per active user / the baseline's).
+-- mix), drift_activity (swipes per active user in the bucket / the baseline's per hour: read it
+-- with hourly buckets).
 -- Segments: all; user:new / user:returning; source:<source>; video:new / video:old (item
 -- metrics only).
 
@@ -100,9 +101,17 @@ request_rows as (
                select 1 from public.served_recommendations e
                where e.user_id = r.user_id and e.created_at < r.created_at
                  and e.created_at >= r.created_at - %(session_gap)s * interval '1 second'
-           ) as starts_session
+           ) as starts_session,
+           row_number() over (partition by r.user_id order by r.created_at) = 1
+               as first_in_bucket
     from requests r
     left join request_pairs p on p.request_id = r.request_id
+),
+-- A session counts in the bucket where it starts, and in a later bucket it runs on into (at
+-- the user's first request there): likes_per_session divides by the sessions each bucket saw.
+session_rows as (
+    select r.*, r.starts_session or r.first_in_bucket as counts_session
+    from request_rows r
 ),
 item_metrics as (
     select case when grouping(i.model_version) = 1 then '*' else i.model_version end
@@ -130,14 +139,14 @@ request_metrics as (
            seg.segment,
            count(*) as requests,
            count(*) filter (where r.likes > 0) as hits,
-           count(*) filter (where r.starts_session) as sessions,
+           count(*) filter (where r.counts_session) as sessions,
            sum(r.likes) as liked,
            avg(r.maker_diversity) as maker_diversity,
            avg(r.genre_diversity) as genre_diversity,
            avg(r.embedding_diversity) as embedding_diversity,
            count(r.genre_diversity) as genre_lists,
            count(r.embedding_diversity) as embedded_lists
-    from request_rows r
+    from session_rows r
     cross join lateral (values ('all'), ('user:' || r.user_segment), ('source:' || r.source))
         as seg(segment)
     group by grouping sets ((r.model_version, r.route, seg.segment), (seg.segment))

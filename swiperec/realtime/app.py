@@ -26,12 +26,18 @@ import queue
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from swiperec.db import connect
 from swiperec.realtime import source
@@ -181,12 +187,19 @@ def create_app(
     def route(kind: str):
         async def endpoint(request: Request) -> JSONResponse:
             started = time.perf_counter()
-            response = await handle(request, kind)
+            try:
+                response = await handle(request, kind)
+            except Exception:
+                log.exception("embedding a %s failed", kind)
+                response = JSONResponse({"error": "internal error"}, 500)
             requests.labels(f"/embed/{kind}", str(response.status_code)).inc()
             seconds.labels(f"/embed/{kind}").observe(time.perf_counter() - started)
             return response
 
         return endpoint
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:
         if not state["versions"]:
@@ -198,7 +211,7 @@ def create_app(
             Route("/embed/user", route("user"), methods=["POST"]),
             Route("/embed/video", route("video"), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-            Mount("/metrics", make_asgi_app(registry)),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from swiperec.embeddings.towers import load_towers
+from swiperec.errors import SwiperecError
 from swiperec.features.config import FeatureConfig
 from swiperec.model.train import read_model_card
 
@@ -33,6 +34,10 @@ def in_use(cur) -> list[tuple[str, str | None, list[str]]]:
     """(version, model URI or None, kinds with a ready set) of every version in use."""
     cur.execute(_IN_USE)
     return [(version, uri, list(kinds)) for version, uri, kinds in cur.fetchall()]
+
+
+class VersionUnavailable(SwiperecError):
+    """A version in use cannot be embedded for (no model_uri, a model that does not load)."""
 
 
 @dataclass

@@ -2,16 +2,16 @@
 and reading its depth and lag.
 
 A claim is one statement:
-1. the oldest rows, up to `rows`, of keys (a user, a video) this transaction can lock: the
-   scan takes each key's advisory lock (`pg_try_advisory_xact_lock`) and passes over the rows
-   of keys another worker holds, then locks the rows FOR UPDATE SKIP LOCKED. Workers on
-   several machines share the queue, and a key belongs to one of them at a time, so an older
-   read can never overwrite a newer one. (Row locks alone would not do: one user's rows could
-   be split between two workers, and each would embed the user.)
+1. up to `keys` keys (a user, a video), the oldest first, whose advisory lock this transaction
+   gets (`swiperec_private.claim_queue_keys`): keys another worker holds are passed over, as
+   FOR UPDATE SKIP LOCKED passes over rows, but per key, so one user's rows are never split
+   between two workers and an older read can never overwrite a newer one. Workers on several
+   machines share the queue this way;
 2. of those keys, the ones that are due: the newest row is `debounce_ms` old (several swipes
    in a row are one re-embedding), or the oldest is `max_delay_ms` old (a user who never stops
    swiping is still refreshed);
-3. every row of the due keys is deleted, in the caller's transaction.
+3. every row of the due keys is deleted, in the caller's transaction. Only the holder of a
+   key's lock deletes its rows, so the delete waits for nobody.
 The caller embeds the keys and commits; if it dies first, the delete never happened and the
 locks are gone with its session.
 """
@@ -24,15 +24,11 @@ from datetime import datetime
 CHANNEL = "swiperec_embedding_queue"  # NOTIFY'd by the triggers at commit
 
 CLAIM = """
-with picked as (
-    select id, kind, key from swiperec_private.embedding_queue
-    where pg_try_advisory_xact_lock(hashtextextended(kind || ':' || key, 0))
-    order by id
-    limit %(rows)s
-    for update skip locked
+with mine as materialized (
+    select kind, key from swiperec_private.claim_queue_keys(%(keys)s, %(scan)s)
 ), due as (
     select k.kind, k.key
-    from (select distinct kind, key from picked) k
+    from mine k
     cross join lateral (
         select min(q.enqueued_at) as first_at, max(q.enqueued_at) as last_at
         from swiperec_private.embedding_queue q
@@ -61,9 +57,11 @@ class Claimed:
     events: int
 
 
-def claim(cur, rows: int, debounce_ms: int = 0, max_delay_ms: int = 1000) -> list[Claimed]:
-    """Claim a batch (see the module docstring) inside `cur`'s transaction."""
-    cur.execute(CLAIM, {"rows": rows, "debounce_ms": debounce_ms, "max_delay_ms": max_delay_ms})
+def claim(cur, keys: int, debounce_ms: int = 0, max_delay_ms: int = 1000) -> list[Claimed]:
+    """Claim a batch of at most `keys` keys (see the module docstring) inside `cur`'s
+    transaction; the candidates are the keys of the oldest `10 * keys` rows."""
+    cur.execute(CLAIM, {"keys": keys, "scan": 10 * keys, "debounce_ms": debounce_ms,
+                        "max_delay_ms": max_delay_ms})  # fmt: skip
     return [Claimed(*row) for row in cur.fetchall()]
 
 

@@ -29,7 +29,7 @@ from swiperec.db import connect
 from swiperec.faults import fault_point
 from swiperec.realtime import queue
 from swiperec.realtime.embed import embed_and_upsert, lock_keys
-from swiperec.realtime.models import Models
+from swiperec.realtime.models import Models, VersionUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class BatchOutcome:
 
 
 class Worker:
-    """See the module docstring. `batch_size`: queue rows claimed at most per batch;
+    """See the module docstring. `batch_size`: keys (users, videos) claimed at most per batch;
     `debounce_ms` / `max_delay_ms`: see `swiperec.realtime.queue`; `poll_seconds`: the safety
     net's interval, for a NOTIFY that never came."""
 
@@ -107,7 +107,8 @@ class Worker:
         # user -> (decisions, highest id) last embedded, for the versions in `_versions`.
         self._states: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._remember = remember_states
-        self._versions: tuple[str, ...] = ()
+        self._versions: tuple = ()
+        self.last_beat = 0.0  # when the loop last made progress (time.time())
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         # After a failed batch, batches of one key until one succeeds; a key that then fails
@@ -135,7 +136,11 @@ class Worker:
                     return None
                 fault_point("realtime.after_claim")
                 models = self.models.current(cur)
-                versions = tuple(m.version for m in models)
+                if self.models.problems:  # the rows stay queued until every version can be
+                    raise VersionUnavailable(  # embedded for
+                        "; ".join(f"{v}: {p}" for v, p in sorted(self.models.problems.items()))
+                    )
+                versions = tuple((m.version, m.kinds, m.model_uri) for m in models)
                 if versions != self._versions:  # new sets: nothing is known about them
                     self._states.clear()
                     self._versions = versions
@@ -147,8 +152,9 @@ class Worker:
         except Exception as err:
             if not conn.closed:
                 conn.rollback()
-            if not claimed or isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError):
-                raise  # the connection, not the data: retried as it is
+            transient = psycopg2.OperationalError | psycopg2.InterfaceError | VersionUnavailable
+            if not claimed or isinstance(err, transient):
+                raise  # the connection or a model, not the data: retried as it is
             if len(claimed) > 1 or not self._isolating:
                 self._isolating = True
                 raise
@@ -161,6 +167,8 @@ class Worker:
             raise
         self._isolating = False
         committed = time.time()
+        self.last_beat = committed  # a long drain is progress: /healthz stays green
+        self.metrics.heartbeat.set(committed)
         for user, state in out.user_states.items():
             self._states[user] = state
             self._states.move_to_end(user)
@@ -241,7 +249,8 @@ class Worker:
                     continue
                 self.metrics.queue_depth.set(depth)
                 self.metrics.queue_lag.set(lag)
-                self.metrics.heartbeat.set_to_current_time()
+                self.last_beat = time.time()
+                self.metrics.heartbeat.set(self.last_beat)
                 now = time.monotonic()
                 if now - last_report >= 60:
                     total = sum(s.value for s in _samples(self.metrics.embeddings))
@@ -273,7 +282,7 @@ def serve_metrics(worker: Worker, port: int, host: str = "0.0.0.0"):
 
     def app(environ, start_response):
         if environ.get("PATH_INFO") == "/healthz":
-            beat = worker.metrics.heartbeat._value.get()
+            beat = worker.last_beat  # each batch and each wait of the loop moves it on
             healthy = beat and time.time() - beat < 3 * worker.poll_seconds + 30
             start_response("200 OK" if healthy else "503 Service Unavailable",
                            [("Content-Type", "text/plain")])  # fmt: skip

@@ -29,6 +29,7 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from swiperec.db import connect
+from swiperec.embeddings.store import IndexParams
 from swiperec.features.config import datetime_to_us
 from swiperec.realtime import queue
 from swiperec.realtime.embed import embed_and_upsert, lock_keys
@@ -210,15 +211,21 @@ def test_two_workers_share_one_queue_and_do_each_key_once(rt, rt_url):
     workers = [Worker(rt_url, batch_size=8, models=models) for _ in range(2)]
     done: list[list] = [[], []]
 
+    failures = []
+
     def drain(i):
-        while (outcome := workers[i].run_batch()) is not None:
-            done[i].extend((c.kind, c.key) for c in outcome.claimed)
+        try:
+            while (outcome := workers[i].run_batch()) is not None:
+                done[i].extend((c.kind, c.key) for c in outcome.claimed)
+        except Exception as err:  # a worker that died must fail the test, not hide in a thread
+            failures.append(err)
 
     threads = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not failures and not any(t.is_alive() for t in threads), failures
     assert queued(rt) == []
     assert done[0] and done[1], "both workers took part"
     every = done[0] + done[1]
@@ -441,8 +448,10 @@ def test_endpoint_embeds_users_and_videos(endpoint):
         assert response.status_code == 400, raw[:10]
     assert user_vector(rt, unknown) is None
 
-    metrics = httpx.get(f"{url}/metrics/").text
-    assert 'swiperec_realtime_requests_total{route="/embed/user",status="200"} 1.0' in metrics
+    metrics = httpx.get(f"{url}/metrics").text
+    ok = 'swiperec_realtime_requests_total{route="/embed/user",status="200"} '
+    assert float(metrics.split(ok)[1].split()[0]) >= 1
+    assert 'swiperec_realtime_requests_total{route="/embed/user",status="400"} ' in metrics
 
 
 def test_endpoint_without_a_serving_version_answers_503(db_url):
@@ -524,3 +533,35 @@ def test_a_key_that_fails_alone_is_set_aside_and_the_rest_goes_on(rt, rt_url):
                                    "'not-a-number'")]  # fmt: skip
     rt.rollback()
     assert not np.allclose(user_vector(rt, user), before, atol=1e-6)
+
+
+def test_a_version_that_starts_serving_gets_what_changed_since_its_snapshot(rt, rt_url):
+    """Swipes and videos after a version's snapshot were embedded for the version serving
+    then; the switch queues them for the new one."""
+    from swiperec.embeddings import store
+    from swiperec.registry.versions import promote
+
+    user = some_users(rt, 1)[0]
+    swipe(rt, user, undecided_videos(rt, user, 1)[0])  # after the snapshot
+    with rt, rt.cursor() as cur:
+        cur.execute("insert into videos (external_id, title, genres) values ('rt-s', 's', '{}')"
+                    " returning id")  # fmt: skip
+        video = cur.fetchone()[0]
+        cur.execute("delete from swiperec_private.embedding_queue")  # a worker took them
+        cur.execute("select as_of from embedding_sets where model_version = %s", (VERSION,))
+        as_of = cur.fetchone()[0]
+    # A second version written from the same snapshot (a copy of the sets is enough here).
+    for kind, key in (("video", "video_id"), ("user", "user_id")):
+        with rt.cursor() as cur:
+            cur.execute(f"select {key}, embedding from {kind}_embeddings"
+                        " where model_version = %s", (VERSION,))  # fmt: skip
+            rows = cur.fetchall()
+        rt.rollback()
+        store.begin_set(rt, "v2", kind, 768, expected_shards=1, as_of=as_of)
+        store.copy_shard(rt, "v2", kind, "all", [r[0] for r in rows],
+                         np.stack([r[1].to_numpy() for r in rows]))  # fmt: skip
+        store.finish_set(rt, "v2", kind, IndexParams(parallel_workers=0))
+    promote(rt, "v2", force=True, reason="a test")
+    assert sorted(queued(rt)) == [("user", user), ("video", str(video))]
+    promote(rt, "v2", force=True, reason="again: nothing changes")
+    assert len(queued(rt)) == 2

@@ -116,6 +116,9 @@ interface CandidateRow {
   model_version: string;
   source: SqlSource;
   reason: string;
+  /** When the query ran: the served items' time in the log, so a swipe made as soon as the
+   * answer arrives always comes after it. */
+  served_at: Date;
 }
 
 /** The pool, and how tokens are verified (TokenOptions: `jwtSecret` and/or `jwks` or
@@ -203,6 +206,8 @@ function realtimeEndpoint(base: string): URL {
 // -- background log writes ---------------------------------------------------------------------
 
 const pending = new Set<Promise<unknown>>();
+/** Each response's query time, for its log rows (not part of the JSON answer). */
+const servedTimes = new WeakMap<RecommendationResponse, Date>();
 
 function keepPending(promise: Promise<unknown>): void {
   pending.add(promise);
@@ -274,7 +279,8 @@ export function createHandler(
     return sql<CandidateRow[]>`
       select r.*,
              public.recommendation_reason(r.source, r.genres, r.liked_title, r.liked_similarity,
-               r.shared_genre, r.shared_maker, r.shared_performer) as reason
+               r.shared_genre, r.shared_maker, r.shared_performer) as reason,
+             statement_timestamp() as served_at
       from public.enhanced_two_tower_recommendations(
         ${userId}::uuid, ${candidates}::integer, ${params.genres}::text[],
         ${params.makers}::text[], ${params.exclude}::bigint[], ${efSearch}::integer) r
@@ -392,12 +398,14 @@ export function createHandler(
       score: rows[i].score,
       reason: rows[i].reason,
     }));
-    return {
+    const response: RecommendationResponse = {
       request_id: requestId,
       model_version: rows[0].model_version,
       source: source ?? rows[0].source,
       items,
     };
+    servedTimes.set(response, rows[0].served_at);
+    return response;
   }
 
   /** All items of a response in one multi-row insert. */
@@ -412,25 +420,26 @@ export function createHandler(
   }): Promise<void> {
     const { requestId, userId, status, durationMs, response } = entry;
     const items = response?.items ?? [];
+    const servedAt = response ? servedTimes.get(response) ?? null : null;
     try {
+      const version = response?.model_version ?? null;
+      const source = response?.source ?? null;
       await sql`
         with request as (
           insert into public.serving_requests
-            (request_id, user_id, status, duration_ms, model_version, route, source, items)
-          values (${requestId}::uuid, ${userId}::uuid, ${status}, ${durationMs},
-                  ${response?.model_version ?? null},
+            (request_id, user_id, status, duration_ms, model_version, route, source, items,
+             created_at)
+          values (${requestId}::uuid, ${userId}::uuid, ${status}, ${durationMs}, ${version},
                   case when ${userId}::uuid is null then null
                        else public.serving_route_for(${userId}::uuid) end,
-                  ${response?.source ?? null}, ${items.length})
-          returning route
+                  ${source}, ${items.length}, coalesce(${servedAt}::timestamptz, now()))
+          returning route, created_at
         )
         insert into public.served_recommendations
-          (request_id, user_id, video_id, position, score, model_version, source, reason, route)
+          (request_id, user_id, video_id, position, score, model_version, source, reason, route,
+           created_at)
         select ${requestId}::uuid, ${userId}::uuid, t.video_id, t.position, t.score,
-               ${response?.model_version ?? null}, ${
-        response?.source ?? null
-      }, t.reason,
-               request.route
+               ${version}, ${source}, t.reason, request.route, request.created_at
         from request,
              unnest(${items.map((item) => item.video_id)}::bigint[],
                     ${items.map((_, i) => i + 1)}::smallint[],
