@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC, datetime
 
 from swiperec.cli.common import UserError, ready_connection, stage_bar
 from swiperec.cli.data_commands import add_generation_options, config_from_args, generate_into
@@ -278,6 +279,7 @@ def simulate_and_monitor(seconds: float) -> None:
 
     print()
     print(f"simulated app traffic for {seconds:.0f} s (swiperec simulate):")
+    started = datetime.now(UTC)
     try:
         report = simulate(database_url(), GroundTruth.load(ground_truth_path()),
                           SimulationOptions(rate=5.0, duration=seconds, users=100))  # fmt: skip
@@ -289,8 +291,16 @@ def simulate_and_monitor(seconds: float) -> None:
     conn = connect()
     try:
         summary = run_pass(conn, config)
-        bucket = floor_to_bucket(summary.buckets[-1], config.buckets.seconds)
         with conn.cursor() as cur:
+            # The bucket that holds most of the run (it may straddle two).
+            cur.execute("select bucket_start from monitoring_metrics where bucket_seconds = %s"
+                        " and bucket_start >= %s and metric = 'served_items'"
+                        " and model_version = '*' and route = '*' and segment = 'all'"
+                        " order by value desc, bucket_start limit 1",
+                        (config.buckets.seconds,
+                         floor_to_bucket(started, config.buckets.seconds)))  # fmt: skip
+            row = cur.fetchone()
+            bucket = row[0] if row else floor_to_bucket(started, config.buckets.seconds)
             cur.execute("select metric, value from monitoring_metrics where bucket_seconds = %s"
                         " and bucket_start = %s and model_version = '*' and route = '*'"
                         " and segment = 'all'", (config.buckets.seconds, bucket))  # fmt: skip
