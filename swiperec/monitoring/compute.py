@@ -117,6 +117,8 @@ def ensure_baselines(conn) -> None:
                    s.like_rate, s.swipes_per_user, coalesce(g.mix, '{}')
             from (select distinct model_version from swiperec_private.versions_in_use) u
             join public.model_versions v using (model_version)
+            left join swiperec_private.monitoring_baselines known
+                on known.model_version = u.model_version
             cross join lateral (
                 select max(d.created_at) as window_end from public.user_video_decisions d
                 where d.created_at <= v.created_at
@@ -145,7 +147,7 @@ def ensure_baselines(conn) -> None:
                     group by g.genre
                 ) t
             ) g
-            where w.window_end is not null
+            where known.model_version is null and w.window_end is not null
             on conflict (model_version) do nothing
             """
         )
