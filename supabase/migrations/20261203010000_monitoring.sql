@@ -175,7 +175,8 @@ comment on table public.serving_requests is
     'Every request the Edge Function answered (errors too): status, duration, version, route. '
     'Partitioned by day.';
 
--- The route that serves a user, as `serving_version_for` resolves it ('default': no route).
+-- The route that serves a user ('default': none), the one home of that rule: the request log
+-- records it, and `serving_version_for` now reads the version through it.
 create or replace function public.serving_route_for(p_user uuid)
 returns text
 language sql stable
@@ -189,6 +190,19 @@ as $$
          limit 1),
         'default')
 $$;
+
+create or replace function public.serving_version_for(p_user uuid)
+returns text
+language sql stable
+as $$
+    select coalesce(
+        (select r.model_version from public.serving_routes r
+         where r.active and r.route = public.serving_route_for(p_user)),
+        (select s.model_version from public.serving_state s))
+$$;
+
+revoke all on function public.serving_route_for(uuid), public.serving_version_for(uuid)
+    from public, anon, authenticated;
 
 -- Today's and the next days' partitions from the start (`swiperec monitor run` keeps creating
 -- them ahead).

@@ -391,3 +391,17 @@ def test_the_monitoring_pipeline_runs_on_kfps_local_runner(conn, db_url, tmp_pat
                     " and bucket_start < %s order by 1", (start + timedelta(hours=6),))  # fmt: skip
         assert cur.fetchall() == [(start + timedelta(hours=h), 0.5) for h in range(6)]
     conn.rollback()
+
+
+def test_a_route_decides_both_the_version_and_the_route_a_user_is_logged_under(conn):
+    setup_catalogue(conn)
+    user = str(uuid.uuid4())
+    with conn, conn.cursor() as cur:
+        cur.execute("insert into model_versions (model_version) values ('v2')")
+        cur.execute("insert into serving_routes (route, model_version, bucket_from, bucket_to)"
+                    " values ('exp/treatment', 'v2', 0, 10000)")  # fmt: skip
+        cur.execute("select serving_route_for(%s), serving_version_for(%s)", (user, user))
+        assert cur.fetchone() == ("exp/treatment", "v2")
+        cur.execute("update serving_routes set active = false")
+        cur.execute("select serving_route_for(%s), serving_version_for(%s)", (user, user))
+        assert cur.fetchone() == ("default", "v1")
