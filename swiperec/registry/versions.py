@@ -115,30 +115,38 @@ def promote(
     database user) in `embedding_activations`. Both embedding sets must be ready
     (`EmbeddingSetError` otherwise). The version becomes `production`, the one before `archived`.
     """
+    with conn, conn.cursor() as cur:
+        return promote_in(cur, version, force=force, reason=reason, actor=actor)
+
+
+def promote_in(
+    cur, version: str, *, force: bool = False, reason: str | None = None, actor: str | None = None
+) -> str | None:
+    """`promote` inside the caller's transaction (a rollout completes in the same transaction
+    that ends its routes)."""
     reason = (reason or "").strip() or None
     if force and reason is None:
         raise RegistryError(f"promoting {version!r} by force needs a reason (--reason TEXT)")
-    with conn, conn.cursor() as cur:
-        cur.execute("select blessed, evaluation is not null from model_versions "
-                    "where model_version = %s for update", (version,))  # fmt: skip
-        row = cur.fetchone()
-        refusal = None
-        if row is None or not row[1]:
-            refusal = f"{version!r} has no recorded evaluation"
-        elif not row[0]:
-            refusal = f"{version!r} is not blessed"
-        if refusal and not force:
-            raise RegistryError(
-                f"{refusal}: only a blessed version serves; to promote it anyway, force it "
-                "with a reason (--force --reason TEXT), which is recorded"
-            )
-        previous = switch_serving(cur, version)
-        cur.execute(
-            "insert into embedding_activations (model_version, previous_version, forced, reason, "
-            "promoted_by) values (%s, %s, %s, %s, coalesce(%s, current_user))",
-            (version, previous, refusal is not None, reason, actor),
+    cur.execute("select blessed, evaluation is not null from model_versions "
+                "where model_version = %s for update", (version,))  # fmt: skip
+    row = cur.fetchone()
+    refusal = None
+    if row is None or not row[1]:
+        refusal = f"{version!r} has no recorded evaluation"
+    elif not row[0]:
+        refusal = f"{version!r} is not blessed"
+    if refusal and not force:
+        raise RegistryError(
+            f"{refusal}: only a blessed version serves; to promote it anyway, force it "
+            "with a reason (--force --reason TEXT), which is recorded"
         )
-        mark_production(cur, version)
+    previous = switch_serving(cur, version)
+    cur.execute(
+        "insert into embedding_activations (model_version, previous_version, forced, reason, "
+        "promoted_by) values (%s, %s, %s, %s, coalesce(%s, current_user))",
+        (version, previous, refusal is not None, reason, actor),
+    )
+    mark_production(cur, version)
     return previous
 
 

@@ -82,6 +82,13 @@ def test_a_set_is_loaded_indexed_attached_and_switched(conn):
             "order by embedding <=> %s limit 1", (videos[7],),
         )  # fmt: skip
         assert cur.fetchone()[0] == 8
+        # Users are only read by id: their set has its primary key and no HNSW index.
+        cur.execute(
+            "select a.amname from pg_index i join pg_inherits h on h.inhrelid = i.indrelid "
+            "join pg_class c on c.oid = i.indexrelid join pg_am a on a.oid = c.relam "
+            "where h.inhparent = 'public.user_embeddings'::regclass"
+        )
+        assert [r[0] for r in cur.fetchall()] == ["btree"]
     conn.rollback()
     states = {(s["version"], s["kind"]): s for s in status(conn)}
     assert states[("v1", "video")]["state"] == "ready" and states[("v1", "video")]["serving"]

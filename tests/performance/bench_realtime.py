@@ -15,9 +15,10 @@ the burst and the saturating steps last, so they cannot slow the others):
    alone (the tower), with batch size 1 and 64, p50/p95 per call; and the full path for one
    user: lock, read, compute, upsert (`embed_and_upsert`) and commit, p50/p95.
 2. Event to visible, with the real worker running as its own process
-   (`python -m swiperec.cli realtime run --metrics-port P`, defaults: batch 256, no
-   debounce). A load generator commits swipes, each its own transaction (one autocommit insert,
-   as the app's), at 10, 50 and 200 swipes/s for 60 s each, on a schedule of intended send
+   (`python -m swiperec.cli realtime run --metrics-port P --nice N`, N from `--worker-nice`,
+   default 10 as the worker's own; otherwise defaults: batch 256, no debounce). A load
+   generator commits swipes, each its own transaction (one autocommit insert, as the app's), at
+   10, 50 and 200 swipes/s for 60 s each, on a schedule of intended send
    times (a slow commit does not lower the rate; the achieved rate is reported). Each swipe is
    by a random real user with no swipe outstanding, on a video the user has not decided.
    Visible = the first moment an observer, polling every ~3 ms on its own connection with one
@@ -682,17 +683,10 @@ def compute_figures(conn, model, users: list[str], video_ids, rng: random.Random
     return out
 
 
-HNSW_OF = """
-select i.indexrelid::regclass::text from pg_index i
-join pg_inherits h on h.inhrelid = i.indrelid
-join pg_class c on c.oid = i.indexrelid join pg_am a on a.oid = c.relam
-where h.inhparent = %s::regclass and a.amname = 'hnsw'
-"""
-
-
 def upsert_figures(conn, model, entries, catalogue, as_of: int, repeats: int = 10) -> dict:
-    """What the upsert costs (`store.upsert_rows`, rolled back): 64 users' vectors with the
-    user set's HNSW index and without it (dropped inside the transaction), and one new video
+    """What the upsert costs (`store.upsert_rows`, rolled back): 64 users' vectors into the user
+    set as it is built (primary key only) and with an HNSW index built on it inside the
+    transaction (what every user upsert paid before user sets lost theirs), and one new video
     into the video set (its HNSW index holds the whole catalogue)."""
     from swiperec.embeddings import store
     from swiperec.embeddings.towers import embed_users
@@ -701,18 +695,24 @@ def upsert_figures(conn, model, entries, catalogue, as_of: int, repeats: int = 1
     keys = list(dict.fromkeys(keys))
     vectors = vectors[: len(keys)]
     out = {"users_per_upsert": len(keys)}
-    for name, drop in (("users_with_user_hnsw", False), ("users_without_user_hnsw", True)):
+    with conn.cursor() as cur:
+        cur.execute("select swiperec_private.embedding_partition('user', %s)::text", (VERSION,))
+        user_set = cur.fetchone()[0]
+    conn.rollback()
+    for name, with_hnsw in (("users_primary_key_only", False), ("users_with_hnsw", True)):
         times = []
-        for _ in range(repeats):
-            with conn.cursor() as cur:
-                if drop:
-                    cur.execute(HNSW_OF, ("public.user_embeddings",))
-                    for (index,) in cur.fetchall():
-                        cur.execute(f"drop index {index}")
+        with conn.cursor() as cur:
+            if with_hnsw:
+                cur.execute("set local maintenance_work_mem = '1GB'")
+                cur.execute(f"create index on {user_set} using hnsw (embedding vector_cosine_ops)"
+                            " with (m = 16, ef_construction = 32)")  # fmt: skip
+            for _ in range(repeats):
+                cur.execute("savepoint upsert")
                 start = time.perf_counter()
                 store.upsert_rows(cur, VERSION, "user", keys, vectors)
                 times.append(time.perf_counter() - start)
-            conn.rollback()
+                cur.execute("rollback to savepoint upsert")
+        conn.rollback()
         out[name] = percentiles(times)
     times = []
     with conn.cursor() as cur:
@@ -1006,13 +1006,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_worker(url: str, log_path: Path) -> tuple[subprocess.Popen, int, float]:
+def start_worker(url: str, log_path: Path, nice: int) -> tuple[subprocess.Popen, int, float]:
     port = free_port()
     log = open(log_path, "w")  # noqa: SIM115 - the worker's output, for the life of the run
     env = {**os.environ, "DATABASE_URL": url}
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "swiperec.cli", "realtime", "run", "--metrics-port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "swiperec.cli",
+            "realtime",
+            "run",
+            "--metrics-port",
+            str(port),
+            "--nice",
+            str(nice),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -1051,6 +1061,8 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--worker-nice", type=int, default=10,
+                        help="the worker's --nice (its default is 10)")  # fmt: skip
     args = parser.parse_args(argv)
     model_dir = str(Path(args.model).resolve())
     rng = random.Random(args.seed)
@@ -1072,6 +1084,7 @@ def main(argv=None) -> int:
         },
         "worker": {
             "batch_size": 256,
+            "nice": args.worker_nice,
             "debounce_ms": 0,
             "max_delay_ms": 1000,
             "process": "python -m swiperec.cli realtime run",
@@ -1141,7 +1154,7 @@ def main(argv=None) -> int:
             say("compute figures done")
 
             # The worker, warmed up.
-            worker, port, healthy_s = start_worker(url, Path(tmp) / "worker.log")
+            worker, port, healthy_s = start_worker(url, Path(tmp) / "worker.log", args.worker_nice)
             figures["worker"]["healthy_after_seconds"] = round(healthy_s, 1)
             observer = Observer(url, probe, swipes)
             observer.start()
@@ -1375,7 +1388,7 @@ def print_table(f: dict) -> None:
                 f"{e['per_embedding_p50_ms']:>12}"
             )
     up = f["compute"]["upserts"]
-    for name in ("users_with_user_hnsw", "users_without_user_hnsw", "one_new_video"):
+    for name in ("users_primary_key_only", "users_with_hnsw", "one_new_video"):
         label = (
             f"upsert {up['users_per_upsert']} {name}" if name[0] == "u" else "upsert 1 new video"
         )
