@@ -21,6 +21,7 @@ def register(
     activate: bool = False,
     keep: int = 3,
     database_url: str = "",
+    promotion: str = "instant",
 ) -> NamedTuple("RegisterOutputs", [("model_version", str), ("stage", str)]):
     """Runs `swiperec.pipeline.steps.register`: executions (each with the parameters its step
     stamped on its outputs), artifacts (URI, content hash, metadata) and events.
@@ -29,6 +30,8 @@ def register(
     activate: with an embedding set, promote this version once the run is recorded (the last
     thing the pipeline does), then drop all but the `keep` newest sets.
     database_url: "" uses DATABASE_URL of the step's environment (on a cluster, a secret).
+    promotion: "instant" (serving switches for everyone) or "canary" (a staged rollout starts;
+    `swiperec rollout tick` or the rollout-tick component moves it on or rolls it back).
     """
     from collections import namedtuple
 
@@ -42,6 +45,6 @@ def register(
     result = steps.register(
         {name: run_artifact(a) for name, a in given.items() if a is not None},
         model_version=model_version, run_id=run_id, activate=activate, keep=keep,
-        database_url=database_url,
+        database_url=database_url, promotion=promotion,
     )  # fmt: skip
     return namedtuple("RegisterOutputs", ["model_version", "stage"])(model_version, result["stage"])

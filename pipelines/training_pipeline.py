@@ -57,6 +57,7 @@ def two_tower_training(
     thresholds_json: str = "{}",
     ground_truth_uri: str = "",
     activate: bool = True,
+    promotion: str = "instant",
     keep: int = 3,
     beam_pipeline_args: list = [],  # noqa: B006 - KFP parameters take literal defaults
     database_url: str = "",
@@ -66,7 +67,9 @@ def two_tower_training(
     epochs: the most training epochs (early stopping ends sooner). *_json: further FeatureConfig,
     TrainConfig and BlessingThresholds fields. ground_truth_uri: the synthetic data's
     ground_truth.npz, for the oracle ceiling. activate: switch serving to a blessed model's
-    embeddings. keep: embedding sets kept (A/B arms' sets are never removed).
+    embeddings. promotion: "instant" (everyone at once) or "canary" (a staged rollout with
+    automatic rollback, moved on by `swiperec rollout tick`). keep: embedding sets kept (A/B
+    arms' sets are never removed).
     beam_pipeline_args: Beam options, e.g. ["--runner=DataflowRunner", "--project=P", ...].
     database_url: "" = DATABASE_URL in the steps' environment (on a cluster, from a secret);
     a step with neither fails rather than use a throwaway database.
@@ -118,6 +121,7 @@ def two_tower_training(
         model_version=version,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         activate=activate,
+        promotion=promotion,
         keep=keep,
         database_url=database_url,
     )

@@ -302,9 +302,15 @@ def register(
     activate: bool = False,
     keep: int = 3,
     database_url: str = "",
+    promotion: str = "instant",
 ) -> dict:
     """The run's lineage into the registry, then (with `activate` and an embedding set) the
     promotion that makes the version serve, then retention of `keep` embedding sets.
+
+    `promotion`: "instant" switches serving to the version for everyone at once; "canary"
+    starts a staged rollout of it instead (`swiperec.experiments.design.start_rollout`, default
+    stages; `swiperec rollout tick` moves it on or rolls it back). With nothing serving yet
+    there is no control to compare with, so a canary promotes at once.
 
     `artifacts`: the run's artifacts by name (snapshot, transform_graph, examples, model,
     evaluation, and embedding_set when one was written), each stamped by the step that wrote it.
@@ -313,16 +319,24 @@ def register(
     from swiperec.db import connect
     from swiperec.registry.lineage import record_run
 
+    if promotion not in ("instant", "canary"):
+        raise ValueError(f"promotion is 'instant' or 'canary', got {promotion!r}")
     started = datetime.now(UTC)
     parameters = {"model_version": model_version, "run_id": run_id, "activate": activate,
-                  "keep": keep}  # fmt: skip
+                  "keep": keep, "promotion": promotion}  # fmt: skip
     executions = run_executions(artifacts, parameters, started)
     conn = connect(step_database_url(database_url))
     try:
         added = record_run(conn, run_id, executions, model_version=model_version)
-        previous, retired = None, []
+        previous, retired, rollout = None, [], None
         promoted = activate and "embedding_set" in artifacts
-        if "embedding_set" in artifacts:
+        if promoted and promotion == "canary" and _serving(conn) is not None:
+            from swiperec.embeddings.store import retire
+            from swiperec.experiments.design import start_rollout
+
+            rollout = start_rollout(conn, model_version, actor=f"pipeline run {run_id}")["name"]
+            promoted, retired = False, retire(conn, keep)
+        elif "embedding_set" in artifacts:
             previous, retired = promote_and_retire(
                 conn, model_version, promote=promoted, keep=keep, actor=f"pipeline run {run_id}"
             )
@@ -334,7 +348,16 @@ def register(
     finally:
         conn.close()
     return {"model_version": model_version, "stage": stage, "promoted": promoted,
-            "previous_version": previous, "retired": retired, "recorded": added}  # fmt: skip
+            "previous_version": previous, "retired": retired, "recorded": added,
+            "rollout": rollout}  # fmt: skip
+
+
+def _serving(conn) -> str | None:
+    with conn.cursor() as cur:
+        cur.execute("select model_version from serving_state")
+        row = cur.fetchone()
+    conn.rollback()
+    return row[0] if row else None
 
 
 def monitor(*, config: str = "", database_url: str = "") -> dict:
@@ -358,6 +381,19 @@ def monitor(*, config: str = "", database_url: str = "") -> dict:
         "alerts": [alert["message"] for alert in summary.alerts],
         "seconds": round(sum(summary.seconds.values()), 3),
     }
+
+
+def rollout_tick(*, database_url: str = "") -> list[dict]:
+    """One pass of the rollout controller (`swiperec.experiments.rollout.tick`): the monitoring
+    pipeline's second step. Returns the decision for each running experiment."""
+    from swiperec.db import connect
+    from swiperec.experiments.rollout import tick
+
+    conn = connect(step_database_url(database_url))
+    try:
+        return tick(conn)
+    finally:
+        conn.close()
 
 
 def promote_and_retire(

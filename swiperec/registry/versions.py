@@ -176,14 +176,17 @@ def last_promotion(conn) -> dict | None:
 
 
 def forget_all(conn) -> None:
-    """Forget what served and was registered: serving state and routes, every embedding set,
-    model versions and their lineage. Only for the demo, which replaces the data with them."""
+    """Forget what served and was registered: experiments, serving state and routes, every
+    embedding set, model versions and their lineage. Only for the demo, which replaces the data
+    with them."""
     from swiperec.embeddings.store import retire
 
     with conn, conn.cursor() as cur:
+        cur.execute("truncate experiment_events, experiment_arms, experiments")
         cur.execute("delete from serving_routes")
         cur.execute("delete from serving_state")
     retire(conn, keep=0)
     with conn, conn.cursor() as cur:
-        cur.execute("truncate serving_routes, lineage_events, lineage_executions, "
-                    "model_version_aliases, model_versions, lineage_artifacts")  # fmt: skip
+        cur.execute("truncate experiment_events, experiment_arms, experiments, serving_routes, "
+                    "lineage_events, lineage_executions, model_version_aliases, model_versions, "
+                    "lineage_artifacts")  # fmt: skip

@@ -9,6 +9,7 @@ tests/performance/bench_experiments.py.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -498,3 +499,42 @@ def test_two_ticks_at_once_act_once(db, db_url):
         ["rollback"],
     )
     assert [e["event"] for e in design.events(db, name)].count("rolled_back") == 1
+
+
+def test_the_commands_start_report_and_roll_back(db, db_url, tmp_path, monkeypatch, capsys):
+    from swiperec.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("SWIPEREC_HOME", str(tmp_path / "home"))
+
+    def run(*argv) -> str:
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    assert run("experiment", "start", "ab", "treatment=v2:40", "--traffic", "0:5000") == (
+        "started ab: treatment v2 (40 %), control v1 (60 %)\n"
+    )
+    assert main(["experiment", "start", "ab2", "t=v3:50", "--traffic", "4000:6000"]) == 2
+    assert "overlaps a running experiment" in capsys.readouterr().err
+    log_traffic(db, "ab", started_at(db, "ab") + timedelta(seconds=1),
+                {"control": 0.5, "treatment": 0.5}, people=users(400, seed=7))  # fmt: skip
+    report = run("experiment", "report", "ab", "--html", str(tmp_path / "ab.html"), "--looks", "3")
+    assert "experiment ab (ab, running)" in report
+    assert "sample ratio: chi2" in report and "treatment vs control" in report
+    assert "like_rate" in report and "swipes_per_session" in report
+    page = (tmp_path / "ab.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "always-valid CI" in page
+    assert page.count("<img ") >= 1  # the effect over time
+    as_json = json.loads(run("experiment", "report", "ab", "--json"))
+    assert set(as_json["comparisons"]) == {"treatment"}
+
+    assert "stopped ab" in run("experiment", "stop", "ab", "--reason", "done")
+    # A rollout takes all users: it starts once the test has ended.
+    assert "v3 serves 10 %" in run("rollout", "start", "v3", "--stages", "10,100")
+    assert "rollout-v3" in run("rollout", "status")
+    listing = run("experiment", "list")
+    assert "ab " in listing and "stopped" in listing and "rollout-v3" in listing
+    assert "rolled back" in run("rollout", "rollback", "rollout-v3", "--reason", "by hand")
+    assert set(routes_of(db, users(300, seed=8)).values()) == {"default"}
+    last = design.events(db, "rollout-v3")[-1]
+    assert (last["event"], last["reason"]) == ("rolled_back", "by hand")

@@ -31,14 +31,17 @@ def test_the_committed_yaml_is_what_the_definition_compiles_to(tmp_path):
     )
 
 
-def test_the_monitoring_pipeline_is_current_and_one_uncached_step(tmp_path):
+def test_the_monitoring_pipeline_is_current_and_two_uncached_steps(tmp_path):
     fresh = compile_monitoring(tmp_path / "monitoring.yaml")
     assert fresh.read_text() == MONITORING.read_text(), (
         "pipelines/compiled/monitoring.yaml is stale: run `make compile` and commit the result"
     )
     spec = yaml.safe_load(MONITORING.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert list(tasks) == ["monitor"] and not tasks["monitor"]["cachingOptions"]
+    # One monitoring pass, then the rollout controller.
+    assert list(tasks) == ["monitor", "rollout-tick"]
+    assert tasks["rollout-tick"]["dependentTasks"] == ["monitor"]
+    assert not tasks["monitor"]["cachingOptions"] and not tasks["rollout-tick"]["cachingOptions"]
     executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {PIPELINE_IMAGE}
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "database_url"}
@@ -83,6 +86,7 @@ def test_the_parameters_the_issue_names_are_pipeline_parameters():
         assert name in params
     assert params["epochs"] == {"type": "NUMBER_INTEGER", "default": 15}
     assert params["activate"]["default"] is True
+    assert params["promotion"] == {"type": "STRING", "default": "instant"}
 
 
 def test_arguments_are_parsed_by_the_parameters_types():
