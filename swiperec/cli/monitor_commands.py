@@ -96,9 +96,11 @@ def serve_command(args) -> int:
     import uvicorn
 
     from swiperec.db import database_url
+    from swiperec.experiments.web import routes as experiment_pages
     from swiperec.monitoring.dashboard import create_app
 
     ready_connection().close()
     print(f"dashboard at http://{args.host}:{args.port}/ (Prometheus: /metrics)", flush=True)
-    uvicorn.run(create_app(database_url()), host=args.host, port=args.port, log_level="warning")
+    app = create_app(database_url(), extra_routes=experiment_pages(database_url()))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

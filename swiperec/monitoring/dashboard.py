@@ -10,6 +10,7 @@
     GET /api/alerts?limit=
     GET /api/users/{user_id}/served?limit=
     GET /metrics                   the latest bucket of every series, in Prometheus' format
+    (and the routes the caller adds: `swiperec monitor serve` adds the experiments' pages)
 
 Read-only: it reads what `swiperec monitor run` wrote; each request takes a connection from a
 small pool (`DATABASE_URL` or the embedded server).
@@ -119,7 +120,7 @@ class QualityCollector:
         yield from (value, samples, bucket, fired)
 
 
-def create_app(database_url: str) -> Starlette:
+def create_app(database_url: str, extra_routes=()) -> Starlette:
     pool = _Connections(database_url)
     registry = CollectorRegistry()
     registry.register(QualityCollector(pool))
@@ -262,6 +263,7 @@ def create_app(database_url: str) -> Starlette:
             Route("/api/alerts", alerts),
             Route("/api/users/{user_id}/served", served),
             Route("/metrics", metrics),
+            *extra_routes,
         ],
         lifespan=lifespan,
     )

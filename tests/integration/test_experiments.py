@@ -538,3 +538,24 @@ def test_the_commands_start_report_and_roll_back(db, db_url, tmp_path, monkeypat
     assert set(routes_of(db, users(300, seed=8)).values()) == {"default"}
     last = design.events(db, "rollout-v3")[-1]
     assert (last["event"], last["reason"]) == ("rolled_back", "by hand")
+
+
+def test_the_dashboard_shows_the_experiments_and_their_reports(db, db_url):
+    from starlette.testclient import TestClient
+
+    from swiperec.experiments.web import routes
+    from swiperec.monitoring.dashboard import create_app
+
+    design.start(db, "ab", control="v1", arms={"treatment": "v2"}, shares={"treatment": 50},
+                 config=SMALL)  # fmt: skip
+    log_traffic(db, "ab", started_at(db, "ab") + timedelta(seconds=1),
+                {"control": 0.5, "treatment": 0.6}, people=users(400, seed=9))  # fmt: skip
+    with TestClient(create_app(db_url, extra_routes=routes(db_url, looks=3))) as client:
+        assert 'href="/experiments"' in client.get("/").text
+        listing = client.get("/experiments")
+        assert listing.status_code == 200 and 'href="/experiments/ab"' in listing.text
+        page = client.get("/experiments/ab")
+        assert page.status_code == 200
+        assert "<h1>Experiment ab</h1>" in page.text and "always-valid CI" in page.text
+        assert "treatment vs control" in page.text and "<img " in page.text
+        assert client.get("/experiments/nope").status_code == 404
