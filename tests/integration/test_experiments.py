@@ -559,3 +559,41 @@ def test_the_dashboard_shows_the_experiments_and_their_reports(db, db_url):
         assert "<h1>Experiment ab</h1>" in page.text and "always-valid CI" in page.text
         assert "treatment vs control" in page.text and "<img " in page.text
         assert client.get("/experiments/nope").status_code == 404
+
+
+def test_the_pipelines_canary_promotion_starts_a_rollout(db, db_url, tmp_path):
+    from swiperec.pipeline.steps import RunArtifact, register
+
+    made = {  # artifact -> (the step that wrote it, what that step read)
+        "snapshot": ("ingest_snapshot", []),
+        "transform_graph": ("feature_transform", ["snapshot"]),
+        "examples": ("feature_transform", ["snapshot"]),
+        "model": ("train", ["transform_graph", "examples"]),
+        "evaluation": ("evaluate", ["model", "examples"]),
+        "embedding_set": ("write_embeddings", ["model", "snapshot"]),
+    }
+    at = datetime(2026, 12, 1, tzinfo=UTC).isoformat()
+    artifacts = {}
+    for name, (step, inputs) in made.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "part").write_text(name)
+        artifacts[name] = RunArtifact(str(folder), str(folder), {
+            "step/name": step, "step/inputs": inputs, "step/parameters": {},
+            "step/started_at": at, "step/finished_at": at,
+        })  # fmt: skip
+    with pytest.raises(ValueError, match="'instant' or 'canary'"):
+        register(artifacts, model_version="v2", run_id="run-1", activate=True,
+                 promotion="gradual", database_url=db_url)  # fmt: skip
+    outcome = register(artifacts, model_version="v2", run_id="run-1", activate=True,
+                       promotion="canary", database_url=db_url)  # fmt: skip
+    assert outcome["rollout"] == "rollout-v2" and not outcome["promoted"]
+    with db.cursor() as cur:
+        cur.execute("select model_version from serving_state")
+        assert cur.fetchone()[0] == "v1"  # control serves; the candidate has its first stage
+    db.rollback()
+    experiment = design.get(db, "rollout-v2")
+    assert experiment["state"] == "running" and experiment["stage"] == 0
+    assert experiment["arms"]["candidate"] == {**experiment["arms"]["candidate"],
+                                               "version": "v2", "from": 0, "to": 100}  # fmt: skip
+    assert design.events(db, "rollout-v2")[0]["decided_by"] == "pipeline run run-1"
