@@ -13,7 +13,9 @@ items, swipes and sessions in the window, per arm. Then (swiperec.experiments.st
 - per guardrail, a non-inferiority verdict against its margin (`non-inferior`, `breached`:
   significantly worse, or `inconclusive`);
 - coverage, distinct videos per served item on equal-size samples of each arm, against its
-  relative margin (a descriptive check: no test).
+  relative margin (a descriptive check: no test);
+- the primary metric per user segment (`new`: first swipe within `new_user_days` of the start,
+  or none; `returning`), reported beside the whole (the decisions use the whole).
 
 A rollout is analysed over its current stage only (the arms' shares changed at the stage's
 start); its CUPED covariate still comes from before the rollout began, so it is untouched by
@@ -87,6 +89,7 @@ def per_user(conn, experiment: dict, start, end) -> tuple[pd.DataFrame, float]:
         "pre_start": experiment["started_at"] - timedelta(days=config.pre_days),
         "attribution": config.attribution_seconds,
         "session_gap": config.session_gap_seconds,
+        "new_user_days": config.new_user_days,
         "slow_ms": slow_ms if np.isfinite(slow_ms) else 1e12,
     }
     with conn.cursor() as cur:
@@ -95,7 +98,7 @@ def per_user(conn, experiment: dict, start, end) -> tuple[pd.DataFrame, float]:
         rows = cur.fetchall()
     conn.rollback()
     frame = pd.DataFrame(rows, columns=columns)
-    for column in columns[2:]:
+    for column in columns[3:]:
         frame[column] = pd.to_numeric(frame[column]).astype(float)
     return frame, slow_ms
 
@@ -241,11 +244,20 @@ def analyse(conn, name: str, *, at: datetime | None = None) -> dict:
             )
         else:
             covered["verdict"] = "inconclusive"
+        segments = {}
+        for segment in ("new", "returning"):
+            part = frame[frame["segment"] == segment]
+            counts = part.groupby("arm")["user_id"].nunique().to_dict()
+            segments[segment] = {
+                "users": {a: int(counts.get(a, 0)) for a in ("control", arm)},
+                **_metric(part, config.primary, arm, config, counts),
+            }
         result["comparisons"][arm] = {
             "min_sample_reached": bool(ready),
             "primary": primary,
             "guardrails": guardrails,
             "coverage": covered,
+            "segments": segments,
         }
     return result
 

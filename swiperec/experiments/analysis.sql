@@ -1,7 +1,7 @@
 -- One experiment's per-user sums over a time window: the input of its statistics.
 --
 -- Parameters: experiment, start, end (the window), pre_start (the CUPED covariate's window is
--- [pre_start, experiment start)), experiment_start, attribution (seconds after a serve within
+-- [pre_start, experiment start)), experiment_start, new_user_days, attribution (seconds after a serve within
 -- which the user's swipe on that video is its outcome, as monitoring counts it), session_gap,
 -- slow_ms (a request slower than this is "slow": the control arm's p95 in the window).
 --
@@ -14,6 +14,8 @@
 --   sessions                                requests with no request of the user in the
 --                                           session_gap before them
 --   served_pre, answered_pre, likes_pre     the same user's served items before the experiment
+--   segment                                 'new' (first swipe within new_user_days before the
+--                                           experiment began, or none) or 'returning'
 with arms as (
     select a.arm, a.route from public.experiment_arms a where a.experiment = %(experiment)s
 ),
@@ -92,7 +94,14 @@ pre as (
       and s.user_id in (select user_id from request_sums)
     group by s.user_id
 )
-select r.user_id::text, r.arm, r.requests, r.errors, r.slow, r.sessions,
+select r.user_id::text, r.arm,
+       case when (select min(d.created_at) from public.user_video_decisions d
+                  where d.user_id = r.user_id)
+                 >= %(experiment_start)s - %(new_user_days)s * interval '1 day'
+                 or not exists (select 1 from public.user_video_decisions d
+                                where d.user_id = r.user_id)
+            then 'new' else 'returning' end as segment,
+       r.requests, r.errors, r.slow, r.sessions,
        coalesce(i.served, 0) as served, coalesce(i.answered, 0) as answered,
        coalesce(i.likes, 0) as likes,
        coalesce(d.lists, 0) as lists, coalesce(d.diversity_sum, 0)::float8 as diversity_sum,

@@ -81,6 +81,7 @@ class ExperimentConfig:
     attribution_seconds: int = 1800
     session_gap_seconds: int = 1800
     pre_days: float = 14  # the CUPED covariate: the user's like-rate this long before the start
+    new_user_days: float = 7  # segment "new": first swipe this recent at the start (or none)
 
     def __post_init__(self) -> None:
         problems = []

@@ -101,6 +101,18 @@ def render_text(result: dict, experiment: dict, events: list[dict]) -> str:
             f"  coverage ratio {cover.get('ratio', float('nan')):.3f} "
             f"(margin {cover['margin']:.0%}): {cover['verdict']}"
         )
+        for segment, row in comparison.get("segments", {}).items():
+            users = ", ".join(f"{a} {n}" for a, n in row["users"].items())
+            if row.get("status") != "ok":
+                out.append(f"  segment {segment:<10} ({users}): {row.get('status')}")
+                continue
+            metric = row["metric"]
+            out.append(
+                f"  segment {segment:<10} ({users}): {metric} "
+                f"{_value(metric, row['control'])} -> {_value(metric, row['treatment'])}, "
+                f"effect {_value(metric, row['effect'])}, always-valid CI "
+                f"{_interval(metric, row['sequential_ci'])}"
+            )
     if events:
         out.append("\ndecisions")
         for e in events:
@@ -156,6 +168,21 @@ def _over_time(looks: list[dict], arm: str, metric: str) -> str | None:
     ax.set_title(f"{metric}: {arm} - control", fontsize=9)
     ax.legend(fontsize=7)
     return _image(fig, f"{metric} over time")
+
+
+def _segment_row(name: str, row: dict) -> list[str]:
+    users = _text(", ".join(f"{a} {n}" for a, n in row["users"].items()))
+    if row.get("status") != "ok":
+        return [_text(name), users, _text(row.get("status")), "–", "–", "–"]
+    metric = row["metric"]
+    return [
+        _text(name),
+        users,
+        _text(_value(metric, row["control"])),
+        _text(_value(metric, row["treatment"])),
+        _text(_value(metric, row["effect"])),
+        _text(_interval(metric, row["sequential_ci"])),
+    ]
 
 
 def render_html(result: dict, experiment: dict, events: list[dict], looks: list[dict]) -> str:
@@ -231,6 +258,15 @@ def render_html(result: dict, experiment: dict, events: list[dict], looks: list[
                 classes,
             ),
         ]
+        segments = comparison.get("segments", {})
+        if segments:
+            body += [
+                "<h3>Primary metric by user segment</h3>",
+                _table(
+                    ["segment", "users", "control", arm, "effect", "always-valid CI"],
+                    [_segment_row(name, row) for name, row in segments.items()],
+                ),
+            ]
         plots = [p for r in _rows(comparison) if (p := _over_time(looks, arm, r["metric"]))]
         if plots:
             body.append(f'<div class="plots">{"".join(plots)}</div>')

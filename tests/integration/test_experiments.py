@@ -331,10 +331,18 @@ def test_the_analysis_finds_a_real_difference_and_no_srm(db):
         db, "ab", control="v1", arms={"treatment": "v2"}, shares={"treatment": 50}, config=SMALL
     )
     people = users(600, seed=1)
+    start = started_at(db, "ab")
+    with db, db.cursor() as cur:  # the first 200 users swiped a month before: returning
+        for user in people[:200]:
+            cur.execute(
+                "insert into user_video_decisions (user_id, video_id, decision, created_at)"
+                " values (%s, 1, 'like', %s)",
+                (user, start - timedelta(days=30)),
+            )
     log_traffic(
         db,
         "ab",
-        started_at(db, "ab") + timedelta(seconds=1),
+        start + timedelta(seconds=1),
         {"control": 0.5, "treatment": 0.6},
         people=people,
     )
@@ -355,6 +363,12 @@ def test_the_analysis_finds_a_real_difference_and_no_srm(db):
     # The always-valid interval is wider than the fixed-horizon one.
     assert primary["sequential_ci"][0] < primary["ci"][0]
     assert result["comparisons"]["treatment"]["min_sample_reached"]
+    # By segment: 200 returning users, 400 new; both show the difference.
+    segments = result["comparisons"]["treatment"]["segments"]
+    assert sum(segments["returning"]["users"].values()) == 200
+    assert sum(segments["new"]["users"].values()) == 400
+    for segment in ("new", "returning"):
+        assert segments[segment]["status"] == "ok" and segments[segment]["effect"] > 0
 
 
 def test_an_injected_assignment_imbalance_is_an_srm(db):
@@ -522,6 +536,7 @@ def test_the_commands_start_report_and_roll_back(db, db_url, tmp_path, monkeypat
     assert "experiment ab (ab, running)" in report
     assert "sample ratio: chi2" in report and "treatment vs control" in report
     assert "like_rate" in report and "swipes_per_session" in report
+    assert "segment new" in report and "segment returning" in report
     page = (tmp_path / "ab.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "always-valid CI" in page
     assert page.count("<img ") >= 1  # the effect over time
@@ -558,6 +573,7 @@ def test_the_dashboard_shows_the_experiments_and_their_reports(db, db_url):
         assert page.status_code == 200
         assert "<h1>Experiment ab</h1>" in page.text and "always-valid CI" in page.text
         assert "treatment vs control" in page.text and "<img " in page.text
+        assert "Primary metric by user segment" in page.text
         assert client.get("/experiments/nope").status_code == 404
 
 
