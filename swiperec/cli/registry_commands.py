@@ -120,6 +120,13 @@ def show_command(args) -> int:
         print(f"blessing      {verdict}")
         for reason in blessing["reasons"]:
             print(f"              - {reason}")
+    for i, e in enumerate(row["experiments"]):
+        ended = (
+            f"; {e['state']} {_when(e['ended_at'])} by {e['ended_by']}: {e['reason']}"
+            if e["ended_at"] else f"; {e['state']}"
+        )  # fmt: skip
+        label = "experiments" if i == 0 else ""
+        print(f"{label:<14}{e['name']} ({e['kind']}, arm {e['arm']}){ended}")
     return 0
 
 

@@ -421,7 +421,25 @@ def show_version(conn, version: str) -> dict:
         None if blessing is None
         else {"blessed": blessing.get("blessed"), "reasons": blessing.get("reasons", [])}
     )  # fmt: skip
+    row["experiments"] = _experiments_of(conn, version)
     return row
+
+
+def _experiments_of(conn, version: str) -> list[dict]:
+    """The experiments and rollouts `version` was an arm of: name, kind, arm, state, and how it
+    ended (when, who or what decided, why)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select e.name, e.kind, a.arm, e.state, e.ended_at, e.ended_by, e.end_reason "
+            "from experiments e join experiment_arms a on a.experiment = e.name "
+            "join serving_routes r on r.route = a.route where r.model_version = %s "
+            "and (a.arm <> 'holdout') order by e.started_at",
+            (version,),
+        )
+        keys = ("name", "kind", "arm", "state", "ended_at", "ended_by", "reason")
+        found = [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
+    conn.rollback()
+    return found
 
 
 def lineage(conn, version: str) -> dict:

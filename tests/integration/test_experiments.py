@@ -434,6 +434,11 @@ def test_the_controller_rolls_back_a_broken_candidate_alone(db):
     assert last["event"] == "rolled_back" and last["decided_by"] == rollout.CONTROLLER
     like = next(c for c in last["evidence"]["checks"] if c["metric"] == "like_rate")
     assert like["verdict"] == "breached" and like["sequential_ci"][1] < 0
+    from swiperec.registry.lineage import show_version
+
+    (entry,) = show_version(db, "v2")["experiments"]
+    assert (entry["name"], entry["arm"], entry["state"]) == (name, "candidate", "rolled_back")
+    assert entry["ended_by"] == rollout.CONTROLLER and entry["reason"] == decisions[0]["reason"]
     # A second tick finds nothing to do.
     assert rollout.tick(db) == []
 
@@ -553,6 +558,10 @@ def test_the_commands_start_report_and_roll_back(db, db_url, tmp_path, monkeypat
     assert set(routes_of(db, users(300, seed=8)).values()) == {"default"}
     last = design.events(db, "rollout-v3")[-1]
     assert (last["event"], last["reason"]) == ("rolled_back", "by hand")
+    shown = run("registry", "show", "v3")
+    assert "stage         rolled_back" in shown
+    assert "experiments   rollout-v3 (rollout, arm candidate); rolled_back " in shown
+    assert shown.rstrip().endswith(": by hand")
 
 
 def test_the_dashboard_shows_the_experiments_and_their_reports(db, db_url):
