@@ -278,9 +278,13 @@ def _process_alive(pid: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on `port` now. It sets SO_REUSEADDR, so a port whose only
+    sockets are closed connections in TIME_WAIT (e.g. the server's own, just stopped) is free
+    to it; a port another process listens on is not."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

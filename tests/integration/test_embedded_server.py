@@ -1,5 +1,7 @@
 """The embedded server's lifecycle, in a home of its own (not the session's server)."""
 
+import socket
+
 import psycopg2
 import pytest
 
@@ -26,8 +28,14 @@ def test_start_is_reused_stop_and_restart_keep_data(tmp_path):
             cur.execute("select extversion from pg_extension where extname = 'vector'")
         conn.close()
         assert server.stop()
+        # Hold the port while the server is down, so that no other process on this machine
+        # takes it in between; it is free again just before the restart.
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", first.port))
         assert not server.status().running
         assert not server.stop()
+        holder.close()
         again = server.start()
         assert again.port == first.port  # the port is kept when still free
         with psycopg2.connect(again.url) as conn, conn.cursor() as cur:
