@@ -4,8 +4,9 @@ swiperec as a user installs it.
 Everything here runs the `swiperec` command of the wheel built from this checkout, installed
 (not editable) into a fresh virtualenv and run from a folder outside the checkout (the session
 fixture `installed`): `db migrate` applies the shipped migrations to a new embedded server, then
-one demo run (the demo's default synthetic data set, the compiled pipeline the package ships,
-every step a subprocess) is shared by the tests below; a failing run checks that nothing
+one demo run (the compiled pipeline the package ships, every step a subprocess, on a smaller
+synthetic data set and fewer epochs than `make demo`'s defaults, to keep the suite short: the
+same code path, sizes are parameters) is shared by the tests below; a failing run checks that nothing
 changes. (That a model which is not blessed changes nothing that serves is checked on the tiny
 data set, in `test_isolated_pipeline.py`.)
 """
@@ -23,7 +24,10 @@ from tests.installed import ROOT
 
 pytestmark = pytest.mark.integration
 
-DEMO = ["demo"]  # exactly what `make demo` runs
+# What `make demo` runs (`swiperec demo`), smaller: 3,000 videos instead of 8,000, 5 epochs
+# instead of up to 15, 8 s of simulated traffic instead of 20.
+DEMO = ["demo", "--videos", "3000", "--users", "400", "--pseudo-users", "800",
+        "--param", "epochs=5", "--simulate-seconds", "8"]  # fmt: skip
 STEPS = ["ingest_snapshot", "feature_transform", "train", "evaluate", "write_embeddings",
          "register"]  # fmt: skip
 
@@ -63,7 +67,7 @@ def test_the_demo_prints_the_evaluation_the_version_and_ten_recommendations(demo
     recommendations = re.findall(r"^\s+\d+\. -?\d\.\d{3}  .+  \(because you liked .+\)$", out, re.M)
     assert len(recommendations) == 10
     # It ends with simulated traffic through the Edge Function, monitored.
-    assert "simulated app traffic for 20 s" in out
+    assert "simulated app traffic for 8 s" in out
     assert re.search(r"^  requests\s+(\d+) \(200: \1\)", out, re.M), out[-3000:]
     served = re.search(r"^  items served\s+(\d+)$", out, re.M)
     assert served and int(served.group(1)) > 0, out[-3000:]
@@ -108,7 +112,7 @@ def test_the_lineage_runs_from_the_snapshot_to_the_serving_embeddings(demo):
     assert by_type["model"][0] in steps["write_embeddings"]["inputs"]
     for execution in found["executions"]:
         assert execution["started_at"] and execution["finished_at"]
-    assert steps["train"]["parameters"]["epochs"] == 15
+    assert steps["train"]["parameters"]["epochs"] == 5  # the demo's --param epochs=5
     assert found["serving"]["now"]
     assert found["serving"]["embedding_set"] == by_type["embedding_set"][0]
     snapshot = by_type["snapshot"][1]
