@@ -17,8 +17,9 @@ What a tick decides for a rollout, on the analysis of its current stage (analysi
    be blessed) and the rollout's routes end, in one transaction;
 5. otherwise hold.
 
-An A/B test is only ended by a tick when it reaches `max_hours` (state `completed`, the final
-analysis recorded); its verdict is read in its report, not acted on.
+An analysis that fails (a bug, a database error) holds that rollout and is reported as `error`;
+the other experiments are still decided. An A/B test is only ended by a tick when it reaches
+`max_hours` (state `completed`); its verdict is read in its report, not acted on.
 
 Every decision is one transaction that re-reads the experiment under a row lock and acts only
 if it is still running at the stage that was analysed, so a tick racing a person (or another
@@ -161,7 +162,14 @@ def tick(conn, *, actor: str = CONTROLLER) -> list[dict]:
                 continue
             decision = Decision("end", f"reached its maximum duration ({config.max_hours} h)")
         else:
-            result = analyse(conn, name)
+            try:
+                result = analyse(conn, name)
+            except Exception as e:  # one experiment's failure must not stop the others' ticks
+                conn.rollback()
+                log.exception("%s: the analysis failed; holding", name)
+                out.append({"experiment": name, "action": "error", "reason": repr(e),
+                            "stage": experiment["stage"]})  # fmt: skip
+                continue
             decision = decide(experiment, result, _stage_hours(conn, experiment))
         done = decision.action == "hold" or apply(
             conn,

@@ -228,9 +228,12 @@ def _two_arms(
     if with_nan:
         raise ValueError(f"missing values (NaN) in: {', '.join(with_nan)}")
     sums = arms.groupby(ARM)[columns].sum()
+    users = arms[ARM].value_counts()
     for arm in (control, treatment):
         if arm not in sums.index:
             raise ValueError(f"arm {arm!r} has no users")
+        if users[arm] < 2:
+            raise ValueError(f"arm {arm!r} has one user: a variance needs two")
         for column in denominators:
             if sums.loc[arm, column] == 0:
                 raise ValueError(f"arm {arm!r} has a zero sum of {column!r}: nothing to divide by")

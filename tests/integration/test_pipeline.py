@@ -6,9 +6,9 @@ Everything here runs the `swiperec` command of the wheel built from this checkou
 fixture `installed`): `db migrate` applies the shipped migrations to a new embedded server, then
 one demo run (the compiled pipeline the package ships, every step a subprocess, on a smaller
 synthetic data set and fewer epochs than `make demo`'s defaults, to keep the suite short: the
-same code path, sizes are parameters) is shared by the tests below; a failing run checks that nothing
-changes. (That a model which is not blessed changes nothing that serves is checked on the tiny
-data set, in `test_isolated_pipeline.py`.)
+same code path, sizes are parameters) is shared by the tests below; a failing run checks that
+nothing changes. (That a model which is not blessed changes nothing that serves is checked on
+the tiny data set, in `test_isolated_pipeline.py`.)
 """
 
 from __future__ import annotations

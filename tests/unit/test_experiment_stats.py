@@ -465,3 +465,10 @@ def test_guardrail_margin_must_be_a_non_negative_number():
     with pytest.raises(ValueError, match="margin"):
         stats.non_inferior(seq(-1, 1), -0.01, higher_is_better=True)
     assert stats.non_inferior(seq(0.001, 0.02), 0.0, higher_is_better=True) == "non-inferior"
+
+
+def test_an_arm_of_one_user_is_not_enough_data():
+    frame = pd.DataFrame({"arm": ["control", "control", "treatment"], "likes": [1.0, 2.0, 3.0],
+                          "answered": [4.0, 5.0, 6.0]})  # fmt: skip
+    with pytest.raises(ValueError, match="'treatment' has one user"):
+        stats.ratio_effect(frame, "likes", "answered")
