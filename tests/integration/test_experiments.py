@@ -622,3 +622,16 @@ def test_the_pipelines_canary_promotion_starts_a_rollout(db, db_url, tmp_path):
     assert experiment["arms"]["candidate"] == {**experiment["arms"]["candidate"],
                                                "version": "v2", "from": 0, "to": 100}  # fmt: skip
     assert design.events(db, "rollout-v2")[0]["decided_by"] == "pipeline run run-1"
+
+
+def test_a_failing_analysis_holds_its_rollout_and_the_tick_goes_on(db, monkeypatch):
+    design.start_rollout(db, "v2", config=SMALL)
+
+    def broken(conn, name, **kwargs):
+        raise RuntimeError("the analysis broke")
+
+    monkeypatch.setattr(rollout, "analyse", broken)
+    (decision,) = rollout.tick(db)
+    assert decision["action"] == "error" and "the analysis broke" in decision["reason"]
+    assert design.get(db, "rollout-v2")["state"] == "running"
+    assert [e["event"] for e in design.events(db, "rollout-v2")] == ["started"]
