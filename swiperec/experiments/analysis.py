@@ -13,7 +13,8 @@ items, swipes and sessions in the window, per arm. Then (swiperec.experiments.st
 - per guardrail, a non-inferiority verdict against its margin (`non-inferior`, `breached`:
   significantly worse, or `inconclusive`);
 - coverage, distinct videos per served item on equal-size samples of each arm, against its
-  relative margin (a descriptive check: no test);
+  relative margin (a descriptive check, no test: it has a verdict only once the minimum sample
+  is reached);
 - the primary metric per user segment (`new`: first swipe within `new_user_days` of the start,
   or none; `returning`), reported beside the whole (the decisions use the whole).
 
@@ -235,15 +236,17 @@ def analyse(conn, name: str, *, at: datetime | None = None) -> dict:
         guardrails = [
             _metric(frame, g.metric, arm, config, users, guardrail=g) for g in config.guardrails
         ]
-        covered = {"metric": "coverage", "margin": config.coverage_margin}
+        # Coverage has no test, so it has a verdict only with the minimum sample: on a few
+        # hundred items any arm covers less than the other by chance.
+        covered = {"metric": "coverage", "margin": config.coverage_margin,
+                   "verdict": "inconclusive"}  # fmt: skip
         if cover.get(arm, {}).get("per_item") and cover.get("control", {}).get("per_item"):
             ratio = cover[arm]["per_item"] / cover["control"]["per_item"]
-            covered.update(
-                ratio=ratio,
-                verdict="breached" if ratio < 1 - config.coverage_margin else "non-inferior",
-            )
-        else:
-            covered["verdict"] = "inconclusive"
+            covered["ratio"] = ratio
+            if ready:
+                covered["verdict"] = (
+                    "breached" if ratio < 1 - config.coverage_margin else "non-inferior"
+                )
         segments = {}
         for segment in ("new", "returning"):
             part = frame[frame["segment"] == segment]
