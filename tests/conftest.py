@@ -113,15 +113,45 @@ def snapshot_dir(pg_server, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def transformed(snapshot_dir, tmp_path_factory):
-    """The feature transform of `snapshot_dir` (a `TransformResult`)."""
-    from swiperec.features.config import FeatureConfig
-    from swiperec.features.transform import run_transform
+def transform_component(snapshot_dir, tmp_path_factory):
+    """The feature transform of `snapshot_dir`, run once per session through the KFP
+    component's `python_func` (as a pipeline step runs it) with its defaults, i.e.
+    `run_transform(..., FeatureConfig())`. A SimpleNamespace: `result`, the `TransformResult`
+    that `run_transform` returned inside the component; `transform_graph` and `examples`, the
+    component's output artifacts (their metadata as the component stamped it)."""
+    from types import SimpleNamespace
+
+    from kfp import dsl
+
+    import swiperec.features.transform as transform_module
+    from components.feature_transform import feature_transform
+
+    returned = []
+    run_transform = transform_module.run_transform
+
+    def keep_result(*args, **kwargs):
+        returned.append(run_transform(*args, **kwargs))
+        return returned[-1]
 
     out = tmp_path_factory.mktemp("transform")
-    return run_transform(
-        snapshot_dir, str(out / "transform"), str(out / "examples"), FeatureConfig()
-    )
+    transform_graph = dsl.Artifact(uri=str(out / "transform"))
+    examples = dsl.Dataset(uri=str(out / "examples"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transform_module, "run_transform", keep_result)
+        feature_transform.python_func(
+            snapshot=dsl.Dataset(uri=snapshot_dir),
+            transform_graph=transform_graph,
+            examples=examples,
+        )
+    [result] = returned
+    return SimpleNamespace(result=result, transform_graph=transform_graph, examples=examples)
+
+
+@pytest.fixture(scope="session")
+def transformed(transform_component):
+    """The feature transform of `snapshot_dir` (a `TransformResult`; see
+    `transform_component`)."""
+    return transform_component.result
 
 
 # A model small enough to train on the tiny data set in seconds.
@@ -129,15 +159,47 @@ SMALL_TRAIN = TrainConfig(hidden_units=(32,), bag_dim=8, batch_size=128, epochs=
 
 
 @pytest.fixture(scope="session")
-def trained(transformed, tmp_path_factory):
-    """A small two-tower model trained on `transformed` (a `TrainResult`)."""
-    from swiperec.model.train import train
+def train_component(transform_component, tmp_path_factory):
+    """A small two-tower model (`SMALL_TRAIN`) trained on the session's transform, once per
+    session, through the KFP train component's `python_func` (as a pipeline step runs it), i.e.
+    `train(..., SMALL_TRAIN)`. A SimpleNamespace: `result`, the `TrainResult` that `train`
+    returned inside the component; `model` and `metrics`, the component's output artifacts."""
+    import json
+    from types import SimpleNamespace
 
-    model_dir = tmp_path_factory.mktemp("model") / "m"
-    return train(
-        transformed.transform_dir, transformed.examples_dir, str(model_dir),
-        SMALL_TRAIN, 0,
-    )  # fmt: skip
+    from kfp import dsl
+
+    import swiperec.model.train as train_module
+    from components.train import train as component
+
+    returned = []
+    train = train_module.train
+
+    def keep_result(*args, **kwargs):
+        returned.append(train(*args, **kwargs))
+        return returned[-1]
+
+    out = tmp_path_factory.mktemp("model")
+    model = dsl.Model(uri=str(out / "m"))
+    metrics = dsl.Metrics(uri=str(out / "metrics"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "train", keep_result)
+        component.python_func(
+            transform_graph=transform_component.transform_graph,
+            examples=transform_component.examples,
+            model=model,
+            metrics=metrics,
+            train_config_json=json.dumps(SMALL_TRAIN.to_dict()),
+        )
+    [result] = returned
+    return SimpleNamespace(result=result, model=model, metrics=metrics)
+
+
+@pytest.fixture(scope="session")
+def trained(train_component):
+    """A small two-tower model trained on `transformed` (a `TrainResult`; see
+    `train_component`)."""
+    return train_component.result
 
 
 # -- one serving database per session, copied by the tests that need one ------------------------

@@ -168,21 +168,23 @@ def test_component_runs_under_the_kfp_local_runner(
 
 
 def test_evaluations_go_to_the_registry_and_compare_with_production(
-    trained, transformed, conn, db_url, tmp_path
+    trained, transformed, conn, db_url, tmp_path, monkeypatch, capsys
 ):
+    from swiperec.cli import main
     from swiperec.registry.versions import mark_production
 
-    env = {**os.environ, "DATABASE_URL": db_url}
+    # `swiperec evaluate` in this process (`swiperec.cli.main`, what `python -m swiperec.cli`
+    # exits with; the command above runs it as a process of its own).
+    monkeypatch.setenv("DATABASE_URL", db_url)
 
     def run(version):
-        result = subprocess.run(
-            [sys.executable, "-m", "swiperec.cli", "evaluate", "--model", trained.model_dir,
-             "--examples", transformed.examples_dir, "--out", str(tmp_path / version),
-             "--version", version, "--min-auc", "0"],
-            capture_output=True, text=True, timeout=600, env=env,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
+        capsys.readouterr()
+        code = main(["evaluate", "--model", trained.model_dir,
+                     "--examples", transformed.examples_dir, "--out", str(tmp_path / version),
+                     "--version", version, "--min-auc", "0"])  # fmt: skip
+        result = capsys.readouterr()
+        assert code == 0, result.err[-2000:]
+        return result.out
 
     assert "registry      v1 recorded as" in run("v1")
     with conn, conn.cursor() as cur:

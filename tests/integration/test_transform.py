@@ -1,9 +1,10 @@
 """The feature transform end to end: database -> snapshot -> TFT on Beam -> examples.
 
 The small synthetic data set of tests/conftest.py is loaded, snapshotted and transformed once
-per session (`snapshot_dir`, `transformed`); the KFP component runs it again through
-`.python_func` and the CLI through its command, and those runs double as the determinism check.
-(The pipeline tests run the component under the KFP local runner and isolated, as a cluster.)
+per session (`snapshot_dir`, `transformed`), through the KFP component's `.python_func`
+(`transform_component`); the CLI runs it again through its command, in a process of its own,
+and the two runs double as the determinism check. (The pipeline tests run the component under
+the KFP local runner and isolated, as a cluster.)
 """
 
 import glob
@@ -208,19 +209,17 @@ def _assert_same_examples(examples_dir, transform_dir, reference):
                 np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{split}/{name}")
 
 
-def test_component_python_func_gives_the_same_examples(transformed, snapshot_dir, tmp_path):
-    from kfp import dsl
-
-    from components.feature_transform import feature_transform
-
-    transform_graph = dsl.Artifact(uri=str(tmp_path / "transform"))
-    examples = dsl.Dataset(uri=str(tmp_path / "examples"))
-    feature_transform.python_func(
-        snapshot=dsl.Dataset(uri=snapshot_dir),
-        transform_graph=transform_graph,
-        examples=examples,
+def test_component_python_func_writes_its_artifacts_and_their_metadata(transform_component):
+    # The session's transform ran through the component: its artifacts hold what run_transform
+    # wrote and returned, and carry its counts and vocabulary sizes.
+    transformed = transform_component.result
+    transform_graph, examples = transform_component.transform_graph, transform_component.examples
+    assert (transformed.transform_dir, transformed.examples_dir) == (
+        transform_graph.path,
+        examples.path,
     )
-    _assert_same_examples(examples.path, transform_graph.path, transformed)
+    assert read_transform_metadata(examples.path) == transformed.metadata
+    assert read_transform_metadata(transform_graph.path) == transformed.metadata
     assert (
         examples.metadata["train/positive"] == transformed.metadata["counts"]["train"]["positive"]
     )
@@ -251,6 +250,10 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
     assert f"{train['examples']:,} examples: {train['positive']:,} likes" in result.stdout
     written = read_transform_metadata(str(tmp_path / "t" / "examples"))
     assert written["counts"] == transformed.metadata["counts"]
+    # The command's run and the session's (the component's) give the same examples.
+    _assert_same_examples(
+        str(tmp_path / "t" / "examples"), str(tmp_path / "t" / "transform"), transformed
+    )
     missing = subprocess.run(
         [
             sys.executable,

@@ -24,6 +24,18 @@ def metadata(spec):
     return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
 
 
+class TransformTestCase(tft_unit.TransformTestCase):
+    """tft_unit's test case on Beam's in-process FnApiRunner, the runner the transform step uses
+    (`swiperec.beam_pipeline`): tft_unit's "DirectRunner" would first try Beam's Prism runner."""
+
+    test_session = None  # tf.test.TestCase's helper of that name is not a test
+
+    def _makeTestPipeline(self):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return self._TestPipeline(runner=FnApiRunner())
+
+
 def video_row(video_id, title, genres, maker):
     return {
         "video_id": video_id,
@@ -63,9 +75,7 @@ def user_example(liked_genres, like_count, source, title_ngrams, label):
     return row
 
 
-class VideoGraphTest(tft_unit.TransformTestCase):
-    test_session = None  # tf.test.TestCase's helper of that name is not a test
-
+class VideoGraphTest(TransformTestCase):
     def test_japanese_title_ngrams_tfidf_and_vocabularies(self):
         config = FeatureConfig(title_vocab_size=5, ngram_min=1, ngram_max=2)
         rows = [
@@ -115,9 +125,7 @@ class VideoGraphTest(tft_unit.TransformTestCase):
         )
 
 
-class VideoGraphUnseenValuesTest(tft_unit.TransformTestCase):
-    test_session = None
-
+class VideoGraphUnseenValuesTest(TransformTestCase):
     def test_missing_title_unknown_genre_and_maker_map_to_oov_without_error(self):
         config = FeatureConfig(title_vocab_size=5, ngram_min=1, ngram_max=2)
         analysed = [
@@ -147,9 +155,7 @@ class VideoGraphUnseenValuesTest(tft_unit.TransformTestCase):
         )
 
 
-class UserGraphTest(tft_unit.TransformTestCase):
-    test_session = None
-
+class UserGraphTest(TransformTestCase):
     def test_counts_vocabularies_and_an_unseen_genre(self):
         config = FeatureConfig(title_vocab_size=5)
         analysed = [
