@@ -47,4 +47,6 @@ def register(
         model_version=model_version, run_id=run_id, activate=activate, keep=keep,
         database_url=database_url, promotion=promotion,
     )  # fmt: skip
+    if result.get("rollout_refused"):
+        print(result["rollout_refused"])
     return namedtuple("RegisterOutputs", ["model_version", "stage"])(model_version, result["stage"])

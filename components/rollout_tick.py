@@ -1,4 +1,4 @@
-"""KFP component: one pass of the rollout controller (the monitoring pipeline's second step)."""
+"""KFP component: one pass of the rollout controller (a step of the monitoring pipeline)."""
 
 from kfp import dsl
 

@@ -11,7 +11,7 @@ items, swipes and sessions in the window, per arm. Then (swiperec.experiments.st
   with CUPED on the user's like-rate before the experiment; a fixed-horizon CI and p-value, and
   the always-valid confidence sequence and p-value that stay valid however often one looks;
 - per guardrail, a non-inferiority verdict against its margin (`non-inferior`, `breached`:
-  significantly worse, or `inconclusive`);
+  significantly worse, or `inconclusive`), each at alpha / the number of guardrails;
 - coverage, distinct videos per served item on equal-size samples of each arm, against its
   relative margin (a descriptive check, no test: it has a verdict only once the minimum sample
   is reached);
@@ -153,15 +153,20 @@ def _metric(frame, metric, arm, config, users, *, guardrail=None) -> dict:
         )
     except ValueError as e:
         return {**out, "status": "not enough data", "detail": str(e)}
+    # Guardrails share alpha (Bonferroni): a rollout is rolled back when any one is breached,
+    # so each is tested at alpha / their number to keep the chance of a false rollback at a
+    # stage within alpha.
+    alpha = config.alpha / len(config.guardrails) if guardrail is not None else config.alpha
     seq = stats.sequential(
         effect.effect,
         effect.se,
         n=min(users.get("control", 0), users.get(arm, 0)),
         planned_n=config.planned_users_per_arm,
-        alpha=config.alpha,
+        alpha=alpha,
     )
     out.update(
         status="ok",
+        sequential_alpha=alpha,
         control=effect.control,
         treatment=effect.treatment,
         effect=effect.effect,

@@ -1,9 +1,10 @@
 -- One experiment's per-user sums over a time window: the input of its statistics.
 --
--- Parameters: experiment, start, end (the window), pre_start (the CUPED covariate's window is
--- [pre_start, experiment start)), experiment_start, new_user_days, attribution (seconds after a serve within
--- which the user's swipe on that video is its outcome, as monitoring counts it), session_gap,
--- slow_ms (a request slower than this is "slow": the control arm's p95 in the window).
+-- Parameters: experiment, start, end (the window), pre_start (the CUPED covariate's window
+-- is [pre_start, experiment start)), experiment_start, new_user_days, attribution (seconds
+-- after a serve within which the user's swipe on that video is its outcome, as monitoring
+-- counts it), session_gap, slow_ms (a request slower than this is "slow": the control arm's
+-- p95 in the window).
 --
 -- One row per (user, arm) with a request in the window on one of the experiment's routes
 -- (a user in two arms of one window would be two rows: the caller counts them as crossovers):
@@ -16,13 +17,19 @@
 --   served_pre, answered_pre, likes_pre     the same user's served items before the experiment
 --   segment                                 'new' (first swipe within new_user_days before the
 --                                           experiment began, or none) or 'returning'
+-- A row counts for an arm when it was logged under the arm's route and served by the arm's
+-- version (the log resolves the route when it writes, the version was resolved when serving:
+-- around a stage change the two can disagree for a request, which is then left out).
 with arms as (
-    select a.arm, a.route from public.experiment_arms a where a.experiment = %(experiment)s
+    select a.arm, a.route, r.model_version
+    from public.experiment_arms a join public.serving_routes r using (route)
+    where a.experiment = %(experiment)s
 ),
 requests as (
     select q.request_id, q.user_id, a.arm, q.status, q.duration_ms, q.created_at
     from public.serving_requests q
     join arms a on a.route = q.route
+                and (q.model_version is null or q.model_version = a.model_version)
     where q.created_at >= %(start)s and q.created_at < %(end)s and q.user_id is not null
 ),
 request_sums as (
@@ -40,7 +47,7 @@ request_sums as (
 served as (
     select s.request_id, s.user_id, s.video_id, s.position, s.created_at, a.arm
     from public.served_recommendations s
-    join arms a on a.route = s.route
+    join arms a on a.route = s.route and s.model_version = a.model_version
     where s.created_at >= %(start)s and s.created_at < %(end)s
 ),
 outcomes as (

@@ -17,9 +17,10 @@ What a tick decides for a rollout, on the analysis of its current stage (analysi
    be blessed) and the rollout's routes end, in one transaction;
 5. otherwise hold.
 
-An analysis that fails (a bug, a database error) holds that rollout and is reported as `error`;
-the other experiments are still decided. An A/B test is only ended by a tick when it reaches
-`max_hours` (state `completed`); its verdict is read in its report, not acted on.
+An analysis or a decision that fails (a bug, a candidate that can no longer be promoted) holds
+that rollout and is reported as `error`; the other experiments are still decided. An A/B test
+is only ended by a tick when it reaches `max_hours` (state `completed`); its verdict is read in
+its report, not acted on.
 
 Every decision is one transaction that re-reads the experiment under a row lock and acts only
 if it is still running at the stage that was analysed, so a tick racing a person (or another
@@ -171,13 +172,20 @@ def tick(conn, *, actor: str = CONTROLLER) -> list[dict]:
                             "stage": experiment["stage"]})  # fmt: skip
                 continue
             decision = decide(experiment, result, _stage_hours(conn, experiment))
-        done = decision.action == "hold" or apply(
-            conn,
-            experiment,
-            decision,
-            actor=actor,
-            evidence=None if kind == "ab" else _evidence(result),
-        )
+        try:
+            done = decision.action == "hold" or apply(
+                conn,
+                experiment,
+                decision,
+                actor=actor,
+                evidence=None if kind == "ab" else _evidence(result),
+            )
+        except Exception as e:  # e.g. the candidate cannot be promoted: the others go on
+            conn.rollback()
+            log.exception("%s: %s failed", name, decision.action)
+            out.append({"experiment": name, "action": "error", "stage": experiment["stage"],
+                        "reason": f"{decision.action} failed: {e!r}"})  # fmt: skip
+            continue
         if decision.action != "hold":
             log.info(
                 "%s: %s (%s)%s",

@@ -41,6 +41,9 @@ GuardrailVerdict = Literal["non-inferior", "breached", "inconclusive"]
 # --- sample ratio mismatch ------------------------------------------------------------------
 
 
+MIN_EXPECTED_USERS = 5  # per arm, before an SRM can be flagged
+
+
 @dataclass(frozen=True)
 class SrmResult:
     counts: dict[str, int]  # users per arm, in the order of `expected_shares`
@@ -58,7 +61,8 @@ def srm(
     `expected` holds each arm's configured share in any unit (0.45/0.45/0.10 or 45/45/10); the
     shares are normalised. An arm in `expected` but absent from `counts` has 0 users (the
     strongest mismatch there is); an arm in `counts` but not in `expected` is a ValueError.
-    With no users at all there is no evidence yet: pvalue 1, no mismatch.
+    With no users at all there is no evidence yet: pvalue 1, no mismatch; nor is there a
+    mismatch while an arm expects fewer than MIN_EXPECTED_USERS users (the p-value is reported).
 
     Fabijan, Gupchup, Gupta, Omhover, Qin, Vermeer, Dmitriev, "Diagnosing Sample Ratio Mismatch
     in Online Controlled Experiments: A Taxonomy and Rules of Thumb for Practitioners", KDD 2019.
@@ -87,11 +91,14 @@ def srm(
     n_users = sum(observed.values())
     if n_users == 0:
         return SrmResult(observed, shares, chi2=0.0, pvalue=1.0, mismatch=False)
-    test = scipy.stats.chisquare(
-        f_obs=list(observed.values()), f_exp=[n_users * share for share in shares.values()]
-    )
+    expected_counts = [n_users * share for share in shares.values()]
+    test = scipy.stats.chisquare(f_obs=list(observed.values()), f_exp=expected_counts)
     pvalue = float(test.pvalue)
-    return SrmResult(observed, shares, float(test.statistic), pvalue, pvalue < threshold)
+    # The chi-square approximation needs about 5 expected users in every arm (the usual rule);
+    # below that (a 1 % arm's first minutes) its p-values are far too small, so no verdict.
+    enough = min(expected_counts) >= MIN_EXPECTED_USERS
+    return SrmResult(observed, shares, float(test.statistic), pvalue,
+                     enough and pvalue < threshold)  # fmt: skip
 
 
 # --- fixed-horizon effect of a ratio metric -------------------------------------------------

@@ -310,7 +310,9 @@ def register(
     `promotion`: "instant" switches serving to the version for everyone at once; "canary"
     starts a staged rollout of it instead (`swiperec.experiments.design.start_rollout`, default
     stages; `swiperec rollout tick` moves it on or rolls it back). With nothing serving yet
-    there is no control to compare with, so a canary promotes at once.
+    there is no control to compare with, so a canary promotes at once. A rollout takes every
+    user, so while an experiment runs none starts: the version stays blessed, not serving, and
+    `rollout_refused` says why (start it later with `swiperec rollout start V`).
 
     `artifacts`: the run's artifacts by name (snapshot, transform_graph, examples, model,
     evaluation, and embedding_set when one was written), each stamped by the step that wrote it.
@@ -328,13 +330,17 @@ def register(
     conn = connect(step_database_url(database_url))
     try:
         added = record_run(conn, run_id, executions, model_version=model_version)
-        previous, retired, rollout = None, [], None
+        previous, retired, rollout, refused = None, [], None, None
         promoted = activate and "embedding_set" in artifacts
         if promoted and promotion == "canary" and _serving(conn) is not None:
             from swiperec.embeddings.store import retire
-            from swiperec.experiments.design import start_rollout
+            from swiperec.experiments.design import ExperimentError, start_rollout
 
-            rollout = start_rollout(conn, model_version, actor=f"pipeline run {run_id}")["name"]
+            try:
+                started = start_rollout(conn, model_version, actor=f"pipeline run {run_id}")
+                rollout = started["name"]
+            except ExperimentError as e:  # e.g. an experiment holds some of the users
+                refused = f"no rollout started: {e}"
             promoted, retired = False, retire(conn, keep)
         elif "embedding_set" in artifacts:
             previous, retired = promote_and_retire(
@@ -349,7 +355,7 @@ def register(
         conn.close()
     return {"model_version": model_version, "stage": stage, "promoted": promoted,
             "previous_version": previous, "retired": retired, "recorded": added,
-            "rollout": rollout}  # fmt: skip
+            "rollout": rollout, "rollout_refused": refused}  # fmt: skip
 
 
 def _serving(conn) -> str | None:
@@ -385,7 +391,7 @@ def monitor(*, config: str = "", database_url: str = "") -> dict:
 
 def rollout_tick(*, database_url: str = "") -> list[dict]:
     """One pass of the rollout controller (`swiperec.experiments.rollout.tick`): the monitoring
-    pipeline's second step. Returns the decision for each running experiment."""
+    pipeline's other step. Returns the decision for each running experiment."""
     from swiperec.db import connect
     from swiperec.experiments.rollout import tick
 

@@ -363,6 +363,21 @@ def test_the_analysis_finds_a_real_difference_and_no_srm(db):
     # The always-valid interval is wider than the fixed-horizon one.
     assert primary["sequential_ci"][0] < primary["ci"][0]
     assert result["comparisons"]["treatment"]["min_sample_reached"]
+    # Guardrails share alpha (5 of them); the primary metric has all of it.
+    guardrails = result["comparisons"]["treatment"]["guardrails"]
+    assert {g["sequential_alpha"] for g in guardrails if g["status"] == "ok"} == {0.01}
+    assert primary["sequential_alpha"] == 0.05
+    # A request logged under the treatment's route but served by another version (a route
+    # change between serving and logging) counts for no arm.
+    with db, db.cursor() as cur:
+        cur.execute(
+            "insert into serving_requests (request_id, user_id, status, duration_ms,"
+            " model_version, route, source, items, created_at) values (gen_random_uuid(),"
+            " gen_random_uuid(), 200, 10, 'v1', 'ab/treatment', 'embedding', 0, %s)",
+            (start + timedelta(minutes=5),),
+        )
+    again = analyse(db, "ab", at=datetime.now(UTC) + timedelta(hours=1))
+    assert again["users"] == result["users"]
     # By segment: 200 returning users, 400 new; both show the difference.
     segments = result["comparisons"]["treatment"]["segments"]
     assert sum(segments["returning"]["users"].values()) == 200
@@ -610,6 +625,14 @@ def test_the_pipelines_canary_promotion_starts_a_rollout(db, db_url, tmp_path):
     with pytest.raises(ValueError, match="'instant' or 'canary'"):
         register(artifacts, model_version="v2", run_id="run-1", activate=True,
                  promotion="gradual", database_url=db_url)  # fmt: skip
+    # While an A/B test holds some of the users, no rollout starts (it would take them all):
+    # the run is recorded, the version stays blessed and not serving, and it says why.
+    design.start(db, "ab", control="v1", arms={"t": "v3"}, shares={"t": 50}, traffic=(0, 100))
+    blocked = register(artifacts, model_version="v2", run_id="run-1", activate=True,
+                       promotion="canary", database_url=db_url)  # fmt: skip
+    assert blocked["rollout"] is None and not blocked["promoted"]
+    assert "overlaps a running experiment" in blocked["rollout_refused"]
+    design.stop(db, "ab", reason="make room")
     outcome = register(artifacts, model_version="v2", run_id="run-1", activate=True,
                        promotion="canary", database_url=db_url)  # fmt: skip
     assert outcome["rollout"] == "rollout-v2" and not outcome["promoted"]

@@ -472,3 +472,13 @@ def test_an_arm_of_one_user_is_not_enough_data():
                           "answered": [4.0, 5.0, 6.0]})  # fmt: skip
     with pytest.raises(ValueError, match="'treatment' has one user"):
         stats.ratio_effect(frame, "likes", "answered")
+
+
+def test_srm_needs_five_expected_users_in_every_arm():
+    # A 1 % arm with 3 of 50 users: chi-square says p = 0.0004, but 0.5 users were expected
+    # there, where the approximation is far off (the exact binomial tail is 0.014).
+    early = stats.srm({"control": 47, "candidate": 3}, {"control": 99, "candidate": 1})
+    assert early.pvalue < 0.001 and not early.mismatch
+    # With 5 expected (500 users) a clear imbalance is flagged.
+    later = stats.srm({"control": 470, "candidate": 30}, {"control": 99, "candidate": 1})
+    assert later.pvalue < 1e-9 and later.mismatch
