@@ -215,6 +215,9 @@ def start(
         edge = 0
         for arm, version, share, analysed in layout:
             width = round(share * BUCKETS / 100) if arm != "control" else BUCKETS - edge
+            if width < 1:
+                raise ExperimentError(f"arm {arm!r} would get no users ({share} % of the "
+                                      f"traffic rounds to 0 of {BUCKETS} buckets)")  # fmt: skip
             route = f"{name}/{arm}"
             _insert_route(cur, route, version, traffic, salt, (edge, edge + width))
             cur.execute(
@@ -265,7 +268,8 @@ def start_rollout(
     with conn.cursor() as cur:
         cur.execute("select model_version from serving_state")
         row = cur.fetchone()
-        cur.execute("select blessed from model_versions where model_version = %s", (candidate,))
+        cur.execute("select blessed, stage from model_versions where model_version = %s",
+                    (candidate,))  # fmt: skip
         blessed = cur.fetchone()
     conn.rollback()
     if row is None:
@@ -274,6 +278,9 @@ def start_rollout(
         raise ExperimentError(f"{candidate!r} serves already")
     if not blessed or not blessed[0]:
         raise ExperimentError(f"{candidate!r} is not blessed: only a blessed version rolls out")
+    if blessed[1] == "rolled_back":
+        raise ExperimentError(f"{candidate!r} was rolled back (swiperec registry show "
+                              f"{candidate} says why)")  # fmt: skip
     if len(config.stages) < 2:
         raise ExperimentError(
             "a rollout needs a stage below 100 (to go straight to 100 %, "

@@ -110,7 +110,8 @@ def promote(
 ) -> str | None:
     """Make `version` serve, in one transaction; returns the version that served before.
 
-    Refused (`RegistryError`) for a version that is not evaluated or not blessed, unless
+    Refused (`RegistryError`) for a version that is not evaluated, not blessed or rolled back
+    (an experiment's controller or a person took it out of a rollout), unless
     `force` with a `reason`: the override is logged with the reason and `actor` (default: the
     database user) in `embedding_activations`. Both embedding sets must be ready
     (`EmbeddingSetError` otherwise). The version becomes `production`, the one before `archived`.
@@ -127,7 +128,7 @@ def promote_in(
     reason = (reason or "").strip() or None
     if force and reason is None:
         raise RegistryError(f"promoting {version!r} by force needs a reason (--reason TEXT)")
-    cur.execute("select blessed, evaluation is not null from model_versions "
+    cur.execute("select blessed, evaluation is not null, stage from model_versions "
                 "where model_version = %s for update", (version,))  # fmt: skip
     row = cur.fetchone()
     refusal = None
@@ -135,6 +136,8 @@ def promote_in(
         refusal = f"{version!r} has no recorded evaluation"
     elif not row[0]:
         refusal = f"{version!r} is not blessed"
+    elif row[2] == "rolled_back":
+        refusal = f"{version!r} was rolled back (swiperec registry show {version} says why)"
     if refusal and not force:
         raise RegistryError(
             f"{refusal}: only a blessed version serves; to promote it anyway, force it "

@@ -374,3 +374,24 @@ def test_activation_records_the_version_in_production(conn):
         cur.execute("select model_version, stage from model_versions order by model_version")
         assert cur.fetchall() == [("v1", "archived"), ("v2", "production")]
     conn.rollback()
+
+
+def test_the_migration_drops_hnsw_indexes_that_older_user_sets_have(conn):
+    """Sets built before user sets lost their HNSW index keep it until the migration
+    `20261204000000_user_sets_without_hnsw.sql` runs (again: it is idempotent)."""
+    from swiperec.db.migrate import list_migrations
+
+    load_version(conn, "v1")
+    with conn, conn.cursor() as cur:
+        cur.execute("select inhrelid::regclass::text from pg_inherits "
+                    "where inhparent = 'public.user_embeddings'::regclass")  # fmt: skip
+        (table,) = cur.fetchone()
+        cur.execute(f"create index old_user_hnsw on {table} using hnsw "
+                    "(embedding vector_cosine_ops)")  # fmt: skip
+    (migration,) = [m for m in list_migrations() if "user_sets_without_hnsw" in m.path.name]
+    with conn, conn.cursor() as cur:
+        cur.execute(migration.path.read_text())
+        cur.execute("select count(*) from pg_indexes where indexname = 'old_user_hnsw'")
+        assert cur.fetchone()[0] == 0
+        cur.execute(f"select count(*) from {table}")
+        assert cur.fetchone()[0] == N_USERS  # the rows stay

@@ -196,6 +196,8 @@ def test_bad_experiments_are_refused_with_the_reason(db):
         design.start(db, "x", control="v1", arms={"t": "v9"}, shares={"t": 50})
     with pytest.raises(ExperimentError, match="control needs the rest"):
         design.start(db, "x", control="v1", arms={"t": "v2"}, shares={"t": 95}, holdout=5)
+    with pytest.raises(ExperimentError, match="would get no users"):
+        design.start(db, "x", control="v1", arms={"t": "v2"}, shares={"t": 0.004})
     with pytest.raises(ExperimentError, match="built-in arms"):
         design.start(db, "x", control="v1", arms={"control": "v2"}, shares={"control": 50})
     with pytest.raises(ExperimentError, match="not blessed"):
@@ -454,6 +456,13 @@ def test_the_controller_rolls_back_a_broken_candidate_alone(db):
     (entry,) = show_version(db, "v2")["experiments"]
     assert (entry["name"], entry["arm"], entry["state"]) == (name, "candidate", "rolled_back")
     assert entry["ended_by"] == rollout.CONTROLLER and entry["reason"] == decisions[0]["reason"]
+    # A rolled-back version is refused by a promotion and a new rollout, unless forced.
+    from swiperec.registry.versions import RegistryError
+
+    with pytest.raises(RegistryError, match="was rolled back"):
+        promote(db, "v2")
+    with pytest.raises(ExperimentError, match="was rolled back"):
+        design.start_rollout(db, "v2")
     # A second tick finds nothing to do.
     assert rollout.tick(db) == []
 
