@@ -226,14 +226,13 @@ def start(
                 (name, arm, route, analysed),
             )
             edge += width
-        _record(
+        record(
             cur,
             name,
             "started",
-            0 if kind == "rollout" else None,
-            actor,
-            None,
-            {
+            stage=0 if kind == "rollout" else None,
+            actor=actor,
+            evidence={
                 "arms": {a: v for a, v, _, _ in layout},
                 "shares": {a: s for a, _, s, _ in layout},
                 "traffic": list(traffic),
@@ -331,15 +330,7 @@ def end(cur, name: str, state: str, *, actor: str | None, reason: str, evidence=
         "(select route from experiment_arms where experiment = %s)",
         (name,),
     )
-    _record(
-        cur,
-        name,
-        {"completed": "completed", "stopped": "stopped", "rolled_back": "rolled_back"}[state],
-        None,
-        actor,
-        reason,
-        evidence,
-    )
+    record(cur, name, state, actor=actor, reason=reason, evidence=evidence)  # the event: the state
 
 
 def stop(conn, name: str, *, reason: str, actor: str | None = None) -> None:
@@ -348,23 +339,15 @@ def stop(conn, name: str, *, reason: str, actor: str | None = None) -> None:
         end(cur, name, "stopped", actor=actor, reason=reason)
 
 
-def _record(cur, name, event, stage, actor, reason, evidence) -> None:
+def record(cur, name, event, *, stage=None, actor=None, reason=None, evidence=None) -> None:
+    """One decision about experiment `name` in `experiment_events`, inside the caller's
+    transaction: the event, who decided (default the database user), why, and the evidence."""
     cur.execute(
         "insert into experiment_events (experiment, event, stage, decided_by, reason, evidence) "
         "values (%s, %s, %s, coalesce(%s, current_user), %s, %s)",
-        (
-            name,
-            event,
-            stage,
-            actor,
-            reason,
-            json.dumps(evidence, default=str) if evidence else None,
-        ),
-    )
-
-
-def record(cur, name, event, *, stage=None, actor=None, reason=None, evidence=None) -> None:
-    _record(cur, name, event, stage, actor, reason, evidence)
+        (name, event, stage, actor, reason,
+         json.dumps(evidence, default=str) if evidence else None),
+    )  # fmt: skip
 
 
 _COLUMNS = (

@@ -252,7 +252,7 @@ def advance(conn, name: str, *, actor: str | None = None, reason: str) -> str:
     experiment = _running_rollout(conn, name)
     config = ExperimentConfig.from_dict(experiment["config"])
     action = "complete" if config.stages[experiment["stage"] + 1] >= 100 else "advance"
-    if not apply(conn, experiment, Decision(action, reason), actor=actor or _user(conn)):
+    if not apply(conn, experiment, Decision(action, reason), actor=actor or _user()):
         raise ExperimentError(f"{name!r} moved while this ran: look again (rollout status)")
     return action
 
@@ -260,11 +260,11 @@ def advance(conn, name: str, *, actor: str | None = None, reason: str) -> str:
 def rollback(conn, name: str, *, actor: str | None = None, reason: str) -> None:
     """Roll a rollout back by hand: every user on the control version, the reason recorded."""
     experiment = _running_rollout(conn, name)
-    if not apply(conn, experiment, Decision("rollback", reason), actor=actor or _user(conn)):
+    if not apply(conn, experiment, Decision("rollback", reason), actor=actor or _user()):
         raise ExperimentError(f"{name!r} moved while this ran: look again (rollout status)")
 
 
-def _user(conn) -> str:
+def _user() -> str:
     import getpass
 
     return getpass.getuser()
