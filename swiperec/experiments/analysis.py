@@ -271,8 +271,43 @@ def analyse(conn, name: str, *, at: datetime | None = None) -> dict:
 
 
 def history(conn, name: str, *, looks: int = 8) -> list[dict]:
-    """`analyse` at `looks` evenly spaced times from the window's start to its end."""
+    """`analyse` at `looks` evenly spaced times from the window's start to its end, as someone
+    looking at each would have seen it: every metric's always-valid p-value is the running
+    minimum over the looks so far and its confidence sequence the running intersection (both
+    stay valid: Johari et al. 2017, section 3; Howard et al. 2021, section 3). The last look is
+    the analysis now, with those running values."""
     experiment = get(conn, name)
     start, end = window(conn, experiment)
     step = (end - start) / looks
-    return [analyse(conn, name, at=start + step * (i + 1)) for i in range(looks)]
+    return as_seen([analyse(conn, name, at=start + step * (i + 1)) for i in range(looks)])
+
+
+def as_seen(looks: list[dict]) -> list[dict]:
+    """The analyses of successive looks (oldest first), changed in place so that each metric's
+    always-valid p-value is its running minimum, its confidence sequence the running
+    intersection, and a guardrail's verdict follows from that; returns them."""
+    running: dict[tuple, dict] = {}
+    for look in looks:
+        for arm, comparison in look["comparisons"].items():
+            rows = [("", comparison["primary"])]
+            rows += [(f"guardrail:{r['metric']}", r) for r in comparison["guardrails"]]
+            rows += [(f"segment:{s}", r) for s, r in comparison["segments"].items()]
+            for key, row in rows:
+                if row.get("status") != "ok":
+                    continue
+                seen = running.setdefault((arm, key, row["metric"]), {})
+                if seen:
+                    row["sequential_pvalue"] = min(row["sequential_pvalue"], seen["p"])
+                    low = max(row["sequential_ci"][0], seen["ci"][0])
+                    high = min(row["sequential_ci"][1], seen["ci"][1])
+                    if low <= high:  # empty only when the plug-in se moved: keep this look's
+                        row["sequential_ci"] = [low, high]
+                    row["significant"] = row["sequential_pvalue"] < row["sequential_alpha"]
+                    if "verdict" in row:
+                        seq = stats.Sequential(row["sequential_pvalue"], *row["sequential_ci"],
+                                               row["significant"])  # fmt: skip
+                        row["verdict"] = stats.non_inferior(
+                            seq, row["margin"], higher_is_better=row["higher_is_better"]
+                        )
+                seen.update(p=row["sequential_pvalue"], ci=row["sequential_ci"])
+    return looks

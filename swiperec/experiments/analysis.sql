@@ -2,8 +2,8 @@
 --
 -- Parameters: experiment, start, end (the window), pre_start (the CUPED covariate's window
 -- is [pre_start, experiment start)), experiment_start, new_user_days, attribution (seconds
--- after a serve within which the user's swipe on that video is its outcome, as monitoring
--- counts it), session_gap, slow_ms (a request slower than this is "slow": the control arm's
+-- after a serve within which the user's swipe on that video is its outcome:
+-- swiperec_private.served_outcome, as monitoring counts it), session_gap, slow_ms (a request slower than this is "slow": the control arm's
 -- p95 in the window).
 --
 -- One row per (user, arm) with a request in the window on one of the experiment's routes
@@ -53,14 +53,8 @@ served as (
 outcomes as (
     select s.user_id, s.arm, o.decision
     from served s
-    left join lateral (
-        select d.decision from public.user_video_decisions d
-        where d.user_id = s.user_id and d.video_id = s.video_id
-          and d.created_at >= s.created_at
-          and d.created_at < s.created_at + %(attribution)s * interval '1 second'
-        order by d.created_at
-        limit 1
-    ) o on true
+    left join lateral swiperec_private.served_outcome(
+        s.user_id, s.video_id, s.created_at, %(attribution)s) o on true
 ),
 item_sums as (
     select user_id, arm, count(*) as served, count(decision) as answered,
@@ -89,14 +83,8 @@ pre as (
     select s.user_id, count(*) as served_pre, count(o.decision) as answered_pre,
            count(*) filter (where o.decision = 'like') as likes_pre
     from public.served_recommendations s
-    left join lateral (
-        select d.decision from public.user_video_decisions d
-        where d.user_id = s.user_id and d.video_id = s.video_id
-          and d.created_at >= s.created_at
-          and d.created_at < s.created_at + %(attribution)s * interval '1 second'
-        order by d.created_at
-        limit 1
-    ) o on true
+    left join lateral swiperec_private.served_outcome(
+        s.user_id, s.video_id, s.created_at, %(attribution)s) o on true
     where s.created_at >= %(pre_start)s and s.created_at < %(experiment_start)s
       and s.user_id in (select user_id from request_sums)
     group by s.user_id

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from swiperec.db import connect
 from swiperec.evaluation.report import CSS
-from swiperec.experiments.analysis import analyse, history
+from swiperec.experiments.analysis import history
 from swiperec.experiments.design import ExperimentError, events, get, list_experiments
 from swiperec.experiments.report import render_html
 
@@ -60,10 +60,8 @@ def routes(database_url: str, *, looks: int = 6) -> list[Route]:
         conn = connect(database_url)
         try:
             experiment = get(conn, name)
-            return render_html(
-                analyse(conn, name), experiment, events(conn, name),
-                history(conn, name, looks=looks),
-            )  # fmt: skip
+            seen = history(conn, name, looks=looks)  # its last look: the analysis now
+            return render_html(seen[-1], experiment, events(conn, name), seen)
         except ExperimentError:
             return None
         finally:

@@ -1,7 +1,8 @@
 -- One time bucket's recommendation-quality metrics, computed inside PostgreSQL.
 --
 -- Parameters: start, end (the bucket), attribution (seconds after a serve within which the
--- user's swipe on that video is its outcome), session_gap, new_user_days, new_video_days.
+-- user's swipe on that video is its outcome: swiperec_private.served_outcome), session_gap,
+-- new_user_days, new_video_days.
 -- Returns (model_version, route, segment, metric, value, samples): one row per series, for each
 -- version and route and for all of them together ('*'). `samples` is the denominator.
 --
@@ -50,14 +51,8 @@ items as (
     from served s
     join public.videos v on v.id = s.video_id
     join served_users su on su.user_id = s.user_id
-    left join lateral (
-        select d.decision from public.user_video_decisions d
-        where d.user_id = s.user_id and d.video_id = s.video_id
-          and d.created_at >= s.created_at
-          and d.created_at < s.created_at + %(attribution)s * interval '1 second'
-        order by d.created_at
-        limit 1
-    ) o on true
+    left join lateral swiperec_private.served_outcome(
+        s.user_id, s.video_id, s.created_at, %(attribution)s) o on true
 ),
 popularity as (
     select v.id as video_id,

@@ -482,3 +482,40 @@ def test_srm_needs_five_expected_users_in_every_arm():
     # With 5 expected (500 users) a clear imbalance is flagged.
     later = stats.srm({"control": 470, "candidate": 30}, {"control": 99, "candidate": 1})
     assert later.pvalue < 1e-9 and later.mismatch
+
+
+# --- a report's looks -------------------------------------------------------------------------
+
+
+def test_looks_keep_the_lowest_p_and_the_narrowest_sequence_seen_so_far():
+    from swiperec.experiments.analysis import as_seen
+
+    def look(p, ci, guardrail_ci):
+        row = {"metric": "like_rate", "status": "ok", "higher_is_better": True,
+               "sequential_alpha": 0.05, "sequential_pvalue": p, "sequential_ci": ci,
+               "significant": p < 0.05}  # fmt: skip
+        guard = {**row, "sequential_alpha": 0.01, "sequential_ci": guardrail_ci,
+                 "margin": 0.02, "verdict": "inconclusive"}  # fmt: skip
+        low = {"metric": "like_rate", "status": "not enough data"}
+        return {"comparisons": {"treatment": {
+            "primary": dict(row), "guardrails": [guard], "segments": {"new": low}}}}  # fmt: skip
+
+    looks = as_seen(
+        [
+            look(0.30, [-0.10, 0.20], [-0.05, 0.20]),
+            look(0.01, [0.01, 0.12], [-0.03, 0.10]),  # significant here
+            look(0.20, [-0.02, 0.15], [-0.01, 0.08]),  # the plug-in estimate wanders back
+            look(0.50, [0.13, 0.30], [-0.015, 0.09]),  # disjoint from the running CI: kept
+        ]
+    )
+    primary = [lk["comparisons"]["treatment"]["primary"] for lk in looks]
+    assert [r["sequential_pvalue"] for r in primary] == [0.30, 0.01, 0.01, 0.01]
+    assert [r["significant"] for r in primary] == [False, True, True, True]
+    assert primary[2]["sequential_ci"] == [0.01, 0.12]
+    assert primary[3]["sequential_ci"] == [0.13, 0.30]
+    guard = [lk["comparisons"]["treatment"]["guardrails"][0] for lk in looks]
+    # [-0.03, 0.10] then [-0.01, 0.08]: its lower bound within the 0.02 margin from look 3 on
+    assert [g["verdict"] for g in guard] == ["inconclusive", "inconclusive", "non-inferior",
+                                             "non-inferior"]  # fmt: skip
+    assert guard[3]["sequential_ci"] == [-0.01, 0.08]
+    assert looks[0]["comparisons"]["treatment"]["segments"]["new"]["status"] == "not enough data"
