@@ -26,6 +26,7 @@ setup(
         "swiperec": [
             "db/*.sql",
             "experiments/*.sql",
+            "migration/*.sql",
             "monitoring/*.sql",
             "monitoring/*.toml",
             "monitoring/*.html",

@@ -24,6 +24,7 @@ def evaluate(
     production_evaluation_uri: str = "",
     model_version: str = "",
     database_url: str = "",
+    migration_json: str = "",
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
     """Runs `swiperec.pipeline.steps.evaluate`; `blessed` gates the steps after it.
 
@@ -34,6 +35,8 @@ def evaluate(
     registry's record of it.
     model_version: when given, the evaluation is recorded in the registry under it.
     database_url: the registry's database; "" uses DATABASE_URL of the step's environment.
+    migration_json: ingest_snapshot's, for a run at a migration plan's stage ("" = none): the
+    stage's gate on real users joins the blessing.
     """
     import json
     from collections import namedtuple
@@ -48,6 +51,7 @@ def evaluate(
         ground_truth_uri=ground_truth_uri, thresholds=json.loads(thresholds_json),
         production_evaluation_uri=production_evaluation_uri, report_path=report.path,
         database_url=database_url,
+        migration=json.loads(migration_json) if migration_json else None,
     )  # fmt: skip
     stamp(result, evaluation=evaluation)
     log_metrics(metrics, result["metrics"])

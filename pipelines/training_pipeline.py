@@ -58,6 +58,7 @@ def two_tower_training(
     ground_truth_uri: str = "",
     activate: bool = True,
     promotion: str = "instant",
+    migration: bool = False,
     keep: int = 3,
     beam_pipeline_args: list = [],  # noqa: B006 - KFP parameters take literal defaults
     database_url: str = "",
@@ -68,14 +69,22 @@ def two_tower_training(
     TrainConfig and BlessingThresholds fields. ground_truth_uri: the synthetic data's
     ground_truth.npz, for the oracle ceiling. activate: switch serving to a blessed model's
     embeddings. promotion: "instant" (everyone at once) or "canary" (a staged rollout with
-    automatic rollback, moved on by `swiperec rollout tick`). keep: embedding sets kept (A/B
-    arms' sets are never removed).
+    automatic rollback, moved on by `swiperec rollout tick`). migration: train at the active
+    migration plan's current stage's mix, and bless only when the model does not regress on
+    real users against the version serving (`swiperec migration`). keep: embedding sets kept
+    (A/B arms' sets are never removed).
     beam_pipeline_args: Beam options, e.g. ["--runner=DataflowRunner", "--project=P", ...].
     database_url: "" = DATABASE_URL in the steps' environment (on a cluster, from a secret);
     a step with neither fails rather than use a throwaway database.
     Returns the model version."""
     ingest = _sized(
-        ingest_snapshot(cutoff=cutoff, model_version=model_version, database_url=database_url),
+        ingest_snapshot(
+            cutoff=cutoff,
+            model_version=model_version,
+            database_url=database_url,
+            migration=migration,
+            feature_config_json=feature_config_json,
+        ),
         "ingest-snapshot",
     ).set_caching_options(False)
     version = ingest.outputs["model_version"]
@@ -84,7 +93,7 @@ def two_tower_training(
         feature_transform(
             snapshot=snapshot,
             negatives_per_positive=negatives_per_positive,
-            feature_config_json=feature_config_json,
+            feature_config_json=ingest.outputs["feature_config_json"],
             beam_pipeline_args=beam_pipeline_args,
         ),
         "feature-transform",
@@ -109,6 +118,7 @@ def two_tower_training(
             thresholds_json=thresholds_json,
             model_version=version,
             database_url=database_url,
+            migration_json=ingest.outputs["migration_json"],
         ),
         "evaluate",
     ).set_caching_options(False)

@@ -9,6 +9,7 @@
     swiperec monitor run|alerts                          recommendation quality, alerts
     swiperec experiment start|stop|list|report           A/B tests between model versions
     swiperec rollout start|status|advance|rollback|tick  staged rollouts, automatic rollback
+    swiperec migration calibrate                         pseudo-users to real users: calibration
     swiperec simulate                                    simulated app traffic, end to end
     swiperec demo                                        the main job on the embedded defaults
 
@@ -28,6 +29,7 @@ from swiperec.cli import (
     embedding_commands,
     evaluate_commands,
     experiment_commands,
+    migration_commands,
     model_commands,
     monitor_commands,
     pipeline_commands,
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     realtime_commands.add_commands(commands)
     monitor_commands.add_commands(commands)
     experiment_commands.add_commands(commands)
+    migration_commands.add_commands(commands)
     simulate_commands.add_commands(commands)
     return parser
 

@@ -85,13 +85,21 @@ def add_generation_options(parser) -> None:
     ]
     for flag, kind, default, text in options:
         parser.add_argument(flag, type=kind, default=default, help=text)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="a data set for moving training from reviewers to app users: app users sign up "
+        "few at first and many in the app's last months (reviews cover the whole span from "
+        "the start), reviewers' tastes are shifted from app users', they like more of what "
+        "they review and rate strictly (a 3 often hides a like), some harsher than others",
+    )
 
 
 def config_from_args(args):
     from swiperec.data.synthetic import SyntheticConfig
 
     try:
-        return SyntheticConfig(
+        config = SyntheticConfig(
             videos=args.videos,
             users=args.users,
             pseudo_users=args.pseudo_users,
@@ -99,6 +107,7 @@ def config_from_args(args):
             reviews_per_pseudo_user=args.reviews_per_pseudo_user,
             seed=args.seed,
         )
+        return config.with_timeline() if getattr(args, "timeline", False) else config
     except ValueError as err:
         raise UserError(str(err)) from err
 

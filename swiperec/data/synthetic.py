@@ -6,11 +6,19 @@ from `P(like) = sigmoid(a * <taste, video> + bias + b * quality + c)`, and expos
 popularity-biased and time-ordered, so a time-based split and a popularity baseline mean
 something. `GroundTruth` answers the oracle probability of any (user, video) pair: the ceiling
 a trained model can be compared with. Pure numpy: no TensorFlow, no database.
+
+The timeline option (`SyntheticConfig.with_timeline()`, `--timeline` on the command line) makes
+a data set for migrating training from pseudo-users to real users: app users sign up few at
+first and many later, while reviews cover the whole span; reviewers' tastes are shifted from
+app users', they like more of what they review, and their ratings do not map to likes by the
+naive threshold (stricter thresholds, per-reviewer harshness). See the fields `user_growth` and
+`reviewer_*` of `SyntheticConfig`.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +29,7 @@ from swiperec.data.synthetic_catalogue import Catalogue, make_catalogue
 from swiperec.data.synthetic_truth import GroundTruth, sigmoid, uuid_strings
 
 __all__ = [
+    "TIMELINE",
     "GroundTruth",
     "SyntheticConfig",
     "SyntheticDataset",
@@ -41,11 +50,43 @@ _RATING_THRESHOLDS = (-2.0, -0.8, 0.0, 1.4)  # rating >= 4 exactly when the late
 _USER_EXPOSURE_MIX = (0.5, 0.2, 0.3)
 _REVIEWER_EXPOSURE_MIX = (0.45, 0.15, 0.4)  # reviewers pick what they watch a little more
 _OVERSAMPLE = 1.25  # draws per wanted event, so dropping repeated pairs still leaves enough
+_JOIN_GROWTH = 1.5  # reviewers' first activity (and app users' by default) grows this way
+
+# The timeline option's values of the `SyntheticConfig` fields (`with_timeline`, `--timeline`).
+TIMELINE = {
+    "user_growth": 4.0,
+    "reviewer_taste_shift": 0.5,
+    "reviewer_bias_shift": 1.5,
+    "reviewer_strictness": 0.3,
+    "reviewer_strictness_std": 0.5,
+}
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Sizes, seed and time span of a synthetic data set; dates are `YYYY-MM-DD` (UTC)."""
+    """Sizes, seed and time span of a synthetic data set; dates are `YYYY-MM-DD` (UTC).
+
+    How app users arrive and how reviewers differ from them (the defaults are the standard data
+    set; `with_timeline()` sets the values of `TIMELINE`):
+
+    - `user_growth`: app users' sign-ups over the app's ~18 months have density proportional to
+      `exp(user_growth * x)`, x the fraction of the app's life gone by: 0 is uniform, the
+      default 1.5 about 3x more sign-ups in the last quarter than in the first, 4.0 ~20x.
+      Reviewers' first reviews always grow by 1.5 over the whole span `start`-`end`.
+    - `reviewer_taste_shift`: reviewers' tastes are moved, all by the same vector, along one
+      random direction of latent space (drawn from the seed), by this many times the RMS length
+      of a taste vector: their likes then inform about app users' but are biased. 0: the same
+      taste distribution as app users.
+    - `reviewer_bias_shift`: added to every reviewer's like logit (they review what they chose
+      to watch, so they like more of it); the offset `c` stays solved on app users' swipes.
+    - `reviewer_strictness`: logits by which reviewers' rating thresholds sit above the naive
+      ones: a reviewer would like a video (swipe like) when the latent score `logit + noise` is
+      above 0 but rates it 4 or more only above `reviewer_strictness` (plus their own offset).
+      Positive: harsh, a 3 can hide a like; negative: generous, a 4 can hide a nope.
+    - `reviewer_strictness_std`: each reviewer's own threshold offset is drawn from
+      N(0, reviewer_strictness_std) (some harsh, some generous); kept in the ground truth as
+      `reviewer_rating_offset`.
+    """
 
     videos: int = 32_304
     users: int = 2_000
@@ -56,9 +97,33 @@ class SyntheticConfig:
     start: str = "2019-01-01"
     end: str = "2026-11-01"
     latent_dim: int = 16
+    user_growth: float = _JOIN_GROWTH
+    reviewer_taste_shift: float = 0.0
+    reviewer_bias_shift: float = 0.0
+    reviewer_strictness: float = 0.0
+    reviewer_strictness_std: float = 0.0
+
+    def with_timeline(self) -> SyntheticConfig:
+        """This config with the timeline option's values (`TIMELINE`)."""
+        return replace(self, **TIMELINE)
 
     def __post_init__(self) -> None:
         problems = []
+        for name, low, high in (
+            ("user_growth", 0.0, 20.0),
+            ("reviewer_taste_shift", 0.0, 10.0),
+            ("reviewer_bias_shift", -10.0, 10.0),
+            ("reviewer_strictness", -10.0, 10.0),
+            ("reviewer_strictness_std", 0.0, 5.0),
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not low <= value <= high
+            ):
+                problems.append(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
         if self.videos < 10:
             problems.append(f"videos must be at least 10, got {self.videos}")
         if self.users < 0 or self.pseudo_users < 0:
@@ -119,8 +184,11 @@ def generate(
     `progress(stage)` is called as each stage starts (for the CLI).
     """
     say = progress or (lambda stage: None)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(6)]
-    rng_catalogue, rng_users, rng_reviewers, rng_ids, rng_decisions, rng_reviews = streams
+    # The seventh stream serves only the reviewer_* options, so without them the data set is the
+    # same as before they existed.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
+    rng_catalogue, rng_users, rng_reviewers, rng_ids, rng_decisions, rng_reviews = streams[:6]
+    rng_reviewer_habits = streams[6]
     start_us = int(_parse_date(config.start).astype("datetime64[us]").astype(np.int64))
     end_us = int(_parse_date(config.end).astype("datetime64[us]").astype(np.int64))
 
@@ -131,6 +199,9 @@ def generate(
     user_taste, user_bias, user_genres = _make_people(config.users, catalogue, rng_users)
     reviewer_taste, reviewer_bias, reviewer_genres = _make_people(
         config.pseudo_users, catalogue, rng_reviewers
+    )
+    reviewer_taste, reviewer_rating_offset = _reviewer_habits(
+        config, reviewer_taste, rng_reviewer_habits
     )
     user_ids = rng_ids.integers(0, 256, size=(config.users, 16), dtype=np.uint8)
     user_ids[:, 6] = (user_ids[:, 6] & 0x0F) | 0x40  # version 4
@@ -149,14 +220,15 @@ def generate(
         a=_TASTE_WEIGHT,
         b=_QUALITY_WEIGHT,
         c=0.0,
-        rating_thresholds=np.array(_RATING_THRESHOLDS),
+        rating_thresholds=np.array(_RATING_THRESHOLDS) + config.reviewer_strictness,
+        reviewer_rating_offset=reviewer_rating_offset,
     )
 
     say("decisions")
     app_start_us = max(start_us, end_us - _APP_LIFETIME_DAYS * _DAY_US)
     user_events = _draw_events(
         _counts(config.users, config.decisions_per_user, config.videos, rng_decisions),
-        _windows(config.users, app_start_us, end_us, 60.0, 1.2, rng_decisions),
+        _windows(config.users, app_start_us, end_us, 60.0, 1.2, rng_decisions, config.user_growth),
         user_genres,
         catalogue,
         _USER_EXPOSURE_MIX,
@@ -174,6 +246,8 @@ def generate(
         truth = replace(truth, c=_solve_offset(truth.logit_users(*user_events[:2])))
     else:
         truth = replace(truth, c=_solve_offset(truth.logit_reviewers(*reviewer_events[:2])))
+    if config.reviewer_bias_shift:  # after c, so that c never absorbs it
+        truth = replace(truth, reviewer_bias=truth.reviewer_bias + config.reviewer_bias_shift)
     person, video_id, t_us = user_events
     p_like = truth.p_like_users(person, video_id)
     decisions = {
@@ -187,9 +261,11 @@ def generate(
     say("reviews")
     person, video_id, t_us = reviewer_events
     logit = truth.logit_reviewers(person, video_id)
-    # Latent ordinal score: P(score > 0) = sigmoid(logit) = p_like, so rating >= 4 is a like.
+    # Latent ordinal score: P(score > 0) = sigmoid(logit) = p_like; with the default thresholds
+    # and no reviewer offsets rating >= 4 is exactly a like.
     score = logit + rng_reviews.logistic(size=len(logit))
-    rating = 1 + (score[:, None] > truth.rating_thresholds[None, :]).sum(axis=1)
+    thresholds = truth.rating_thresholds[None, :] + truth.reviewer_rating_offset[person][:, None]
+    rating = 1 + (score[:, None] > thresholds).sum(axis=1)
     reviews = {
         "reviewer_index": person.astype(np.int32),
         "video_id": video_id,
@@ -201,6 +277,22 @@ def generate(
     return SyntheticDataset(
         config, catalogue.videos, user_ids, reviewer_ids, decisions, reviews, truth
     )
+
+
+def _reviewer_habits(
+    config: SyntheticConfig, taste: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reviewers' tastes moved by `reviewer_taste_shift` and their rating threshold offsets."""
+    count, d = taste.shape
+    if config.reviewer_taste_shift and count:
+        direction = rng.normal(size=d)
+        direction /= np.linalg.norm(direction)
+        rms = np.sqrt(np.mean(np.sum(taste**2, axis=1)))
+        taste = taste + config.reviewer_taste_shift * rms * direction[None, :]
+    offset = np.zeros(count)
+    if config.reviewer_strictness_std:
+        offset = rng.normal(0.0, config.reviewer_strictness_std, size=count)
+    return taste, offset
 
 
 def _solve_offset(logits_without_c: np.ndarray) -> float:
@@ -254,10 +346,14 @@ def _windows(
     median_days: float,
     sigma: float,
     rng: np.random.Generator,
+    growth: float = _JOIN_GROWTH,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Active windows [join, leave) in µs: joins grow over time, spans are long-tailed."""
-    growth = 1.5
-    fraction = np.log1p(rng.random(people) * np.expm1(growth)) / growth
+    """Active windows [join, leave) in µs: joins grow over time, spans are long-tailed.
+
+    Joins have density proportional to `exp(growth * x)`, x in [0, 1) the fraction of the span.
+    """
+    u = rng.random(people)
+    fraction = np.log1p(u * np.expm1(growth)) / growth if growth else u
     join = first_us + np.floor(fraction * (end_us - first_us)).astype(np.int64)
     join -= join % 1_000_000  # whole seconds, so event times rounded down stay inside
     span = rng.lognormal(np.log(median_days * _DAY_US), sigma, size=people)

@@ -3,13 +3,15 @@
 `P(like | person, video) = sigmoid(a * <taste, video_vector> + bias + b * quality + c)`, for
 real users (UUIDs) and review pseudo-users (reviewer ids) alike. An evaluator holding only ids
 asks `p_like(user_keys, video_external_ids)`; that probability is the ceiling a model's ranking
-can reach on this data.
+can reach on this data. Reviewers' ratings come from the same logit: `rating_probabilities`
+gives each rating's probability, and `mean_p_like_users` app users' mean like probability of
+videos (e.g. of the videos a reviewer rated 3).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -31,8 +33,11 @@ class GroundTruth:
     Videos: `video_external_ids` (N,) str, row i is video id i + 1; `video_vectors` (N, d);
     `video_quality` (N,). Real users: `user_ids` (U, 16) uint8 UUID bytes, `user_taste` (U, d),
     `user_bias` (U,). Pseudo-users: `reviewer_ids` (P,) str, `reviewer_taste` (P, d),
-    `reviewer_bias` (P,). Scalars `a`, `b`, `c` of the logit; `rating_thresholds` (4,) cut the
-    latent review score `logit + Logistic(0, 1)` into ratings 1-5 (the third threshold is 0).
+    `reviewer_bias` (P,). Scalars `a`, `b`, `c` of the logit; `rating_thresholds` (4,) plus the
+    reviewer's `reviewer_rating_offset` (P,) cut the latent review score `logit + Logistic(0, 1)`
+    into ratings 1-5. A reviewer likes a video (as an app user would swipe) when the score is
+    above 0; in the standard data set the third threshold is 0 and the offsets are 0, so that
+    is exactly a rating >= 4 (with the timeline option it is not).
     """
 
     video_external_ids: np.ndarray
@@ -48,6 +53,12 @@ class GroundTruth:
     b: float
     c: float
     rating_thresholds: np.ndarray
+    # Added with the timeline option; ground truths saved before it load with zeros.
+    reviewer_rating_offset: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.reviewer_rating_offset is None:
+            self.reviewer_rating_offset = np.zeros(len(self.reviewer_ids))
 
     def logit_users(self, user_index: np.ndarray, video_id: np.ndarray) -> np.ndarray:
         """Like logits (float64) of element-wise pairs: user row index, 1-based video id."""
@@ -64,9 +75,41 @@ class GroundTruth:
     def p_like_reviewers(self, reviewer_index: np.ndarray, video_id: np.ndarray) -> np.ndarray:
         """P(like) (float32) of element-wise pairs: reviewer row index, 1-based video id.
 
-        For a reviewer P(like) is P(rating >= 4).
+        The reviewer's like as an app user would swipe: P(latent score > 0). In the standard
+        data set that is P(rating >= 4); in general see `rating_probabilities`.
         """
         return sigmoid(self.logit_reviewers(reviewer_index, video_id)).astype(np.float32)
+
+    def rating_probabilities(self, reviewer_index: np.ndarray, video_id: np.ndarray) -> np.ndarray:
+        """(n, 5) float64: P(rating = 1..5) of element-wise pairs: reviewer row index, 1-based
+        video id (the rating model the generator draws from)."""
+        logit = self.logit_reviewers(reviewer_index, video_id)
+        offset = self.reviewer_rating_offset[np.asarray(reviewer_index, dtype=np.int64)]
+        above = sigmoid(logit[:, None] - self.rating_thresholds[None, :] - offset[:, None])
+        above = np.concatenate([np.ones((len(logit), 1)), above, np.zeros((len(logit), 1))], 1)
+        return above[:, :-1] - above[:, 1:]
+
+    def mean_p_like_users(self, video_id: np.ndarray) -> np.ndarray:
+        """(n,) float64: the mean P(like) over all app users of each 1-based video id (NaN when
+        there are no app users): how much app users like a video, e.g. one a reviewer rated."""
+        rows = np.asarray(video_id, dtype=np.int64) - 1
+        if len(rows) and not (rows.min() >= 0 and rows.max() < len(self.video_quality)):
+            raise IndexError(f"video id outside 1..{len(self.video_quality)}")
+        users = len(self.user_bias)
+        if users == 0:
+            return np.full(len(rows), np.nan)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        means = np.empty(len(unique))
+        step = max(1, 2_000_000 // users)
+        for s in range(0, len(unique), step):
+            v = unique[s : s + step]
+            logit = (
+                self.a * (self.video_vectors[v] @ self.user_taste.T)
+                + self.user_bias[None, :]
+                + (self.b * self.video_quality[v] + self.c)[:, None]
+            )
+            means[s : s + step] = sigmoid(logit).mean(axis=1)
+        return means[inverse]
 
     def p_like(self, user_key: list[str], video_external_id: list[str]) -> np.ndarray:
         """P(like) (float32) of element-wise pairs given by ids, seen in the data or not.
@@ -136,7 +179,11 @@ class GroundTruth:
     def load(cls, path: str | Path) -> GroundTruth:
         """Read what `save` wrote; the result equals the saved ground truth exactly."""
         with np.load(path, allow_pickle=False) as stored:
-            values = {f.name: stored[f.name] for f in fields(cls)}
+            values = {
+                f.name: stored[f.name]
+                for f in fields(cls)
+                if f.name in stored.files or f.default is MISSING
+            }
         for scalar in ("a", "b", "c"):
             values[scalar] = float(values[scalar])
         return cls(**values)

@@ -159,14 +159,16 @@ def bless(
     embeddings: dict[str, np.ndarray],
     thresholds: BlessingThresholds | None = None,
     production: dict | None = None,
+    extra_checks: list[dict] | None = None,
 ) -> dict:
     """The blessing: {"blessed", "reasons", "checks", "thresholds", "compared_to_production"}.
 
     `embeddings`: name -> [n, d] vectors (the catalogue's videos, the test users).
     `production`: the evaluation results of the model now serving, or None.
+    `extra_checks`: checks made elsewhere (`_check`'s shape), e.g. a migration stage's gate.
     """
     thresholds = thresholds or BlessingThresholds()
-    checks = quality_checks(results, thresholds, production)
+    checks = quality_checks(results, thresholds, production) + list(extra_checks or [])
     for name, vectors in embeddings.items():
         checks += embedding_checks(name, vectors, thresholds)
     return {

@@ -324,19 +324,21 @@ def evaluate_and_bless(
     production: dict | None = None,
     report: bool = True,
     baseline: BaselineConfig | None = None,
+    extra_checks: list[dict] | None = None,
 ) -> EvaluationOutcome:
     """Evaluate, decide the blessing and write both to `out_dir`: `evaluation.json` (every
     metric of the model, the baselines and the oracle), `blessing.json` (the decision with its
     checks and reasons) and, unless `report=False`, `report.html`. `production` is the
     evaluation of the model now serving, when there is one: the relative thresholds
-    (`BlessingThresholds`) compare against it."""
+    (`BlessingThresholds`) compare against it. `extra_checks` join the blessing's (see
+    `swiperec.evaluation.blessing.bless`)."""
     import tensorflow as tf
 
     from swiperec.evaluation.blessing import bless
 
     results = evaluate(model_dir, examples_dir, transform_dir, snapshot, ground_truth, baseline)
     embeddings = results.pop("embeddings")
-    blessing = bless(results, embeddings, thresholds, production)
+    blessing = bless(results, embeddings, thresholds, production, extra_checks)
     tf.io.gfile.makedirs(out_dir)
     write_results(results, os.path.join(out_dir, EVALUATION_FILE))
     with tf.io.gfile.GFile(os.path.join(out_dir, BLESSING_FILE), "w") as handle:

@@ -51,19 +51,40 @@ def ingest_snapshot(
     database_url: str = "",
     overwrite: bool = True,
     progress=None,
+    migration: bool = False,
+    feature_config: dict | None = None,
 ) -> dict:
     """The database -> a consistent snapshot at `cutoff` (ISO 8601, "" = the database's now).
     `progress(table)` is called as each table starts.
 
     Also names the run's model version: `model_version`, refused when it exists already, or a
-    new name (`swiperec.registry.versions.new_version_name`)."""
+    new name (`swiperec.registry.versions.new_version_name`); and the run's training mix: the
+    FeatureConfig overrides `feature_config`, with `migration` the active migration plan's
+    current stage's mix on top (`swiperec.migration.plan.training_mix`; a field given in both
+    is refused) - returned as `feature_config` and `migration` (None without)."""
     from swiperec.db import connect
     from swiperec.registry.versions import RegistryError, new_version_name, version_exists
     from swiperec.snapshot import take_snapshot
 
     started = time.time()
+    overrides, mix = dict(feature_config or {}), None
     conn = connect(step_database_url(database_url))
     try:
+        if migration:
+            from swiperec.migration.plan import MigrationError, training_mix
+
+            mix = training_mix(conn)
+            if mix is None:
+                raise MigrationError(
+                    "migration=True but no migration plan is active: `swiperec migration plan`"
+                )
+            both = sorted(set(overrides) & set(mix["feature_config"]))
+            if both:
+                raise MigrationError(
+                    f"{', '.join(both)} given while the migration plan sets the mix: leave them "
+                    "out, or run with migration=False"
+                )
+            overrides.update(mix["feature_config"])
         # Early, for a clear message before any work; the claim itself is atomic (evaluate).
         if model_version and version_exists(conn, model_version):
             raise RegistryError(
@@ -85,9 +106,12 @@ def ingest_snapshot(
         table: [t.isoformat() for t in span] if span else None
         for table, span in meta.time_ranges.items()
     }
+    parameters = {"cutoff": cutoff, "model_version": model_version, "migration": migration,
+                  "feature_config": feature_config or {}}  # fmt: skip
     return _stamped(
-        "ingest_snapshot", started, [], {"cutoff": cutoff, "model_version": model_version},
-        {"snapshot": described}, model_version=version, uri=meta.uri, time_ranges=spans,
+        "ingest_snapshot", started, [], parameters, {"snapshot": described},
+        model_version=version, uri=meta.uri, time_ranges=spans, feature_config=overrides,
+        migration=mix,
     )  # fmt: skip
 
 
@@ -190,6 +214,7 @@ def evaluate(
     production_evaluation_uri: str = "",
     report_path: str = "",
     database_url: str = "",
+    migration: dict | None = None,
 ) -> dict:
     """The model on the test period against popularity, matrix factorisation and (with a ground
     truth) the oracle, and the blessing decision; writes evaluation.json, blessing.json and
@@ -199,7 +224,11 @@ def evaluate(
     URI `model_uri` (default `model`; the name is claimed for `run_id`: another run's version is
     refused), and the relative thresholds
     compare with the recorded evaluation of the version now serving, unless
-    `production_evaluation_uri` names an evaluation.json to compare with instead."""
+    `production_evaluation_uri` names an evaluation.json to compare with instead.
+
+    `migration` (ingest_snapshot's, for a run at a migration plan's stage): the blessing also
+    needs the stage's gate, the model against the version serving on the real users of the
+    test period (`swiperec.migration.plan.check_gate`); its verdict is recorded in the plan."""
     import json
     import shutil
 
@@ -221,16 +250,31 @@ def evaluate(
         found = None if production else production_evaluation(conn, excluding=model_version)
         if found:
             compared_with, production = found
+    gate, extra_checks = None, []
     try:
+        if migration:
+            gate = _migration_gate(migration, model, examples, snapshot, model_version,
+                                   database_url)  # fmt: skip
+            extra_checks.append(gate["check"])
         outcome = evaluate_and_bless(
             model, examples, transform_graph, snapshot, evaluation, ground_truth_uri or None,
             BlessingThresholds.from_dict(thresholds or {}), production,
+            extra_checks=extra_checks,
         )  # fmt: skip
         if conn is not None:
             from swiperec.registry.versions import record_evaluation
 
             record_evaluation(conn, model_version, model_uri or model, outcome.results,
                               outcome.blessing, run_id=run_id)  # fmt: skip
+        if gate is not None:
+            from swiperec.db import connect
+            from swiperec.migration.plan import record_gate
+
+            gate_conn = connect(step_database_url(database_url))
+            try:
+                record_gate(gate_conn, migration, model_version or "(unnamed)", gate["result"])
+            finally:
+                gate_conn.close()
     finally:
         if conn is not None:
             conn.close()
@@ -242,7 +286,8 @@ def evaluate(
     results, blessing = outcome.results, outcome.blessing
     parameters = {"model_version": model_version, "ground_truth_uri": ground_truth_uri,
                   "thresholds": thresholds or {},
-                  "production_evaluation_uri": production_evaluation_uri}  # fmt: skip
+                  "production_evaluation_uri": production_evaluation_uri,
+                  "migration": migration}  # fmt: skip
     roc = results["curves"]["model"]["roc"]
     return _stamped(
         "evaluate", started, ["model", "examples", "transform_graph", "snapshot"], parameters,
@@ -250,8 +295,31 @@ def evaluate(
         blessed=blessing["blessed"], metrics=_evaluation_metrics(results, blessing),
         roc=(roc["fpr"], roc["tpr"], roc["thresholds"]),
         confusion_matrix=results["confusion_matrix"], results=results, blessing=blessing,
-        compared_with=compared_with,
+        compared_with=compared_with, migration_gate=gate and gate["result"],
     )  # fmt: skip
+
+
+def _migration_gate(migration: dict, model: str, examples: str, snapshot: str, version: str,
+                    database_url: str) -> dict:  # fmt: skip
+    """The migration stage's gate on real users, as a blessing check."""
+    from swiperec.db import connect
+    from swiperec.features.config import datetime_to_us
+    from swiperec.features.transform import read_transform_metadata
+    from swiperec.migration.plan import check_gate
+
+    text = read_transform_metadata(examples)["split_boundaries"]["test_start"]
+    test_start = datetime_to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    conn = connect(step_database_url(database_url))
+    try:
+        result = check_gate(conn, migration, version or "candidate", model, snapshot, test_start)
+    finally:
+        conn.close()
+    reason = "; ".join(result["reasons"])
+    check = {"name": "migration_gate_real_users", "passed": result["passed"],
+             "value": f"plan {migration['plan']} stage {migration['stage']}",
+             "limit": "no regression on real users beyond the stage's margins",
+             "reason": None if result["passed"] else f"migration gate: {reason}"}  # fmt: skip
+    return {"result": result, "check": check}
 
 
 def write_embeddings(

@@ -185,7 +185,10 @@ def forget_all(conn) -> None:
     from swiperec.embeddings.store import retire
 
     with conn, conn.cursor() as cur:
-        cur.execute("truncate experiment_events, experiment_arms, experiments")
+        cur.execute(
+            "truncate experiment_events, experiment_arms, experiments, migration_events, "
+            "migration_plans"
+        )
         cur.execute("delete from serving_routes")
         cur.execute("delete from serving_state")
     retire(conn, keep=0)

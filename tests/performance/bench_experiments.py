@@ -12,11 +12,12 @@ Function under Deno); the analysis is `swiperec.experiments.analysis.analyse`, t
 `swiperec.experiments.rollout.tick`. Time is compressed: outcomes are attributed within 30 s
 (simulated users swipe within a second of a response) and sessions end after 5 minutes idle.
 
-1. aa: N A/A experiments at once on disjoint user buckets (both arms serve the production
-   version), one simulation for --aa-minutes, `analyse` of every experiment every
-   --look-seconds: how many were ever declared significant by the always-valid p-value (the
-   goal: at most alpha), by the naive fixed-horizon p-value at any look and at the last look,
-   and how many sample ratio mismatch alarms (the goal: none).
+1. aa: --aa-rounds rounds of N A/A experiments at once on disjoint user buckets (both arms
+   serve the production version), one simulation of --aa-minutes per round, `analyse` of every
+   experiment every --look-seconds; pooled over the rounds: how many were ever declared
+   significant by the always-valid p-value (the goal: at most alpha), by the naive
+   fixed-horizon p-value at any look and at the last look, and how many sample ratio mismatch
+   alarms (the goal: none).
 2. ab: a weaker model (the repo's trainer on the demo run's transform output, one short epoch)
    against the production model, 50/50, until the always-valid test declares a winner or
    --ab-minutes pass: the sign, the effect and its confidence sequence, the served items and
@@ -65,7 +66,9 @@ SECTIONS = ("aa", "ab", "rollback", "srm")
 EXTRA = ("healthy",)  # not in a full run (time): --only healthy
 ATTRIBUTION_SECONDS = 30
 SESSION_GAP_SECONDS = 300
-DEFAULT_AA_EXPERIMENTS = 40
+DEFAULT_AA_EXPERIMENTS = 20
+DEFAULT_AA_ROUNDS = 3
+DEFAULT_AA_MIN_USERS = 50  # per arm (the product's default is 100: the demo has few users)
 DEFAULT_AA_SEED = 11  # the A/A simulation's; another seed: a replication, saved beside
 DEFAULT_COVERAGE_MARGIN = 0.2  # ExperimentConfig's
 LOST_SHARE = 30  # percent of the SRM test's treatment users whose logs are lost
@@ -185,6 +188,8 @@ def primary_of(result: dict, arm: str) -> dict:
 
 
 def section_aa(conn, url, truth, serving: str, args, tag: str) -> dict:
+    """--aa-rounds rounds, each of --aa-experiments A/A experiments at once on disjoint buckets
+    under one simulation; the verdicts pooled over every experiment of every round."""
     from swiperec.experiments import analysis, design
 
     n = args.aa_experiments
@@ -195,88 +200,104 @@ def section_aa(conn, url, truth, serving: str, args, tag: str) -> dict:
         min_answered_per_arm=10 * args.aa_min_users,
         planned_users_per_arm=expected_per_arm,
     )
-    names = [f"aa-{i}-{tag}" for i in range(n)]
-    for i, name in enumerate(names):
-        design.start(
-            conn,
-            name,
-            control=serving,
-            arms={"treatment": serving},
-            shares={"treatment": 50},
-            traffic=(i * width, (i + 1) * width),
-            config=cfg,
-            actor="bench_experiments",
-        )
-    log(
-        f"aa: {n} A/A experiments of {width} buckets each on {serving}; traffic for "
-        f"{args.aa_minutes:g} min at {args.rate:g} requests/s"
-    )
-    traffic = Traffic(url, truth, options(args, args.aa_minutes, seed=args.aa_seed))
-    traffic.start()
-    looks: list[dict] = []  # per look: {"at_seconds", "seconds", "experiments": {name: ...}}
-
-    def look(final: bool) -> None:
-        started = time.perf_counter()
-        at = time.monotonic() - traffic.started_at
-        out = {}
-        for name in names:
-            try:
-                result = analysis.analyse(conn, name)
-            except TypeError as error:  # an arm with one user: see analysis_errors below
-                conn.rollback()
-                out[name] = {"status": f"analyse raised TypeError: {error}", "users": {}}
-                continue
-            primary = primary_of(result, "treatment")
-            comparison = result["comparisons"].get("treatment", {})
-            out[name] = {
-                "users": result["users"],
-                "answered": {a: t.get("answered", 0) for a, t in result["totals"].items()},
-                "srm_pvalue": result["srm"]["pvalue"],
-                "srm_mismatch": result["srm"]["mismatch"],
-                "status": primary.get("status"),
-                "min_sample_reached": comparison.get("min_sample_reached", False),
-                "effect": primary.get("effect"),
-                "pvalue": primary.get("pvalue"),
-                "sequential_pvalue": primary.get("sequential_pvalue"),
-                "sequential_ci": primary.get("sequential_ci"),
-                "cuped": primary.get("cuped"),
-            }
-        seconds = time.perf_counter() - started
-        looks.append(
-            {
-                "at_seconds": round(at, 1),
-                "final": final,
-                "analyse_all_seconds": round(seconds, 2),
-                "experiments": out,
-            }
-        )
-        ok = [e for e in out.values() if e["status"] == "ok" and e["min_sample_reached"]]
-        low = min((e["sequential_pvalue"] for e in ok), default=None)
+    seen: dict[str, list[dict]] = {}  # per experiment: its entry at each look
+    looks: list[dict] = []  # per look of every round: when, how long, how many significant
+    simulations = []
+    for round_ in range(args.aa_rounds):
+        names = [f"aa-{round_}-{i}-{tag}" for i in range(n)]
+        for i, name in enumerate(names):
+            design.start(
+                conn,
+                name,
+                control=serving,
+                arms={"treatment": serving},
+                shares={"treatment": 50},
+                traffic=(i * width, (i + 1) * width),
+                config=cfg,
+                actor="bench_experiments",
+            )
+            seen[name] = []
         log(
-            f"aa look {len(looks)} at {at:.0f} s: {len(ok)}/{n} at min sample, min always-valid p "
-            f"{low if low is None else round(low, 3)}, {seconds:.1f} s for {n} analyses"
+            f"aa round {round_ + 1}/{args.aa_rounds}: {n} A/A experiments of {width} buckets "
+            f"each on {serving}; traffic for {args.aa_minutes:g} min at {args.rate:g} requests/s"
         )
+        traffic = Traffic(
+            url, truth, options(args, args.aa_minutes, seed=args.aa_seed + 1000 * round_)
+        )
+        traffic.start()
 
-    next_look = time.monotonic() + args.look_seconds
-    while traffic.is_alive():
-        traffic.join(timeout=max(0.0, next_look - time.monotonic()))
-        if traffic.is_alive():
-            look(final=False)
-            next_look += args.look_seconds
-    report = traffic.finish()
-    time.sleep(3)  # the last swipes are committed
-    look(final=True)
-    for name in names:
-        design.stop(conn, name, reason="bench_experiments: A/A done", actor="bench_experiments")
+        def look(traffic, names, round_, final: bool) -> None:
+            started = time.perf_counter()
+            at = time.monotonic() - traffic.started_at
+            for name in names:
+                result = analysis.analyse(conn, name)
+                primary = primary_of(result, "treatment")
+                comparison = result["comparisons"].get("treatment", {})
+                seen[name].append(
+                    {
+                        "users": result["users"],
+                        "answered": {a: t.get("answered", 0) for a, t in result["totals"].items()},
+                        "srm_pvalue": result["srm"]["pvalue"],
+                        "srm_mismatch": result["srm"]["mismatch"],
+                        "status": primary.get("status"),
+                        "min_sample_reached": comparison.get("min_sample_reached", False),
+                        "effect": primary.get("effect"),
+                        "pvalue": primary.get("pvalue"),
+                        "sequential_pvalue": primary.get("sequential_pvalue"),
+                        "sequential_ci": primary.get("sequential_ci"),
+                        "cuped": primary.get("cuped"),
+                    }
+                )
+            seconds = time.perf_counter() - started
+            now = [seen[name][-1] for name in names]
+            ok = [e for e in now if e["status"] == "ok" and e["min_sample_reached"]]
+            looks.append(
+                {
+                    "round": round_ + 1,
+                    "at_seconds": round(at, 1),
+                    "final": final,
+                    "analyse_all_seconds": round(seconds, 2),
+                    "analysable": sum(1 for e in now if e["status"] == "ok"),
+                    "min_sample_reached": len(ok),
+                    "significant_always_valid": sum(
+                        1 for e in ok if e["sequential_pvalue"] < cfg.alpha
+                    ),
+                    "significant_naive": sum(1 for e in ok if e["pvalue"] < cfg.alpha),
+                    "srm_alarms": sum(1 for e in now if e["srm_mismatch"]),
+                    "median_users_per_arm": float(
+                        np.median([u for e in now for u in e["users"].values()] or [0])
+                    ),
+                }
+            )
+            low = min((e["sequential_pvalue"] for e in ok), default=None)
+            log(
+                f"aa look {len(looks)} at {at:.0f} s: {len(ok)}/{n} at min sample, min "
+                f"always-valid p {low if low is None else round(low, 3)}, {seconds:.1f} s for "
+                f"{n} analyses"
+            )
+
+        next_look = time.monotonic() + args.look_seconds
+        while traffic.is_alive():
+            traffic.join(timeout=max(0.0, next_look - time.monotonic()))
+            if traffic.is_alive():
+                look(traffic, names, round_, final=False)
+                next_look += args.look_seconds
+        simulations.append(traffic.finish())
+        time.sleep(3)  # the last swipes are committed
+        look(traffic, names, round_, final=True)
+        for name in names:
+            design.stop(conn, name, reason="bench_experiments: A/A done", actor="bench_experiments")
 
     alpha = cfg.alpha
+    names = list(seen)
+    total = len(names)
 
     def share(pred) -> dict:
         hits = [name for name in names if pred(name)]
-        ci = scipy.stats.binomtest(len(hits), n).proportion_ci(0.95)
+        ci = scipy.stats.binomtest(len(hits), total).proportion_ci(0.95)
         return {
             "count": len(hits),
-            "share": round(len(hits) / n, 4),
+            "share": round(len(hits) / total, 4),
             "share_ci95_clopper_pearson": [round(ci.low, 4), round(ci.high, 4)],
             "experiments": hits,
         }
@@ -290,33 +311,26 @@ def section_aa(conn, url, truth, serving: str, args, tag: str) -> dict:
 
     def ever(key, with_min_sample=True):
         return share(
-            lambda m: any(
-                lk["experiments"][m][key] < alpha
-                for lk in looks
-                if counted(lk["experiments"][m], key, with_min_sample)
-            )
+            lambda m: any(e[key] < alpha for e in seen[m] if counted(e, key, with_min_sample))
         )
 
-    last = looks[-1]["experiments"]
+    last = {m: seen[m][-1] for m in names}
     users_per_arm = [u for e in last.values() for u in e["users"].values()]
     answered_per_arm = [a for e in last.values() for a in e.get("answered", {}).values()]
     final_p = [last[m]["pvalue"] for m in names if counted(last[m], "pvalue")]
-    errors = [
-        {"look": i + 1, "experiment": m, "status": e["status"]}
-        for i, lk in enumerate(looks)
-        for m, e in lk["experiments"].items()
-        if e["status"].startswith("analyse raised")
-    ]
     return {
-        "what": "N A/A experiments (the production version in both arms, 50/50) at once on "
-        "disjoint user buckets; analyse() of each at every look; a look counts when the primary "
-        "metric (like_rate) is analysable and the experiment's minimum sample is reached "
-        "(min_users_per_arm, min_answered_per_arm of the config); 'significant': p < alpha",
+        "what": "rounds of N A/A experiments (the production version in both arms, 50/50) at "
+        "once on disjoint user buckets, one simulation per round; analyse() of each at every "
+        "look; a look counts when the primary metric (like_rate) is analysable and the "
+        "experiment's minimum sample is reached (min_users_per_arm, min_answered_per_arm of the "
+        "config); 'significant': p < alpha; pooled over every experiment of every round",
         "serving_version": serving,
-        "experiments": n,
+        "rounds": args.aa_rounds,
+        "experiments_per_round": n,
+        "experiments": total,
         "buckets_per_experiment": width,
         "config": json.loads(cfg.to_json()),
-        "simulation": report,
+        "simulations": simulations,
         "look_every_seconds": args.look_seconds,
         "looks": len(looks),
         "alpha": alpha,
@@ -350,60 +364,25 @@ def section_aa(conn, url, truth, serving: str, args, tag: str) -> dict:
             "share_below_0.5": round(float(np.mean(np.array(final_p) < 0.5)), 3)
             if final_p
             else None,
+            "kolmogorov_smirnov_vs_uniform_pvalue": round(
+                float(scipy.stats.kstest(final_p, "uniform").pvalue), 4
+            )
+            if len(final_p) > 1
+            else None,
             "goal": "uniform: mean 0.5, half below 0.5",
         },
         "srm_alarms": {
-            "looks_with_alarm": sum(
-                1 for lk in looks for e in lk["experiments"].values() if e.get("srm_mismatch")
-            ),
-            "experiments": share(
-                lambda m: any(lk["experiments"][m].get("srm_mismatch") for lk in looks)
-            ),
+            "looks_with_alarm": sum(1 for m in names for e in seen[m] if e["srm_mismatch"]),
+            "experiments": share(lambda m: any(e["srm_mismatch"] for e in seen[m])),
             "goal": 0,
             "threshold": cfg.srm_threshold,
         },
         "min_srm_pvalue": min(
-            (
-                e["srm_pvalue"]
-                for lk in looks
-                for e in lk["experiments"].values()
-                if "srm_pvalue" in e
-            ),
+            (e["srm_pvalue"] for m in names for e in seen[m] if e["srm_pvalue"] is not None),
             default=None,
         ),
-        "analysis_errors": {
-            "count": len(errors),
-            "note": "analyse() raises TypeError (from tea-tasting) when an arm has one user",
-            "first": errors[:5],
-        },
         "analyse_seconds_per_look_of_all": [lk["analyse_all_seconds"] for lk in looks],
-        "per_look": [
-            {
-                "at_seconds": lk["at_seconds"],
-                "final": lk["final"],
-                "analysable": sum(1 for e in lk["experiments"].values() if e["status"] == "ok"),
-                "min_sample_reached": sum(
-                    1 for e in lk["experiments"].values() if e.get("min_sample_reached")
-                ),
-                "significant_always_valid": sum(
-                    1
-                    for e in lk["experiments"].values()
-                    if counted(e, "sequential_pvalue") and e["sequential_pvalue"] < alpha
-                ),
-                "significant_naive": sum(
-                    1
-                    for e in lk["experiments"].values()
-                    if counted(e, "pvalue") and e["pvalue"] < alpha
-                ),
-                "srm_alarms": sum(1 for e in lk["experiments"].values() if e.get("srm_mismatch")),
-                "median_users_per_arm": float(
-                    np.median(
-                        [u for e in lk["experiments"].values() for u in e["users"].values()] or [0]
-                    )
-                ),
-            }
-            for lk in looks
-        ],
+        "per_look": looks,
         "experiments_at_last_look": last,
     }
 
@@ -1101,10 +1080,15 @@ def main(argv=None) -> int:
         help="fewest,most requests of a session (short sessions spread the traffic over more "
         "users, which are the experiments' unit)",
     )
-    parser.add_argument("--aa-experiments", type=int, default=DEFAULT_AA_EXPERIMENTS)
+    parser.add_argument(
+        "--aa-experiments", type=int, default=DEFAULT_AA_EXPERIMENTS, help="at once, per round"
+    )
+    parser.add_argument("--aa-rounds", type=int, default=DEFAULT_AA_ROUNDS)
     parser.add_argument("--aa-minutes", type=float, default=4)
     parser.add_argument("--aa-seed", type=int, default=DEFAULT_AA_SEED)
-    parser.add_argument("--aa-min-users", type=int, default=5, help="per arm, before a verdict")
+    parser.add_argument(
+        "--aa-min-users", type=int, default=DEFAULT_AA_MIN_USERS, help="per arm, before a verdict"
+    )
     parser.add_argument("--look-seconds", type=float, default=30)
     parser.add_argument("--ab-minutes", type=float, default=6)
     parser.add_argument("--ab-pre-minutes", type=float, default=1.5)
@@ -1186,10 +1170,11 @@ def main(argv=None) -> int:
         for section in only:
             t0 = time.perf_counter()
             key = section  # a variant's figures go beside the default's
-            if section == "aa" and args.aa_experiments != DEFAULT_AA_EXPERIMENTS:
-                key = f"aa_{args.aa_experiments}_experiments"
-            if section == "aa" and args.aa_seed != DEFAULT_AA_SEED:
-                key = f"aa_{args.aa_experiments}_experiments_seed{args.aa_seed}"
+            aa_variant = (args.aa_rounds, args.aa_experiments, args.aa_min_users, args.aa_seed)
+            defaults = (DEFAULT_AA_ROUNDS, DEFAULT_AA_EXPERIMENTS, DEFAULT_AA_MIN_USERS,
+                        DEFAULT_AA_SEED)  # fmt: skip
+            if section == "aa" and aa_variant != defaults:
+                key = "aa_{}x{}_min{}_seed{}".format(*aa_variant)
             if section == "rollback" and args.rollback_coverage_margin != DEFAULT_COVERAGE_MARGIN:
                 key = f"rollback_coverage_margin_{args.rollback_coverage_margin:g}"
             out = sections[section](conn, url, truth, serving, args, tag)
@@ -1220,7 +1205,7 @@ def summary(figures: dict, only: list[str]) -> None:
     for key in [k for k in figures if k.startswith("aa")] if "aa" in only else []:
         a = figures[key]
         print(
-            f"A/A: {a['experiments']} experiments, {a['looks']} looks, users per arm "
+            f"A/A ({key}): {a['experiments']} experiments, {a['looks']} looks, users per arm "
             f"{a['users_per_arm_at_last_look']}; significant at any look: always-valid "
             f"{a['significant_always_valid_at_any_look']['count']}, naive "
             f"{a['significant_naive_at_any_look']['count']} (last look "

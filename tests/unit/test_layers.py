@@ -22,7 +22,7 @@ LAYERS = {  # sub-package (or top-level module) -> layer; imports point to lower
     "model": 4,
     "evaluation": 5, "embeddings": 5,
     "registry": 6, "serving": 6, "realtime": 6, "monitoring": 6, "simulate": 6,
-    "experiments": 7,
+    "experiments": 7, "migration": 7,
     "pipeline": 8,
     "cli": 9,
 }  # fmt: skip

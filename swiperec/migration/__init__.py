@@ -1,0 +1,1 @@
+"""The training data's staged migration from review-based pseudo-users to real users."""

@@ -1,0 +1,389 @@
+"""A migration plan: the training mix moves from pseudo-users to real users stage by stage.
+
+    create(conn, "to-real-users", PlanConfig.default(like_rating=3, nope_rating=2), actor="ana")
+    status(conn)                       # the plan, its stages, where it is, what happened
+    advance(conn, actor="ana")         # the next stage, if the current one is live and the
+                                       # next one's entry condition holds; else refused, why
+    mix = training_mix(conn)           # FeatureConfig overrides a training run uses now
+    gate = check_gate(conn, mix, version, model_dir, snapshot, test_start_us)  # vs serving,
+    record_gate(conn, mix, version, gate)                                      # real users
+
+A stage is a training mix (`pseudo_user_weight`; the ratings that read as like / nope come from
+the plan, chosen by `swiperec migration calibrate`) with:
+
+- an **entry condition**: the last `window_days` hold at least `min_real_users` real users who
+  swiped and `min_real_swipes` real swipes (a mix that leans on real users needs them);
+- a **gate** a candidate trained at the mix must pass before it may serve: on the real users of
+  its test period, against the version serving (`swiperec.migration.real_users`), its AUC like
+  vs nope no more than `max_auc_drop` below, its Recall@50 no more than `max_recall_drop`
+  (relative) below. Pooled metrics could hide a real-user regression behind pseudo-user gains.
+
+The plan's `stage` is the mix training uses now. A stage is **live** when the version serving
+was trained at it (the `planned` event names the version serving when the plan was made, for
+stage 0; each `gate_passed` event names a candidate). `advance` moves to the next stage only
+when the current one is live (its exit condition) and the next one's entry condition holds; a
+candidate that fails its gate is not blessed, so the service keeps the last good mix, and the
+stage stays not live until a later candidate passes. With a canary promotion the candidate goes
+live through a staged rollout (`swiperec.experiments`), and the stage with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from swiperec.errors import SwiperecError
+
+ACTOR_PIPELINE = "training pipeline"
+
+
+class MigrationError(SwiperecError):
+    """A plan or an advance that cannot be: the message says why."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    pseudo_user_weight: float
+    min_real_users: int = 0
+    min_real_swipes: int = 0
+    max_auc_drop: float = 0.01  # absolute AUC points, real users, vs the version serving
+    max_recall_drop: float = 0.05  # relative: 0.05 = Recall@50 at most 5 % lower
+
+    def problems(self, i: int) -> list[str]:
+        out = []
+        w = self.pseudo_user_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            out.append(f"stage {i}: pseudo_user_weight must be a number >= 0, got {w!r}")
+        for name in ("min_real_users", "min_real_swipes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                out.append(f"stage {i}: {name} must be an int >= 0, got {value!r}")
+        for name in ("max_auc_drop", "max_recall_drop"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < 1:
+                out.append(f"stage {i}: {name} must be in [0, 1), got {value!r}")
+        return out
+
+    def describe(self) -> str:
+        return f"pseudo-user weight {self.pseudo_user_weight:g}"
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    stages: tuple[Stage, ...]
+    like_rating: int = 4  # a review with rating >= this is a like
+    nope_rating: int = 2  # <= this a nope; ratings between are left out
+    window_days: int = 90  # the entry conditions count real users and swipes over these days
+    calibration: dict = field(default_factory=dict)  # what chose the ratings (for the record)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.stages) < 2:
+            problems.append("a plan needs at least two stages (today's mix and a next one)")
+        for i, stage in enumerate(self.stages):
+            problems += stage.problems(i)
+        if not 1 <= self.nope_rating < self.like_rating <= 5:
+            problems.append(
+                "ratings must satisfy 1 <= nope_rating < like_rating <= 5, got "
+                f"{self.nope_rating} / {self.like_rating}"
+            )
+        if not isinstance(self.window_days, int) or self.window_days < 1:
+            problems.append(f"window_days must be a positive int, got {self.window_days!r}")
+        weights = [s.pseudo_user_weight for s in self.stages]
+        if not problems and any(b > a for a, b in itertools.pairwise(weights)):
+            problems.append(f"pseudo-user weights must not grow from stage to stage: {weights}")
+        if problems:
+            raise MigrationError("invalid migration plan: " + "; ".join(problems))
+
+    @classmethod
+    def default(cls, **fields_) -> PlanConfig:
+        """Pseudo-user weight 1 -> 0.5 -> 0.25 -> 0, each step needing more real users."""
+        stages = (
+            Stage(1.0),
+            Stage(0.5, min_real_users=200, min_real_swipes=10_000),
+            Stage(0.25, min_real_users=500, min_real_swipes=25_000),
+            Stage(0.0, min_real_users=1_000, min_real_swipes=50_000),
+        )
+        return cls(stages=stages, **fields_)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PlanConfig:
+        values = dict(values)
+        values["stages"] = tuple(Stage(**s) for s in values.get("stages", ()))
+        return cls(**values)
+
+
+# --- the plan's record ---------------------------------------------------------------------------
+
+
+def _record(cur, plan: str, event: str, stage: int, *, actor: str, reason: str | None = None,
+            model_version: str | None = None, evidence: dict | None = None) -> None:  # fmt: skip
+    cur.execute(
+        "insert into migration_events (plan, event, stage, model_version, decided_by, reason,"
+        " evidence) values (%s, %s, %s, %s, %s, %s, %s)",
+        (plan, event, stage, model_version, actor, reason, json.dumps(evidence or {}, default=str)),
+    )
+
+
+def _serving(cur) -> str | None:
+    cur.execute("select model_version from serving_state")
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def create(conn, name: str, config: PlanConfig, *, actor: str) -> dict:
+    """Start a plan at stage 0; the version serving now is stage 0's (today's mix). Refused
+    while another plan is active."""
+    from psycopg2 import errors
+
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "insert into migration_plans (name, config, created_by) values (%s, %s, %s)",
+                (name, json.dumps(config.to_dict()), actor),
+            )
+            _record(cur, name, "planned", 0, actor=actor, model_version=_serving(cur),
+                    reason=f"{len(config.stages)} stages", evidence=config.to_dict())  # fmt: skip
+    except errors.UniqueViolation as e:
+        conn.rollback()
+        active = get(conn)
+        if active is not None and active["name"] != name:
+            raise MigrationError(
+                f"plan {active['name']!r} is active: finish or abandon it first"
+            ) from e
+        raise MigrationError(f"a plan named {name!r} exists") from e
+    return get(conn, name)
+
+
+def get(conn, name: str | None = None) -> dict | None:
+    """The plan `name` (default: the active one) with its events, or None."""
+    with conn.cursor() as cur:
+        if name is None:
+            cur.execute(
+                "select name, state, config, stage, created_by, created_at, updated_at"
+                " from migration_plans where state = 'active'"
+            )
+        else:
+            cur.execute(
+                "select name, state, config, stage, created_by, created_at, updated_at"
+                " from migration_plans where name = %s",
+                (name,),
+            )
+        row = cur.fetchone()
+        if row is None:
+            conn.rollback()
+            return None
+        columns = ("name", "state", "config", "stage", "created_by", "created_at", "updated_at")
+        plan = dict(zip(columns, row, strict=True))
+        cur.execute(
+            "select at, event, stage, model_version, decided_by, reason, evidence"
+            " from migration_events where plan = %s order by id",
+            (plan["name"],),
+        )
+        columns = ("at", "event", "stage", "model_version", "decided_by", "reason", "evidence")
+        plan["events"] = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
+        plan["serving"] = _serving(cur)
+    conn.rollback()
+    plan["config"] = PlanConfig.from_dict(plan["config"])
+    plan["live_stage"] = live_stage(plan)
+    return plan
+
+
+def live_stage(plan: dict) -> int | None:
+    """The stage the version serving was trained at (None: a version from outside the plan)."""
+    for event in reversed(plan["events"]):
+        if (
+            event["event"] in ("planned", "gate_passed")
+            and event["model_version"] == plan["serving"]
+        ):
+            return event["stage"]
+    return None
+
+
+def real_data(conn, window_days: int) -> dict:
+    """Real users who swiped and their swipes over the last `window_days`."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select count(distinct user_id), count(*) from user_video_decisions"
+            " where created_at >= now() - %s * interval '1 day'",
+            (window_days,),
+        )
+        users, swipes = cur.fetchone()
+    conn.rollback()
+    return {"window_days": window_days, "real_users": int(users), "real_swipes": int(swipes)}
+
+
+# --- decisions (pure) ----------------------------------------------------------------------------
+
+
+def entry_problems(stage: Stage, data: dict) -> list[str]:
+    """Why `stage` may not be entered with `data` (`real_data`'s counts); [] when it may."""
+    out = []
+    if data["real_users"] < stage.min_real_users:
+        out.append(
+            f"{data['real_users']} real users in the last {data['window_days']} days, the stage "
+            f"needs {stage.min_real_users}"
+        )
+    if data["real_swipes"] < stage.min_real_swipes:
+        out.append(
+            f"{data['real_swipes']} real swipes in the last {data['window_days']} days, the "
+            f"stage needs {stage.min_real_swipes}"
+        )
+    return out
+
+
+def gate_problems(stage: Stage, comparison: dict, candidate: str, serving: str) -> list[str]:
+    """Why a candidate trained at `stage` may not serve, from `compare_on_real_users` with both;
+    [] when it may. A limit is met exactly at its boundary."""
+    from swiperec.migration.real_users import AUC, RECALL
+
+    if comparison["users"] == 0:
+        return ["no real users in the test period: the candidate cannot be compared"]
+    mine, theirs = comparison["models"][candidate], comparison["models"][serving]
+    out = []
+    floor = theirs[AUC] - stage.max_auc_drop
+    if not mine[AUC] >= floor - 1e-12:
+        out.append(
+            f"real users' AUC like vs nope {mine[AUC]:.4f} is more than {stage.max_auc_drop:g} "
+            f"below the serving version's {theirs[AUC]:.4f}"
+        )
+    floor = theirs[RECALL] * (1 - stage.max_recall_drop)
+    if not mine[RECALL] >= floor - 1e-12:
+        out.append(
+            f"real users' Recall@50 {mine[RECALL]:.4f} is more than {stage.max_recall_drop:.0%} "
+            f"below the serving version's {theirs[RECALL]:.4f}"
+        )
+    return out
+
+
+# --- moving on -----------------------------------------------------------------------------------
+
+
+def advance(conn, *, actor: str, name: str | None = None) -> dict:
+    """Move the active plan (or `name`) to its next stage when the current stage is live and
+    the next one's entry condition holds; else record a refusal with the reasons. The last
+    stage live completes the plan. Returns {"result": "advanced" | "refused" | "completed",
+    "stage", "reasons", "evidence"}. Under the plan's row lock: two advances at once move it
+    one stage."""
+    plan = get(conn, name)
+    if plan is None:
+        raise MigrationError(f"no plan {name!r}" if name else "no active migration plan")
+    config = plan["config"]
+    data = real_data(conn, config.window_days)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "select stage, state from migration_plans where name = %s for update", (plan["name"],)
+        )
+        stage, state = cur.fetchone()
+        if state != "active":
+            raise MigrationError(f"plan {plan['name']!r} is {state}")
+        plan = {**plan, "serving": _serving(cur), "stage": stage}
+        live = live_stage(plan)
+        evidence = {**data, "serving": plan["serving"], "live_stage": live}
+        reasons = []
+        if live != stage:
+            reasons.append(
+                f"stage {stage} is not live yet: the version serving ({plan['serving']}) was "
+                + ("not trained under this plan" if live is None else f"trained at stage {live}")
+                + f"; a candidate trained at stage {stage}'s mix must pass its gate and serve"
+            )
+        elif stage + 1 == len(config.stages):
+            cur.execute(
+                "update migration_plans set state = 'completed', updated_at = now()"
+                " where name = %s",
+                (plan["name"],),
+            )
+            _record(cur, plan["name"], "completed", stage, actor=actor, evidence=evidence,
+                    reason="the last stage is live")  # fmt: skip
+            return {"result": "completed", "stage": stage, "reasons": [], "evidence": evidence}
+        if not reasons:
+            reasons = entry_problems(config.stages[stage + 1], data)
+        if reasons:
+            _record(cur, plan["name"], "refused", stage, actor=actor, evidence=evidence,
+                    reason="; ".join(reasons))  # fmt: skip
+            return {"result": "refused", "stage": stage, "reasons": reasons, "evidence": evidence}
+        cur.execute(
+            "update migration_plans set stage = %s, updated_at = now() where name = %s",
+            (stage + 1, plan["name"]),
+        )
+        _record(cur, plan["name"], "advanced", stage + 1, actor=actor, evidence=evidence,
+                reason=config.stages[stage + 1].describe())  # fmt: skip
+    return {"result": "advanced", "stage": stage + 1, "reasons": [], "evidence": evidence}
+
+
+def abandon(conn, *, actor: str, reason: str, name: str | None = None) -> None:
+    plan = get(conn, name)
+    if plan is None or plan["state"] != "active":
+        raise MigrationError("no active migration plan" if plan is None else "not active")
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update migration_plans set state = 'abandoned', updated_at = now() where name = %s",
+            (plan["name"],),
+        )
+        _record(cur, plan["name"], "abandoned", plan["stage"], actor=actor, reason=reason)
+
+
+# --- what training uses --------------------------------------------------------------------------
+
+
+def training_mix(conn) -> dict | None:
+    """The active plan's current mix: {"plan", "stage", "feature_config": FeatureConfig
+    overrides}, or None without an active plan."""
+    plan = get(conn)
+    if plan is None:
+        return None
+    config, stage = plan["config"], plan["stage"]
+    return {
+        "plan": plan["name"],
+        "stage": stage,
+        "feature_config": {
+            "pseudo_user_weight": float(config.stages[stage].pseudo_user_weight),
+            "like_rating": config.like_rating,
+            "nope_rating": config.nope_rating,
+        },
+    }
+
+
+def check_gate(conn, mix: dict, version: str, candidate_dir: str, snapshot: str,
+               test_start_us: int) -> dict:  # fmt: skip
+    """A candidate trained at `mix` (`training_mix`'s) against the version serving, on real
+    users from `test_start_us`: {"passed", "reasons", "serving", "comparison"}. With nothing
+    serving there is nothing to regress from: passed."""
+    from swiperec.migration.real_users import compare_on_real_users
+
+    plan = get(conn, mix["plan"])
+    if plan is None:
+        raise MigrationError(f"no plan {mix['plan']!r}")
+    stage = plan["config"].stages[mix["stage"]]
+    serving = plan["serving"]
+    comparison, reasons = None, []
+    if serving is not None:
+        with conn.cursor() as cur:
+            cur.execute("select model_uri from model_versions where model_version = %s",
+                        (serving,))  # fmt: skip
+            row = cur.fetchone()
+        conn.rollback()
+        if row is None or not row[0]:
+            reasons = [f"the serving version {serving} has no model in the registry to compare"]
+        else:
+            comparison = compare_on_real_users(
+                snapshot, test_start_us, {version: candidate_dir, serving: row[0]},
+                reference=serving,
+            )  # fmt: skip
+            reasons = gate_problems(stage, comparison, version, serving)
+    return {"passed": not reasons, "reasons": reasons, "serving": serving,
+            "comparison": comparison}  # fmt: skip
+
+
+def record_gate(conn, mix: dict, version: str, gate: dict, *, actor: str = ACTOR_PIPELINE) -> None:
+    """Record `check_gate`'s verdict on `version` in the plan's events."""
+    event = "gate_passed" if gate["passed"] else "gate_failed"
+    evidence = {"serving": gate["serving"], "comparison": gate["comparison"]}
+    with conn, conn.cursor() as cur:
+        _record(cur, mix["plan"], event, mix["stage"], actor=actor, model_version=version,
+                reason="; ".join(gate["reasons"]) or None, evidence=evidence)  # fmt: skip
