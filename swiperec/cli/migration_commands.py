@@ -121,6 +121,7 @@ def _numbers(text: str, kind, what: str) -> list:
 
 def plan_command(args) -> int:
     from swiperec.migration.plan import PlanConfig, Stage, create
+    from swiperec.migration.report import render_text
 
     weights = _numbers(args.weights, float, "--weights")
     users = _numbers(args.min_users, int, "--min-users")
@@ -151,45 +152,8 @@ def plan_command(args) -> int:
         plan = create(conn, args.name, config, actor="cli")
     finally:
         conn.close()
-    print(render_status(plan))
+    print(render_text(plan))
     return 0
-
-
-def render_status(plan: dict) -> str:
-    config = plan["config"]
-    live = plan["live_stage"]
-    out = [
-        f"migration plan {plan['name']} ({plan['state']}), created by {plan['created_by']} "
-        f"{plan['created_at']:%Y-%m-%d %H:%M}",
-        f"ratings: like >= {config.like_rating}, nope <= {config.nope_rating}; entry counted "
-        f"over the last {config.window_days} days",
-        f"training uses stage {plan['stage']}; live (the version serving, {plan['serving']}, "
-        f"was trained at): " + ("none of the plan's stages" if live is None else f"stage {live}"),
-        "",
-        "  stage  pseudo weight  min real users  min real swipes  gate (vs serving)      ",
-    ]
-    for i, stage in enumerate(config.stages):
-        mark = ("live " if i == live else "") + ("<- training" if i == plan["stage"] else "")
-        out.append(
-            f"  {i:>5}  {stage.pseudo_user_weight:>13g}  {stage.min_real_users:>14,}  "
-            f"{stage.min_real_swipes:>15,}  AUC -{stage.max_auc_drop:g}, R@50 "
-            f"-{stage.max_recall_drop:.0%}  {mark}"
-        )
-    out += ["", "events:"]
-    for e in plan["events"]:
-        version = f" {e['model_version']}" if e["model_version"] else ""
-        out.append(
-            f"  {e['at']:%Y-%m-%d %H:%M:%S}  {e['event']:<11} stage {e['stage']}{version}  "
-            f"{e['decided_by']}: {e['reason'] or ''}"
-        )
-        comparison = (e["evidence"] or {}).get("comparison")
-        if comparison and comparison.get("models"):
-            for name, m in comparison["models"].items():
-                out.append(
-                    f"      {name}: real users' AUC like vs nope {m['auc_like_vs_nope']:.4f}, "
-                    f"Recall@50 {m['recall@50']:.4f} ({comparison['users']} users)"
-                )
-    return "\n".join(out)
 
 
 def _status_json(plan: dict) -> str:
@@ -198,6 +162,7 @@ def _status_json(plan: dict) -> str:
 
 def status_command(args) -> int:
     from swiperec.migration.plan import get
+    from swiperec.migration.report import render_text
 
     conn = ready_connection()
     try:
@@ -208,12 +173,13 @@ def status_command(args) -> int:
         raise UserError(
             f"no plan {args.name!r}" if args.name else "no active plan: `swiperec migration plan`"
         )
-    print(_status_json(plan) if args.json else render_status(plan))
+    print(_status_json(plan) if args.json else render_text(plan))
     return 0
 
 
 def advance_command(args) -> int:
     from swiperec.migration.plan import advance, get
+    from swiperec.migration.report import render_text
 
     conn = ready_connection()
     try:
@@ -228,7 +194,7 @@ def advance_command(args) -> int:
         return 1
     print(f"{outcome['result']}: stage {outcome['stage']}")
     if plan is not None:
-        print(render_status(plan))
+        print(render_text(plan))
     return 0
 
 

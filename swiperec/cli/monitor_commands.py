@@ -97,10 +97,12 @@ def serve_command(args) -> int:
 
     from swiperec.db import database_url
     from swiperec.experiments.web import routes as experiment_pages
+    from swiperec.migration.web import routes as migration_page
     from swiperec.monitoring.dashboard import create_app
 
     ready_connection().close()
     print(f"dashboard at http://{args.host}:{args.port}/ (Prometheus: /metrics)", flush=True)
-    app = create_app(database_url(), extra_routes=experiment_pages(database_url()))
+    url = database_url()
+    app = create_app(url, extra_routes=experiment_pages(url) + migration_page(url))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -16,8 +16,8 @@ _INT_FIELDS = ("like_rating", "nope_rating", "history_titles", "title_profile_si
                "user_vocab_size",
                "history_videos", "seed",
                "title_vocab_size", "ngram_min", "ngram_max")  # fmt: skip
-_FLOAT_FIELDS = ("pseudo_user_weight", "negatives_per_positive", "popularity_alpha",
-                 "recency_half_life_days")  # fmt: skip
+_FLOAT_FIELDS = ("pseudo_user_weight", "real_user_weight", "negatives_per_positive",
+                 "popularity_alpha", "recency_half_life_days")  # fmt: skip
 _TIME_FIELDS = ("val_start", "test_start")
 
 
@@ -34,6 +34,9 @@ class FeatureConfig:
     like_rating: int = 4  # pseudo-users: rating >= this is a like
     nope_rating: int = 2  # rating <= this is a nope; ratings between are dropped
     pseudo_user_weight: float = 1.0  # example weight of pseudo-user examples; 0 leaves them out
+    # Example weight of real users' examples; 0 leaves them out as examples (their swipes still
+    # make their own user features, the split boundaries and the negatives' popularity).
+    real_user_weight: float = 1.0
     negatives_per_positive: float = 2.0
     popularity_alpha: float = 0.5  # sampled negatives ~ (train-period count + 1) ** alpha
     recency_half_life_days: float = 30.0
@@ -75,7 +78,8 @@ class FeatureConfig:
                 "ratings must satisfy 1 <= nope_rating < like_rating <= 5, got "
                 f"nope_rating={self.nope_rating}, like_rating={self.like_rating}"
             )
-        for name in ("pseudo_user_weight", "negatives_per_positive", "popularity_alpha"):
+        for name in ("pseudo_user_weight", "real_user_weight", "negatives_per_positive",
+                     "popularity_alpha"):  # fmt: skip
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.recency_half_life_days > 0:

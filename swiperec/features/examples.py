@@ -159,11 +159,13 @@ def build_user_examples(
     of the split's nopes if there are more, else all of them plus sampled unseen videos, spread
     evenly over the split's likes, each taking its like's time and features (fewer only if the
     sampler runs out of unseen videos). A user with no likes in a split contributes nothing
-    to it; pseudo-users contribute nothing when `pseudo_user_weight` is 0.
+    to it; pseudo-users contribute nothing when `pseudo_user_weight` is 0, real users nothing
+    when `real_user_weight` is 0.
 
     Each example is a dict: the raw user features of `UserHistory.features(t)` from the
     user's events strictly before t (events at the same instant never see each other), plus
-    user_key, video_id, label (1/0), weight (1.0, or pseudo_user_weight for pseudo-users),
+    user_key, video_id, label (1/0), weight (real_user_weight, or pseudo_user_weight for
+    pseudo-users),
     example_time_us, split, negative_source ("" / "nope" / "sampled") and
     sampling_probability. Examples at one time share their feature lists: treat as read-only.
     Counts (positives, negatives by source, unused nopes, sampling shortfall) are added to
@@ -183,6 +185,10 @@ def build_user_examples(
         raise ValueError(f"labels must be 0 or 1, got {np.unique(labels).tolist()}")
     if is_pseudo and config.pseudo_user_weight == 0:
         counts["pseudo_events_skipped"] = len(video_ids)
+        _merge(stats, counts)
+        return []
+    if not is_pseudo and config.real_user_weight == 0:
+        counts["real_events_skipped"] = len(video_ids)
         _merge(stats, counts)
         return []
     order = np.lexsort((labels, video_ids, times_us))
@@ -219,7 +225,7 @@ def build_user_examples(
     # after it is the future, and excluding it would leak held-out periods into training.
     split_ends = (boundaries.val_start_us, boundaries.test_start_us, np.iinfo(np.int64).max)
     decided = [set(video_ids[times_us < end].tolist()) for end in split_ends]
-    weight = float(config.pseudo_user_weight) if is_pseudo else 1.0
+    weight = float(config.pseudo_user_weight if is_pseudo else config.real_user_weight)
     examples: list[dict] = []
     starts = np.flatnonzero(np.concatenate([[True], times_us[1:] != times_us[:-1]])).tolist()
     ends = [*starts[1:], len(times_us)]

@@ -194,6 +194,15 @@ def get(conn, name: str | None = None) -> dict | None:
     return plan
 
 
+def latest(conn) -> dict | None:
+    """The most recently created plan, whatever its state, or None."""
+    with conn.cursor() as cur:
+        cur.execute("select name from migration_plans order by created_at desc limit 1")
+        row = cur.fetchone()
+    conn.rollback()
+    return get(conn, row[0]) if row else None
+
+
 def live_stage(plan: dict) -> int | None:
     """The stage the version serving was trained at (None: a version from outside the plan)."""
     for event in reversed(plan["events"]):

@@ -231,3 +231,32 @@ def test_the_evaluate_step_blesses_only_through_the_stages_gate(
         cur.execute("select blessed from model_versions where model_version = 'c2'")
         assert cur.fetchone() == (False,)
     db.rollback()
+
+
+def test_the_dashboard_shows_the_plan_and_its_decisions(db, db_url):
+    from starlette.testclient import TestClient
+
+    from swiperec.migration.web import routes
+    from swiperec.monitoring.dashboard import create_app
+
+    with TestClient(create_app(db_url, extra_routes=routes(db_url))) as client:
+        assert 'href="/migration"' in client.get("/").text
+        assert "No migration plan" in client.get("/migration").text
+        migration.create(db, "p", CONFIG, actor="ana")
+        migration.advance(db, actor="ana")  # refused: no real users yet
+        migration.record_gate(
+            db,
+            {"plan": "p", "stage": 0},
+            "v2",
+            {"passed": False, "reasons": ["worse on real users"], "serving": "v1",
+             "comparison": {"users": 12, "models": {
+                 "v2": {"auc_like_vs_nope": 0.55, "recall@50": 0.1},
+                 "v1": {"auc_like_vs_nope": 0.6, "recall@50": 0.2}}}},
+        )  # fmt: skip
+        page = client.get("/migration").text
+        assert "Plan <b>p</b> (active): training uses stage 0" in page
+        assert "<td>refused</td><td>0</td>" in page and "0 real users in the last 30 days" in page
+        assert "<td>gate_failed</td>" in page and "worse on real users" in page
+        assert "v2: AUC 0.5500, R@50 0.1000" in page
+        migration.abandon(db, actor="ana", reason="enough")
+        assert "Plan <b>p</b> (abandoned)" in client.get("/migration").text

@@ -415,6 +415,43 @@ def test_pseudo_user_weight(weight):
         assert {e["user_source"] for e in pseudo} == {"pseudo"}
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_real_user_weight(weight):
+    """Real users' examples take real_user_weight; 0 leaves them out (and counts their events),
+    while pseudo-users' examples, the split and the negatives' popularity stay as they were."""
+    decisions = [(USER, 2, "like", T0), (USER, 3, "nope", T0 + 1), (USER, 5, "like", T0 + 2)]
+    tables = _tables(decisions, reviews=[("r1", 3, 5, T0), ("r1", 4, 1, T0 + 1)])
+    config = FeatureConfig(real_user_weight=weight)
+    catalogue, events = events_from_tables(*tables, config)
+    boundaries = SplitBoundaries(T0 + DAY_US, T0 + DAY_US)
+    examples = _build_all(catalogue, events, config, boundaries)
+    default = _build_all(catalogue, events, FeatureConfig(), boundaries)
+    assert examples["review:r1"] == default["review:r1"]
+    if weight == 0.0:
+        assert examples[USER] == []
+        stats = {}
+        sampler = NegativeSampler(catalogue, events, boundaries, config)
+        assert np.array_equal(
+            sampler.train_event_counts,
+            NegativeSampler(catalogue, events, boundaries, FeatureConfig()).train_event_counts,
+        )
+        assert build_user_examples(USER, False, [2, 3, 5], [1, 0, 1], [T0, T0 + 1, T0 + 2],
+                                   catalogue, sampler, boundaries, config, stats) == []  # fmt: skip
+        assert stats["real_events_skipped"] == 3 and stats["positives"] == 0
+    else:
+        assert {e["weight"] for e in examples[USER]} == {0.5}
+        strip = [{k: v for k, v in e.items() if k != "weight"} for e in examples[USER]]
+        assert strip == [{k: v for k, v in e.items() if k != "weight"} for e in default[USER]]
+
+
+def test_real_user_weight_default_and_validation():
+    assert FeatureConfig().real_user_weight == 1.0
+    assert FeatureConfig.from_dict({"real_user_weight": 0}).real_user_weight == 0
+    for bad in (-0.5, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="real_user_weight"):
+            FeatureConfig(real_user_weight=bad)
+
+
 def test_a_user_who_decided_almost_everything_gets_fewer_sampled_negatives():
     config = FeatureConfig()
     catalogue, events = events_from_tables(*_tables([(USER, 2, "like", T0)], videos=2), config)
