@@ -6,7 +6,8 @@
 The unit is the user (assignment is per user): analysis.sql sums each user's requests, served
 items, swipes and sessions in the window, per arm. Then (swiperec.experiments.stats):
 
-- sample ratio mismatch: users per arm against the arms' shares (an SRM invalidates the rest);
+- sample ratio mismatch: users per arm against the arms' shares, decided by an always-valid
+  test (an SRM invalidates the rest);
 - per metric, treatment minus control: a ratio of sums by the delta method, the primary metric
   with CUPED on the user's like-rate before the experiment; a fixed-horizon CI and p-value, and
   the always-valid confidence sequence and p-value that stay valid however often one looks;
@@ -219,6 +220,7 @@ def analyse(conn, name: str, *, at: datetime | None = None) -> dict:
         "srm": {
             "chi2": srm.chi2,
             "pvalue": srm.pvalue,
+            "sequential_pvalue": srm.sequential_pvalue,
             "mismatch": srm.mismatch,
             "expected_shares": srm.expected_shares,
         },

@@ -60,7 +60,8 @@ def render_text(result: dict, experiment: dict, events: list[dict]) -> str:
         f"window {result['window'][0]} .. {result['window'][1]}; traffic buckets "
         f"[{experiment['traffic_from']}, {experiment['traffic_to']})",
         *_arm_lines(experiment, result),
-        f"sample ratio: chi2 {srm['chi2']:.3f}, p {srm['pvalue']:.3g} -> "
+        f"sample ratio: always-valid p {srm['sequential_pvalue']:.3g} (chi2 {srm['chi2']:.3f}, "
+        f"one-look p {srm['pvalue']:.3g}) -> "
         + (
             "MISMATCH: the assignment is broken; the results below are not valid"
             if srm["mismatch"]
@@ -208,7 +209,8 @@ def render_html(result: dict, experiment: dict, events: list[dict], looks: list[
             ],
         ),
         f'<div class="banner {"not-blessed" if srm["mismatch"] else "blessed"}">Sample ratio: '
-        f"p = {srm['pvalue']:.3g} "
+        f"always-valid p = {srm['sequential_pvalue']:.3g} (chi-square, one look: "
+        f"{srm['pvalue']:.3g}) "
         + ("&mdash; MISMATCH, results invalid" if srm["mismatch"] else "&mdash; ok")
         + "</div>",
     ]

@@ -54,7 +54,8 @@ def decide(experiment: dict, result: dict, stage_hours: float) -> Decision:
     boundary)."""
     config = ExperimentConfig.from_dict(experiment["config"])
     if result["srm"]["mismatch"]:
-        return Decision("rollback", f"sample ratio mismatch (p = {result['srm']['pvalue']:.2g})")
+        p = result["srm"]["sequential_pvalue"]
+        return Decision("rollback", f"sample ratio mismatch (always-valid p = {p:.2g})")
     comparison = result["comparisons"].get("candidate")
     if comparison is None:
         return Decision("hold", "no candidate arm to compare")

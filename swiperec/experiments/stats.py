@@ -41,7 +41,7 @@ GuardrailVerdict = Literal["non-inferior", "breached", "inconclusive"]
 # --- sample ratio mismatch ------------------------------------------------------------------
 
 
-MIN_EXPECTED_USERS = 5  # per arm, before an SRM can be flagged
+SRM_PRIOR_CONCENTRATION = 100.0  # the Dirichlet prior's total weight, centred on the shares
 
 
 @dataclass(frozen=True)
@@ -49,30 +49,49 @@ class SrmResult:
     counts: dict[str, int]  # users per arm, in the order of `expected_shares`
     expected_shares: dict[str, float]  # configured shares, normalised to sum to 1
     chi2: float
-    pvalue: float
-    mismatch: bool  # pvalue < threshold
+    pvalue: float  # chi-square, fixed horizon: valid for one look
+    sequential_pvalue: float  # always-valid: valid however often one looks
+    mismatch: bool  # sequential_pvalue < threshold
 
 
 def srm(
-    counts: Mapping[str, int], expected: Mapping[str, float], threshold: float = 0.001
+    counts: Mapping[str, int],
+    expected: Mapping[str, float],
+    threshold: float = 0.001,
+    *,
+    concentration: float = SRM_PRIOR_CONCENTRATION,
 ) -> SrmResult:
-    """Test whether the users per arm match the configured shares (chi-square goodness of fit).
+    """Test whether the users per arm match the configured shares.
 
     `expected` holds each arm's configured share in any unit (0.45/0.45/0.10 or 45/45/10); the
     shares are normalised. An arm in `expected` but absent from `counts` has 0 users (the
     strongest mismatch there is); an arm in `counts` but not in `expected` is a ValueError.
-    With no users at all there is no evidence yet: pvalue 1, no mismatch; nor is there a
-    mismatch while an arm expects fewer than MIN_EXPECTED_USERS users (the p-value is reported).
+    With no users at all there is no evidence yet: p-values 1, no mismatch.
 
-    Fabijan, Gupchup, Gupta, Omhover, Qin, Vermeer, Dmitriev, "Diagnosing Sample Ratio Mismatch
-    in Online Controlled Experiments: A Taxonomy and Rules of Thumb for Practitioners", KDD 2019.
-    The threshold is strict (0.001 is a common choice) because the check runs on every
-    experiment, usually at every look, and a flagged SRM discards the whole experiment: a false
-    alarm is expensive, while real SRMs (broken assignment, bots, lost logs) give p-values far
-    below it once there are thousands of users.
+    Two tests of the same counts:
+    - chi-square goodness of fit (`pvalue`), the usual SRM check (Fabijan, Gupchup, Gupta,
+      Omhover, Qin, Vermeer, Dmitriev, "Diagnosing Sample Ratio Mismatch in Online Controlled
+      Experiments: A Taxonomy and Rules of Thumb for Practitioners", KDD 2019), valid for one
+      look;
+    - the sequential multinomial test (`sequential_pvalue`, which decides `mismatch`): the
+      Bayes factor of a Dirichlet-multinomial alternative against the configured shares,
+      BF = [B(alpha + x) / B(alpha)] / prod(p_i ** x_i) with alpha = concentration * p, and
+      p-value min(1, 1 / BF) (Lindon, Malek, "Anytime-Valid Inference For Multinomial Count
+      Data", NeurIPS 2022). 1 / BF is an e-process: its chance of ever falling below the
+      threshold, however often one looks, is at most the threshold. The SRM check runs at
+      every look of every experiment (the rollout controller's, every minute), so a
+      fixed-horizon test would raise false alarms, and an SRM rolls a rollout back. It is exact
+      for any count (no large-sample approximation). `concentration` sets where its power is:
+      larger finds smaller imbalances in large samples, smaller finds large ones sooner.
+
+    The threshold is strict (0.001 is a common choice): a flagged SRM discards the experiment,
+    while real SRMs (broken assignment, bots, lost logs) give p-values far below it once there
+    are a few hundred users.
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not concentration > 0:
+        raise ValueError(f"concentration must be positive, got {concentration}")
     unknown = sorted(set(counts) - set(expected))
     if unknown:
         raise ValueError(f"arms with users but no expected share: {', '.join(unknown)}")
@@ -90,15 +109,28 @@ def srm(
     shares = {arm: share / total_share for arm, share in expected.items()}
     n_users = sum(observed.values())
     if n_users == 0:
-        return SrmResult(observed, shares, chi2=0.0, pvalue=1.0, mismatch=False)
+        return SrmResult(observed, shares, chi2=0.0, pvalue=1.0, sequential_pvalue=1.0,
+                         mismatch=False)  # fmt: skip
     expected_counts = [n_users * share for share in shares.values()]
     test = scipy.stats.chisquare(f_obs=list(observed.values()), f_exp=expected_counts)
-    pvalue = float(test.pvalue)
-    # The chi-square approximation needs about 5 expected users in every arm (the usual rule);
-    # below that (a 1 % arm's first minutes) its p-values are far too small, so no verdict.
-    enough = min(expected_counts) >= MIN_EXPECTED_USERS
-    return SrmResult(observed, shares, float(test.statistic), pvalue,
-                     enough and pvalue < threshold)  # fmt: skip
+    x = np.array(list(observed.values()), dtype=float)
+    p = np.array(list(shares.values()))
+    sequential = math.exp(-max(srm_log_bayes_factor(x, p, concentration), 0.0))
+    return SrmResult(observed, shares, float(test.statistic), float(test.pvalue), sequential,
+                     sequential < threshold)  # fmt: skip
+
+
+def srm_log_bayes_factor(counts: ArrayLike, shares: ArrayLike, concentration: float) -> float:
+    """log BF of Dirichlet(concentration * shares)-multinomial against multinomial(shares)."""
+    from scipy.special import gammaln, xlogy
+
+    x, p = np.asarray(counts, dtype=float), np.asarray(shares, dtype=float)
+    alpha = concentration * p
+
+    def log_beta(a):
+        return float(gammaln(a).sum() - gammaln(a.sum()))
+
+    return log_beta(alpha + x) - log_beta(alpha) - float(xlogy(x, p).sum())
 
 
 # --- fixed-horizon effect of a ratio metric -------------------------------------------------

@@ -237,8 +237,9 @@ def section_aa(conn, url, truth, serving: str, args, tag: str) -> dict:
                     {
                         "users": result["users"],
                         "answered": {a: t.get("answered", 0) for a, t in result["totals"].items()},
-                        "srm_pvalue": result["srm"]["pvalue"],
+                        "srm_pvalue": result["srm"]["sequential_pvalue"],
                         "srm_mismatch": result["srm"]["mismatch"],
+                        "srm_chi2_pvalue": result["srm"]["pvalue"],
                         "status": primary.get("status"),
                         "min_sample_reached": comparison.get("min_sample_reached", False),
                         "effect": primary.get("effect"),
@@ -376,6 +377,15 @@ def section_aa(conn, url, truth, serving: str, args, tag: str) -> dict:
             "experiments": share(lambda m: any(e["srm_mismatch"] for e in seen[m])),
             "goal": 0,
             "threshold": cfg.srm_threshold,
+        },
+        "srm_alarms_of_a_one_look_chi_square_test_at_every_look": {
+            "looks_with_alarm": sum(
+                1 for m in names for e in seen[m] if e["srm_chi2_pvalue"] < cfg.srm_threshold
+            ),
+            "experiments": share(
+                lambda m: any(e["srm_chi2_pvalue"] < cfg.srm_threshold for e in seen[m])
+            ),
+            "note": "what the chi-square test alone would have flagged at the same looks",
         },
         "min_srm_pvalue": min(
             (e["srm_pvalue"] for m in names for e in seen[m] if e["srm_pvalue"] is not None),
@@ -1024,8 +1034,8 @@ def section_srm(conn, url, truth, serving: str, args, tag: str) -> dict:
         return {"users": result["users"], **result["srm"]}
 
     log(
-        f"srm: before the loss p={before['srm']['pvalue']:.3g}, after p="
-        f"{after['srm']['pvalue']:.3g} mismatch={after['srm']['mismatch']}"
+        f"srm: always-valid p before the loss {before['srm']['sequential_pvalue']:.3g}, after "
+        f"{after['srm']['sequential_pvalue']:.3g} mismatch={after['srm']['mismatch']}"
     )
     return {
         "what": f"an A/A test (the production version in both arms, 50/50, all users); after "
@@ -1211,6 +1221,12 @@ def summary(figures: dict, only: list[str]) -> None:
             f"{a['significant_naive_at_any_look']['count']} (last look "
             f"{a['significant_naive_at_last_look']['count']}); SRM alarms "
             f"{a['srm_alarms']['looks_with_alarm']}"
+            + (
+                f" (one-look chi-square at every look: "
+                f"{a['srm_alarms_of_a_one_look_chi_square_test_at_every_look']['looks_with_alarm']})"
+                if "srm_alarms_of_a_one_look_chi_square_test_at_every_look" in a
+                else ""
+            )
         )
     if "ab" in only and "ab" in figures:
         b = figures["ab"]
@@ -1238,8 +1254,9 @@ def summary(figures: dict, only: list[str]) -> None:
     if "srm" in only and "srm" in figures:
         s = figures["srm"]
         print(
-            f"SRM: before the loss p={s['srm_before_the_loss']['pvalue']:.3g}; after "
-            f"p={s['srm_after_the_loss']['pvalue']:.3g}, mismatch {s['detected']}"
+            f"SRM: always-valid p before the loss "
+            f"{s['srm_before_the_loss']['sequential_pvalue']:.3g}; after "
+            f"{s['srm_after_the_loss']['sequential_pvalue']:.3g}, mismatch {s['detected']}"
         )
 
 

@@ -27,22 +27,59 @@ def test_srm_matches_the_chi_square_computed_by_hand():
     assert result.pvalue == pytest.approx(0.0031, abs=1e-4)
     assert result.expected_shares == {"control": 0.5, "treatment": 0.5}
     assert result.counts == {"control": 5000, "treatment": 5300}
-    # p = 0.003: a mismatch at 0.01, not at the strict default 0.001
+    # One look would call it at 0.01; a test valid at every look needs more: 0.13 here.
+    assert result.sequential_pvalue == pytest.approx(0.1349, abs=1e-4)
     assert not result.mismatch
-    assert stats.srm(
+    assert not stats.srm(
         {"control": 5000, "treatment": 5300}, {"control": 1, "treatment": 1}, threshold=0.01
     ).mismatch
+
+
+def test_the_sequential_srm_bayes_factor_matches_numerical_integration():
+    # Two arms: BF = E over theta ~ Beta(c p1, c p2) of theta^x1 (1 - theta)^x2, divided by
+    # p1^x1 p2^x2.
+    for x, p, c in [((30, 12), (0.5, 0.5), 100.0), ((8, 3), (0.9, 0.1), 10.0),
+                    ((150, 140), (0.6, 0.4), 2.0)]:  # fmt: skip
+        prior = scipy.stats.beta(c * p[0], c * p[1])
+
+        def integrand(t, x=x, prior=prior):
+            return t ** x[0] * (1 - t) ** x[1] * prior.pdf(t)
+
+        marginal, _ = scipy.integrate.quad(integrand, 0, 1, epsabs=0, epsrel=1e-10, limit=200)
+        expected = math.log(marginal) - x[0] * math.log(p[0]) - x[1] * math.log(p[1])
+        assert stats.srm_log_bayes_factor(x, p, c) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_sequential_srm_keeps_its_false_alarms_under_its_threshold_at_every_look():
+    # 2,000 balanced A/A assignments of 1,000 users, checked after every 10th user: the share
+    # ever flagged by the always-valid p at 0.05 stays below 0.05; the chi-square test at the
+    # same looks would flag far more.
+    rng = np.random.default_rng(7)
+    treatment = np.cumsum(rng.random((2000, 1000)) < 0.5, axis=1)[:, 9::10]
+    n = np.arange(10, 1001, 10)
+    c = stats.SRM_PRIOR_CONCENTRATION
+    ever_sequential = sum(
+        max(
+            stats.srm_log_bayes_factor((k - t, t), (0.5, 0.5), c)
+            for t, k in zip(row, n, strict=True)
+        )
+        > math.log(1 / 0.05)
+        for row in treatment
+    )
+    ever_chi2 = (np.abs((2 * treatment - n) / np.sqrt(n)) > 1.96).any(axis=1).sum()
+    assert ever_sequential / 2000 < 0.05
+    assert ever_chi2 / 2000 > 0.2
 
 
 def test_srm_balanced_split_is_no_mismatch_and_a_clear_imbalance_is():
     shares = {"control": 0.5, "treatment": 0.5}
     balanced = stats.srm({"control": 5000, "treatment": 5000}, shares)
     assert balanced.chi2 == 0 and balanced.pvalue == pytest.approx(1.0)
-    assert not balanced.mismatch
+    assert balanced.sequential_pvalue == 1.0 and not balanced.mismatch
     skewed = stats.srm({"control": 5000, "treatment": 5500}, shares)
-    # chi2 = 2 * 250^2 / 5250 = 23.8, p ~ 1e-6
+    # chi2 = 2 * 250^2 / 5250 = 23.8, p ~ 1e-6; always-valid 7.8e-5
     assert skewed.chi2 == pytest.approx(2 * 250**2 / 5250)
-    assert skewed.pvalue < 1e-5 and skewed.mismatch
+    assert skewed.pvalue < 1e-5 and skewed.sequential_pvalue < 1e-4 and skewed.mismatch
 
 
 def test_srm_three_arms_with_a_holdout_share():
@@ -474,14 +511,14 @@ def test_an_arm_of_one_user_is_not_enough_data():
         stats.ratio_effect(frame, "likes", "answered")
 
 
-def test_srm_needs_five_expected_users_in_every_arm():
-    # A 1 % arm with 3 of 50 users: chi-square says p = 0.0004, but 0.5 users were expected
-    # there, where the approximation is far off (the exact binomial tail is 0.014).
+def test_srm_is_exact_for_a_small_arm():
+    # A 1 % arm with 3 of 50 users: chi-square says p = 0.0004, far off with 0.5 users
+    # expected there (the exact binomial tail is 0.014); the Bayes factor is exact: no alarm.
     early = stats.srm({"control": 47, "candidate": 3}, {"control": 99, "candidate": 1})
-    assert early.pvalue < 0.001 and not early.mismatch
-    # With 5 expected (500 users) a clear imbalance is flagged.
+    assert early.pvalue < 0.001 and early.sequential_pvalue > 0.1 and not early.mismatch
+    # With 500 users a clear imbalance is flagged.
     later = stats.srm({"control": 470, "candidate": 30}, {"control": 99, "candidate": 1})
-    assert later.pvalue < 1e-9 and later.mismatch
+    assert later.sequential_pvalue < 1e-9 and later.mismatch
 
 
 # --- a report's looks -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def experiment(stage: int = 0) -> dict:
 def result(*, srm_p=0.5, verdicts=None, coverage="non-inferior", ready=True) -> dict:
     verdicts = verdicts or {"like_rate": "non-inferior", "error_rate": "non-inferior"}
     return {
-        "srm": {"pvalue": srm_p, "mismatch": srm_p < CONFIG.srm_threshold},
+        "srm": {"sequential_pvalue": srm_p, "mismatch": srm_p < CONFIG.srm_threshold},
         "comparisons": {
             "candidate": {
                 "min_sample_reached": ready,
