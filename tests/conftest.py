@@ -126,25 +126,32 @@ def transform_component(snapshot_dir, tmp_path_factory):
     import swiperec.features.transform as transform_module
     from components.feature_transform import feature_transform
 
-    returned = []
-    run_transform = transform_module.run_transform
-
-    def keep_result(*args, **kwargs):
-        returned.append(run_transform(*args, **kwargs))
-        return returned[-1]
-
     out = tmp_path_factory.mktemp("transform")
     transform_graph = dsl.Artifact(uri=str(out / "transform"))
     examples = dsl.Dataset(uri=str(out / "examples"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transform_module, "run_transform", keep_result)
-        feature_transform.python_func(
-            snapshot=dsl.Dataset(uri=snapshot_dir),
-            transform_graph=transform_graph,
-            examples=examples,
-        )
-    [result] = returned
+    result = _component_keeping(
+        transform_module, "run_transform", feature_transform,
+        snapshot=dsl.Dataset(uri=snapshot_dir), transform_graph=transform_graph,
+        examples=examples,
+    )  # fmt: skip
     return SimpleNamespace(result=result, transform_graph=transform_graph, examples=examples)
+
+
+def _component_keeping(module, name: str, component, **kwargs):
+    """Run the KFP `component`'s python_func with `kwargs` and return what `module.name`, the
+    library function it calls, returned inside it."""
+    returned = []
+    function = getattr(module, name)
+
+    def keep_result(*args, **kwargs):
+        returned.append(function(*args, **kwargs))
+        return returned[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, name, keep_result)
+        component.python_func(**kwargs)
+    [result] = returned
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -172,26 +179,15 @@ def train_component(transform_component, tmp_path_factory):
     import swiperec.model.train as train_module
     from components.train import train as component
 
-    returned = []
-    train = train_module.train
-
-    def keep_result(*args, **kwargs):
-        returned.append(train(*args, **kwargs))
-        return returned[-1]
-
     out = tmp_path_factory.mktemp("model")
     model = dsl.Model(uri=str(out / "m"))
     metrics = dsl.Metrics(uri=str(out / "metrics"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "train", keep_result)
-        component.python_func(
-            transform_graph=transform_component.transform_graph,
-            examples=transform_component.examples,
-            model=model,
-            metrics=metrics,
-            train_config_json=json.dumps(SMALL_TRAIN.to_dict()),
-        )
-    [result] = returned
+    result = _component_keeping(
+        train_module, "train", component,
+        transform_graph=transform_component.transform_graph,
+        examples=transform_component.examples, model=model, metrics=metrics,
+        train_config_json=json.dumps(SMALL_TRAIN.to_dict()),
+    )  # fmt: skip
     return SimpleNamespace(result=result, model=model, metrics=metrics)
 
 
