@@ -36,7 +36,7 @@ snapshot with cutoff T + window, from T on, against the fixed mix (AUC like vs n
 bootstrap CIs of the differences); a second call against the staged model answers "is staged at
 least as good as the best, within the bootstrap CI" (the best's CI lower bound <= 0).
 
-Writes tests/performance/results/migration.json.
+Writes tests/performance/results/migration.json (--out: another file), after every point.
 """
 
 from __future__ import annotations
@@ -400,14 +400,14 @@ def print_summary(points: list[dict]) -> None:
     print("(per strategy: AUC like vs nope, Recall@50, on real users' swipes after T)")
 
 
-def save(figures: dict, models: Models, started: float) -> None:
+def save(figures: dict, models: Models, started: float, out: Path) -> None:
     figures["timings"] = {
         "total_seconds": round(time.perf_counter() - started, 1),
         "steps": models.timings,
     }
     figures["machine"] = machine()
-    RESULTS.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(figures, indent=1, default=str))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1, default=str))
 
 
 def main(argv=None) -> int:
@@ -425,6 +425,7 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--pseudo-users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT})")
     parser.add_argument(
         "--entry-scale",
         type=float,
@@ -489,9 +490,9 @@ def main(argv=None) -> int:
         stage = point["staged"]["stage"]
         figures["points"].append(point)
         print_point(point)
-        save(figures, models, started)  # after every point: a late failure keeps the rest
+        save(figures, models, started, args.out)  # after every point: a failure keeps the rest
     print_summary(figures["points"])
-    print(f"\nsaved {OUT} ({figures['timings']['total_seconds']:.0f} s)")
+    print(f"\nsaved {args.out} ({figures['timings']['total_seconds']:.0f} s)")
     conn.close()
     if temporary:  # the server of a temporary home stops before its folder goes
         from swiperec.db.embedded import EmbeddedServer
