@@ -146,8 +146,7 @@ def plan_command(args) -> int:
         config = PlanConfig(
             stages=stages, like_rating=ratings[0], nope_rating=ratings[1],
             window_days=args.window_days,
-            calibration={k: calibration[k] for k in ("thresholds", "weight", "reasons")
-                         if k in calibration},
+            calibration=calibration,
         )  # fmt: skip
         plan = create(conn, args.name, config, actor="cli")
     finally:

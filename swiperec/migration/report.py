@@ -28,6 +28,10 @@ def render_text(plan: dict) -> str:
             f"{stage.min_real_swipes:>15,}  AUC -{stage.max_auc_drop:g}, R@50 "
             f"-{stage.max_recall_drop:.0%}  {mark}"
         )
+    if config.calibration.get("levels"):
+        from swiperec.migration.calibrate import render_text as calibration_text
+
+        out += ["", "the plan's ratings and weights from " + calibration_text(config.calibration)]
     out += ["", "events:"]
     for e in plan["events"]:
         version = f" {e['model_version']}" if e["model_version"] else ""
@@ -85,5 +89,18 @@ def render_html(plan: dict | None, css: str = "") -> str:
         "<th>min real swipes</th><th>gate: AUC / Recall@50 drop</th><th></th></tr></thead>"
         f"<tbody>{stages}</tbody></table><h2>Decisions</h2><table><thead><tr><th>at</th>"
         "<th>event</th><th>stage</th><th>version</th><th>by</th><th>reason</th>"
-        f"<th>real users (gate)</th></tr></thead><tbody>{events}</tbody></table></body></html>\n"
+        f"<th>real users (gate)</th></tr></thead><tbody>{events}</tbody></table>"
+        + _calibration_html(config.calibration)
+        + "</body></html>\n"
+    )
+
+
+def _calibration_html(calibration: dict) -> str:
+    if not calibration.get("levels"):
+        return ""
+    from swiperec.migration.calibrate import render_text as calibration_text
+
+    return (
+        "<h2>Calibration the plan was made with</h2>"
+        f"<pre>{html.escape(calibration_text(calibration))}</pre>"
     )

@@ -242,7 +242,11 @@ def test_the_dashboard_shows_the_plan_and_its_decisions(db, db_url):
     with TestClient(create_app(db_url, extra_routes=routes(db_url))) as client:
         assert 'href="/migration"' in client.get("/").text
         assert "No migration plan" in client.get("/migration").text
-        migration.create(db, "p", CONFIG, actor="ana")
+        from dataclasses import replace
+
+        from swiperec.migration.calibrate import calibrate
+
+        migration.create(db, "p", replace(CONFIG, calibration=calibrate(db)), actor="ana")
         migration.advance(db, actor="ana")  # refused: no real users yet
         migration.record_gate(
             db,
@@ -258,5 +262,6 @@ def test_the_dashboard_shows_the_plan_and_its_decisions(db, db_url):
         assert "<td>refused</td><td>0</td>" in page and "0 real users in the last 30 days" in page
         assert "<td>gate_failed</td>" in page and "worse on real users" in page
         assert "v2: AUC 0.5500, R@50 0.1000" in page
+        assert "Calibration the plan was made with" in page and "too little overlap" in page
         migration.abandon(db, actor="ana", reason="enough")
         assert "Plan <b>p</b> (abandoned)" in client.get("/migration").text
