@@ -9,7 +9,7 @@
     swiperec monitor run|alerts                          recommendation quality, alerts
     swiperec experiment start|stop|list|report           A/B tests between model versions
     swiperec rollout start|status|advance|rollback|tick  staged rollouts, automatic rollback
-    swiperec migration calibrate                         pseudo-users to real users: calibration
+    swiperec migration calibrate|plan|status|advance     pseudo-users to real users, staged
     swiperec simulate                                    simulated app traffic, end to end
     swiperec demo                                        the main job on the embedded defaults
 

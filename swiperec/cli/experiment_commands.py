@@ -235,14 +235,13 @@ def report_command(args) -> int:
     try:
         experiment = get(conn, args.name)
         decided = events(conn, args.name)
+        result = analyse(conn, args.name)  # what is printed: the analysis now
         if args.html:
-            # The last look is the analysis now, with p-values as low as any look had them.
+            # The page's last look is the analysis now as someone who looked at every look saw
+            # it: each always-valid p-value the lowest so far, each sequence the narrowest.
             looks = history(conn, args.name, looks=args.looks)
-            result = looks[-1]
             with open(args.html, "w", encoding="utf-8") as f:
-                f.write(render_html(result, experiment, decided, looks))
-        else:
-            result = analyse(conn, args.name)
+                f.write(render_html(looks[-1], experiment, decided, looks))
     finally:
         conn.close()
     if args.json:

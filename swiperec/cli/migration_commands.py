@@ -130,18 +130,22 @@ def plan_command(args) -> int:
         raise UserError("--weights, --min-users and --min-swipes need one value per stage each")
     conn = ready_connection()
     try:
-        ratings, calibration = (args.like_rating, args.nope_rating), {}
+        today = (args.like_rating, args.nope_rating)
+        ratings, calibration, first = today, {}, {}
         if args.calibrate:
             from swiperec.migration.calibrate import calibrate
 
+            # Stage 0 stays today's mix (what serves was trained at); the later stages read
+            # ratings as calibrated and scale the pseudo-user weight by the calibrated one.
             calibration = calibrate(conn)
             chosen = calibration["feature_config"]
             ratings = (chosen["like_rating"], chosen["nope_rating"])
-            weights = [w * chosen["pseudo_user_weight"] for w in weights]
+            weights = weights[:1] + [w * chosen["pseudo_user_weight"] for w in weights[1:]]
+            first = {"like_rating": today[0], "nope_rating": today[1]}
         stages = tuple(
             Stage(w, min_real_users=u, min_real_swipes=n, max_auc_drop=args.max_auc_drop,
-                  max_recall_drop=args.max_recall_drop)
-            for w, u, n in zip(weights, users, swipes, strict=True)
+                  max_recall_drop=args.max_recall_drop, **(first if i == 0 else {}))
+            for i, (w, u, n) in enumerate(zip(weights, users, swipes, strict=True))
         )  # fmt: skip
         config = PlanConfig(
             stages=stages, like_rating=ratings[0], nope_rating=ratings[1],

@@ -302,8 +302,10 @@ def as_seen(looks: list[dict]) -> list[dict]:
                     row["sequential_pvalue"] = min(row["sequential_pvalue"], seen["p"])
                     low = max(row["sequential_ci"][0], seen["ci"][0])
                     high = min(row["sequential_ci"][1], seen["ci"][1])
-                    if low <= high:  # empty only when the plug-in se moved: keep this look's
+                    if low <= high:
                         row["sequential_ci"] = [low, high]
+                    else:  # empty only when the plug-in se moved: this look's, flagged
+                        row["sequence_reset"] = True
                     row["significant"] = row["sequential_pvalue"] < row["sequential_alpha"]
                     if "verdict" in row:
                         seq = stats.Sequential(row["sequential_pvalue"], *row["sequential_ci"],

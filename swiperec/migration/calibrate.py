@@ -109,6 +109,14 @@ def choose_thresholds(verdicts: dict[int, str], default: FeatureConfig) -> tuple
             f"like_rating {default.like_rating}, nope_rating {default.nope_rating}"
         )
         return default.like_rating, default.nope_rating, reasons
+    # FeatureConfig needs 1 <= nope_rating < like_rating <= 5: a nope at 5 or a like at 1 (a
+    # reversed scale) cannot be followed; the nearest valid cut is taken.
+    if nope is not None and nope > 4:
+        nope = 4
+        reasons.append("rating 5 reads nope: nope_rating 4, the highest a like cut allows")
+    if like is not None and like < 2:
+        like = 2
+        reasons.append("rating 1 reads like: like_rating 2, the lowest a nope cut allows")
     if like is None:
         like = max(default.like_rating, nope + 1)
         reasons.append(
@@ -122,7 +130,7 @@ def choose_thresholds(verdicts: dict[int, str], default: FeatureConfig) -> tuple
             f"(the default {default.nope_rating}, or just below like_rating)"
         )
     for k in RATINGS:
-        reading = "like" if k >= like else "nope" if k <= nope else "dropped"
+        reading = _reading(k, like, nope)
         if verdicts[k] in ("like", "nope") and verdicts[k] != reading:
             reasons.append(
                 f"rating {k} reads {verdicts[k]} but is {reading} with the chosen cuts "

@@ -46,6 +46,8 @@ class MigrationError(SwiperecError):
 @dataclass(frozen=True)
 class Stage:
     pseudo_user_weight: float
+    like_rating: int | None = None  # None: the plan's
+    nope_rating: int | None = None
     min_real_users: int = 0
     min_real_swipes: int = 0
     max_auc_drop: float = 0.01  # absolute AUC points, real users, vs the version serving
@@ -64,16 +66,25 @@ class Stage:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 <= value < 1:
                 out.append(f"stage {i}: {name} must be in [0, 1), got {value!r}")
+        if (self.like_rating is None) != (self.nope_rating is None):
+            out.append(f"stage {i}: give both like_rating and nope_rating, or neither")
+        elif self.like_rating is not None and not 1 <= self.nope_rating < self.like_rating <= 5:
+            out.append(f"stage {i}: ratings must satisfy 1 <= nope_rating < like_rating <= 5")
         return out
 
     def describe(self) -> str:
-        return f"pseudo-user weight {self.pseudo_user_weight:g}"
+        ratings = (
+            ""
+            if self.like_rating is None
+            else (f", like >= {self.like_rating}, nope <= {self.nope_rating}")
+        )
+        return f"pseudo-user weight {self.pseudo_user_weight:g}{ratings}"
 
 
 @dataclass(frozen=True)
 class PlanConfig:
     stages: tuple[Stage, ...]
-    like_rating: int = 4  # a review with rating >= this is a like
+    like_rating: int = 4  # a review with rating >= this is a like (a stage may set its own)
     nope_rating: int = 2  # <= this a nope; ratings between are left out
     window_days: int = 90  # the entry conditions count real users and swipes over these days
     calibration: dict = field(default_factory=dict)  # what chose the ratings (for the record)
@@ -108,6 +119,15 @@ class PlanConfig:
         )
         return cls(stages=stages, **fields_)
 
+    def mix(self, stage: int) -> dict:
+        """Stage `stage`'s training mix: FeatureConfig fields."""
+        s = self.stages[stage]
+        return {
+            "pseudo_user_weight": float(s.pseudo_user_weight),
+            "like_rating": self.like_rating if s.like_rating is None else s.like_rating,
+            "nope_rating": self.nope_rating if s.nope_rating is None else s.nope_rating,
+        }
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -136,27 +156,59 @@ def _serving(cur) -> str | None:
     return row[0] if row else None
 
 
+def _serving_mix(conn) -> tuple[str | None, dict | None, str | None]:
+    """(version serving, the mix its model was trained at or None, why it is unknown)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select s.model_version, v.model_uri from serving_state s"
+            " left join model_versions v using (model_version)"
+        )
+        row = cur.fetchone()
+    conn.rollback()
+    if row is None:
+        return None, None, None
+    version, uri = row
+    try:
+        from swiperec.model.train import read_model_card
+
+        trained = read_model_card(uri)["input"]["feature_config"]
+    except Exception as e:  # a model folder gone or unreadable: nothing to check against
+        return version, None, f"its model card could not be read ({e.__class__.__name__})"
+    return version, {k: trained.get(k) for k in ("pseudo_user_weight", "like_rating",
+                                                  "nope_rating")}, None  # fmt: skip
+
+
 def create(conn, name: str, config: PlanConfig, *, actor: str) -> dict:
-    """Start a plan at stage 0; the version serving now is stage 0's (today's mix). Refused
+    """Start a plan at stage 0, today's mix: the version serving now must have been trained at
+    it (checked on its model card when it can be read), and counts as stage 0's. Refused
     while another plan is active."""
     from psycopg2 import errors
 
+    serving, trained, unknown = _serving_mix(conn)
+    if trained is not None and trained != config.mix(0):
+        raise MigrationError(
+            f"stage 0 must be the mix the version serving ({serving}) was trained at, "
+            f"{trained}; the plan's stage 0 is {config.mix(0)}"
+        )
+    reason = f"{len(config.stages)} stages"
+    if unknown:
+        reason += f"; the version serving is taken as stage 0's: {unknown}"
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
                 "insert into migration_plans (name, config, created_by) values (%s, %s, %s)",
                 (name, json.dumps(config.to_dict()), actor),
             )
-            _record(cur, name, "planned", 0, actor=actor, model_version=_serving(cur),
-                    reason=f"{len(config.stages)} stages", evidence=config.to_dict())  # fmt: skip
+            _record(cur, name, "planned", 0, actor=actor, model_version=serving, reason=reason,
+                    evidence=config.to_dict())  # fmt: skip
     except errors.UniqueViolation as e:
         conn.rollback()
+        if get(conn, name) is not None:
+            raise MigrationError(f"a plan named {name!r} exists") from e
         active = get(conn)
-        if active is not None and active["name"] != name:
-            raise MigrationError(
-                f"plan {active['name']!r} is active: finish or abandon it first"
-            ) from e
-        raise MigrationError(f"a plan named {name!r} exists") from e
+        raise MigrationError(
+            f"plan {active['name'] if active else '?'!r} is active: finish or abandon it first"
+        ) from e
     return get(conn, name)
 
 
@@ -254,6 +306,12 @@ def gate_problems(stage: Stage, comparison: dict, candidate: str, serving: str) 
     if comparison["users"] == 0:
         return ["no real users in the test period: the candidate cannot be compared"]
     mine, theirs = comparison["models"][candidate], comparison["models"][serving]
+    undefined = [m for m in (AUC, RECALL) if mine[m] is None or theirs[m] is None]
+    if undefined:
+        return [
+            f"{', '.join(undefined)} undefined on the test period's real users (all their "
+            "swipes likes, or all nopes, or no likes): the candidate cannot be compared"
+        ]
     out = []
     floor = theirs[AUC] - stage.max_auc_drop
     if not mine[AUC] >= floor - 1e-12:
@@ -326,15 +384,20 @@ def advance(conn, *, actor: str, name: str | None = None) -> dict:
 
 
 def abandon(conn, *, actor: str, reason: str, name: str | None = None) -> None:
+    """End the active plan (or `name`) where it is; refused once it is not active."""
     plan = get(conn, name)
-    if plan is None or plan["state"] != "active":
-        raise MigrationError("no active migration plan" if plan is None else "not active")
+    if plan is None:
+        raise MigrationError(f"no plan {name!r}" if name else "no active migration plan")
     with conn, conn.cursor() as cur:
         cur.execute(
-            "update migration_plans set state = 'abandoned', updated_at = now() where name = %s",
+            "update migration_plans set state = 'abandoned', updated_at = now()"
+            " where name = %s and state = 'active' returning stage",
             (plan["name"],),
         )
-        _record(cur, plan["name"], "abandoned", plan["stage"], actor=actor, reason=reason)
+        row = cur.fetchone()
+        if row is None:
+            raise MigrationError(f"plan {plan['name']!r} is not active")
+        _record(cur, plan["name"], "abandoned", row[0], actor=actor, reason=reason)
 
 
 # --- what training uses --------------------------------------------------------------------------
@@ -346,15 +409,10 @@ def training_mix(conn) -> dict | None:
     plan = get(conn)
     if plan is None:
         return None
-    config, stage = plan["config"], plan["stage"]
     return {
         "plan": plan["name"],
-        "stage": stage,
-        "feature_config": {
-            "pseudo_user_weight": float(config.stages[stage].pseudo_user_weight),
-            "like_rating": config.like_rating,
-            "nope_rating": config.nope_rating,
-        },
+        "stage": plan["stage"],
+        "feature_config": plan["config"].mix(plan["stage"]),
     }
 
 

@@ -19,7 +19,8 @@ change of the training mix (`swiperec.migration`). Per model:
   the videos they liked in the period (users with no like there are left out).
 
 Differences to the `reference` model come with a 95 % bootstrap interval over users (a user's
-swipes stay together: they are not independent).
+swipes stay together: they are not independent). A figure that is undefined (an AUC when the
+period's real swipes are all likes or all nopes; Recall@50 when no one liked anything) is None.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def compare_on_real_users(
         scores = _per_user_scores(user_vectors, video_vectors, swipes)
         per_model[name] = (scores, recall)
         out["models"][name] = {
-            AUC: _auc(scores, range(len(users))),
-            RECALL: mean_ranking_metrics({RECALL: recall})[RECALL],
+            AUC: _finite(_auc(scores, range(len(users)))),
+            RECALL: _finite(mean_ranking_metrics({RECALL: recall})[RECALL]),
         }
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(users), size=(BOOTSTRAP_RESAMPLES, len(users)))
@@ -137,9 +138,26 @@ def compare_on_real_users(
             deltas[RECALL].append(np.nanmean(recall[sample]) - np.nanmean(ref_recall[sample]))
         out["differences"][name] = {
             metric: {
-                "difference": out["models"][name][metric] - out["models"][reference][metric],
-                "ci95": [float(np.nanpercentile(d, 2.5)), float(np.nanpercentile(d, 97.5))],
+                "difference": _difference(out["models"][name][metric],
+                                          out["models"][reference][metric]),
+                "ci95": _interval(d),
             }
             for metric, d in deltas.items()
-        }
+        }  # fmt: skip
     return out
+
+
+def _finite(value: float) -> float | None:
+    """None for an undefined figure (NaN: e.g. an AUC when every test swipe is a like), so the
+    result stays valid JSON and no comparison with it can pass by accident."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _interval(deltas: list[float]) -> list[float] | None:
+    d = np.asarray(deltas, dtype=float)
+    d = d[np.isfinite(d)]
+    return [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if len(d) else None

@@ -14,17 +14,19 @@ def render_text(plan: dict) -> str:
     out = [
         f"migration plan {plan['name']} ({plan['state']}), created by {plan['created_by']} "
         f"{plan['created_at']:%Y-%m-%d %H:%M}",
-        f"ratings: like >= {config.like_rating}, nope <= {config.nope_rating}; entry counted "
-        f"over the last {config.window_days} days",
+        f"ratings (unless a stage sets its own): like >= {config.like_rating}, nope <= "
+        f"{config.nope_rating}; entry counted over the last {config.window_days} days",
         f"training uses stage {plan['stage']}; live (the version serving, {plan['serving']}, "
         f"was trained at): " + ("none of the plan's stages" if live is None else f"stage {live}"),
         "",
-        "  stage  pseudo weight  min real users  min real swipes  gate (vs serving)      ",
+        "  stage  pseudo weight  like/nope  min real users  min real swipes  gate (vs serving)",
     ]
     for i, stage in enumerate(config.stages):
         mark = ("live " if i == live else "") + ("<- training" if i == plan["stage"] else "")
+        mix = config.mix(i)
         out.append(
-            f"  {i:>5}  {stage.pseudo_user_weight:>13g}  {stage.min_real_users:>14,}  "
+            f"  {i:>5}  {stage.pseudo_user_weight:>13g}  {mix['like_rating']:>4}/"
+            f"{mix['nope_rating']:<4}  {stage.min_real_users:>14,}  "
             f"{stage.min_real_swipes:>15,}  AUC -{stage.max_auc_drop:g}, R@50 "
             f"-{stage.max_recall_drop:.0%}  {mark}"
         )
@@ -68,7 +70,8 @@ def render_html(plan: dict | None, css: str = "") -> str:
         return head + "<p>No migration plan (swiperec migration plan).</p></body></html>\n"
     config, live = plan["config"], plan["live_stage"]
     stages = "".join(
-        f"<tr><td>{i}</td><td>{s.pseudo_user_weight:g}</td><td>{s.min_real_users:,}</td>"
+        f"<tr><td>{i}</td><td>{s.pseudo_user_weight:g}</td><td>{config.mix(i)['like_rating']}"
+        f" / {config.mix(i)['nope_rating']}</td><td>{s.min_real_users:,}</td>"
         f"<td>{s.min_real_swipes:,}</td><td>-{s.max_auc_drop:g} / -{s.max_recall_drop:.0%}</td>"
         f"<td>{'live' if i == live else ''}{' training' if i == plan['stage'] else ''}</td></tr>"
         for i, s in enumerate(config.stages)
@@ -85,7 +88,8 @@ def render_html(plan: dict | None, css: str = "") -> str:
         + ("not trained under this plan" if live is None else f"trained at stage {live}")
         + f". Ratings: like &ge; {config.like_rating}, nope &le; {config.nope_rating}; entry "
         f"counted over the last {config.window_days} days.</p>"
-        "<table><thead><tr><th>stage</th><th>pseudo-user weight</th><th>min real users</th>"
+        "<table><thead><tr><th>stage</th><th>pseudo-user weight</th><th>like / nope</th>"
+        "<th>min real users</th>"
         "<th>min real swipes</th><th>gate: AUC / Recall@50 drop</th><th></th></tr></thead>"
         f"<tbody>{stages}</tbody></table><h2>Decisions</h2><table><thead><tr><th>at</th>"
         "<th>event</th><th>stage</th><th>version</th><th>by</th><th>reason</th>"

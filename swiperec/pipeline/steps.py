@@ -253,6 +253,7 @@ def evaluate(
     gate, extra_checks = None, []
     try:
         if migration:
+            # Recorded first: a run that fails or is killed later still leaves the verdict.
             gate = _migration_gate(migration, model, examples, snapshot, model_version,
                                    database_url)  # fmt: skip
             extra_checks.append(gate["check"])
@@ -266,15 +267,7 @@ def evaluate(
 
             record_evaluation(conn, model_version, model_uri or model, outcome.results,
                               outcome.blessing, run_id=run_id)  # fmt: skip
-        if gate is not None:
-            from swiperec.db import connect
-            from swiperec.migration.plan import record_gate
 
-            gate_conn = connect(step_database_url(database_url))
-            try:
-                record_gate(gate_conn, migration, model_version or "(unnamed)", gate["result"])
-            finally:
-                gate_conn.close()
     finally:
         if conn is not None:
             conn.close()
@@ -301,17 +294,25 @@ def evaluate(
 
 def _migration_gate(migration: dict, model: str, examples: str, snapshot: str, version: str,
                     database_url: str) -> dict:  # fmt: skip
-    """The migration stage's gate on real users, as a blessing check."""
+    """The migration stage's gate on real users: checked, recorded in the plan, and returned as
+    a blessing check. A comparison that cannot be made fails the gate, with the error."""
     from swiperec.db import connect
     from swiperec.features.config import datetime_to_us
     from swiperec.features.transform import read_transform_metadata
-    from swiperec.migration.plan import check_gate
+    from swiperec.migration.plan import check_gate, record_gate
 
+    version = version or "candidate"
     text = read_transform_metadata(examples)["split_boundaries"]["test_start"]
     test_start = datetime_to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
     conn = connect(step_database_url(database_url))
     try:
-        result = check_gate(conn, migration, version or "candidate", model, snapshot, test_start)
+        try:
+            result = check_gate(conn, migration, version, model, snapshot, test_start)
+        except Exception as e:  # e.g. the serving model unreadable: no comparison, no blessing
+            conn.rollback()
+            reason = f"the comparison with the version serving failed: {e!r}"
+            result = {"passed": False, "serving": None, "comparison": None, "reasons": [reason]}
+        record_gate(conn, migration, version, result)
     finally:
         conn.close()
     reason = "; ".join(result["reasons"])

@@ -212,6 +212,14 @@ def test_thresholds_from_verdicts_out_of_order():
     assert choose_thresholds(dict.fromkeys(range(1, 6), "neither"), default)[:2] == (4, 2)
     assert choose_thresholds({1: "like", 2: "nope", 3: "neither", 4: "neither", 5: "neither"},
                              default)[:2] == (4, 2)  # fmt: skip
+    # A reversed scale cannot be followed; the nearest valid cuts, said so.
+    top_nope = {1: "neither", 2: "neither", 3: "neither", 4: "neither", 5: "nope"}
+    like, nope, reasons = choose_thresholds(top_nope, default)
+    assert (like, nope) == (5, 4) and "rating 5 reads nope: nope_rating 4" in reasons[0]
+    bottom_like = {1: "like", 2: "neither", 3: "neither", 4: "neither", 5: "neither"}
+    like, nope, reasons = choose_thresholds(bottom_like, default)
+    assert (like, nope) == (2, 1) and "rating 1 reads like: like_rating 2" in reasons[0]
+    FeatureConfig(like_rating=like, nope_rating=nope)
 
 
 def test_the_command_prints_the_table_or_the_json(db, db_url, tmp_path, monkeypatch, capsys):

@@ -4,6 +4,7 @@ gate of a candidate against the version serving, and the commands' printouts."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -109,19 +110,29 @@ def test_a_plan_advances_only_when_live_and_entered_and_completes(db):
     ]  # fmt: skip
 
 
-def test_one_active_plan_and_two_advances_at_once_move_one_stage(db, db_url):
+def test_one_active_plan_and_two_advances_at_once_move_one_stage(db, db_url, monkeypatch):
     from swiperec.db import connect
 
     migration.create(db, "p", CONFIG, actor="ana")
     with pytest.raises(MigrationError, match="plan 'p' is active"):
         migration.create(db, "q", CONFIG, actor="bo")
+    with pytest.raises(MigrationError, match="a plan named 'p' exists"):
+        migration.create(db, "p", CONFIG, actor="bo")
     swipes(db, 100, 10)
-    results, barrier = [], threading.Barrier(2)
+    # Both have read the plan (at stage 0, live) and counted the data before either moves it.
+    counted, real_data = threading.Barrier(2, timeout=60), migration.real_data
+
+    def count_then_wait(conn, window_days):
+        out = real_data(conn, window_days)
+        counted.wait()
+        return out
+
+    monkeypatch.setattr(migration, "real_data", count_then_wait)
+    results = []
 
     def run():
         conn = connect(db_url)
         try:
-            barrier.wait()
             results.append(migration.advance(conn, actor="x")["result"])
         finally:
             conn.close()
@@ -201,8 +212,16 @@ def test_the_evaluate_step_blesses_only_through_the_stages_gate(
             " where model_version = 'v1'",
             (trained.model_dir,),
         )
-    migration.create(db, "p", CONFIG, actor="ana")
+    # v1 was trained at the defaults (ratings 4/2): a stage 0 at 3/2 is not what serves.
+    with pytest.raises(MigrationError, match=r"stage 0 must be the mix the version serving"):
+        migration.create(db, "p", CONFIG, actor="ana")
+    today = Stage(1.0, like_rating=4, nope_rating=2)
+    plan = migration.create(db, "p", replace(CONFIG, stages=(today, *CONFIG.stages[1:])),
+                            actor="ana")  # fmt: skip
+    assert plan["live_stage"] == 0 and plan["events"][0]["reason"] == "3 stages"
     mix = migration.training_mix(db)
+    assert mix["feature_config"] == {"pseudo_user_weight": 1.0, "like_rating": 4,
+                                     "nope_rating": 2}  # fmt: skip
     thresholds = {"min_auc": 0.0, "must_beat_popularity": False}  # the tiny model's
 
     def evaluate(version: str) -> dict:
@@ -225,8 +244,15 @@ def test_the_evaluate_step_blesses_only_through_the_stages_gate(
     assert failed["blessing"]["reasons"] == [
         "migration gate: the serving version v1 has no model in the registry to compare"
     ]
+    with db, db.cursor() as cur:  # a model folder gone: the comparison fails, so does the gate
+        cur.execute("update model_versions set model_uri = %s where model_version = 'v1'",
+                    (str(tmp_path / "gone"),))  # fmt: skip
+    broken = evaluate("c3")
+    assert not broken["blessed"]
+    (reason,) = broken["blessing"]["reasons"]
+    assert reason.startswith("migration gate: the comparison with the version serving failed")
     events = [(e["event"], e["model_version"]) for e in migration.get(db)["events"]]
-    assert events[-2:] == [("gate_passed", "c1"), ("gate_failed", "c2")]
+    assert events[-3:] == [("gate_passed", "c1"), ("gate_failed", "c2"), ("gate_failed", "c3")]
     with db.cursor() as cur:
         cur.execute("select blessed from model_versions where model_version = 'c2'")
         assert cur.fetchone() == (False,)
@@ -242,8 +268,6 @@ def test_the_dashboard_shows_the_plan_and_its_decisions(db, db_url):
     with TestClient(create_app(db_url, extra_routes=routes(db_url))) as client:
         assert 'href="/migration"' in client.get("/").text
         assert "No migration plan" in client.get("/migration").text
-        from dataclasses import replace
-
         from swiperec.migration.calibrate import calibrate
 
         migration.create(db, "p", replace(CONFIG, calibration=calibrate(db)), actor="ana")
@@ -265,3 +289,5 @@ def test_the_dashboard_shows_the_plan_and_its_decisions(db, db_url):
         assert "Calibration the plan was made with" in page and "too little overlap" in page
         migration.abandon(db, actor="ana", reason="enough")
         assert "Plan <b>p</b> (abandoned)" in client.get("/migration").text
+        with pytest.raises(MigrationError, match="plan 'p' is not active"):
+            migration.abandon(db, actor="bo", reason="again", name="p")

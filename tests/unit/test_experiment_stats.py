@@ -549,7 +549,8 @@ def test_looks_keep_the_lowest_p_and_the_narrowest_sequence_seen_so_far():
     assert [r["sequential_pvalue"] for r in primary] == [0.30, 0.01, 0.01, 0.01]
     assert [r["significant"] for r in primary] == [False, True, True, True]
     assert primary[2]["sequential_ci"] == [0.01, 0.12]
-    assert primary[3]["sequential_ci"] == [0.13, 0.30]
+    assert primary[3]["sequential_ci"] == [0.13, 0.30] and primary[3]["sequence_reset"]
+    assert "sequence_reset" not in primary[2]
     guard = [lk["comparisons"]["treatment"]["guardrails"][0] for lk in looks]
     # [-0.03, 0.10] then [-0.01, 0.08]: its lower bound within the 0.02 margin from look 3 on
     assert [g["verdict"] for g in guard] == ["inconclusive", "inconclusive", "non-inferior",
