@@ -70,6 +70,21 @@ STRATEGIES = {  # name -> FeatureConfig overrides (the staged mix is decided per
 METRICS = ("auc_like_vs_nope", "recall@50")
 
 
+def rank(value: float | None) -> float:
+    """A figure for choosing the best (an undefined one, None, ranks last)."""
+    return float("-inf") if value is None else value
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def with_ci(difference: float | None, ci: list[float] | None) -> str:
+    """'+0.0012 [-0.0030, +0.0051]' (a dash for what is undefined)."""
+    low, high = ci or (None, None)
+    return f"{fmt(difference, '+.4f')} [{fmt(low, '+.4f')}, {fmt(high, '+.4f')}]"
+
+
 def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
@@ -289,7 +304,8 @@ def run_point(conn, models: Models, plan, stage: int, cutoff: datetime, window_d
         "models": {name: model["name"] for name, model in chosen.items()},
         "comparison": comparison,
         "winner": {
-            m: max(comparison["models"], key=lambda n: comparison["models"][n][m]) for m in METRICS
+            m: max(comparison["models"], key=lambda n: rank(comparison["models"][n][m]))
+            for m in METRICS
         },
         "staged_vs_best": staged_check,
         "seconds": round(time.perf_counter() - started, 1),
@@ -303,7 +319,10 @@ def check_staged(comparison: dict, snapshot: str, cutoff: datetime, dirs: dict) 
     from swiperec.migration.real_users import compare_on_real_users
 
     scores = comparison["models"]
-    best = {m: max((n for n in scores if n != STAGED), key=lambda n: scores[n][m]) for m in METRICS}
+    best = {
+        m: max((n for n in scores if n != STAGED), key=lambda n: rank(scores[n][m]))
+        for m in METRICS
+    }
     others = {best[m]: dirs[best[m]] for m in METRICS if dirs[best[m]] != dirs[STAGED]}
     versus = {}
     if others:
@@ -326,8 +345,8 @@ def check_staged(comparison: dict, snapshot: str, cutoff: datetime, dirs: dict) 
             "best": best[m],
             "best_minus_staged": difference["difference"],
             "ci95": difference["ci95"],
-            "ok": difference["ci95"][0] <= 0,
-            "strictly_ok": difference["difference"] <= 0,
+            "ok": difference["ci95"] is not None and difference["ci95"][0] <= 0,
+            "strictly_ok": rank(difference["difference"]) <= 0,
         }
     return out
 
@@ -351,12 +370,8 @@ def print_point(point: dict) -> None:
         cells = []
         for metric in METRICS:
             diff = comparison["differences"].get(name, {}).get(metric)
-            text = (
-                ""
-                if diff is None
-                else (f"{diff['difference']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]")
-            )
-            cells.append(f"{scores[metric]:>7.4f} {text:>26}")
+            text = "" if diff is None else with_ci(diff["difference"], diff["ci95"])
+            cells.append(f"{fmt(scores[metric], '.4f'):>7} {text:>26}")
         print(f"  {name:<12} {cells[0]} {cells[1]}")
     for d in staged["decisions"]:
         why = "; ".join(d.get("gate_problems") or d["entry_problems"])
@@ -364,8 +379,9 @@ def print_point(point: dict) -> None:
         if gate:
             c, s = gate["models"]["candidate"], gate["models"]["current"]
             why = (why + "; " if why else "") + (
-                f"gate on {gate['users']} users: AUC {c['auc_like_vs_nope']:.4f} vs "
-                f"{s['auc_like_vs_nope']:.4f}, R@50 {c['recall@50']:.4f} vs {s['recall@50']:.4f}"
+                f"gate on {gate['users']} users: AUC {fmt(c['auc_like_vs_nope'], '.4f')} vs "
+                f"{fmt(s['auc_like_vs_nope'], '.4f')}, R@50 {fmt(c['recall@50'], '.4f')} vs "
+                f"{fmt(s['recall@50'], '.4f')}"
             )
         print(f"  staged {d['from']} -> {d['to']}: {d['verdict']} ({why})")
     print(
@@ -376,8 +392,8 @@ def print_point(point: dict) -> None:
     for metric, check in point["staged_vs_best"].items():
         print(
             f"  staged vs best by {metric} ({check['best']}): best - staged "
-            f"{check['best_minus_staged']:+.4f} [{check['ci95'][0]:+.4f}, "
-            f"{check['ci95'][1]:+.4f}] -> {'ok' if check['ok'] else 'WORSE'}"
+            f"{with_ci(check['best_minus_staged'], check['ci95'])} -> "
+            f"{'ok' if check['ok'] else 'WORSE'}"
         )
 
 
@@ -387,7 +403,7 @@ def print_summary(points: list[dict]) -> None:
     for p in points:
         models = p["comparison"]["models"]
         cells = " ".join(
-            f"{models[n]['auc_like_vs_nope']:>8.4f} {models[n]['recall@50']:>9.4f}"
+            f"{fmt(models[n][METRICS[0]], '.4f'):>8} {fmt(models[n][METRICS[1]], '.4f'):>9}"
             for n in (*STRATEGIES, STAGED)
         )
         before = f"{p['before_T']['real_users']}u/{p['before_T']['real_swipes'] // 1000}k"
