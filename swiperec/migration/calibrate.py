@@ -250,8 +250,9 @@ def calibrate(
     else:
         verdicts = {level["rating"]: level["verdict"] for level in levels}
         like_rating, nope_rating, more = choose_thresholds(verdicts, default)
-        source = "data"
+        source = "data"  # the weight's; the cuts are the defaults when no level is decisive
         reasons.extend(more)
+    decisive = source == "data" and any(level["verdict"] in ("like", "nope") for level in levels)
 
     naive = {"like_rating": default.like_rating, "nope_rating": default.nope_rating}
     for level in levels:
@@ -290,7 +291,11 @@ def calibrate(
         "confidence": confidence,
         "base": base,
         "levels": levels,
-        "thresholds": {"like_rating": like_rating, "nope_rating": nope_rating, "source": source},
+        "thresholds": {
+            "like_rating": like_rating,
+            "nope_rating": nope_rating,
+            "source": "data" if decisive else "default",
+        },
         "agreement": {
             "chosen": _agreement(levels, like_rating, nope_rating),
             "naive": _agreement(levels, naive["like_rating"], naive["nope_rating"]),

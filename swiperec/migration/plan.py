@@ -14,9 +14,10 @@ the plan, chosen by `swiperec migration calibrate`) with:
 - an **entry condition**: the last `window_days` hold at least `min_real_users` real users who
   swiped and `min_real_swipes` real swipes (a mix that leans on real users needs them);
 - a **gate** a candidate trained at the mix must pass before it may serve: on the real users of
-  its test period, against the version serving (`swiperec.migration.real_users`), its AUC like
-  vs nope no more than `max_auc_drop` below, its Recall@50 no more than `max_recall_drop`
-  (relative) below. Pooled metrics could hide a real-user regression behind pseudo-user gains.
+  its test period, against the version serving (`swiperec.migration.real_users`), neither its
+  AUC like vs nope more than `max_auc_drop` below nor its Recall@50 more than `max_recall_drop`
+  (relative) below and significantly worse (`gate_problems`). Pooled metrics could hide a
+  real-user regression behind pseudo-user gains.
 
 The plan's `stage` is the mix training uses now. A stage is **live** when the version serving
 was trained at it (the `planned` event names the version serving when the plan was made, for
@@ -299,8 +300,16 @@ def entry_problems(stage: Stage, data: dict) -> list[str]:
 
 
 def gate_problems(stage: Stage, comparison: dict, candidate: str, serving: str) -> list[str]:
-    """Why a candidate trained at `stage` may not serve, from `compare_on_real_users` with both;
-    [] when it may. A limit is met exactly at its boundary."""
+    """Why a candidate trained at `stage` may not serve, from `compare_on_real_users` with both
+    (`serving` the reference); [] when it may.
+
+    A metric refuses the candidate when it is below the serving version's by more than the
+    stage's margin (AUC: `max_auc_drop` points; Recall@50: `max_recall_drop`, relative) and
+    the candidate is significantly worse on it (the bootstrap interval of the difference lies
+    below 0). A drop within the margin never refuses; one beyond it that the real users cannot
+    tell from noise does not either (with few real users the point estimates swing by more
+    than the margins; the canary rollout's live guardrails are the check after this one).
+    Without an interval the point estimate decides alone. A limit is met at its boundary."""
     from swiperec.migration.real_users import AUC, RECALL
 
     if comparison["users"] == 0:
@@ -312,18 +321,23 @@ def gate_problems(stage: Stage, comparison: dict, candidate: str, serving: str) 
             f"{', '.join(undefined)} undefined on the test period's real users (all their "
             "swipes likes, or all nopes, or no likes): the candidate cannot be compared"
         ]
+    differences = comparison.get("differences", {}).get(candidate, {})
+    floors = {
+        AUC: (theirs[AUC] - stage.max_auc_drop, f"{stage.max_auc_drop:g}"),
+        RECALL: (theirs[RECALL] * (1 - stage.max_recall_drop), f"{stage.max_recall_drop:.0%}"),
+    }
+    names = {AUC: "AUC like vs nope", RECALL: "Recall@50"}
     out = []
-    floor = theirs[AUC] - stage.max_auc_drop
-    if not mine[AUC] >= floor - 1e-12:
+    for metric, (floor, margin) in floors.items():
+        if mine[metric] >= floor - 1e-12:
+            continue
+        ci = (differences.get(metric) or {}).get("ci95")
+        if ci is not None and not ci[1] < 0:
+            continue  # beyond the margin, but not significantly worse
+        shown = "" if ci is None else f" (difference {ci[0]:+.4f} to {ci[1]:+.4f}, 95 %)"
         out.append(
-            f"real users' AUC like vs nope {mine[AUC]:.4f} is more than {stage.max_auc_drop:g} "
-            f"below the serving version's {theirs[AUC]:.4f}"
-        )
-    floor = theirs[RECALL] * (1 - stage.max_recall_drop)
-    if not mine[RECALL] >= floor - 1e-12:
-        out.append(
-            f"real users' Recall@50 {mine[RECALL]:.4f} is more than {stage.max_recall_drop:.0%} "
-            f"below the serving version's {theirs[RECALL]:.4f}"
+            f"real users' {names[metric]} {mine[metric]:.4f} is more than {margin} below the "
+            f"serving version's {theirs[metric]:.4f}{shown}"
         )
     return out
 

@@ -54,6 +54,28 @@ def test_the_gate_passes_exactly_at_its_margins_and_fails_beyond():
     ]
 
 
+def with_intervals(c: dict, auc_ci, recall_ci) -> dict:
+    return {**c, "differences": {"new": {AUC: {"ci95": auc_ci}, RECALL: {"ci95": recall_ci}}}}
+
+
+def test_a_drop_beyond_the_margin_refuses_only_when_it_is_significant():
+    stage = Stage(0.5, max_auc_drop=0.01, max_recall_drop=0.05)
+    both_beyond = comparison(0.58, 0.18)  # -0.02 AUC, -10 % Recall@50
+    # The real users cannot tell it from noise: the intervals reach above 0.
+    assert gate_problems(stage, with_intervals(both_beyond, [-0.05, 0.01], [-0.05, 0.0]),
+                         "new", "old") == []  # fmt: skip
+    # Significantly worse on Recall@50 only (its interval below 0): that one refuses.
+    (recall,) = gate_problems(stage, with_intervals(both_beyond, [-0.05, 0.01], [-0.04, -0.001]),
+                              "new", "old")  # fmt: skip
+    assert recall.startswith("real users' Recall@50 0.1800 is more than 5% below")
+    assert "(difference -0.0400 to -0.0010, 95 %)" in recall
+    assert len(gate_problems(stage, with_intervals(both_beyond, [-0.05, -0.01], [-0.04, -0.01]),
+                             "new", "old")) == 2  # fmt: skip
+    # Significantly worse but within the margins: passes.
+    within = with_intervals(comparison(0.595, 0.195), [-0.008, -0.002], [-0.009, -0.001])
+    assert gate_problems(stage, within, "new", "old") == []
+
+
 def test_a_strict_stage_refuses_any_drop():
     stage = Stage(0.0, max_auc_drop=0.0, max_recall_drop=0.0)
     assert gate_problems(stage, comparison(0.60, 0.20), "new", "old") == []
