@@ -291,3 +291,22 @@ def test_the_dashboard_shows_the_plan_and_its_decisions(db, db_url):
         assert "Plan <b>p</b> (abandoned)" in client.get("/migration").text
         with pytest.raises(MigrationError, match="plan 'p' is not active"):
             migration.abandon(db, actor="bo", reason="again", name="p")
+
+
+def test_a_stage_goes_live_when_its_canary_rollout_completes(db):
+    from swiperec.experiments import design, rollout
+    from swiperec.experiments.design import ExperimentConfig
+
+    migration.create(db, "p", CONFIG, actor="ana")
+    swipes(db, 30, 10)
+    assert migration.advance(db, actor="ana")["result"] == "advanced"
+    passed_gate(db, "v2", 1)
+    design.start_rollout(db, "v2", config=ExperimentConfig(stages=(10, 50, 100)))
+    # While the candidate has a share of users, v1 still serves: stage 1 is not live yet.
+    assert migration.get(db)["live_stage"] == 0
+    assert migration.advance(db, actor="ana")["result"] == "refused"
+    assert rollout.advance(db, "rollout-v2", reason="fine", actor="ana") == "advance"
+    assert migration.get(db)["live_stage"] == 0
+    assert rollout.advance(db, "rollout-v2", reason="fine", actor="ana") == "complete"
+    plan = migration.get(db)
+    assert (plan["serving"], plan["live_stage"]) == ("v2", 1)

@@ -20,8 +20,10 @@ run fits in about half an hour on 2 cores):
 2. fixed mix: today's default (both weights 1, ratings 4 / 2);
 3. real-only: `pseudo_user_weight` 0;
 4. staged: `swiperec.migration.plan` applied as of each T. `PlanConfig.default()`'s stages
-   (pseudo-user weight 1 -> 0.5 -> 0.25 -> 0; entry minimums times --entry-scale), ratings
-   from `calibrate(conn, until=T)` when it chose them from data (else 4 / 2). The stage starts
+   (pseudo-user weight 1 -> 0.5 -> 0.25 -> 0; entry minimums times --entry-scale); stage 0
+   reads ratings as today (4 / 2), a later stage as `calibrate(conn, until=T)` chose them (when
+   it chose from data, else 4 / 2) at the point it was entered, and keeps them: a stage's mix
+   changes only through a gated advance, as in a plan (`swiperec migration`). The stage starts
    at 0 and stays where the previous point left it unless (a) the next stage's entry condition
    holds on the plan's window before T (`entry_problems`) and (b) a candidate trained at the
    next stage's mix passes `gate_problems` against the current stage's model, both trained at
@@ -223,6 +225,12 @@ def staged_mix(plan, stage: int, ratings: dict) -> dict:
     return {"pseudo_user_weight": float(plan.stages[stage].pseudo_user_weight), **ratings}
 
 
+def stage_ratings(entered: dict[int, dict], stage: int) -> dict:
+    """The ratings stage `stage` was entered with (stage 0: today's): a stage's mix changes
+    only through a gated advance, never by a later calibration."""
+    return entered.get(stage, NAIVE)
+
+
 def move_stages(
     plan,
     stage: int,
@@ -231,9 +239,12 @@ def move_stages(
     models: Models,
     cutoff: datetime,
     snapshot: str,
+    entered: dict[int, dict],
 ) -> tuple[int, list[dict]]:
     """From `stage`, advance while the next stage's entry condition holds and its candidate
-    passes the gate against the current stage's model; returns (stage, decisions)."""
+    (at the next stage's weight and today's calibrated `ratings`) passes the gate against the
+    current stage's model; `entered` records the ratings each stage was entered with. Returns
+    (stage, decisions)."""
     from swiperec.migration.plan import entry_problems, gate_problems
     from swiperec.migration.real_users import compare_on_real_users
 
@@ -246,7 +257,7 @@ def move_stages(
         if decision["entry_problems"]:
             decision["verdict"] = "refused: entry condition"
             break
-        current = models.model(cutoff, staged_mix(plan, stage, ratings))
+        current = models.model(cutoff, staged_mix(plan, stage, stage_ratings(entered, stage)))
         candidate = models.model(cutoff, staged_mix(plan, stage + 1, ratings))
         if current["test_start_us"] != candidate["test_start_us"]:
             raise RuntimeError("the two transforms' test splits differ: not comparable")
@@ -261,13 +272,15 @@ def move_stages(
             break
         decision["verdict"] = "advanced"
         stage += 1
+        entered[stage] = dict(ratings)
     return stage, decisions
 
 
 # --- one point -----------------------------------------------------------------------------------
 
 
-def run_point(conn, models: Models, plan, stage: int, cutoff: datetime, window_days: int) -> dict:
+def run_point(conn, models: Models, plan, stage: int, cutoff: datetime, window_days: int,
+              entered: dict[int, dict]) -> dict:  # fmt: skip
     """Everything about one point T: the data before it, the calibration, the staged decisions,
     the four strategies' models and their comparison on real users from T on."""
     from swiperec.features.config import datetime_to_us
@@ -281,10 +294,13 @@ def run_point(conn, models: Models, plan, stage: int, cutoff: datetime, window_d
     entry_counts = real_counts(conn, cutoff, plan.window_days)
     snapshot = models.snapshot(cutoff)
     stage_before = stage
-    stage, decisions = move_stages(plan, stage, entry_counts, ratings, models, cutoff, snapshot)
+    stage, decisions = move_stages(
+        plan, stage, entry_counts, ratings, models, cutoff, snapshot, entered
+    )
 
     chosen = {name: models.model(cutoff, mix) for name, mix in STRATEGIES.items()}
-    chosen[STAGED] = models.model(cutoff, staged_mix(plan, stage, ratings))
+    staged_ratings = stage_ratings(entered, stage)
+    chosen[STAGED] = models.model(cutoff, staged_mix(plan, stage, staged_ratings))
     evaluation = models.snapshot(cutoff + timedelta(days=window_days))
     dirs = {name: model["dir"] for name, model in chosen.items()}
     comparison = compare_on_real_users(evaluation, datetime_to_us(cutoff), dirs, reference=FIXED)
@@ -295,7 +311,8 @@ def run_point(conn, models: Models, plan, stage: int, cutoff: datetime, window_d
         "before_T": real_counts(conn, cutoff),
         "calibration": calibration,
         "staged": {
-            "ratings": ratings,
+            "ratings": staged_ratings,
+            "calibrated_ratings_now": ratings,
             "stage_before": stage_before,
             "stage": stage,
             "pseudo_user_weight": plan.stages[stage].pseudo_user_weight,
@@ -495,13 +512,13 @@ def main(argv=None) -> int:
         "their transform's own test split [test_start, T)",
         "points": [],
     }
-    stage = 0
+    stage, entered = 0, {}
     for fraction in fractions:
         cutoff = (first + (last - first) * fraction).astimezone(UTC).replace(microsecond=0)
         log(f"point {fraction:g}: T = {cutoff.isoformat()} (stage {stage} so far)")
         point = {
             "fraction": fraction,
-            **run_point(conn, models, plan, stage, cutoff, args.window_days),
+            **run_point(conn, models, plan, stage, cutoff, args.window_days, entered),
         }
         stage = point["staged"]["stage"]
         figures["points"].append(point)
