@@ -26,6 +26,7 @@ User graph outputs:
   user_like_ratio, user_recency_like_ratio   [B] float32 in (0, 1)
   user_{liked,noped}_genre_ids / _weights    sparse (vocab `user_genres`) / recency shares
   user_{liked,noped}_maker_ids / _weights    sparse (vocab `user_makers`)
+  user_{liked,noped}_performer_ids / _weights    sparse (vocab `user_performers`)
   user_title_ids / user_title_weights   sparse: liked titles' top n-grams (`user_title_ngrams`)
   user_recent_video_ids                 sparse int64 (vocab `recent_videos`)
   label [B] int64; weight, sampling_probability, video_age_days [B] float32; video_id,
@@ -48,16 +49,24 @@ MAKER_VOCAB = "makers"
 PERFORMER_VOCAB = "performers"
 USER_GENRE_VOCAB = "user_genres"
 USER_MAKER_VOCAB = "user_makers"
+USER_PERFORMER_VOCAB = "user_performers"
 USER_TITLE_VOCAB = "user_title_ngrams"
 RECENT_VIDEO_VOCAB = "recent_videos"
 VIDEO_VOCABULARIES = (TEXT_VOCAB, GENRE_VOCAB, MAKER_VOCAB, PERFORMER_VOCAB)
-USER_VOCABULARIES = (USER_GENRE_VOCAB, USER_MAKER_VOCAB, USER_TITLE_VOCAB, RECENT_VIDEO_VOCAB)
+USER_VOCABULARIES = (
+    USER_GENRE_VOCAB,
+    USER_MAKER_VOCAB,
+    USER_PERFORMER_VOCAB,
+    USER_TITLE_VOCAB,
+    RECENT_VIDEO_VOCAB,
+)
 OOV_BUCKETS = {
     GENRE_VOCAB: 1,
     MAKER_VOCAB: 1,
     PERFORMER_VOCAB: 4,
     USER_GENRE_VOCAB: 1,
     USER_MAKER_VOCAB: 1,
+    USER_PERFORMER_VOCAB: 4,  # as the video graph's performers: a long tail of new names
     USER_TITLE_VOCAB: 1,
     RECENT_VIDEO_VOCAB: 4,
 }
@@ -78,6 +87,8 @@ USER_WEIGHTED_LISTS = {  # raw token list -> (its weights, vocabulary)
     "noped_genres": ("noped_genre_weights", USER_GENRE_VOCAB),
     "liked_makers": ("liked_maker_weights", USER_MAKER_VOCAB),
     "noped_makers": ("noped_maker_weights", USER_MAKER_VOCAB),
+    "liked_performers": ("liked_performer_weights", USER_PERFORMER_VOCAB),
+    "noped_performers": ("noped_performer_weights", USER_PERFORMER_VOCAB),
 }
 EXAMPLE_PASSTHROUGH = {
     "label": tf.int64,
@@ -235,13 +246,16 @@ def make_user_preprocessing_fn(config: FeatureConfig):
         shared = {
             USER_GENRE_VOCAB: tf.sparse.concat(1, [inputs["liked_genres"], inputs["noped_genres"]]),
             USER_MAKER_VOCAB: tf.sparse.concat(1, [inputs["liked_makers"], inputs["noped_makers"]]),
+            USER_PERFORMER_VOCAB: tf.sparse.concat(
+                1, [inputs["liked_performers"], inputs["noped_performers"]]
+            ),
         }
         vocabularies = {
             name: approximate_vocabulary(tokens, top_k=config.user_vocab_size, vocab_filename=name)
             for name, tokens in shared.items()
         }
         for tokens, (weights, vocab) in USER_WEIGHTED_LISTS.items():
-            kind = tokens.removesuffix("s")  # liked_genre, noped_maker, ...
+            kind = tokens.removesuffix("s")  # liked_genre, noped_maker, liked_performer, ...
             outputs[f"user_{kind}_ids"] = tft.apply_vocabulary(
                 inputs[tokens], vocabularies[vocab], num_oov_buckets=OOV_BUCKETS[vocab]
             )

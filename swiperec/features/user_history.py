@@ -45,6 +45,10 @@ USER_FEATURE_NAMES = (
     "liked_maker_weights",
     "noped_makers",
     "noped_maker_weights",
+    "liked_performers",
+    "liked_performer_weights",
+    "noped_performers",
+    "noped_performer_weights",
     "liked_title_ngrams",
     "liked_title_ngram_weights",
     "recent_liked_videos",
@@ -57,7 +61,8 @@ class UserHistory:
 
     Events must be added in time order (equal times allowed). `features(at_us)` uses only the
     events added so far, so a caller that wants "strictly before t" adds the events at t after
-    asking. Picklable; holds a reference to the catalogue it reads genres, makers and titles from.
+    asking. Picklable; holds a reference to the catalogue it reads genres, makers, performers
+    and titles from.
     """
 
     def __init__(self, catalogue: Catalogue, config: FeatureConfig, is_pseudo: bool):
@@ -69,9 +74,11 @@ class UserHistory:
         self._scaled = [0.0, 0.0]  # forward-scaled recency weights of nopes, likes
         self._genres: tuple[dict[str, float], dict[str, float]] = ({}, {})  # noped, liked
         self._makers: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        self._performers: tuple[dict[str, float], dict[str, float]] = ({}, {})
         # (names, shares) per dict, in the order noped genres, liked genres, noped makers,
-        # liked makers; None when the dict changed since: a nope leaves the liked lists alone.
-        self._shares: list[tuple[list[str], list[float]] | None] = [None] * 4
+        # liked makers, noped performers, liked performers; None when the dict changed since:
+        # a nope leaves the liked lists alone.
+        self._shares: list[tuple[list[str], list[float]] | None] = [None] * 6
         # Most recent first; each entry is one liked title's n-gram list.
         self._title_ngrams: deque[list[str]] = deque(maxlen=config.history_titles)
         self._liked_videos: deque[str] = deque(maxlen=config.history_videos)
@@ -113,7 +120,8 @@ class UserHistory:
         weight = math.exp2(exponent)
 
         label = int(label)
-        self._shares[label] = self._shares[2 + label] = None
+        shares = self._shares
+        shares[label] = shares[2 + label] = shares[4 + label] = None
         self._counts[label] += 1
         self._scaled[label] += weight
         genres = self._genres[label]
@@ -123,6 +131,9 @@ class UserHistory:
         if maker:  # '' is a NULL maker: no maker to like or dislike
             makers = self._makers[label]
             makers[maker] = makers.get(maker, 0.0) + weight
+        performers = self._performers[label]
+        for performer in self._catalogue.performers[position]:
+            performers[performer] = performers.get(performer, 0.0) + weight
         if label == 1:
             config = self._config
             self._title_profile = None
@@ -136,9 +147,9 @@ class UserHistory:
         """Move the anchor to `time_us`, multiplying every stored weight by the same factor."""
         factor = math.exp2(-(time_us - self._anchor_us) / self._half_life_us)
         self._anchor_us = time_us
-        self._shares = [None] * 4
+        self._shares = [None] * 6
         self._scaled = [value * factor for value in self._scaled]
-        for weights in (*self._genres, *self._makers):
+        for weights in (*self._genres, *self._makers, *self._performers):
             for key, value in list(weights.items()):
                 # A weight that underflows to 0 has no share left; dropping it keeps every
                 # total positive even after thousands of half-lives.
@@ -153,7 +164,7 @@ class UserHistory:
         Returns every name in `USER_FEATURE_NAMES`: `user_source` "real"/"pseudo"; float
         counts, smoothed ratios `(likes + 1) / (likes + nopes + 2)`, recency-decayed counts
         and their smoothed ratio; `days_since_last_decision`, `tenure_days` (days, 0 with no
-        history) and `has_history` (0/1); liked/noped genres and makers with their
+        history) and `has_history` (0/1); liked/noped genres, makers and performers with their
         recency-weighted shares (each list's weights sum to 1; sorted by weight descending,
         then name); `liked_title_ngrams` / `liked_title_ngram_weights`: the `title_profile_size`
         most frequent char n-grams of the last `history_titles` liked titles (by count, then
@@ -176,7 +187,7 @@ class UserHistory:
             recency_likes = self._scaled[1] * decay
             days_since_last = (at_us - self._last_us) / DAY_US
             tenure = (at_us - self._first_us) / DAY_US
-        for k, weights in enumerate((*self._genres, *self._makers)):
+        for k, weights in enumerate((*self._genres, *self._makers, *self._performers)):
             if self._shares[k] is None:
                 self._shares[k] = _shares(weights)
         if self._title_profile is None:
@@ -185,7 +196,10 @@ class UserHistory:
             )
         shares = [(list(names), list(values)) for names, values in self._shares]
         (noped_genres, noped_genre_weights), (liked_genres, liked_genre_weights) = shares[:2]
-        (noped_makers, noped_maker_weights), (liked_makers, liked_maker_weights) = shares[2:]
+        (noped_makers, noped_maker_weights), (liked_makers, liked_maker_weights) = shares[2:4]
+        (noped_performers, noped_performer_weights), (liked_performers, liked_performer_weights) = (
+            shares[4:]
+        )
         return {
             "user_source": self._source,
             "like_count": float(likes),
@@ -205,6 +219,10 @@ class UserHistory:
             "liked_maker_weights": liked_maker_weights,
             "noped_makers": noped_makers,
             "noped_maker_weights": noped_maker_weights,
+            "liked_performers": liked_performers,
+            "liked_performer_weights": liked_performer_weights,
+            "noped_performers": noped_performers,
+            "noped_performer_weights": noped_performer_weights,
             "liked_title_ngrams": list(self._title_profile[0]),
             "liked_title_ngram_weights": list(self._title_profile[1]),
             "recent_liked_videos": list(self._liked_videos),
@@ -231,5 +249,8 @@ def _shares(weights: dict[str, float]) -> tuple[list[str], list[float]]:
     if not weights:
         return [], []
     total = sum(weights.values())
-    ranked = sorted([(-value, name) for name, value in weights.items()])
-    return [name for _, name in ranked], [-negative / total for negative, _ in ranked]
+    # By name, then stably by weight descending (`reverse` keeps ties in name order): two
+    # sorts with C-level keys, no (weight, name) tuple per entry.
+    names = sorted(weights)
+    names.sort(key=weights.__getitem__, reverse=True)
+    return names, [weights[name] / total for name in names]

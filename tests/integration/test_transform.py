@@ -58,6 +58,7 @@ def test_counts_ratio_and_metadata(transformed, snapshot_dir):
     assert sizes["text_ngrams"] == 1000  # the top-1000 of many more character n-grams
     assert 5 <= sizes["genres"] <= 18 and sizes["makers"] > 1 and sizes["performers"] > 10
     assert 0 < sizes["user_genres"] <= sizes["genres"] and sizes["recent_videos"] > 10
+    assert 10 < sizes["user_performers"] <= sizes["performers"]
     assert meta["catalogue"]["videos"] == TINY_DATA.videos
 
 
@@ -154,9 +155,12 @@ def test_each_tower_graph_takes_its_raw_features_as_serving_sends_them(transform
         name: [] if isinstance(f, tf.io.VarLenFeature) else 0.0
         for name, f in user_feature_spec().items()
     }
-    user_values.update(user_source="real", liked_genres=["恋愛"], liked_genre_weights=[1.0])
+    user_values.update(user_source="real", liked_genres=["恋愛"], liked_genre_weights=[1.0],
+                       noped_performers=["誰か"], noped_performer_weights=[1.0])  # fmt: skip
     user = layer("user")(raw_batch(user_feature_spec(), user_values))
     assert "user_liked_genre_ids" in user and "label" not in user
+    assert user["user_noped_performer_ids"].values.shape == (1,)
+    assert user["user_liked_performer_ids"].values.shape == (0,)
     assert all(name.startswith("user_") for name in user)
 
 

@@ -49,7 +49,13 @@ def video_row(video_id, title, genres, maker):
     }
 
 
-def user_example(liked_genres, like_count, source, title_ngrams, label):
+def equal_shares(names):
+    return [1.0 / len(names)] * len(names) if names else []
+
+
+def user_example(liked_genres, like_count, source, title_ngrams, label, performers=((), ())):
+    """`performers`: (liked, noped) performer names, each list with equal shares."""
+    liked_performers, noped_performers = performers
     row = {
         name: [] if isinstance(spec, tf.io.VarLenFeature) else 0.0
         for name, spec in user_feature_spec().items()
@@ -63,6 +69,10 @@ def user_example(liked_genres, like_count, source, title_ngrams, label):
         liked_genre_weights=[1.0] * len(liked_genres),
         liked_title_ngrams=[t.encode() for t in title_ngrams],
         liked_title_ngram_weights=[1.0 / len(title_ngrams)] * len(title_ngrams),
+        liked_performers=[p.encode() for p in liked_performers],
+        liked_performer_weights=equal_shares(liked_performers),
+        noped_performers=[p.encode() for p in noped_performers],
+        noped_performer_weights=equal_shares(noped_performers),
         label=label,
         weight=1.0,
         sampling_probability=0.5,
@@ -159,15 +169,27 @@ class UserGraphTest(TransformTestCase):
     def test_counts_vocabularies_and_an_unseen_genre(self):
         config = FeatureConfig(title_vocab_size=5)
         analysed = [
-            user_example(["恋愛"], 0.0, "real", ["海", "夏"], 1),
-            user_example(["恋愛"], 3.0, "pseudo", ["海"], 0),
+            user_example(["恋愛"], 0.0, "real", ["海", "夏"], 1, (["演者A", "演者B"], [])),
+            user_example(["恋愛"], 3.0, "pseudo", ["海"], 0, (["演者A"], ["演者C"])),
         ]
-        transformed = [user_example(["ホラー"], 3.0, "pseudo", ["海", "雪"], 0)]
+        transformed = [
+            user_example(
+                ["ホラー"], 3.0, "pseudo", ["海", "雪"], 0, (["演者B", "演者Z"], ["演者A"])
+            )
+        ]
         # like_count 0 and 3 -> log1p -> 0 and log 4: mean log 2, population std log 2, so the
         # transformed row's log 4 is z = +1. Genres: only 恋愛 was seen (id 0); ホラー is OOV
         # (id 1). Title n-grams: 海 twice (id 0), 夏 once (id 1); 雪 unseen: OOV id 2.
+        # Performers: liked and noped share one vocabulary, by count then bytes descending:
+        # 演者A (twice: liked, liked) id 0, then once each 演者C id 1 and 演者B id 2 (C's last
+        # byte 0x43 is above B's 0x42); 演者Z is unseen: one of the 4 OOV buckets, ids 3-6, by
+        # its fingerprint (tf.strings.to_hash_bucket_fast("演者Z", 4) is 3, so id 6).
         expected = [
             {
+                "user_liked_performer_ids": [2, 6],
+                "user_liked_performer_weights": [0.5, 0.5],
+                "user_noped_performer_ids": [0],
+                "user_noped_performer_weights": [1.0],
                 "user_like_count_z": 1.0,
                 "user_is_pseudo": 1.0,
                 "user_liked_genre_ids": [1],
@@ -189,6 +211,7 @@ class UserGraphTest(TransformTestCase):
             expected_vocab_file_contents={
                 "user_genres": ["恋愛".encode()],
                 "user_title_ngrams": ["海".encode(), "夏".encode()],
+                "user_performers": [p.encode() for p in ("演者A", "演者C", "演者B")],
             },
         )
 

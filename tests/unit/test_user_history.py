@@ -111,6 +111,7 @@ def catalogue():
                 "title": ["初恋", "夏祭り", "", "海"],
                 "genres": [["恋愛", "ドラマ"], ["恋愛"], [], ["アクション"]],
                 "maker": ["A", "B", None, "A"],
+                "performers": [["P", "Q"], ["Q"], [], ["R", None]],
             }
         )
     )
@@ -156,6 +157,42 @@ def test_counts_ratios_recency_and_shares(catalogue):
     assert features["liked_maker_weights"] == pytest.approx([2 / 3, 1 / 3])
     assert features["noped_genres"] == ["アクション"] and features["noped_genre_weights"] == [1.0]
     assert features["noped_makers"] == ["A"] and features["noped_maker_weights"] == [1.0]
+    # Q is in both liked videos (1/8 + 1/4), P in the older one (1/8): shares 3/4 and 1/4.
+    assert features["liked_performers"] == ["Q", "P"]
+    assert features["liked_performer_weights"] == pytest.approx([0.75, 0.25])
+    # The noped video's NULL performer is dropped (the catalogue drops it): R alone.
+    assert features["noped_performers"] == ["R"] and features["noped_performer_weights"] == [1.0]
+
+
+def test_performer_shares_follow_recency_and_likes_and_nopes_apart(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)  # half-life: one day
+    history.add(2, 1, T0)  # like: Q
+    history.add(1, 0, T0 + DAY_US)  # nope: P, Q
+    history.add(1, 1, T0 + 2 * DAY_US)  # like: P, Q
+    history.add(4, 0, T0 + 3 * DAY_US)  # nope: R
+    at = T0 + 4 * DAY_US
+    features = history.features(at)
+    # Liked at days 0 and 2, so 4 and 2 days old: Q 1/16 + 1/4 = 5/16, P 1/4; total 9/16.
+    assert features["liked_performers"] == ["Q", "P"]
+    assert features["liked_performer_weights"] == pytest.approx([5 / 9, 4 / 9])
+    # Noped at days 1 and 3, 3 and 1 days old: P 1/8, Q 1/8, R 1/2; total 3/4. P and Q tie,
+    # so they sort by name.
+    assert features["noped_performers"] == ["R", "P", "Q"]
+    assert features["noped_performer_weights"] == pytest.approx([2 / 3, 1 / 6, 1 / 6])
+    # A later nope re-ranks the noped list and leaves the liked list (cached) alone.
+    history.add(2, 0, at)  # nope: Q, weight 1
+    later = history.features(at)
+    assert later["liked_performers"] == features["liked_performers"]
+    assert later["liked_performer_weights"] == features["liked_performer_weights"]
+    # Q 1/8 + 1 = 9/8, R 1/2, P 1/8; total 7/4.
+    assert later["noped_performers"] == ["Q", "R", "P"]
+    assert later["noped_performer_weights"] == pytest.approx([9 / 14, 2 / 7, 1 / 14])
+    # The caller owns the lists it gets: changing them leaves the history's cache alone.
+    later["liked_performers"].append("X")
+    later["noped_performer_weights"][0] = 0.0
+    again = history.features(at)
+    assert again["liked_performers"] == ["Q", "P"]
+    assert again["noped_performer_weights"] == pytest.approx([9 / 14, 2 / 7, 1 / 14])
 
 
 def test_decayed_count_halves_after_one_half_life(catalogue):
@@ -210,6 +247,7 @@ def test_video_without_title_genres_or_maker(catalogue):
     features = history.features(T0)
     assert features["like_count"] == 1.0
     assert features["liked_genres"] == [] and features["liked_makers"] == []
+    assert features["liked_performers"] == [] and features["liked_performer_weights"] == []
     assert features["liked_title_ngrams"] == []
     assert features["recent_liked_videos"] == ["v3"]
 
@@ -236,6 +274,8 @@ def test_weights_stay_finite_across_thousands_of_half_lives(catalogue):
     assert features["recency_like_count"] == pytest.approx(0.5)
     assert features["liked_genres"] == ["アクション"]  # the older genres decayed to nothing
     assert math.fsum(features["liked_maker_weights"]) == pytest.approx(1.0)
+    assert features["liked_performers"] == ["R"]  # P and Q (days 0 and 600) decayed away
+    assert features["liked_performer_weights"] == [1.0]
     assert features["like_count"] == 3.0
 
 
