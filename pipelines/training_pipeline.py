@@ -54,6 +54,8 @@ def two_tower_training(
     feature_config_json: str = "{}",
     epochs: int = 15,
     train_config_json: str = "{}",
+    tuning_trials: int = 0,
+    search_space_json: str = "{}",
     thresholds_json: str = "{}",
     ground_truth_uri: str = "",
     activate: bool = True,
@@ -65,8 +67,13 @@ def two_tower_training(
 ) -> str:
     """cutoff: ISO 8601 time of the snapshot ("" = now). model_version: the new version's name
     ("" = v<run start time>). negatives_per_positive: the sampling ratio (2.0 = 1:2).
-    epochs: the most training epochs (early stopping ends sooner). *_json: further FeatureConfig,
-    TrainConfig and BlessingThresholds fields. ground_truth_uri: the synthetic data's
+    epochs: the most training epochs (early stopping ends sooner). feature_config_json,
+    train_config_json, thresholds_json: further FeatureConfig, TrainConfig and
+    BlessingThresholds fields. tuning_trials: > 0 makes the train step a
+    hyper-parameter search (Optuna) of that many training runs, publishing the one with the best
+    validation AUC (its model card's "tuning" section records every trial); search_space_json:
+    what it varies, TrainConfig field -> {"low", "high"[, "log"]} or {"choices": [...]} ("{}" =
+    the default space of swiperec.model.tune). ground_truth_uri: the synthetic data's
     ground_truth.npz, for the oracle ceiling. activate: switch serving to a blessed model's
     embeddings. promotion: "instant" (everyone at once) or "canary" (a staged rollout with
     automatic rollback, moved on by `swiperec rollout tick`). migration: train at the active
@@ -104,6 +111,8 @@ def two_tower_training(
             examples=features.outputs["examples"],
             epochs=epochs,
             train_config_json=train_config_json,
+            tuning_trials=tuning_trials,
+            search_space_json=search_space_json,
         ),
         "train",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from swiperec.cli.common import UserError
@@ -36,6 +37,18 @@ def add_commands(commands) -> None:
     parser.add_argument("--out", required=True, help="model folder to write (local or gs://)")
     for flag, (_, kind, text) in _OVERRIDES.items():
         parser.add_argument(flag, type=kind, help=text)
+    parser.add_argument(
+        "--tuning-trials", type=int, default=0, metavar="N",
+        help="hyper-parameter search (Optuna): train N models and keep the one with the best "
+        "validation AUC; its model card records every trial under 'tuning' (default 0: one run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--search-space", metavar="JSON",
+        help="what --tuning-trials varies: TrainConfig field -> {\"low\": L, \"high\": H"
+        "[, \"log\": true]} or {\"choices\": [...]} (default: swiperec.model.tune's "
+        "DEFAULT_SEARCH_SPACE: learning_rate, dropout, temperature, weight_decay, "
+        "video_id_min_count, pointwise_weight)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.set_defaults(func=train)
 
@@ -58,15 +71,34 @@ def train(args) -> int:
         for flag, (field, _, _) in _OVERRIDES.items()
         if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
     }
+    search_space = None
     try:
-        TrainConfig.from_dict(overrides)  # a setting out of range: a clear error, no work
+        base = TrainConfig.from_dict(overrides)  # a setting out of range: a clear error, no work
+        if args.tuning_trials < 0:
+            raise ValueError(f"--tuning-trials must be >= 0, got {args.tuning_trials}")
+        if args.search_space is not None:
+            from swiperec.model.tune import parse_search_space
+
+            if not args.tuning_trials:
+                raise ValueError("--search-space needs --tuning-trials N (N > 0)")
+            try:
+                search_space = json.loads(args.search_space or "{}")
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--search-space is not valid JSON: {err}") from err
+            parse_search_space(search_space, base)
     except ValueError as err:
         raise UserError(str(err)) from err
     result = steps.train(args.transform, examples, args.out, train_config=overrides,
+                         tuning_trials=args.tuning_trials, search_space=search_space,
                          verbose=0 if args.quiet else 2)  # fmt: skip
     card = result["card"]
     training, validation = card["training"], card["metrics"]["validation"]
     print(f"model         {args.out}")
+    if "tuning" in card:
+        tuning = card["tuning"]
+        print(f"tuning        {tuning['trials_run']} trials, best #{tuning['best_trial']}: "
+              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in tuning["best_params"].items()))  # fmt: skip
     print(
         f"epochs        {training['epochs_run']} run, best {training['best_epoch']}"
         + (" (stopped early)" if training["stopped_early"] else "")

@@ -163,11 +163,18 @@ def train(
     *,
     epochs: int = 0,
     train_config: dict | None = None,
+    tuning_trials: int = 0,
+    search_space: dict | None = None,
     verbose: int = 2,
 ) -> dict:
     """Transform graph + examples -> the two-tower model (`swiperec.model.train.train`):
     user_tower/, video_tower/ (SavedModels on raw features), the .keras towers and
-    model_card.json. `epochs`: the most epochs (0 leaves it to `train_config` or the default)."""
+    model_card.json. `epochs`: the most epochs (0 leaves it to `train_config` or the default).
+
+    `tuning_trials` > 0: a hyper-parameter search instead (`swiperec.model.tune.tune`, Optuna):
+    that many models trained over `search_space` (TrainConfig field -> range or choices; None
+    or {}: `swiperec.model.tune.DEFAULT_SEARCH_SPACE`) on top of the config above, the one with
+    the best validation AUC published, its model card recording the study under "tuning"."""
     from swiperec.model.config import TrainConfig
     from swiperec.model.train import train as train_model
 
@@ -176,7 +183,17 @@ def train(
     if epochs:
         overrides["epochs"] = epochs
     config = TrainConfig.from_dict(overrides)
-    card = train_model(transform_graph, examples, model, config, verbose=verbose).card
+    if tuning_trials < 0:
+        raise ValueError(f"tuning_trials must be >= 0, got {tuning_trials}")
+    if search_space and not tuning_trials:
+        raise ValueError("a search space was given but tuning_trials is 0: nothing would use it")
+    if tuning_trials:
+        from swiperec.model.tune import tune
+
+        card = tune(transform_graph, examples, model, config, tuning_trials, search_space,
+                    verbose=verbose).card  # fmt: skip
+    else:
+        card = train_model(transform_graph, examples, model, config, verbose=verbose).card
     metrics = {
         f"{split}/{name}": value
         for split, values in card["metrics"].items()
@@ -191,11 +208,18 @@ def train(
         "training_seconds": card["training"]["seconds"],
         **metrics,
     }
+    parameters = {"epochs": epochs, "train_config": overrides}
+    logged = {**metrics, "training_seconds": card["training"]["seconds"]}
+    if tuning_trials:  # (without tuning, the step records exactly what it did before)
+        tuning = card["tuning"]
+        parameters.update(tuning_trials=tuning_trials, search_space=tuning["search_space"])
+        described.update({"tuning/trials": tuning["trials_run"],
+                          "tuning/best_trial": tuning["best_trial"]})  # fmt: skip
+        logged.update({"tuning/trials": tuning["trials_run"],
+                       "tuning/seconds": tuning["seconds"]})  # fmt: skip
     return _stamped(
-        "train", started, ["transform_graph", "examples"],
-        {"epochs": epochs, "train_config": overrides},
-        {"model": described}, card=card,
-        metrics={**metrics, "training_seconds": card["training"]["seconds"]},
+        "train", started, ["transform_graph", "examples"], parameters,
+        {"model": described}, card=card, metrics=logged,
     )  # fmt: skip
 
 

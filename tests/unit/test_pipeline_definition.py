@@ -90,6 +90,15 @@ def test_the_parameters_the_issue_names_are_pipeline_parameters():
     assert params["promotion"] == {"type": "STRING", "default": "instant"}
 
 
+def test_tuning_is_a_pipeline_parameter_passed_to_the_train_step(spec):
+    params = pipeline_parameters()
+    assert params["tuning_trials"] == {"type": "NUMBER_INTEGER", "default": 0}
+    assert params["search_space_json"] == {"type": "STRING", "default": "{}"}
+    given = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    for name in ("tuning_trials", "search_space_json"):
+        assert given[name] == {"componentInputParameter": name}
+
+
 def test_arguments_are_parsed_by_the_parameters_types():
     args = parse_arguments([
         "epochs=5", "activate=false", 'thresholds_json={"min_auc": 0.6}',
