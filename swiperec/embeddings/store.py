@@ -46,6 +46,9 @@ from swiperec.faults import fault_point
 from swiperec.model.config import EMBEDDING_DIM
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
+# A video's ranking terms, stored beside its embedding (swiperec.model.layers.VideoRanking;
+# the SQL function's ranking stage reads them).
+RANKING_COLUMNS = ("rank_bias", "rank_scale")
 SEARCHED_BY_DISTANCE = ("video",)  # the kinds that get an HNSW index
 # Serving switches and retention take this transaction lock, so they never interleave: a set
 # being promoted is never dropped by a retirement that decided before the switch.
@@ -138,14 +141,16 @@ def begin_set(
         cur.execute(sql.SQL("drop table if exists {}").format(table))
         # Standalone and unindexed while loading; the partition bound as a check constraint
         # lets ATTACH skip its validation scan later.
+        ranking = sql.SQL(", rank_bias real, rank_scale real" if kind == "video" else "")
         cur.execute(sql.SQL(
             "create table {t} (model_version text not null, {key} {type} not null, "
-            "embedding vector({dim}) not null, updated_at timestamptz not null default now(), "
-            "constraint {check} check (model_version is not null and model_version = {v}))"
+            "embedding vector({dim}) not null, updated_at timestamptz not null default now()"
+            "{ranking}, constraint {check} check (model_version is not null and "
+            "model_version = {v}))"
         ).format(t=table, key=sql.Identifier(key),
                  type=sql.SQL("bigint" if kind == "video" else "uuid"),
-                 dim=sql.Literal(int(dimension)), check=sql.Identifier(f"{name}_bound"),
-                 v=sql.Literal(version)))  # fmt: skip
+                 dim=sql.Literal(int(dimension)), ranking=ranking,
+                 check=sql.Identifier(f"{name}_bound"), v=sql.Literal(version)))  # fmt: skip
         cur.execute(sql.SQL("alter table {} enable row level security").format(table))
         cur.execute(
             "insert into embedding_sets (model_version, kind, state, table_name, dimension, "
@@ -155,14 +160,16 @@ def begin_set(
     return True
 
 
-def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors) -> bool:
-    """Binary-COPY one shard (ids [n], vectors [n, dim] float32) into a loading set.
+def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors, ranking=None) -> bool:
+    """Binary-COPY one shard (ids [n], vectors [n, dim] float32) into a loading set; for
+    videos, `ranking` [n, 2] float32 (rank_bias, rank_scale) or None (null: rank by cosine).
 
     Returns False when this shard was already loaded (a retry): nothing is written twice.
     Raises `EmbeddingSetError` unless the set is loading, ValueError on a wrong dimension or
     a non-finite value."""
     _check_kind(kind)
     vectors = np.asarray(vectors, dtype=np.float32)
+    ranking = _check_ranking(kind, ranking, len(vectors))
     with conn.cursor() as cur:
         cur.execute("select state, dimension, table_name from embedding_sets "
                     "where model_version = %s and kind = %s", (version, kind))  # fmt: skip
@@ -182,11 +189,15 @@ def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors) -> bool:
                 "insert into embedding_set_shards (model_version, kind, shard, row_count) "
                 "values (%s, %s, %s, %s)", (version, kind, shard, len(vectors)),
             )  # fmt: skip
-            copy_binary(cur, table_name, [
+            columns = [
                 Column("model_version", "text", np.array([version] * len(vectors), object)),
                 Column(key, key_type, ids),
                 Column("embedding", "vector", vectors),
-            ])  # fmt: skip
+            ]
+            if ranking is not None:
+                columns += [Column(name, "float4", ranking[:, i])
+                            for i, name in enumerate(RANKING_COLUMNS)]  # fmt: skip
+            copy_binary(cur, table_name, columns)
             fault_point("store.mid_copy")  # the shard's rows sent, not committed
     except errors.UniqueViolation:
         return False
@@ -199,6 +210,20 @@ def _check_vectors(kind: str, vectors: np.ndarray, dimension: int) -> None:
         raise ValueError(f"{kind} embeddings must be [n, {dimension}], got {vectors.shape}")
     if not np.isfinite(vectors).all():
         raise ValueError(f"{kind} embeddings contain NaN or infinite values")
+
+
+def _check_ranking(kind: str, ranking, n: int) -> np.ndarray | None:
+    """`ranking` as [n, 2] float32 with a positive scale, or None; ValueError otherwise."""
+    if ranking is None:
+        return None
+    if kind != "video":
+        raise ValueError("only video sets hold ranking terms")
+    ranking = np.asarray(ranking, dtype=np.float32)
+    if ranking.shape != (n, len(RANKING_COLUMNS)):
+        raise ValueError(f"ranking terms must be [{n}, 2] (bias, scale), got {ranking.shape}")
+    if not np.isfinite(ranking).all() or (ranking[:, 1] <= 0).any():
+        raise ValueError("ranking terms must be finite, with a positive scale")
+    return ranking
 
 
 def _uuid_bytes(ids) -> np.ndarray:
@@ -436,20 +461,22 @@ def drop_retiring(conn) -> list[str]:
     return dropped
 
 
-def upsert(conn, version: str, kind: str, ids, vectors) -> int:
+def upsert(conn, version: str, kind: str, ids, vectors, ranking=None) -> int:
     """Insert or replace a handful of embeddings in a ready (possibly serving) set, in one
     transaction of its own: see `upsert_rows`."""
     with conn, conn.cursor() as cur:
-        return upsert_rows(cur, version, kind, ids, vectors)
+        return upsert_rows(cur, version, kind, ids, vectors, ranking)
 
 
-def upsert_rows(cur, version: str, kind: str, ids, vectors) -> int:
-    """Insert or replace embeddings in a ready (possibly serving) set, inside the caller's
-    transaction: a new video, a user after a swipe. A video set's HNSW index is updated in the
-    same transaction, so a query sees the row in the index once it is committed. Returns rows
-    written. Checked as `copy_shard` checks: dimension, finite values."""
+def upsert_rows(cur, version: str, kind: str, ids, vectors, ranking=None) -> int:
+    """Insert or replace embeddings (and, for videos, their `ranking` terms as in
+    `copy_shard`) in a ready (possibly serving) set, inside the caller's transaction: a new
+    video, a user after a swipe. A video set's HNSW index is updated in the same transaction,
+    so a query sees the row in the index once it is committed. Returns rows written. Checked
+    as `copy_shard` checks: dimension, finite values."""
     _check_kind(kind)
     vectors = np.asarray(vectors, dtype=np.float32)
+    ranking = _check_ranking(kind, ranking, len(vectors))
     cur.execute("select dimension from public.embedding_sets where model_version = %s "
                 "and kind = %s and state = 'ready'", (version, kind))  # fmt: skip
     row = cur.fetchone()
@@ -460,18 +487,27 @@ def upsert_rows(cur, version: str, kind: str, ids, vectors) -> int:
         return 0
     _check_vectors(kind, vectors, row[0])
     key = KINDS[kind][0]
+    if kind == "video":  # a video's row always carries its ranking terms (null: none)
+        terms = ranking.tolist() if ranking is not None else [[None, None]] * len(keys)
+        rows = [(version, k, v, *t) for k, v, t in zip(keys, vectors, terms, strict=True)]
+        extra = sql.SQL(", rank_bias = excluded.rank_bias, rank_scale = excluded.rank_scale")
+        columns, template = sql.SQL(", rank_bias, rank_scale"), "(%s, %s::int8, %s, %s, %s)"
+    else:
+        rows = [(version, k, v) for k, v in zip(keys, vectors, strict=True)]
+        extra, columns, template = sql.SQL(""), sql.SQL(""), "(%s, %s::uuid, %s)"
     execute_values(
         cur,
         sql.SQL(
-            "insert into public.{p} (model_version, {key}, embedding) values %s "
-            "on conflict (model_version, {key}) do update set embedding = excluded.embedding,"
-            " updated_at = now()"
+            "insert into public.{p} (model_version, {key}, embedding{columns}) values %s "
+            "on conflict (model_version, {key}) do update set embedding = excluded.embedding"
+            "{extra}, updated_at = now()"
         )
-        .format(p=sql.Identifier(f"{kind}_embeddings"), key=sql.Identifier(key))
+        .format(p=sql.Identifier(f"{kind}_embeddings"), key=sql.Identifier(key),
+                columns=columns, extra=extra)
         .as_string(cur),
-        [(version, k, v) for k, v in zip(keys, vectors, strict=True)],
-        template=f"(%s, %s::{KINDS[kind][1]}, %s)",
-    )
+        rows,
+        template=template,
+    )  # fmt: skip
     return len(keys)
 
 

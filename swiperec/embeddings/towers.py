@@ -5,6 +5,7 @@ computed for the same data is the same whichever of them computed it.
     towers = load_towers(model_dir)
     ids, vectors = embed_users(towers, catalogue, config, users, as_of_us)
     ids, vectors = embed_videos(towers, catalogue, positions, as_of_us)
+    ids, vectors, ranking = embed_videos_ranked(...)   plus each video's ranking terms
 
 `users` are (user key, video ids, labels, times) per user, the user's decisions in time order
 (ties by video id, as `swiperec.features.events` orders them); `catalogue` holds at least the
@@ -61,6 +62,13 @@ def video_rows(catalogue, positions, as_of_us: int) -> tuple[list, list[dict]]:
 
 def embed_rows(towers: dict, kind: str, rows: list[dict]) -> np.ndarray:
     """[len(rows), D] float32: `rows` (raw features of `kind`) through that tower, one call."""
+    return embed_rows_ranked(towers, kind, rows)[0]
+
+
+def embed_rows_ranked(towers: dict, kind: str, rows: list[dict]):
+    """(vectors [n, D], ranking [n, 2] (rank_bias, rank_scale) or None) of `rows` through the
+    tower of `kind`, one call. The ranking terms are a video's, from a model that has them;
+    None for users and for models exported before them."""
     import tensorflow as tf
 
     from swiperec.features.preprocessing import user_feature_spec, video_row_spec
@@ -68,9 +76,13 @@ def embed_rows(towers: dict, kind: str, rows: list[dict]) -> np.ndarray:
 
     spec = video_row_spec() if kind == "video" else user_feature_spec()
     if not rows:
-        return np.empty((0, 0), np.float32)
-    serialized = tf.constant(serialize_raw(rows, spec))
-    return towers[kind](examples=serialized)["embedding"].numpy()
+        empty = np.empty((0, 2), np.float32) if kind == "video" else None
+        return np.empty((0, 0), np.float32), empty
+    out = towers[kind](examples=tf.constant(serialize_raw(rows, spec)))
+    ranking = None
+    if kind == "video" and "rank_scale" in out:
+        ranking = np.stack([out["rank_bias"].numpy(), out["rank_scale"].numpy()], axis=1)
+    return out["embedding"].numpy(), ranking
 
 
 def embed_users(towers, catalogue, config, users, as_of_us: int) -> tuple[list, np.ndarray]:
@@ -83,3 +95,10 @@ def embed_videos(towers, catalogue, positions, as_of_us: int) -> tuple[list, np.
     """(video ids, [N, D] vectors) of the catalogue rows at `positions`, as of `as_of_us`."""
     ids, rows = video_rows(catalogue, positions, as_of_us)
     return ids, embed_rows(towers, "video", rows)
+
+
+def embed_videos_ranked(towers, catalogue, positions, as_of_us: int):
+    """(video ids, [N, D] vectors, [N, 2] ranking terms or None): `embed_videos` plus what the
+    serving set stores beside each vector (`embed_rows_ranked`)."""
+    ids, rows = video_rows(catalogue, positions, as_of_us)
+    return (ids, *embed_rows_ranked(towers, "video", rows))

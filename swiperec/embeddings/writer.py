@@ -7,7 +7,8 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
    (`store.begin_set`; a set already ready is skipped: re-running a version adds nothing).
 2. Beam: chunks of catalogue rows and of users are the elements. A worker builds each row's raw
    features with the same code the transform used (`video_raw_features`, `UserHistory`), runs
-   the SavedModel tower (its TFT graph inside) on the batch, and binary-COPYs the vectors into
+   the SavedModel tower (its TFT graph inside) on the batch, and binary-COPYs the vectors (and
+   each video's ranking terms, which the serving function ranks candidates by) into
    the loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle
    is skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
    keyed by the auth user id); pseudo-users exist for training.
@@ -87,19 +88,20 @@ class EmbedAndCopy:
         self.conn.close()
 
     def process(self, element):
-        from swiperec.embeddings.towers import embed_users, embed_videos
+        from swiperec.embeddings.towers import embed_users, embed_videos_ranked
 
         kind, shard, payload = element
+        ranking = None
         if kind == "video":
             start, stop = payload
-            keys, vectors = embed_videos(
+            keys, vectors, ranking = embed_videos_ranked(
                 self.towers, self.catalogue, range(start, stop), self.as_of_us
             )
         else:
             keys, vectors = embed_users(
                 self.towers, self.catalogue, self.config, payload, self.as_of_us
             )
-        loaded = store.copy_shard(self.conn, self.version, kind, shard, keys, vectors)
+        loaded = store.copy_shard(self.conn, self.version, kind, shard, keys, vectors, ranking)
         yield kind, len(keys) if loaded else 0
 
 

@@ -22,8 +22,11 @@ class TrainConfig:
     hidden_units: tuple[int, ...] = (512,)  # each tower: features -> hidden ReLU layers -> 768
     bag_dim: int = 64  # width of each embedding bag (genres, makers, n-grams, videos)
     # Videos with at least this many training examples get their own id embedding; the rest
-    # (and videos new since training) share one. 0 turns id embeddings off: content only.
+    # (and videos new since training) have none. 0 turns id embeddings off: content only.
     video_id_min_count: int = 5
+    # Share of training rows whose video's id part is dropped (`IdDropout`), so the content
+    # path that new videos take is trained on every video.
+    video_id_dropout: float = 0.1
     temperature: float = 0.05  # in-batch softmax over cosine similarities / temperature
     retrieval_weight: float = 1.0
     pointwise_weight: float = 1.0
@@ -35,6 +38,9 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     weight_decay: float = 1e-6  # L2 on the dense layers' kernels
     dropout: float = 0.1
+    # The ranking terms (`swiperec.model.layers.VideoRanking`): the prior's standard deviation
+    # of a video's own bias around what its content predicts, in logits.
+    bias_prior_std: float = 0.5
     patience: int = 3  # epochs without a better validation AUC before stopping
     shuffle_buffer: int = 100_000  # examples
     steps_per_epoch: int | None = None  # None: one pass over the training examples
@@ -55,7 +61,7 @@ class TrainConfig:
                 problems.append(f"{name} must be an int >= 0, got {value!r}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             problems.append(f"steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
-        for name in ("temperature", "learning_rate"):
+        for name in ("temperature", "learning_rate", "bias_prior_std"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number, got {value!r}")
@@ -65,8 +71,9 @@ class TrainConfig:
                 problems.append(f"{name} must be a number >= 0, got {value!r}")
         if not problems and self.retrieval_weight == 0 and self.pointwise_weight == 0:
             problems.append("retrieval_weight and pointwise_weight cannot both be 0")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "video_id_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 

@@ -1,10 +1,14 @@
 """Export: each tower as a SavedModel that takes raw features, and as a `.keras` file.
 
     model_dir/
-      user_tower/          SavedModel: serialized raw tf.Examples -> {"embedding": [B, 768]}
-      video_tower/         SavedModel: the same for videos
+      user_tower/          SavedModel: serialized raw tf.Examples -> {"embedding": [B, 768],
+                           "rank_bias": [B]}
+      video_tower/         SavedModel: the same for videos -> {"embedding", "rank_bias",
+                           "rank_scale"}: the video's ranking terms (`VideoRanking`)
       user_tower.keras     the tower over *transformed* features (for fine-tuning, inspection)
       video_tower.keras
+      user_ranker.keras    the ranking terms over transformed features
+      video_ranker.keras
       model_card.json
 
 The SavedModels carry their TFT graph (`transform_features_layer`), so a caller gives what it
@@ -30,50 +34,62 @@ TOWER_INPUTS = {"user_tower": USER_TOWER_INPUTS, "video_tower": VIDEO_TOWER_INPU
 
 
 class ServingTower(tf.Module):
-    """A tower behind its TFT graph: serialized raw tf.Examples -> 768-d embeddings."""
+    """A tower and its ranking terms behind their TFT graph: serialized raw tf.Examples ->
+    768-d embeddings, "rank_bias" and (videos) "rank_scale"."""
 
-    def __init__(self, tower: tf.keras.Model, tft_output, raw_spec: dict, inputs: tuple):
+    def __init__(self, tower, ranker, tft_output, raw_spec: dict, inputs: tuple):
         super().__init__(name=tower.name)
         self.tower = tower
+        self.ranker = ranker
         self.tft_layer = tft_output.transform_features_layer()
         self._raw_spec = raw_spec
         self._inputs = inputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(self, examples):
-        """[B] serialized tf.Examples of raw features -> {"embedding": [B, 768] float32}."""
+        """[B] serialized tf.Examples of raw features -> {"embedding": [B, 768] float32,
+        "rank_bias": [B], and for videos "rank_scale": [B]}."""
         raw = tf.io.parse_example(examples, self._raw_spec)
         transformed = self.tft_layer(raw)
         features = {name: transformed[name] for name in self._inputs}
-        return {"embedding": self.tower(features, training=False)}
+        out = {"embedding": self.tower(features, training=False)}
+        ranking = self.ranker(features, training=False)
+        if ranking.shape.rank == 2:  # a video's (bias, scale)
+            out["rank_bias"], out["rank_scale"] = ranking[:, 0], ranking[:, 1]
+        else:
+            out["rank_bias"] = ranking
+        return out
 
 
-def export_towers(user_tower, video_tower, tft_outputs: dict, model_dir: str) -> dict[str, str]:
-    """Write both towers to `model_dir` (see the module docstring); returns name -> path.
+def export_towers(model, tft_outputs: dict, model_dir: str) -> dict[str, str]:
+    """Write both towers of a `TwoTowerModel` with their ranking terms to `model_dir` (see the
+    module docstring); returns name -> path.
 
     `tft_outputs`: {"user": TFTransformOutput, "video": TFTransformOutput}.
     """
     paths = {}
-    for name, tower, graph in (
-        ("user_tower", user_tower, "user"),
-        ("video_tower", video_tower, "video"),
-    ):
-        serving = ServingTower(tower, tft_outputs[graph], RAW_SPECS[name](), TOWER_INPUTS[name])
+    for kind in ("user", "video"):
+        name = f"{kind}_tower"
+        tower, ranker = getattr(model, name), getattr(model, f"{kind}_ranker")
+        serving = ServingTower(tower, ranker, tft_outputs[kind], RAW_SPECS[name](),
+                               TOWER_INPUTS[name])  # fmt: skip
         path = os.path.join(model_dir, name)
         tf.saved_model.save(serving, path, signatures={"serving_default": serving.serve})
         tower.save(os.path.join(model_dir, f"{name}.keras"))
+        ranker.save(os.path.join(model_dir, f"{kind}_ranker.keras"))
         paths[name] = path
     return paths
 
 
 def load_serving_tower(path: str):
     """A loaded SavedModel tower's signature: call it with `examples=` [B] serialized raw
-    tf.Examples; it returns {"embedding": [B, 768]}."""
+    tf.Examples; it returns {"embedding": [B, 768], "rank_bias": [B], ...} (models exported
+    before the ranking terms return the embedding alone)."""
     return tf.saved_model.load(path).signatures["serving_default"]
 
 
 def load_keras_tower(path: str) -> tf.keras.Model:
-    """A `.keras` tower (over transformed features)."""
+    """A `.keras` tower or ranker (over transformed features)."""
     import swiperec.model.layers  # noqa: F401  (registers the custom layers)
 
     return tf.keras.models.load_model(path, compile=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -61,3 +62,86 @@ class L2Normalize(tf.keras.layers.Layer):
 
     def call(self, inputs):
         return tf.math.l2_normalize(inputs, axis=-1, epsilon=1e-12)
+
+
+@tf.keras.utils.register_keras_serializable("swiperec")
+class VideoRanking(tf.keras.layers.Layer):
+    """A video's ranking terms: `[features [B, F], id_index [B]] -> [B, 2]` = (bias, scale).
+
+    The like logit of a (user, video) pair is `scale * cosine + bias (+ the user's bias)`. Both
+    terms are what a cosine of two unit vectors cannot hold: a video's general appeal (bias)
+    and how strongly taste decides it (scale).
+
+    - bias = b0 + features . w_b + id_bias[id_index]: a content part every video has, plus a
+      per-video part for videos with their own id (`id_index` > 0; 0 is the shared
+      out-of-vocabulary index, whose part is 0, so a video new since training gets the bias
+      its content predicts). The per-video table has an L2 penalty `id_bias_l2` (a Gaussian
+      prior, see `build_video_ranker`): a video seen a few times stays near its content's
+      bias, as a like-rate is shrunk toward the mean.
+    - scale = exp(log_s0 + features . w_s), positive, starting at `initial_scale` for every
+      video.
+    """
+
+    def __init__(self, id_count: int, id_bias_l2: float = 0.0, initial_scale: float = 5.0,
+                 **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.id_count, self.id_bias_l2, self.initial_scale = id_count, id_bias_l2, initial_scale
+
+    def build(self, input_shape):
+        features = int(input_shape[0][-1])
+        # The whole table is penalised every step ([N, 1]: a dense gradient of N floats is
+        # cheap), so each video's bias carries the same prior whether it was seen once or often.
+        regularizer = tf.keras.regularizers.l2(self.id_bias_l2) if self.id_bias_l2 else None
+        self.id_bias = self.add_weight(name="id_bias", shape=(self.id_count, 1),
+                                       initializer="zeros", regularizer=regularizer)
+        self.kernel = self.add_weight(name="kernel", shape=(features, 2), initializer="zeros")
+        self.offset = self.add_weight(
+            name="offset",
+            shape=(2,),
+            initializer=tf.keras.initializers.Constant([0.0, float(np.log(self.initial_scale))]),
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        features, id_index = inputs
+        id_index = tf.cast(id_index, tf.int64)
+        known = tf.cast(id_index > 0, tf.float32)
+        id_bias = tf.gather(self.id_bias[:, 0], id_index) * known
+        terms = tf.matmul(tf.cast(features, tf.float32), self.kernel) + self.offset
+        return tf.stack([terms[:, 0] + id_bias, tf.exp(terms[:, 1])], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "id_count": self.id_count,
+                "id_bias_l2": self.id_bias_l2, "initial_scale": self.initial_scale}  # fmt: skip
+
+
+@tf.keras.utils.register_keras_serializable("swiperec")
+class IdDropout(tf.keras.layers.Layer):
+    """[B] int64 lookup indices -> the same with each set to 0 (out of vocabulary) with
+    probability `rate` while training; unchanged at inference.
+
+    A video's own id embedding and bias are dropped now and then, so its content alone must
+    place it too: the path every video new since training takes."""
+
+    def __init__(self, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+
+    def call(self, ids, training=None):
+        if not self.rate or not training:
+            return ids
+        keep = tf.random.uniform(tf.shape(ids)) >= self.rate
+        return tf.where(keep, ids, tf.zeros_like(ids))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+@tf.keras.utils.register_keras_serializable("swiperec")
+class KnownOnly(tf.keras.layers.Layer):
+    """`[vectors [B, d], ids [B]] -> vectors` with the rows of out-of-vocabulary ids (0) set
+    to zero: an unknown video has no id part, rather than one vector shared by all of them."""
+
+    def call(self, inputs):
+        vectors, ids = inputs
+        return vectors * tf.cast(ids > 0, vectors.dtype)[:, None]

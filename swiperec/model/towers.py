@@ -28,13 +28,21 @@ from swiperec.features.preprocessing import (
     USER_COUNTS,
     USER_GENRE_VOCAB,
     USER_MAKER_VOCAB,
+    USER_PERFORMER_VOCAB,
     USER_RATIOS,
     USER_TITLE_VOCAB,
     USER_VOCABULARIES,
     VIDEO_VOCABULARIES,
 )
 from swiperec.model.config import TrainConfig
-from swiperec.model.layers import EmbeddingBag, L2Normalize, StackScalars
+from swiperec.model.layers import (
+    EmbeddingBag,
+    IdDropout,
+    KnownOnly,
+    L2Normalize,
+    StackScalars,
+    VideoRanking,
+)
 
 # Sparse id list -> (its weights or None, vocabulary, combiner). Weighted lists are shares or
 # TF-IDF weights already, so they are summed; plain lists are averaged.
@@ -49,6 +57,8 @@ USER_BAGS = {
     "user_noped_genre_ids": ("user_noped_genre_weights", USER_GENRE_VOCAB, "sum"),
     "user_liked_maker_ids": ("user_liked_maker_weights", USER_MAKER_VOCAB, "sum"),
     "user_noped_maker_ids": ("user_noped_maker_weights", USER_MAKER_VOCAB, "sum"),
+    "user_liked_performer_ids": ("user_liked_performer_weights", USER_PERFORMER_VOCAB, "sum"),
+    "user_noped_performer_ids": ("user_noped_performer_weights", USER_PERFORMER_VOCAB, "sum"),
     "user_title_ids": ("user_title_weights", USER_TITLE_VOCAB, "sum"),
     "user_recent_video_ids": (None, RECENT_VIDEO_VOCAB, "mean"),
 }
@@ -116,8 +126,9 @@ def build_video_tower(
     """The video tower: transformed video features -> [B, 768] L2-normalised.
 
     `known_video_ids`: videos that get their own id embedding (enough training examples);
-    every other id, a video new since training included, shares one out-of-vocabulary
-    embedding, so a new video is embedded from its content.
+    every other id, a video new since training included, has no id part (zeros), so it is
+    embedded from its content alone; `config.video_id_dropout` trains that content-only path
+    on known videos too (`IdDropout`).
     """
     inputs = {}
     for ids, (weights, _, _) in VIDEO_BAGS.items():
@@ -145,11 +156,11 @@ def build_video_tower(
         mask_token=None,
         name="video_id_lookup",
     )(inputs["video_id"])
-    parts.append(
-        tf.keras.layers.Embedding(len(known) + 1, config.bag_dim, name="video_id_embedding")(
-            id_index
-        )
-    )
+    id_index = IdDropout(config.video_id_dropout, name="video_id_dropout")(id_index)
+    id_vector = tf.keras.layers.Embedding(
+        len(known) + 1, config.bag_dim, name="video_id_embedding"
+    )(id_index)
+    parts.append(KnownOnly(name="video_id_known")([id_vector, id_index]))
     parts.append(StackScalars(name="video_scalars")([inputs[n] for n in VIDEO_SCALARS]))
     x = tf.keras.layers.Concatenate(name="video_features")(parts)
     return tf.keras.Model(inputs, _mlp(x, config, "video"), name="video_tower")
@@ -172,3 +183,31 @@ def build_user_tower(sizes: dict[str, int], config: TrainConfig) -> tf.keras.Mod
     parts.append(StackScalars(name="user_scalars")([inputs[n] for n in USER_SCALARS]))
     x = tf.keras.layers.Concatenate(name="user_features")(parts)
     return tf.keras.Model(inputs, _mlp(x, config, "user"), name="user_tower")
+
+
+def build_video_ranker(video_tower: tf.keras.Model, config: TrainConfig,
+                       train_examples: int) -> tf.keras.Model:  # fmt: skip
+    """The video's ranking terms, `[B, 2]` = (bias, scale) (`VideoRanking`), over the video
+    tower's own inputs and feature layers (shared weights: one set of bags serves both).
+
+    The per-video bias's prior is N(0, `config.bias_prior_std`^2): with the batch losses
+    being means over rows, an L2 of 1 / (2 sigma^2 n_train) per step adds up to the prior's
+    log density over an epoch of `train_examples` rows.
+    """
+    features = video_tower.get_layer("video_features").output
+    lookup = video_tower.get_layer("video_id_lookup")
+    ranking = VideoRanking(
+        lookup.vocabulary_size(),
+        id_bias_l2=1.0 / (2 * config.bias_prior_std**2 * max(1, train_examples)),
+        name="video_ranking",
+    )([features, video_tower.get_layer("video_id_dropout").output])
+    return tf.keras.Model(video_tower.input, ranking, name="video_ranker")
+
+
+def build_user_ranker(user_tower: tf.keras.Model) -> tf.keras.Model:
+    """The user's bias, `[B]`: how much of what they are shown this user likes, from their
+    features (like ratio, counts). It moves every video's logit alike, so it never changes a
+    user's ranking; it makes the model's like probabilities comparable across users."""
+    features = user_tower.get_layer("user_features").output
+    bias = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="user_bias")(features)
+    return tf.keras.Model(user_tower.input, bias[:, 0], name="user_ranker")

@@ -82,11 +82,12 @@ def train(
     if config.video_id_min_count == 0:
         known = np.empty(0, dtype=np.int64)  # 0 turns id embeddings off: content only
     sizes = table_sizes(outputs["video"], outputs["user"])
-    model = TwoTowerModel(
-        build_user_tower(sizes, config), build_video_tower(sizes, known, config), config
-    )
-
     n_train = counts["train"]["examples"]
+    model = TwoTowerModel(
+        build_user_tower(sizes, config), build_video_tower(sizes, known, config), config,
+        train_examples=n_train,
+    )  # fmt: skip
+
     steps = config.steps_per_epoch or math.ceil(n_train / config.batch_size)
     total_steps = steps * config.epochs
     warmup = min(total_steps - 1, int(config.warmup_epochs * steps))
@@ -131,7 +132,7 @@ def train(
 
     staging = _staging_dir(model_dir)
     try:
-        export_towers(model.user_tower, model.video_tower, outputs, staging)
+        export_towers(model, outputs, staging)
         card = {
             "model": "two-tower (TensorFlow Recommenders)",
             "embedding_dim": config.embedding_dim,
@@ -169,6 +170,8 @@ def train(
                 "video_tower": "video_tower",
                 "user_tower_keras": "user_tower.keras",
                 "video_tower_keras": "video_tower.keras",
+                "user_ranker_keras": "user_ranker.keras",
+                "video_ranker_keras": "video_ranker.keras",
             },
         }
         _write_json(os.path.join(staging, MODEL_CARD), card)

@@ -7,9 +7,12 @@ Loss = retrieval_weight * in-batch softmax + pointwise_weight * like/nope cross-
   temperature, minus log(candidate frequency) (popular videos are in-batch negatives more
   often than they deserve), with accidental hits (the same video twice) removed. Nope and
   sampled rows take part as candidates only.
-- Pointwise: every row, like = 1 and nope/sampled = 0, through a learned affine map of the
-  cosine: `sigmoid(scale * cos + bias)`. This is where explicit nopes teach the model what a
-  user turned down; the in-batch softmax alone cannot tell "disliked" from "not shown".
+- Pointwise: every row, like = 1 and nope/sampled = 0, with the like logit
+  `scale_v * cos + bias_v + bias_u`: the video's ranking terms (`build_video_ranker`: its
+  general appeal and how much taste decides it) and the user's bias (`build_user_ranker`).
+  This is where explicit nopes teach the model what a user turned down; the in-batch softmax
+  alone cannot tell "disliked" from "not shown". Serving retrieves by cosine and then ranks
+  the candidates by this logit (the user's bias left out: it does not change a user's order).
 
 Both losses are weighted means over the rows they cover, weighted by each example's `weight`
 (pseudo-user examples can count less).
@@ -21,15 +24,24 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from swiperec.model.config import TrainConfig
-from swiperec.model.towers import USER_TOWER_INPUTS, VIDEO_TOWER_INPUTS
+from swiperec.model.towers import (
+    USER_TOWER_INPUTS,
+    VIDEO_TOWER_INPUTS,
+    build_user_ranker,
+    build_video_ranker,
+)
 
 
-def pointwise_loss(cosine, label, weight, scale, bias) -> tf.Tensor:
-    """Weighted mean binary cross-entropy of `sigmoid(scale * cosine + bias)` against `label`.
+def like_logits(cosine, video_ranking, user_bias) -> tf.Tensor:
+    """[B] like logits: `scale * cosine + bias + user_bias`, video_ranking [B, 2] = (bias, scale)."""
+    return video_ranking[:, 1] * cosine + video_ranking[:, 0] + user_bias
 
-    cosine, label, weight: [B]; scale, bias: scalars. Returns a scalar; 0 when all weights are 0.
+
+def pointwise_loss(logits, label, weight) -> tf.Tensor:
+    """Weighted mean binary cross-entropy of `sigmoid(logits)` against `label`.
+
+    logits, label, weight: [B]. Returns a scalar; 0 when all weights are 0.
     """
-    logits = scale * cosine + bias
     per_row = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(label, tf.float32), logits)
     weight = tf.cast(weight, tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(weight * per_row), tf.reduce_sum(weight))
@@ -71,11 +83,14 @@ class TwoTowerModel(tfrs.models.Model):
     see `swiperec.model.data`).
     """
 
-    def __init__(self, user_tower, video_tower, config: TrainConfig):
+    def __init__(self, user_tower, video_tower, config: TrainConfig, train_examples: int = 100_000):
         super().__init__()
         self.user_tower = user_tower
         self.video_tower = video_tower
         self.config = config
+        # The ranking terms share the towers' inputs and feature layers.
+        self.video_ranker = build_video_ranker(video_tower, config, train_examples)
+        self.user_ranker = build_user_ranker(user_tower)
         self.retrieval = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM
@@ -86,12 +101,6 @@ class TwoTowerModel(tfrs.models.Model):
             # evaluator (FactorizedTopK inside fit would scan every video per batch).
             batch_metrics=[tf.keras.metrics.TopKCategoricalAccuracy(10, name="in_batch_top10")],
         )
-        # The pointwise head's affine map of the cosine: a cosine in [-1, 1] times 5 spans
-        # probabilities of 0.7% to 99.3% from the start.
-        self.like_scale = self.add_weight(
-            name="like_scale", shape=(), initializer=tf.keras.initializers.Constant(5.0)
-        )
-        self.like_bias = self.add_weight(name="like_bias", shape=(), initializer="zeros")
         self.auc = tf.keras.metrics.AUC(name="auc", from_logits=True, num_thresholds=1000)
         self.retrieval_loss_mean = tf.keras.metrics.Mean(name="retrieval_loss")
         self.pointwise_loss_mean = tf.keras.metrics.Mean(name="pointwise_loss")
@@ -102,11 +111,19 @@ class TwoTowerModel(tfrs.models.Model):
         video = self.video_tower({k: features[k] for k in VIDEO_TOWER_INPUTS}, training=training)
         return user, video
 
-    def compute_loss(self, features, training=False) -> tf.Tensor:
+    def logits(self, features, training=False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """features -> (user [B, D], video [B, D], like logits [B])."""
         user, video = self(features, training=training)
+        ranking = self.video_ranker(
+            {k: features[k] for k in VIDEO_TOWER_INPUTS}, training=training
+        )
+        user_bias = self.user_ranker({k: features[k] for k in USER_TOWER_INPUTS}, training=training)
+        return user, video, like_logits(tf.reduce_sum(user * video, axis=-1), ranking, user_bias)
+
+    def compute_loss(self, features, training=False) -> tf.Tensor:
+        user, video, logits = self.logits(features, training=training)
         label, weight = features["label"], features["weight"]
-        cosine = tf.reduce_sum(user * video, axis=-1)
-        pointwise = pointwise_loss(cosine, label, weight, self.like_scale, self.like_bias)
+        pointwise = pointwise_loss(logits, label, weight)
         probability = features["candidate_probability"] if self.config.logq_correction else None
         retrieval = in_batch_softmax_loss(
             self.retrieval,
@@ -117,7 +134,7 @@ class TwoTowerModel(tfrs.models.Model):
             features["video_id"],
             probability,
         )
-        self.auc.update_state(label, self.like_scale * cosine + self.like_bias, weight)
+        self.auc.update_state(label, logits, weight)
         self.retrieval_loss_mean.update_state(retrieval)
         self.pointwise_loss_mean.update_state(pointwise)
         return self.config.retrieval_weight * retrieval + self.config.pointwise_weight * pointwise

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swiperec.embeddings import store
-from swiperec.embeddings.towers import embed_users, embed_videos
+from swiperec.embeddings.towers import embed_users, embed_videos_ranked
 from swiperec.realtime import source
 
 # The advisory lock of one queue key: the same expression in the worker's claim (queue.py).
@@ -87,8 +87,9 @@ def embed_and_upsert(
             store.upsert_rows(cur, model.version, "user", keys, vectors)
             out.users[model.version] = (keys, vectors)
         if catalogue is not None and len(catalogue) and "video" in model.kinds:
-            ids, vectors = embed_videos(model.towers, catalogue, range(len(catalogue)),
-                                        out.as_of_us)  # fmt: skip
-            store.upsert_rows(cur, model.version, "video", ids, vectors)
+            ids, vectors, ranking = embed_videos_ranked(
+                model.towers, catalogue, range(len(catalogue)), out.as_of_us
+            )
+            store.upsert_rows(cur, model.version, "video", ids, vectors, ranking)
             out.videos[model.version] = (ids, vectors)
     return out

@@ -256,7 +256,7 @@ def test_a_failed_run_leaves_the_earlier_model_untouched(trained, transformed, t
     shutil.copytree(trained.model_dir, model_dir)
     before = read_model_card(str(model_dir))
 
-    def export_fails_halfway(user_tower, video_tower, tft_outputs, staging):
+    def export_fails_halfway(model, tft_outputs, staging):
         os.makedirs(os.path.join(staging, "user_tower"))
         raise OSError("disk full")
 

@@ -43,6 +43,7 @@ RESULTS = Path(__file__).parent / "results"
 DENO = ROOT / "tools" / "deno" / "node_modules" / ".bin" / "deno"
 GROUP_SIZE = 20
 LIMIT = 20
+CANDIDATES = 100  # candidateCount(LIMIT) in the Edge Function
 
 
 def percentiles(values) -> dict:
@@ -63,15 +64,20 @@ def user_and_decided(cur, version: str, user: str) -> tuple[np.ndarray, set[int]
 
 
 def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[int]]:
-    """Each user's exact top-k videos by cosine, decided videos excluded (numpy)."""
-    ids, vectors = video_vectors(conn, version)
+    """Each user's exact top-k videos, decided videos excluded (numpy): what the handler serves
+    with MMR off, by exact search: the CANDIDATES nearest by cosine, ranked by their ranking
+    terms (by the cosine in a set without them)."""
+    ids, vectors, terms = video_vectors(conn, version)
     out = {}
     with conn.cursor() as cur:
         for user in users:
             query, decided = user_and_decided(cur, version, user)
-            scores = vectors @ query
-            scores[np.isin(ids, list(decided))] = -np.inf
-            out[user] = ids[np.argsort(-scores)[:k]].tolist()
+            cosine = vectors @ query
+            cosine[np.isin(ids, list(decided))] = -np.inf
+            retrieved = np.argsort(-cosine)[:CANDIDATES]
+            ranked = np.where(np.isnan(terms[retrieved, 1]), cosine[retrieved],
+                              terms[retrieved, 1] * cosine[retrieved] + terms[retrieved, 0])
+            out[user] = ids[retrieved[np.argsort(-ranked, kind="stable")][:k]].tolist()
     conn.rollback()
     return out
 
@@ -82,14 +88,15 @@ _VIDEO_VECTORS: dict = {}
 def video_vectors(conn, version: str):
     if version not in _VIDEO_VECTORS:
         with conn.cursor() as cur:
-            cur.execute("select video_id, embedding from video_embeddings "
-                        "where model_version = %s order by video_id", (version,))  # fmt: skip
+            cur.execute("select video_id, embedding, rank_bias, rank_scale from video_embeddings"
+                        " where model_version = %s order by video_id", (version,))  # fmt: skip
             rows = cur.fetchall()
         conn.rollback()
         ids = np.array([r[0] for r in rows])
         vectors = np.stack([r[1].to_numpy() for r in rows]).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        _VIDEO_VECTORS[version] = (ids, vectors)
+        terms = np.array([(r[2], r[3]) for r in rows], dtype=np.float64)  # NULL -> nan
+        _VIDEO_VECTORS[version] = (ids, vectors, terms)
     return _VIDEO_VECTORS[version]
 
 
@@ -227,7 +234,7 @@ def make_groups(conn, version: str) -> dict[str, list[str]]:
         with_history = [r[0] for r in cur.fetchall()]
     conn.rollback()
     fifty, thousand = with_history[:GROUP_SIZE], with_history[GROUP_SIZE:]
-    ids, vectors = video_vectors(conn, version)
+    ids, vectors, _ = video_vectors(conn, version)
     with conn.cursor() as cur:
         for user in thousand:
             query, decided = user_and_decided(cur, version, user)

@@ -14,14 +14,19 @@ import tensorflow_recommenders as tfrs
 from swiperec.features.preprocessing import AGE_SCALE_DAYS
 from swiperec.model.config import TrainConfig
 from swiperec.model.data import Catalogue
-from swiperec.model.layers import EmbeddingBag
+from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
 from swiperec.model.towers import (
     USER_TOWER_INPUTS,
     VIDEO_TOWER_INPUTS,
     build_user_tower,
     build_video_tower,
 )
-from swiperec.model.two_tower import TwoTowerModel, in_batch_softmax_loss, pointwise_loss
+from swiperec.model.two_tower import (
+    TwoTowerModel,
+    in_batch_softmax_loss,
+    like_logits,
+    pointwise_loss,
+)
 
 # Users and videos in 2-d: user 0 and user 2 point along x, user 1 along y; video 0 along x,
 # videos 1 and 2 along y. Rows 0 and 1 are likes, row 2 a nope.
@@ -52,19 +57,21 @@ def softmax_loss(temperature=1.0, remove_accidental_hits=False, ids=(1, 2, 3), p
 
 
 def test_pointwise_loss_is_the_weighted_mean_cross_entropy():
-    # logits = 2 * cos + 0 = [1, -1]; both rows are likes:
-    # BCE(1, 1) = log(1 + e^-1) = 0.3133, BCE(1, -1) = log(1 + e) = 1.3133;
+    # logits = scale * cos + bias + user bias: 2 * 0.5 + 0 + 0 = 1 and 2 * -0.5 + 0.5 - 0.5 = -1;
+    # both rows are likes: BCE(1, 1) = log(1 + e^-1) = 0.3133, BCE(1, -1) = log(1 + e) = 1.3133;
     # weights 1 and 3: (0.3133 + 3 * 1.3133) / 4 = 1.0633.
-    loss = pointwise_loss(
-        tf.constant([0.5, -0.5]), tf.constant([1, 1]), tf.constant([1.0, 3.0]), 2.0, 0.0
+    logits = like_logits(
+        tf.constant([0.5, -0.5]), tf.constant([[0.0, 2.0], [0.5, 2.0]]), tf.constant([0.0, -0.5])
     )
+    np.testing.assert_allclose(logits.numpy(), [1.0, -1.0], atol=1e-6)
+    loss = pointwise_loss(logits, tf.constant([1, 1]), tf.constant([1.0, 3.0]))
     expected = (math.log1p(math.exp(-1)) + 3 * math.log1p(math.e)) / 4
     assert float(loss) == pytest.approx(expected, abs=1e-6)
-    # A nope: BCE(0, logit) = log(1 + e^logit); the bias shifts the logit.
-    loss = pointwise_loss(tf.constant([0.0]), tf.constant([0]), tf.constant([1.0]), 2.0, 0.5)
+    # A nope: BCE(0, logit) = log(1 + e^logit).
+    loss = pointwise_loss(tf.constant([0.5]), tf.constant([0]), tf.constant([1.0]))
     assert float(loss) == pytest.approx(math.log1p(math.exp(0.5)), abs=1e-6)
     # No weight at all: 0, not NaN.
-    unweighted = pointwise_loss(tf.constant([0.3]), tf.constant([1]), tf.constant([0.0]), 1, 0)
+    unweighted = pointwise_loss(tf.constant([0.3]), tf.constant([1]), tf.constant([0.0]))
     assert float(unweighted) == 0
 
 
@@ -125,6 +132,7 @@ SIZES = {
     "performers": 6,
     "user_genres": 3,
     "user_makers": 3,
+    "user_performers": 7,
     "user_title_ngrams": 5,
     "recent_videos": 6,
 }
@@ -157,7 +165,7 @@ def user_batch(n):
     return batch
 
 
-def test_towers_output_768_unit_vectors_and_new_videos_share_the_oov_id():
+def test_towers_output_768_unit_vectors_and_new_videos_are_embedded_by_content():
     video_tower = build_video_tower(SIZES, np.array([7, 9]), SMALL)
     user_tower = build_user_tower(SIZES, SMALL)
     assert set(video_tower.input) == set(VIDEO_TOWER_INPUTS)
@@ -169,6 +177,10 @@ def test_towers_output_768_unit_vectors_and_new_videos_share_the_oov_id():
         np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     # Videos 12345 and 54321 have identical features and no id embedding of their own.
     np.testing.assert_allclose(videos[1], videos[2], atol=1e-7)
+    # Their id part is zeros, not a learned vector shared by every unknown video.
+    id_part = tf.keras.Model(video_tower.input, video_tower.get_layer("video_id_known").output)
+    parts = id_part(video_batch([7, 12345, 54321])).numpy()
+    assert np.abs(parts[0]).sum() > 0 and not parts[1:].any()
 
 
 def test_a_video_tower_without_id_embeddings_embeds_by_content_alone():
@@ -197,8 +209,10 @@ def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
     }
     user, video = model(batch)
     cosine = tf.reduce_sum(user * video, axis=-1)
+    ranking = model.video_ranker({k: batch[k] for k in VIDEO_TOWER_INPUTS})
+    user_bias = model.user_ranker({k: batch[k] for k in USER_TOWER_INPUTS})
     pointwise = pointwise_loss(
-        cosine, batch["label"], batch["weight"], model.like_scale, model.like_bias
+        like_logits(cosine, ranking, user_bias), batch["label"], batch["weight"]
     )
     retrieval = in_batch_softmax_loss(
         model.retrieval, user, video, batch["label"], batch["weight"], batch["video_id"],
@@ -273,3 +287,46 @@ def test_the_towers_draw_independent_dropout_masks():
     user_mask, video_mask = (m.numpy() for m in masks(tf.ones((8, 64))))
     assert 0.3 < user_mask.mean() < 0.7 and 0.3 < video_mask.mean() < 0.7
     assert (user_mask != video_mask).mean() > 0.3
+
+
+def test_video_ranking_adds_a_known_videos_own_bias_to_its_contents():
+    ranking = VideoRanking(id_count=3, id_bias_l2=0.5, initial_scale=5.0)
+    features = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    ranking([features, tf.constant([0, 1, 2], tf.int64)])  # builds the weights
+    ranking.id_bias.assign([[9.0], [0.5], [-1.0]])  # row 0, out of vocabulary, is never used
+    ranking.kernel.assign([[0.2, 0.0], [0.1, np.log(2.0)]])
+    out = ranking([features, tf.constant([0, 1, 2], tf.int64)]).numpy()
+    # bias = features . kernel[:, 0] + id bias (0 for the unknown row 0):
+    # [0.2 + 0, 0.2 + 0.5, 0.2 - 1.0]; scale = 5 * exp(features . kernel[:, 1]): [5, 5, 5 * 4].
+    np.testing.assert_allclose(out[:, 0], [0.2, 0.7, -0.8], atol=1e-6)
+    np.testing.assert_allclose(out[:, 1], [5.0, 5.0, 20.0], rtol=1e-5)
+    # The prior on the whole table: 0.5 * (81 + 0.25 + 1).
+    assert float(tf.add_n(ranking.losses)) == pytest.approx(0.5 * 82.25, rel=1e-6)
+
+
+def test_id_dropout_sends_ids_out_of_vocabulary_only_while_training():
+    dropout = IdDropout(0.5)
+    ids = tf.range(1, 2001, dtype=tf.int64)
+    assert np.array_equal(dropout(ids, training=False).numpy(), ids.numpy())
+    tf.keras.utils.set_random_seed(1)
+    dropped = dropout(ids, training=True).numpy()
+    kept = dropped != 0
+    assert 0.45 < kept.mean() < 0.55
+    assert np.array_equal(dropped[kept], ids.numpy()[kept])  # kept ids are unchanged
+    assert KnownOnly()([tf.ones((3, 2)), tf.constant([0, 4, 0], tf.int64)]).numpy().tolist() == [
+        [0, 0], [1, 1], [0, 0]
+    ]  # fmt: skip
+
+
+def test_the_rankers_share_the_towers_feature_weights():
+    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0)
+    model = TwoTowerModel(
+        build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config), config
+    )
+    shared = {id(w) for w in model.video_tower.get_layer("video_genre_ids_bag").weights}
+    assert shared <= {id(w) for w in model.video_ranker.weights}
+    shared = {id(w) for w in model.user_tower.get_layer("user_liked_genre_ids_bag").weights}
+    assert shared <= {id(w) for w in model.user_ranker.weights}
+    # A fresh model ranks by cosine times 5, every video alike: bias 0, scale 5.
+    ranking = model.video_ranker(video_batch([7, 12345])).numpy()
+    np.testing.assert_allclose(ranking, [[0.0, 5.0], [0.0, 5.0]], atol=1e-6)

@@ -1,0 +1,101 @@
+"""The ranking stage on a real PostgreSQL: `enhanced_two_tower_recommendations` retrieves the
+cosine top-N and ranks it by each video's stored terms, sigmoid(rank_scale * cosine +
+rank_bias); a set without terms ranks by the cosine; live writes carry the terms.
+
+The vectors are built so every cosine to the user is known: the user is e0 and video i is
+cos_i * e0 + sqrt(1 - cos_i^2) * e_{i+1}.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import numpy as np
+import pytest
+
+from swiperec.embeddings import store
+
+pytestmark = pytest.mark.integration
+
+USER = str(uuid.UUID(int=7))
+COSINES = [0.9, 0.8, 0.6, 0.3, 0.1]  # videos 1..5
+# (bias, scale): video 3 has a strong appeal, video 5 the strongest but it is far (cos 0.1).
+TERMS = [(0.0, 4.0), (-1.0, 4.0), (2.0, 4.0), (0.0, 4.0), (9.0, 4.0)]
+
+
+def vectors() -> np.ndarray:
+    x = np.zeros((len(COSINES), 768), np.float32)
+    for i, c in enumerate(COSINES):
+        x[i, 0], x[i, i + 1] = c, math.sqrt(1 - c * c)
+    return x
+
+
+def serve(conn, version: str, ranking) -> None:
+    user = np.zeros((1, 768), np.float32)
+    user[0, 0] = 1.0
+    ids = list(range(1, len(COSINES) + 1))
+    with store.writing(conn, version):
+        for kind, keys, x, terms in (("video", ids, vectors(), ranking), ("user", [USER], user, None)):
+            store.begin_set(conn, version, kind, expected_shards=1)
+            store.copy_shard(conn, version, kind, "0", keys, x, terms)
+            store.finish_set(conn, version, kind,
+                             store.IndexParams(maintenance_work_mem="64MB", parallel_workers=0))  # fmt: skip
+    with conn, conn.cursor() as cur:
+        store.switch_serving(cur, version)
+
+
+def recommend(conn, candidates: int) -> list[tuple[int, float]]:
+    with conn.cursor() as cur:
+        cur.execute("select video_id, score from enhanced_two_tower_recommendations(%s, %s) "
+                    "order by rank", (USER, candidates))  # fmt: skip
+        rows = cur.fetchall()
+    conn.rollback()
+    return [(int(v), float(s)) for v, s in rows]
+
+
+@pytest.fixture
+def catalogue(conn):
+    with conn, conn.cursor() as cur:
+        cur.execute("insert into videos (id, external_id, title) select g, 'v' || g, 't' || g "
+                    "from generate_series(1, %s) g", (len(COSINES),))  # fmt: skip
+    return conn
+
+
+def like_score(video: int) -> float:
+    bias, scale = TERMS[video - 1]
+    return 1 / (1 + math.exp(-(scale * COSINES[video - 1] + bias)))
+
+
+def test_candidates_are_retrieved_by_cosine_then_ranked_by_their_terms(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    # Four candidates by cosine (videos 1-4: video 5 is not retrieved, whatever its bias),
+    # ranked by the like score: video 3 (2 + 2.4) before 1 (3.6), 2 (2.2), 4 (1.2).
+    ranked = recommend(catalogue, 4)
+    assert [v for v, _ in ranked] == [3, 1, 2, 4]
+    for video, score in ranked:
+        assert score == pytest.approx(like_score(video), abs=1e-3)
+    # With every video a candidate, video 5's appeal (9 + 0.4) puts it first.
+    assert [v for v, _ in recommend(catalogue, 5)][:2] == [5, 3]
+
+
+def test_a_set_without_ranking_terms_ranks_by_cosine(catalogue):
+    serve(catalogue, "v1", None)
+    ranked = recommend(catalogue, 5)
+    assert [v for v, _ in ranked] == [1, 2, 3, 4, 5]
+    for video, score in ranked:
+        assert score == pytest.approx(COSINES[video - 1], abs=1e-3)
+
+
+def test_live_writes_replace_a_videos_terms_and_refuse_bad_ones(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    # The real-time worker re-embeds video 4 with a strong appeal: it now ranks first.
+    store.upsert(catalogue, "v1", "video", [4], vectors()[3:4], np.float32([[5.0, 4.0]]))
+    assert [v for v, _ in recommend(catalogue, 4)][0] == 4
+    for bad in (np.float32([[1.0, 0.0]]), np.float32([[np.nan, 1.0]]), np.float32([1.0, 2.0])):
+        with pytest.raises(ValueError, match="ranking terms"):
+            store.upsert(catalogue, "v1", "video", [4], vectors()[3:4], bad)
+    with pytest.raises(ValueError, match="only video sets"):
+        store.upsert(catalogue, "v1", "user", [USER], vectors()[:1], np.float32([[0.0, 1.0]]))
+    # Nothing of the refused writes landed.
+    assert [v for v, _ in recommend(catalogue, 4)][0] == 4
