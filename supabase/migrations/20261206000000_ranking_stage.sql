@@ -8,7 +8,12 @@
 -- candidates alike). The score is MMR's relevance in the Edge Function. Sets written before
 -- the ranking terms existed have them null and rank by the cosine, as before.
 --
--- Only `candidates` changes in `enhanced_two_tower_recommendations`; its signature, the
+-- Exploration: a video released in the last 60 days has little evidence of its own (no id
+-- embedding, a bias from its content alone), and a cosine ranking almost never shows one. The
+-- 20 nearest new releases join the candidates and their logit gets a bonus of 1.0, so pages
+-- carry some; what they earn in swipes then becomes their evidence at the next training.
+--
+-- Only the candidates change in `enhanced_two_tower_recommendations`; its signature, the
 -- popular fallback and the reasons' evidence stay as they were.
 
 alter table public.video_embeddings
@@ -52,6 +57,13 @@ set plan_cache_mode = force_custom_plan  -- plans for this user's case (embeddin
 as $$
 #variable_conflict use_column
 declare
+    -- Exploration: new releases (released in the last c_new_release_days days) whose own
+    -- evidence is thin. The c_new_release_candidates nearest join the candidates and their
+    -- like logit gets c_new_release_bonus (optimism for the uncertain), so a page shows
+    -- some. The evaluator serves the same way (swiperec/evaluation/evaluate.py, NEW_RELEASE).
+    c_new_release_days       constant integer := 60;
+    c_new_release_candidates constant integer := 20;
+    c_new_release_bonus      constant real := 1.0;
     v_version text;
     v_query   vector;
     v_source  text := 'embedding';
@@ -92,31 +104,59 @@ begin
     -- nearest-like search compare each of them N times, and pgvector's halfvec distances are
     -- ~10x faster than vector's here (SIMD), at an error of ~3e-5 in cosine.
     return query
-    with candidates as materialized (
+    with retrieved as materialized (
+        -- ANN over the HNSW index, ordered by the distance expression itself; iterative
+        -- scan keeps going until enough rows pass the exclusion filters. Two scans: the
+        -- `p_candidates` nearest, and the nearest new releases (exploration, below).
+        (select e.video_id
+         from public.video_embeddings e
+         where v_query is not null
+           and e.model_version = v_version
+           and not exists (select 1 from public.user_video_decisions d
+                           where d.user_id = p_user_id and d.video_id = e.video_id)
+           and e.video_id <> all(coalesce(p_exclude, '{}'))
+           and (p_genres is null and p_makers is null
+                or exists (select 1 from public.videos f where f.id = e.video_id
+                           and (p_genres is null or f.genres && p_genres)
+                           and (p_makers is null or f.maker = any(p_makers))))
+         order by e.embedding <=> v_query
+         limit p_candidates)
+        union
+        (select e.video_id
+         from public.video_embeddings e
+         where v_query is not null
+           and e.model_version = v_version
+           and e.rank_scale is not null
+           and not exists (select 1 from public.user_video_decisions d
+                           where d.user_id = p_user_id and d.video_id = e.video_id)
+           and e.video_id <> all(coalesce(p_exclude, '{}'))
+           and exists (select 1 from public.videos f where f.id = e.video_id
+                       and f.release_date > current_date - c_new_release_days
+                       and (p_genres is null or f.genres && p_genres)
+                       and (p_makers is null or f.maker = any(p_makers)))
+         order by e.embedding <=> v_query
+         limit c_new_release_candidates)
+    ),
+    candidates as materialized (
         -- The ranking stage: the like score sigmoid(scale * cosine + bias) of the video's
-        -- ranking terms (a set written without them ranks by the cosine).
+        -- ranking terms, plus the exploration bonus for a new release (a set written without
+        -- ranking terms ranks by the cosine).
         select c.video_id, c.embedding::halfvec as embedding,
                (case when c.rank_scale is null then c.cosine
                      else 1 / (1 + exp(-least(greatest(
-                         c.rank_scale * c.cosine + coalesce(c.rank_bias, 0), -50), 50)))
+                         c.rank_scale * c.cosine + coalesce(c.rank_bias, 0)
+                         + case when c.new_release then c_new_release_bonus else 0 end,
+                         -50), 50)))
                 end)::real as score
         from (
-            -- ANN over the HNSW index, ordered by the distance expression itself; iterative
-            -- scan keeps going until `p_candidates` rows pass the exclusion filters.
             select e.video_id, e.embedding, (1 - (e.embedding <=> v_query))::real as cosine,
-                   e.rank_bias, e.rank_scale
-            from public.video_embeddings e
-            where v_query is not null
-              and e.model_version = v_version
-              and not exists (select 1 from public.user_video_decisions d
-                              where d.user_id = p_user_id and d.video_id = e.video_id)
-              and e.video_id <> all(coalesce(p_exclude, '{}'))
-              and (p_genres is null and p_makers is null
-                   or exists (select 1 from public.videos f where f.id = e.video_id
-                              and (p_genres is null or f.genres && p_genres)
-                              and (p_makers is null or f.maker = any(p_makers))))
-            order by e.embedding <=> v_query
-            limit p_candidates
+                   e.rank_bias, e.rank_scale,
+                   coalesce(f.release_date > current_date - c_new_release_days, false)
+                       as new_release
+            from retrieved r
+            join public.video_embeddings e
+              on e.model_version = v_version and e.video_id = r.video_id
+            join public.videos f on f.id = r.video_id
         ) c
         union all
         -- No embedding and no likes: the most liked videos the user has not decided.

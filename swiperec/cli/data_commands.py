@@ -93,6 +93,13 @@ def add_generation_options(parser) -> None:
         "the start), reviewers' tastes are shifted from app users', they like more of what "
         "they review and rate strictly (a 3 often hides a like), some harsher than others",
     )
+    parser.add_argument(
+        "--quality-weighted",
+        action="store_true",
+        help="a data set where a video's general appeal (its quality) weighs more than how "
+        "well it matches a person's taste, so each video's like rate alone ranks well: "
+        "a model must beat that baseline on this data set too",
+    )
 
 
 def config_from_args(args):
@@ -107,7 +114,11 @@ def config_from_args(args):
             reviews_per_pseudo_user=args.reviews_per_pseudo_user,
             seed=args.seed,
         )
-        return config.with_timeline() if getattr(args, "timeline", False) else config
+        if getattr(args, "timeline", False):
+            config = config.with_timeline()
+        if getattr(args, "quality_weighted", False):
+            config = config.with_quality_weighted()
+        return config
     except ValueError as err:
         raise UserError(str(err)) from err
 

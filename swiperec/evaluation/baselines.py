@@ -6,6 +6,12 @@ ids or features.
 - `PopularityBaseline` scores every item by how often it was liked in training, the same vector
   for every user. It is the floor: a personalised model that cannot beat "show the most liked
   videos" has learnt nothing about the user.
+- `LikeRateBaseline` scores every item by the share of its training swipes that were likes,
+  shrunk toward the overall like rate (an item swiped twice is no 100 % item), again the same
+  for every user. Popularity counts likes, so it ranks the most shown videos first and cannot
+  tell a like from a nope among what was shown; the like rate knows which videos people like
+  when they see them. Where a video's general appeal drives likes more than taste does, this
+  non-personalised score is a strong competitor, and a model must beat it to be worth serving.
 - `MatrixFactorizationBaseline` is implicit-feedback ALS (Hu, Koren & Volinsky 2008, via the
   `implicit` library), the classic collaborative-filtering baseline. It sees only the user-item
   matrix, so it cannot score a video or a user absent from training, which the two-tower model
@@ -39,32 +45,24 @@ def _weights(weights, n: int) -> np.ndarray:
     return weights
 
 
-class PopularityBaseline:
-    """Each item's (weighted) count of training interactions, identical for every user."""
+class _ItemScores:
+    """A baseline that gives every item one score, the same for every user (set by `fit`)."""
 
     def __init__(self) -> None:
         self._scores: np.ndarray | None = None
-
-    def fit(self, item_rows, n_items: int, weights=None) -> PopularityBaseline:
-        """Count the training interactions (likes, typically) of each of `n_items` items;
-        `weights` (default 1 each) are summed instead of counting 1 per interaction."""
-        rows = _rows(item_rows, n_items, "item_rows")
-        counts = np.bincount(rows, weights=_weights(weights, len(rows)), minlength=n_items)
-        self._scores = counts.astype(np.float32)
-        return self
 
     @property
     def n_items(self) -> int:
         return len(self.item_scores())
 
     def item_scores(self) -> np.ndarray:
-        """float32 [N]: the popularity of every item."""
+        """float32 [N]: the score of every item."""
         if self._scores is None:
-            raise RuntimeError("PopularityBaseline is not fitted; call fit() first")
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
         return self._scores
 
     def scores(self, user_rows) -> np.ndarray:
-        """float32 [len(user_rows), N]: the popularity vector repeated for every user."""
+        """float32 [len(user_rows), N]: the item scores repeated for every user."""
         n_users = len(np.asarray(user_rows).reshape(-1))
         return np.tile(self.item_scores(), (n_users, 1))
 
@@ -74,6 +72,45 @@ class PopularityBaseline:
         if len(np.asarray(user_rows).reshape(-1)) != len(items):
             raise ValueError("user_rows and item_rows must have the same length")
         return self.item_scores()[items]
+
+
+class PopularityBaseline(_ItemScores):
+    """Each item's (weighted) count of training interactions, identical for every user."""
+
+    def fit(self, item_rows, n_items: int, weights=None) -> PopularityBaseline:
+        """Count the training interactions (likes, typically) of each of `n_items` items;
+        `weights` (default 1 each) are summed instead of counting 1 per interaction."""
+        rows = _rows(item_rows, n_items, "item_rows")
+        counts = np.bincount(rows, weights=_weights(weights, len(rows)), minlength=n_items)
+        self._scores = counts.astype(np.float32)
+        return self
+
+
+class LikeRateBaseline(_ItemScores):
+    """Each item's like rate among its training swipes, shrunk toward the overall like rate:
+    `(likes + k * rate) / (likes + nopes + k)`, k = `prior_strength` and `rate` the likes over
+    all swipes of all items. Identical for every user; an item never swiped scores `rate`
+    (so do many: ties), and with no swipes at all every item scores 0."""
+
+    def __init__(self, prior_strength: float = 20.0) -> None:
+        super().__init__()
+        if not prior_strength > 0:
+            raise ValueError(f"prior_strength must be positive, got {prior_strength}")
+        self.prior_strength = prior_strength
+
+    def fit(self, like_counts, nope_counts) -> LikeRateBaseline:
+        """Fit from each item's training likes and nopes ([N] counts each, in item order)."""
+        likes = np.asarray(like_counts, dtype=np.float64).reshape(-1)
+        nopes = np.asarray(nope_counts, dtype=np.float64).reshape(-1)
+        if len(likes) != len(nopes):
+            raise ValueError("like_counts and nope_counts must have the same length")
+        if likes.size and min(likes.min(), nopes.min()) < 0:
+            raise ValueError("like_counts and nope_counts must not be negative")
+        swipes = likes + nopes
+        rate = likes.sum() / swipes.sum() if swipes.sum() else 0.0
+        k = self.prior_strength
+        self._scores = ((likes + k * rate) / (swipes + k)).astype(np.float32)
+        return self
 
 
 class MatrixFactorizationBaseline:

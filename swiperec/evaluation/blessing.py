@@ -2,7 +2,14 @@
 
 A model is blessed when every check passes:
 - quality, absolute: AUC-ROC of likes vs all negatives, Recall@50 and (with a ground truth)
-  the share of achievable AUC at or above their minimums, and better than popularity on both;
+  the share of achievable AUC at or above their minimums;
+- quality, against the baselines (`must_beat_baselines`): better than the best of popularity,
+  the like rate and matrix factorisation on the two numbers serving lives by, the AUC-ROC of
+  likes vs nopes (which of the videos a user is shown they like) and Recall@50 (whether what
+  they will like is in the candidates). The best, not popularity alone: where a video's general
+  appeal drives likes, its like rate ranks well without knowing anyone, and a personalised model
+  that cannot beat it adds cost, not quality. A baseline with no value (nothing it could score,
+  or an evaluation made before it existed) is left out;
 - quality, relative to the model in production (when there is one): AUC no more than
   `max_auc_drop` below it, Recall@50 no more than `max_recall_drop` (relative) below it;
 - embeddings: 768 dimensions, unit norms (1 +- `norm_tolerance`), no NaN, and no collapse:
@@ -21,14 +28,27 @@ from swiperec.model.config import EMBEDDING_DIM
 
 HEADLINE_TASK = "like_vs_all"
 HEADLINE_RECALL = "recall@50"
+SERVING_TASK = "like_vs_nope"  # the AUC the baselines are compared on
+BASELINES = ("popularity", "like_rate", "matrix_factorization")
 
 
 @dataclass(frozen=True)
 class BlessingThresholds:
+    """Minimums and margins of the blessing's checks (see the module docstring).
+
+    Against the baselines the model must be strictly above the best baseline's AUC (likes vs
+    nopes) plus `min_auc_margin_over_baselines` (absolute AUC points) and strictly above the
+    best baseline's Recall@50 times 1 + `min_recall_margin_over_baselines` (relative: 0.05 = 5 %
+    more): with margins 0, better than the best. Stored thresholds that still say
+    `must_beat_popularity` load as `must_beat_baselines`.
+    """
+
     min_auc: float = 0.55
     min_recall_at_50: float = 0.0
     min_share_of_achievable_auc: float = 0.3  # applies only when the oracle was evaluated
-    must_beat_popularity: bool = True
+    must_beat_baselines: bool = True
+    min_auc_margin_over_baselines: float = 0.0
+    min_recall_margin_over_baselines: float = 0.0
     max_auc_drop: float = 0.01  # vs production, absolute AUC points
     max_recall_drop: float = 0.05  # vs production, relative: 0.05 = 5% lower
     norm_tolerance: float = 1e-3
@@ -40,6 +60,9 @@ class BlessingThresholds:
 
     @classmethod
     def from_dict(cls, values: dict) -> BlessingThresholds:
+        values = dict(values)
+        if "must_beat_popularity" in values:  # the name before the other baselines counted
+            values.setdefault("must_beat_baselines", values.pop("must_beat_popularity"))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -73,17 +96,8 @@ def quality_checks(results: dict, thresholds: BlessingThresholds, production=Non
             "share_of_achievable_auc", share is not None and share >= limit, share, limit,
             f"the model reaches {share} of the achievable AUC, below {limit}",
         ))  # fmt: skip
-    if thresholds.must_beat_popularity:
-        pop_auc = results["classification"]["popularity"][HEADLINE_TASK]["roc_auc"]
-        pop_recall = results["retrieval"]["popularity"][HEADLINE_RECALL]
-        checks.append(_check(
-            "beats_popularity_auc", _above(model, pop_auc), model, pop_auc,
-            f"AUC {model} does not beat popularity's {pop_auc}",
-        ))  # fmt: skip
-        checks.append(_check(
-            "beats_popularity_recall@50", _above(recall, pop_recall), recall, pop_recall,
-            f"Recall@50 {recall} does not beat popularity's {pop_recall}",
-        ))  # fmt: skip
+    if thresholds.must_beat_baselines:
+        checks += baseline_checks(results, thresholds)
     if production is not None:
         prod_auc = production["classification"]["model"][HEADLINE_TASK]["roc_auc"]
         prod_recall = production["retrieval"]["model"][HEADLINE_RECALL]
@@ -102,8 +116,40 @@ def quality_checks(results: dict, thresholds: BlessingThresholds, production=Non
     return checks
 
 
-def _above(value, other) -> bool:
-    return value is not None and (other is None or value > other)
+def baseline_checks(results: dict, thresholds: BlessingThresholds) -> list:
+    """The model against the best baseline: AUC-ROC of likes vs nopes and Recall@50."""
+    classification, retrieval = results["classification"], results["retrieval"]
+
+    def auc(name: str):
+        return ((classification.get(name) or {}).get(SERVING_TASK) or {}).get("roc_auc")
+
+    def recall(name: str):
+        return (retrieval.get(name) or {}).get(HEADLINE_RECALL)
+
+    auc_margin = thresholds.min_auc_margin_over_baselines
+    recall_margin = thresholds.min_recall_margin_over_baselines
+    return [
+        _beats_best("beats_baselines_like_vs_nope_auc", "like-vs-nope AUC", auc,
+                    lambda best: best + auc_margin, f"+ margin {auc_margin}"),
+        _beats_best("beats_baselines_recall@50", "Recall@50", recall,
+                    lambda best: best * (1 + recall_margin), f"x (1 + margin {recall_margin})"),
+    ]  # fmt: skip
+
+
+def _beats_best(name: str, what: str, metric, limit_of, margin: str) -> dict:
+    """A check that the model's `metric` is strictly above `limit_of(best)`, best the highest
+    baseline's value; `best_baseline` says which it was ({"name", "value"}, None without any).
+    """
+    values = {b: value for b in BASELINES if (value := metric(b)) is not None}
+    best = max(values, key=values.get) if values else None
+    limit = None if best is None else round(limit_of(values[best]), 6)
+    model = metric("model")
+    check = _check(
+        name, model is not None and (limit is None or model > limit), model, limit,
+        f"{what} {model} does not beat the best baseline's ({best} {values.get(best)}) {margin}",
+    )  # fmt: skip
+    check["best_baseline"] = None if best is None else {"name": best, "value": values[best]}
+    return check
 
 
 def embedding_checks(name: str, vectors: np.ndarray, thresholds: BlessingThresholds,

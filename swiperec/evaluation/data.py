@@ -4,8 +4,9 @@
                                 "artifacts/snapshot")
 
 - The catalogue: every video of the snapshot, in `video_id` order (row i of every [N] array),
-  with its genres and maker (for diversity), its like count before the test period (popularity)
-  and whether it was released after training data ended ("new": the model never saw it liked).
+  with its genres and maker (for diversity), its like and nope counts before the test period
+  (popularity, like rate; real users and pseudo-users alike) and whether it was released after
+  training data ended ("new": the model never saw it liked).
 - The test period's examples (the transform's `test` split): each example's user embedding as
   of the example, the video's row, the label and where a negative came from (nope or sampled).
 - Per test user: the embedding as of their first test example (nothing from the test period is
@@ -34,16 +35,23 @@ class EvaluationData:
     video_ids: np.ndarray  # [N] int64, ascending
     external_ids: np.ndarray  # [N] str
     video_embeddings: np.ndarray  # [N, D] float32
+    # the ranking stage (swiperec.model.layers.VideoRanking); a model without it ranks by the
+    # cosine alone: bias 0, scale 1, user bias 0
+    video_rank_bias: np.ndarray  # [N] float32
+    video_rank_scale: np.ndarray  # [N] float32
     genres: list  # [N] frozenset of genre names
     makers: list  # [N] frozenset holding the maker (empty when unknown)
     like_counts: np.ndarray  # [N] int64: likes before the test period
+    nope_counts: np.ndarray  # [N] int64: nopes before the test period
     is_new_video: np.ndarray  # [N] bool: released at or after the validation start
+    released_us: np.ndarray  # [N] int64: release time, UTC µs (the catalogue's own)
     # test examples
     example_user: np.ndarray  # [E, D] float32
     example_video_row: np.ndarray  # [E] int64
     example_label: np.ndarray  # [E] int8
     example_source: np.ndarray  # [E] str: "" (like), "nope", "sampled"
     example_user_key: np.ndarray  # [E] str
+    example_user_bias: np.ndarray  # [E] float32: the user's ranking bias as of the example
     # test users (those with at least one test example)
     user_keys: np.ndarray  # [U] str
     user_embeddings: np.ndarray  # [U, D] float32: as of the user's first test example
@@ -70,7 +78,7 @@ class EvaluationData:
         return rows
 
 
-def _us(iso: str) -> int:
+def iso_us(iso: str) -> int:
     return int(np.datetime64(iso.rstrip("Z"), "us").astype(np.int64))
 
 
@@ -78,11 +86,12 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     """Embed the test period with the model in `model_dir` (its `.keras` towers) over the
     examples and transform graph the transform step wrote, and read the history before it from
     `snapshot`, the snapshot the examples were made from. Reads these four and nothing else."""
+    import tensorflow as tf
     import tensorflow_transform as tft
 
     from swiperec.features.transform import read_transform_metadata
     from swiperec.model.data import Catalogue, example_dataset
-    from swiperec.model.embed import embed_catalogue, embed_examples
+    from swiperec.model.embed import embed_catalogue, embed_examples, rank_catalogue
     from swiperec.model.export import load_keras_tower
     from swiperec.model.train import read_model_card
 
@@ -91,7 +100,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     config = FeatureConfig.from_dict(meta["config"])
     test_start = meta["split_boundaries"]["test_start"]
     validation_start = meta["split_boundaries"]["validation_start"]
-    test_start_us, validation_start_us = _us(test_start), _us(validation_start)
+    test_start_us, validation_start_us = iso_us(test_start), iso_us(validation_start)
 
     catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
     made_from = {
@@ -109,23 +118,35 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     table = Catalogue.load(examples_dir, outputs["video"].transformed_feature_spec(), {})
     user_tower = load_keras_tower(os.path.join(model_dir, "user_tower.keras"))
     video_tower = load_keras_tower(os.path.join(model_dir, "video_tower.keras"))
+    rankers = {
+        kind: load_keras_tower(path)
+        for kind in ("user", "video")
+        if tf.io.gfile.exists(path := os.path.join(model_dir, f"{kind}_ranker.keras"))
+    }
 
-    # Video embeddings in catalogue (video_id) order.
+    # Video embeddings and ranking terms in catalogue (video_id) order.
     embedded = embed_catalogue(video_tower, table)
     order = np.searchsorted(table.video_ids, catalogue.video_id)
     if not np.array_equal(table.video_ids[order], catalogue.video_id):
         raise ValueError("the transformed catalogue and the snapshot's catalogue differ")
     video_embeddings = embedded[order]
+    ranking = np.tile(np.float32([0.0, 1.0]), (len(order), 1))
+    if "video" in rankers:
+        ranking = rank_catalogue(rankers["video"], table)[order]
 
     before = events.time_us < test_start_us
-    liked_before = before & (events.label == 1)
-    like_counts = np.bincount(
-        catalogue.index_of(events.video_id[liked_before]), minlength=len(catalogue)
-    ).astype(np.int64)
+    like_counts, nope_counts = (
+        np.bincount(
+            catalogue.index_of(events.video_id[before & (events.label == label)]),
+            minlength=len(catalogue),
+        ).astype(np.int64)
+        for label in (1, 0)
+    )
 
     spec = outputs["user"].transformed_feature_spec()
     examples = embed_examples(
-        user_tower, example_dataset(examples_dir, "test", spec, table, batch_size=4096)
+        user_tower, example_dataset(examples_dir, "test", spec, table, batch_size=4096),
+        rankers.get("user"),
     )
     example_rows = catalogue.index_of(examples.video_id)
 
@@ -172,15 +193,23 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         video_ids=catalogue.video_id,
         external_ids=catalogue.external_id,
         video_embeddings=video_embeddings,
+        video_rank_bias=ranking[:, 0],
+        video_rank_scale=ranking[:, 1],
         genres=[frozenset(g) for g in catalogue.genres],
         makers=[frozenset([m]) if m else frozenset() for m in catalogue.maker],
         like_counts=like_counts,
+        nope_counts=nope_counts,
         is_new_video=catalogue.released_us >= validation_start_us,
+        released_us=np.asarray(catalogue.released_us, np.int64),
         example_user=examples.user,
         example_video_row=example_rows,
         example_label=examples.label,
         example_source=examples.negative_source,
         example_user_key=examples.user_key,
+        example_user_bias=(
+            examples.user_bias if examples.user_bias is not None
+            else np.zeros(len(examples.label), np.float32)
+        ),
         user_keys=user_keys,
         user_embeddings=user_embeddings,
         relevant=relevant,

@@ -4,16 +4,24 @@
                       "artifacts/snapshot", ground_truth="truth.npz")
 
 Every scorer is measured the same way on the same split:
-- `model`: cosine of the user (as of the example / the test period's start) and the video;
+- `model`: what serving serves. A pair's score is the like logit `scale_v * cosine + bias_v +
+  bias_u` (the user as of the example); a user's list is retrieval then ranking: the
+  `SERVING_CANDIDATES` videos nearest by cosine and the nearest new releases (as of the test
+  period's start, decided videos excluded), ranked by `scale_v * cosine + bias_v` plus the
+  new releases' exploration bonus (`served_scores`);
+- `model_cosine`: the cosine alone (retrieval without the ranking stage), to show what ranking adds;
 - `popularity`: likes before the test period (the floor any personalised model must beat);
-- `matrix_factorization`: implicit ALS on the likes before the test period (ids only);
+- `like_rate`: each video's like rate among the likes and nopes before the test period, shrunk
+  toward the overall rate (k = `like_rate_prior_strength`): nope-aware popularity;
+- `matrix_factorization`: implicit ALS on the likes before the test period (ids only; a user
+  without earlier likes gets its popularity fallback in retrieval, and no pair scores);
 - `oracle`: the synthetic data's own P(like), when its ground truth is given (the ceiling).
 
 Classification: AUC-ROC and AUC-PR of likes against nopes, against sampled unseen videos, and
 against both. Retrieval: each test user's ranking of the whole catalogue minus every video they
 decided before the test period; Recall/NDCG/MAP/HitRate at 10, 50 and 100 against the videos
-they liked in it. Beyond accuracy: catalogue coverage, genre and maker diversity of the top 10,
-novelty and popularity bias. Everything again per segment: pseudo vs real users, few vs many
+they liked in it. Beyond accuracy: catalogue coverage, share of new videos, genre and maker
+diversity of the top 10, novelty and popularity bias. Everything again per segment: pseudo vs real users, few vs many
 earlier decisions, new vs old videos (released after training data ended, or before).
 """
 
@@ -26,8 +34,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from swiperec.evaluation import metrics as m
-from swiperec.evaluation.baselines import MatrixFactorizationBaseline, PopularityBaseline
-from swiperec.evaluation.data import FEW_DECISIONS, EvaluationData
+from swiperec.evaluation.baselines import (
+    LikeRateBaseline,
+    MatrixFactorizationBaseline,
+    PopularityBaseline,
+)
+from swiperec.evaluation.data import FEW_DECISIONS, EvaluationData, iso_us
 
 KS = (10, 50, 100)
 TASKS = {  # classification task -> which negatives it keeps
@@ -35,6 +47,14 @@ TASKS = {  # classification task -> which negatives it keeps
     "like_vs_nope": ("nope",),
     "like_vs_sampled": ("sampled",),
 }
+# Serving retrieves this many candidates by cosine for a page of up to 25 items and ranks them
+# (candidateCount in the Edge Function); the model's lists are scored the same way.
+SERVING_CANDIDATES = 100
+# Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations,
+# supabase/migrations/20261206000000_ranking_stage.sql): the nearest `candidates` videos
+# released in the last `days` days join the candidates, their like logit plus `bonus`.
+NEW_RELEASE = {"days": 60, "candidates": 20, "bonus": 1.0}
+_DAY_US = 86_400 * 1_000_000
 EVALUATION_FILE = "evaluation.json"
 BLESSING_FILE = "blessing.json"
 REPORT_FILE = "report.html"
@@ -43,13 +63,16 @@ REPORT_FILE = "report.html"
 @dataclass(frozen=True)
 class BaselineConfig:
     """The ALS baseline's settings: regularization ~50 suits a few dozen likes per user (the
-    library default of 0.05 barely beats popularity there)."""
+    library default of 0.05 barely beats popularity there). `like_rate_prior_strength`: the
+    like-rate baseline's k, swipes' worth of the overall like rate added to every video's own
+    (a video needs ~k swipes before its own rate counts as much as the overall one)."""
 
     factors: int = 64
     regularization: float = 50.0
     iterations: int = 15
     alpha: float = 10.0
     seed: int = 42
+    like_rate_prior_strength: float = 20.0
 
 
 def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = None) -> dict:
@@ -57,6 +80,9 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
     baseline = baseline or BaselineConfig()
     n_items = len(data.video_ids)
     popularity = PopularityBaseline().fit(data.history_like_video, n_items)
+    like_rate = LikeRateBaseline(baseline.like_rate_prior_strength).fit(
+        data.like_counts, data.nope_counts
+    )
     mf = MatrixFactorizationBaseline(
         baseline.factors, baseline.regularization, baseline.iterations, baseline.alpha,
         baseline.seed,
@@ -68,6 +94,7 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
     )
     user_history = np.array([history_row.get(k, -1) for k in data.user_keys.tolist()], np.int64)
     item_popularity = popularity.item_scores()
+    item_like_rate = like_rate.item_scores()
 
     def mf_pairs(index):
         users = example_history[index]
@@ -78,21 +105,31 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
         return scores
 
     def mf_user(u):
+        # A user ALS has no factors for gets its fallback, popularity: the baseline's lists
+        # then cover every test user, as the model's do, and Recall compares the same users.
         if user_history[u] < 0 or not mf.known_users([user_history[u]])[0]:
-            return None
+            return item_popularity
         return mf.scores([user_history[u]])[0]
 
+    def cosine_pairs(index):
+        rows = data.example_video_row[index]
+        return np.sum(data.example_user[index] * data.video_embeddings[rows], axis=1)
+
+    def model_pairs(index):
+        rows = data.example_video_row[index]
+        return (data.video_rank_scale[rows] * cosine_pairs(index) + data.video_rank_bias[rows]
+                + data.example_user_bias[index])  # fmt: skip
+
     out = {
-        "model": (
-            lambda index: np.sum(
-                data.example_user[index] * data.video_embeddings[data.example_video_row[index]],
-                axis=1,
-            ),
-            lambda u: data.video_embeddings @ data.user_embeddings[u],
-        ),
+        "model": (model_pairs, lambda u: served_scores(data, u)),
+        "model_cosine": (cosine_pairs, lambda u: data.video_embeddings @ data.user_embeddings[u]),
         "popularity": (
             lambda index: item_popularity[data.example_video_row[index]],
             lambda u: item_popularity,
+        ),
+        "like_rate": (
+            lambda index: item_like_rate[data.example_video_row[index]],
+            lambda u: item_like_rate,
         ),
         "matrix_factorization": (mf_pairs, mf_user),
     }
@@ -109,6 +146,34 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
             lambda u: truth.person_logits(data.user_keys[u].removeprefix("review:"), rows),
         )
     return out
+
+
+def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDIDATES):
+    """[N] scores of what serving serves user `u` at the test period's start: the `candidates`
+    videos nearest by cosine among those the user has not decided, plus the nearest new releases
+    (`NEW_RELEASE`), scored by the ranking stage (new releases with the exploration bonus);
+    every other video -inf (never served)."""
+    cosine = data.video_embeddings @ data.user_embeddings[u]
+    open_cosine = cosine.astype(np.float64)
+    open_cosine[data.excluded[u]] = -np.inf
+    now_us = iso_us(data.test_start)
+    new = (data.released_us > now_us - NEW_RELEASE["days"] * _DAY_US) & (data.released_us <= now_us)
+    retrieved = np.union1d(
+        _nearest(open_cosine, candidates),
+        _nearest(np.where(new, open_cosine, -np.inf), NEW_RELEASE["candidates"]),
+    ).astype(np.int64)
+    scores = np.full(len(cosine), -np.inf)
+    scores[retrieved] = (data.video_rank_scale[retrieved] * cosine[retrieved]
+                         + data.video_rank_bias[retrieved]
+                         + NEW_RELEASE["bonus"] * new[retrieved])  # fmt: skip
+    return scores
+
+
+def _nearest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the (up to) `k` highest finite `scores`."""
+    take = min(k, len(scores))
+    top = np.argpartition(-scores, take - 1)[:take] if take else np.empty(0, np.int64)
+    return top[np.isfinite(scores[top])]
 
 
 def classification(labels, sources, scores) -> dict:
@@ -151,7 +216,9 @@ def retrieval(top: np.ndarray, relevant: list, users: np.ndarray | None = None) 
 
 def beyond_accuracy(data: EvaluationData, top: np.ndarray, k: int = 10) -> dict:
     lists = top[top[:, 0] >= 0][:, :k]
+    listed = lists[lists >= 0]
     return {
+        f"new_video_share@{k}": _round(data.is_new_video[listed].mean() if len(listed) else None),
         f"coverage@{k}": _round(m.catalogue_coverage(lists, len(data.video_ids))),
         "genre_diversity": _round(m.intra_list_diversity(lists, data.genres)),
         "maker_diversity": _round(m.intra_list_diversity(lists, data.makers)),
@@ -206,6 +273,7 @@ def evaluate_data(data: EvaluationData, truth=None, baseline: BaselineConfig | N
         results["beyond_accuracy"][name] = beyond_accuracy(data, top)
         results["curves"][name] = _curves(labels, scores)
         if name == "model":
+            model_scores = scores
             results["score_distributions"] = _distributions(scores, labels, sources)
         for segment, (examples, user_mask, video_mask) in segment_masks.items():
             entry = results["segments"].setdefault(segment, {})
@@ -228,7 +296,7 @@ def evaluate_data(data: EvaluationData, truth=None, baseline: BaselineConfig | N
             for task in TASKS
         }
     # The model's operating point for the confusion matrix: its best-F1 threshold.
-    scores = np.sum(data.example_user * data.video_embeddings[data.example_video_row], axis=1)
+    scores = np.asarray(model_scores, np.float64)
     threshold = m.best_f1_threshold(labels, scores)
     results["threshold"] = _round(threshold)
     results["confusion_matrix"] = m.confusion_matrix(labels, scores, threshold)
@@ -256,7 +324,7 @@ def _curves(labels, scores) -> dict:
 
 
 def _distributions(scores, labels, sources, bins: int = 40) -> dict:
-    edges = np.linspace(-1.0, 1.0, bins + 1)
+    edges = np.linspace(np.min(scores, initial=-1.0), np.max(scores, initial=1.0), bins + 1)
     groups = {"like": labels == 1, "nope": sources == "nope", "sampled": sources == "sampled"}
     return {
         "bin_edges": _list(edges),

@@ -208,11 +208,20 @@ def _blessing(blessing: dict) -> str:
         rows = [
             [_text(c.get("name")), "pass" if c.get("passed") else "<b>FAIL</b>"]
             + [_fmt(c.get(key), 4) for key in ("value", "limit")]
+            + [_best_baseline(c.get("best_baseline"))]
             for c in checks
         ]
         classes = ["" if c.get("passed") else "fail" for c in checks]
-        parts.append(_table(["check", "result", "value", "limit"], rows, classes))
+        header = ["check", "result", "value", "limit", "best baseline"]
+        parts.append(_table(header, rows, classes))
     return "".join(parts)
+
+
+def _best_baseline(best: dict | None) -> str:
+    """The baseline a check compared the model with (the best of them), or empty."""
+    if not best:
+        return ""
+    return f"{_text(best.get('name'))} {_fmt(best.get('value'), 4)}"
 
 
 def _headline(results: dict) -> str:

@@ -54,6 +54,8 @@ DEFAULT_SEARCH_SPACE: dict[str, dict] = {
     "weight_decay": {"low": 1e-7, "high": 1e-4, "log": True},
     "video_id_min_count": {"choices": [0, 5, 20]},
     "pointwise_weight": {"low": 0.5, "high": 2.0},
+    "video_id_dropout": {"low": 0.0, "high": 0.3},
+    "bias_prior_std": {"low": 0.1, "high": 2.0, "log": True},
 }
 
 _RANGE_KEYS = {"low", "high", "log", "step"}

@@ -49,6 +49,24 @@ def test_the_test_period_is_assembled_from_examples_and_history(data, transforme
     assert data.decisions_before.max() > 0
 
 
+def test_the_like_rate_counts_likes_and_nopes_before_the_test_period(data, snapshot_dir):
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.events import load_snapshot
+
+    _, events, _ = load_snapshot(snapshot_dir, FeatureConfig())
+    before = events.time_us < int(np.datetime64(data.test_start.rstrip("Z"), "us").astype(np.int64))
+    assert data.like_counts.sum() == (before & (events.label == 1)).sum()
+    assert data.nope_counts.sum() == (before & (events.label == 0)).sum() > 0
+    assert data.nope_counts.shape == data.like_counts.shape == data.video_ids.shape
+    # The scorer: (likes + 20 * overall rate) / (swipes + 20), per video, for every user alike.
+    rate = data.like_counts.sum() / (data.like_counts.sum() + data.nope_counts.sum())
+    expected = (data.like_counts + 20 * rate) / (data.like_counts + data.nope_counts + 20)
+    pairs, users = scorers(data)["like_rate"]
+    index = np.arange(len(data.example_label))
+    np.testing.assert_allclose(pairs(index), expected[data.example_video_row], rtol=1e-6)
+    np.testing.assert_allclose(users(0), expected, rtol=1e-6)
+
+
 def test_no_ranking_returns_a_video_the_user_already_decided(data, truth):
     for name, (_, users) in scorers(data, truth).items():
         top = top_lists(data, users)
@@ -59,8 +77,8 @@ def test_no_ranking_returns_a_video_the_user_already_decided(data, truth):
 
 
 def test_every_scorer_gets_every_metric(results):
-    assert set(results["classification"]) == {
-        "model", "popularity", "matrix_factorization", "oracle"
+    assert set(results["classification"]) >= {
+        "model", "popularity", "like_rate", "matrix_factorization", "oracle"
     }  # fmt: skip
     for name, tasks in results["classification"].items():
         assert set(tasks) == set(TASKS)
@@ -101,7 +119,7 @@ def test_evaluate_command_prints_the_table_and_writes_the_outputs(
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    for scorer in ("model", "popularity", "matrix_factorization", "oracle"):
+    for scorer in ("model", "popularity", "like_rate", "matrix_factorization", "oracle"):
         assert f"  {scorer}" in result.stdout
     # An impossible minimum AUC: not blessed, and the reason says why.
     assert "NOT BLESSED" in result.stdout and "below the minimum 0.99" in result.stdout

@@ -99,3 +99,18 @@ def test_live_writes_replace_a_videos_terms_and_refuse_bad_ones(catalogue):
         store.upsert(catalogue, "v1", "user", [USER], vectors()[:1], np.float32([[0.0, 1.0]]))
     # Nothing of the refused writes landed.
     assert [v for v, _ in recommend(catalogue, 4)][0] == 4
+
+
+def test_new_releases_join_the_candidates_with_an_exploration_bonus(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    with catalogue, catalogue.cursor() as cur:  # video 4 came out last week, video 5 long ago
+        cur.execute("update videos set release_date = case id when 4 then current_date - 7 "
+                    "else date '2020-01-01' end")  # fmt: skip
+    # The three nearest by cosine (1-3), plus the nearest new release (4), whose logit
+    # 4 * 0.3 + 0 gains the exploration bonus of 1.
+    ranked = dict(recommend(catalogue, 3))
+    assert set(ranked) == {1, 2, 3, 4}
+    assert ranked[4] == pytest.approx(1 / (1 + math.exp(-(4 * 0.3 + 1.0))), abs=1e-3)
+    assert ranked[3] == pytest.approx(like_score(3), abs=1e-3)  # old videos: no bonus
+    # A release older than 60 days is no new release: video 5 stays out.
+    assert 5 not in ranked

@@ -1,5 +1,5 @@
-"""Evaluation baselines: popularity counts, ALS shapes, determinism, fallback, and that ALS finds
-the latent structure popularity cannot."""
+"""Evaluation baselines: popularity counts, smoothed like rates, ALS shapes, determinism,
+fallback, and that ALS finds the latent structure popularity cannot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import warnings
 import numpy as np
 import pytest
 
-from swiperec.evaluation.baselines import MatrixFactorizationBaseline, PopularityBaseline
+from swiperec.evaluation.baselines import (
+    LikeRateBaseline,
+    MatrixFactorizationBaseline,
+    PopularityBaseline,
+)
 
 
 def test_popularity_counts_ties_and_weights():
@@ -36,6 +40,44 @@ def test_popularity_counts_ties_and_weights():
         PopularityBaseline().fit([0, 5], n_items=5)
     with pytest.raises(RuntimeError):
         PopularityBaseline().item_scores()
+
+
+def test_like_rate_is_shrunk_toward_the_overall_rate():
+    # 4 likes in 10 swipes overall: rate 0.4; k = 2 adds 0.8 likes in 2 swipes to every item.
+    rate = LikeRateBaseline(prior_strength=2.0).fit([3, 0, 1, 0], [1, 0, 3, 2])
+    np.testing.assert_allclose(rate.item_scores(), [3.8 / 6, 0.4, 1.8 / 6, 0.8 / 4], rtol=1e-6)
+    assert rate.item_scores().dtype == np.float32
+    # Never swiped: the overall rate; the more swipes, the closer to the item's own rate.
+    assert rate.item_scores()[1] == np.float32(0.4)
+    default = LikeRateBaseline().fit([3, 0, 1, 0], [1, 0, 3, 2])
+    np.testing.assert_allclose(default.item_scores()[0], (3 + 20 * 0.4) / (4 + 20), rtol=1e-6)
+    many = LikeRateBaseline(prior_strength=2.0).fit([300, 100], [100, 300])
+    np.testing.assert_allclose(many.item_scores(), [301 / 402, 101 / 402], rtol=1e-6)
+
+    # A nope lowers a video popularity cannot tell apart: both have one like.
+    like_only = LikeRateBaseline().fit([1, 1], [0, 5]).item_scores()
+    assert like_only[0] > like_only[1]
+
+    scores = rate.scores(np.array([4, 0, 9]))  # the user rows do not matter
+    assert scores.shape == (3, 4) and scores.dtype == np.float32
+    np.testing.assert_array_equal(scores[0], scores[2])
+    np.testing.assert_array_equal(scores[1], rate.item_scores())
+    pairs = rate.pair_scores(np.array([0, 5]), np.array([3, 0]))
+    np.testing.assert_allclose(pairs, [0.2, 3.8 / 6], rtol=1e-6)
+
+
+def test_like_rate_edge_cases():
+    np.testing.assert_array_equal(LikeRateBaseline().fit([0, 0], [0, 0]).item_scores(), [0, 0])
+    with pytest.raises(ValueError, match="same length"):
+        LikeRateBaseline().fit([1, 2], [1])
+    with pytest.raises(ValueError, match="must not be negative"):
+        LikeRateBaseline().fit([1, -1], [0, 0])
+    with pytest.raises(ValueError, match="prior_strength must be positive"):
+        LikeRateBaseline(prior_strength=0)
+    with pytest.raises(RuntimeError, match="LikeRateBaseline is not fitted"):
+        LikeRateBaseline().item_scores()
+    with pytest.raises(ValueError):
+        LikeRateBaseline().fit([1, 2], [0, 0]).pair_scores([0], [2])
 
 
 def _tiny_interactions():

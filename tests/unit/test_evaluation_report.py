@@ -79,12 +79,14 @@ def test_blessing_banner_reasons_and_failing_check(results):
         "reasons": ["recall@50 <b>below</b> popularity & co"],
         "checks": [
             {"name": "auc_floor", "passed": True, "value": 0.52, "limit": 0.5},
-            {"name": "beats_popularity_recall@50", "passed": False, "value": 0.24, "limit": 0.28},
+            {"name": "beats_baselines_recall@50", "passed": False, "value": 0.24, "limit": 0.28,
+             "best_baseline": {"name": "like_rate", "value": 0.28}},
         ],
-    }
+    }  # fmt: skip
     page = render_report(results, blessing=blessing)
     assert "NOT BLESSED" in page
-    assert "beats_popularity_recall@50" in page
+    assert "beats_baselines_recall@50" in page
+    assert "<td>like_rate 0.2800</td>" in page  # the baseline the check compared with
     assert '<tr class="fail">' in page
     assert "recall@50 &lt;b&gt;below&lt;/b&gt; popularity &amp; co" in page
     assert "<b>below</b>" not in page
@@ -92,6 +94,19 @@ def test_blessing_banner_reasons_and_failing_check(results):
     blessed = render_report(results, blessing={"blessed": True, "reasons": [], "checks": []})
     assert ">BLESSED<" in blessed
     assert "NOT BLESSED" not in blessed
+
+
+def test_every_baseline_appears_wherever_scorers_are_listed(results):
+    """A scorer the fixture does not have (the like rate) shows in every table and plot."""
+    results = copy.deepcopy(results)
+    for section in ("classification", "retrieval", "beyond_accuracy", "curves"):
+        results[section]["like_rate"] = copy.deepcopy(results[section]["popularity"])
+    for entry in results["segments"].values():
+        entry["like_rate"] = copy.deepcopy(entry["popularity"])
+    page = render_report(results)
+    assert page.count("<tr><td>like_rate</td>") == 3  # headline, retrieval, beyond accuracy
+    assert "/ like_rate</td>" in page  # segments
+    assert "like_rate" in " ".join(alt for _, alt in IMAGE.findall(page))
 
 
 def test_title_is_escaped(results):

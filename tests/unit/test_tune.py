@@ -23,7 +23,8 @@ from swiperec.model.tune import DEFAULT_SEARCH_SPACE, parse_search_space, tune
 def test_the_default_space_is_the_documented_one_and_parses():
     space = parse_search_space(None)
     assert set(space) == {"learning_rate", "dropout", "temperature", "weight_decay",
-                          "video_id_min_count", "pointwise_weight"}  # fmt: skip
+                          "video_id_min_count", "pointwise_weight", "video_id_dropout",
+                          "bias_prior_std"}  # fmt: skip
     assert space["learning_rate"] == {"type": "float", "low": 5e-4, "high": 5e-3, "log": True,
                                       "step": None}  # fmt: skip
     assert space["dropout"] == {"type": "float", "low": 0.0, "high": 0.3, "log": False,
@@ -32,6 +33,7 @@ def test_the_default_space_is_the_documented_one_and_parses():
     assert (space["weight_decay"]["low"], space["weight_decay"]["high"]) == (1e-7, 1e-4)
     assert space["video_id_min_count"] == {"type": "categorical", "choices": [0, 5, 20]}
     assert (space["pointwise_weight"]["low"], space["pointwise_weight"]["high"]) == (0.5, 2.0)
+    assert space["bias_prior_std"]["log"] and not space["video_id_dropout"]["log"]
     assert parse_search_space({}) == parse_search_space("{}") == parse_search_space("  ") == space
     assert parse_search_space(DEFAULT_SEARCH_SPACE) == space
     assert parse_search_space(space) == space  # a model card's record parses to itself

@@ -1,0 +1,186 @@
+"""Experiment: ranking quality on both synthetic regimes, against the baselines and the ceiling,
+and the overfitting ablation.
+
+    python -m tests.performance.bench_ranking                         # temporary work folders
+    python -m tests.performance.bench_ranking --work DIR              # keep (and reuse) the data
+    python -m tests.performance.bench_ranking --regimes default --variants default,no_video_ids
+
+Each regime is the demo's data set size (8,000 videos, 800 users, 1,600 reviewers, seed 42):
+`default` is the standard generator, `quality` its quality-weighted option (a video's general
+appeal weighs more than taste). Each is generated, written as a snapshot and transformed once
+(under --work/<regime>, reused when there), then each variant of TrainConfig (VARIANTS) is
+trained in-process and scored by the evaluator on the test period:
+
+- `model`: what serving serves (retrieval by cosine, then the ranking stage);
+- `model_cosine`: the cosine alone (the ranking stage off);
+- the baselines (popularity, the nope-aware like rate, matrix factorisation) and the oracle,
+  all measured in the same run on the same split: the yardsticks the goals are ratios to.
+
+The ablation (`VARIANTS` beyond `default`) removes one suspect at a time (the video id
+embeddings, the hidden layer, the pointwise head, the popularity correction) and records each
+epoch's train and validation AUC: the epoch where validation peaks and how far training runs
+ahead of it say which part overfits.
+
+Writes tests/performance/results/ranking.json (--out: another file) after every model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RESULTS = Path(__file__).parent / "results"
+OUT = RESULTS / "ranking.json"
+DATA = {"videos": 8_000, "users": 800, "pseudo_users": 1_600, "decisions_per_user": 150.0,
+        "reviews_per_pseudo_user": 20.0}  # fmt: skip  (the demo's data set)
+VARIANTS = {
+    "default": {},
+    "no_video_ids": {"video_id_min_count": 0},
+    "no_hidden_layer": {"hidden_units": []},
+    "no_pointwise_head": {"pointwise_weight": 0.0},
+    "no_logq_correction": {"logq_correction": False},
+}
+SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
+BASELINES = ("popularity", "like_rate", "matrix_factorization")
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def machine() -> dict:
+    load1, load5, load15 = os.getloadavg()
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": {"1min": load1, "5min": load5, "15min": load15},
+        "at": datetime.now(UTC).isoformat(),
+    }
+
+
+def prepare(work: Path, regime: str) -> Path:
+    """The regime's data set, snapshotted and transformed under `work` (reused if there)."""
+    from swiperec.data.synthetic import SyntheticConfig, generate
+    from swiperec.features.transform import run_transform
+    from tests.performance.bench_transform import write_snapshot
+
+    if (work / "examples" / "metadata.json").exists():
+        return work
+    work.mkdir(parents=True, exist_ok=True)
+    config = SyntheticConfig(**DATA)
+    if regime == "quality":
+        config = config.with_quality_weighted()
+    dataset = generate(config)
+    dataset.ground_truth.save(work / "ground_truth.npz")
+    write_snapshot(dataset, work / "snapshot")
+    del dataset
+    run_transform(str(work / "snapshot"), str(work / "transform"), str(work / "examples"))
+    return work
+
+
+def figures(results: dict) -> dict:
+    """The goals' figures of one evaluation: per scorer, like-vs-nope AUC, Recall@50 overall and
+    for new and old videos, the share of new videos in the top 10."""
+    out = {}
+    for name in SCORERS:
+        if name not in results["classification"]:
+            continue
+        segments = results["segments"]
+        out[name] = {
+            "auc_like_vs_nope": results["classification"][name]["like_vs_nope"]["roc_auc"],
+            "auc_like_vs_all": results["classification"][name]["like_vs_all"]["roc_auc"],
+            "recall@10": results["retrieval"][name]["recall@10"],
+            "recall@50": results["retrieval"][name]["recall@50"],
+            "new_videos_recall@50": segments["new_videos"][name]["retrieval"]["recall@50"],
+            "old_videos_recall@50": segments["old_videos"][name]["retrieval"]["recall@50"],
+            "new_video_share@10": results["beyond_accuracy"][name].get("new_video_share@10"),
+        }
+    return out
+
+
+def goals(fig: dict, share: dict | None) -> dict:
+    """The issue's goals as ratios to the same run's baselines."""
+    model = fig["model"]
+    best_auc = max(fig[b]["auc_like_vs_nope"] or 0 for b in BASELINES if b in fig)
+    best_recall = max(fig[b]["recall@50"] or 0 for b in BASELINES if b in fig)
+    old = model["old_videos_recall@50"] or 0
+    return {
+        "auc_like_vs_nope_minus_best_baseline": round(model["auc_like_vs_nope"] - best_auc, 4),
+        "share_of_achievable_auc": share,
+        "recall@50_over_best_baseline": round(model["recall@50"] / best_recall, 3)
+        if best_recall else None,
+        "new_over_old_recall@50": round((model["new_videos_recall@50"] or 0) / old, 3)
+        if old else None,
+    }
+
+
+def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
+    from swiperec.evaluation.evaluate import evaluate
+    from swiperec.model.config import TrainConfig
+    from swiperec.model.train import train
+
+    model_dir = models / name
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})
+    started = time.perf_counter()
+    result = train(str(work / "transform"), str(work / "examples"), str(model_dir), config, 0)
+    seconds = time.perf_counter() - started
+    results = evaluate(str(model_dir), str(work / "examples"), str(work / "transform"),
+                       str(work / "snapshot"), ground_truth=str(work / "ground_truth.npz"))  # fmt: skip
+    results.pop("embeddings")
+    history = result.card["history"]
+    fig = figures(results)
+    return {
+        "overrides": overrides,
+        "train_seconds": round(seconds, 1),
+        "epochs_run": result.card["training"]["epochs_run"],
+        "best_epoch": result.card["training"]["best_epoch"],
+        "train_auc_by_epoch": history.get("auc"),
+        "validation_auc_by_epoch": history.get("val_auc"),
+        "figures": fig,
+        "share_of_achievable_auc": results.get("share_of_achievable_auc"),
+        "goals": goals(fig, results.get("share_of_achievable_auc")),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, help="data and models folder (default: temporary)")
+    parser.add_argument("--regimes", default="default,quality")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-ranking-") as scratch:
+        work = args.work or Path(scratch)
+        report = {"machine": machine(), "data": DATA, "regimes": {}}
+        for regime in args.regimes.split(","):
+            log(f"{regime}: preparing the data")
+            data = prepare(work / regime, regime)
+            entry = report["regimes"].setdefault(regime, {})
+            for name in args.variants.split(","):
+                if regime != "default" and name != "default":
+                    continue  # the ablation runs on the default data only
+                log(f"{regime}: training {name}")
+                entry[name] = run_variant(data, name, VARIANTS[name], work / regime / "models")
+                log(f"{regime} {name}: {json.dumps(entry[name]['goals'])}")
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(report, indent=1))
+        report["machine_after"] = machine()
+        args.out.write_text(json.dumps(report, indent=1))
+    log(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The evaluator serves as serving does: retrieval by cosine, the new releases' exploration, then
+the ranking stage (`swiperec.evaluation.evaluate.served_scores`), with the SQL function's own
+constants."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from swiperec.evaluation.evaluate import NEW_RELEASE, served_scores
+
+MIGRATION = (Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+             / "20261206000000_ranking_stage.sql")  # fmt: skip
+DAY_US = 86_400 * 1_000_000
+
+
+def test_the_exploration_constants_are_the_sql_functions():
+    text = MIGRATION.read_text()
+    found = {
+        name: float(re.search(rf"c_new_release_{name}\s+constant \w+ := ([0-9.]+);", text)[1])
+        for name in ("days", "candidates", "bonus")
+    }
+    assert found == {k: float(v) for k, v in NEW_RELEASE.items()}
+
+
+def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
+    # Five videos on a circle around the user (cosines 0.9 .. -0.3), video 1 decided already.
+    cosines = np.array([0.95, 0.9, 0.6, 0.1, -0.3])
+    angles = np.arccos(cosines)
+    videos = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    start = np.datetime64("2026-10-01T00:00:00", "us").astype(np.int64)
+    data = SimpleNamespace(
+        video_embeddings=videos,
+        user_embeddings=np.array([[1.0, 0.0]]),
+        excluded=[np.array([0])],
+        test_start="2026-10-01T00:00:00Z",
+        # video 4 released 10 days before the start (new), video 5 a year before
+        released_us=np.array([start - 900 * DAY_US] * 3 + [start - 10 * DAY_US,
+                                                           start - 365 * DAY_US]),
+        video_rank_scale=np.array([2.0, 2.0, 2.0, 2.0, 2.0]),
+        video_rank_bias=np.array([0.0, 0.0, 1.0, 0.0, 5.0]),
+    )
+    scores = served_scores(data, 0, candidates=2)
+    # Retrieved: the 2 nearest not decided (videos 2, 3) and the nearest new release (4);
+    # video 1 is decided and video 5, whatever its bias, neither near nor new.
+    assert np.isneginf(scores[[0, 4]]).all()
+    np.testing.assert_allclose(scores[1:4], [1.8, 2.2, 0.2 + NEW_RELEASE["bonus"]])
