@@ -9,7 +9,8 @@ Each regime is the demo's data set size (8,000 videos, 800 users, 1,600 reviewer
 `default` is the standard generator, `quality` its quality-weighted option (a video's general
 appeal weighs more than taste). Each is generated, written as a snapshot and transformed once
 (under --work/<regime>, reused when there), then each variant of TrainConfig (VARIANTS) is
-trained in-process and scored by the evaluator on the test period:
+trained in-process (a model already under --work/<regime>/models/<variant> with the same
+config is evaluated again, not retrained) and scored by the evaluator on the test period:
 
 - `model`: what serving serves (retrieval by cosine, then the ranking stage);
 - `model_cosine`: the cosine alone (the ranking stage off);
@@ -129,23 +130,30 @@ def goals(fig: dict, share: dict | None) -> dict:
 def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     from swiperec.evaluation.evaluate import evaluate
     from swiperec.model.config import TrainConfig
-    from swiperec.model.train import train
+    from swiperec.model.train import read_model_card, train
 
     model_dir = models / name
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})
-    started = time.perf_counter()
-    result = train(str(work / "transform"), str(work / "examples"), str(model_dir), config, 0)
-    seconds = time.perf_counter() - started
+    if (model_dir / "model_card.json").exists():  # trained by an earlier run: evaluate it again
+        card = read_model_card(str(model_dir))
+        if card["hyperparameters"] != config.to_dict():
+            raise SystemExit(f"{model_dir} was trained with another config: remove it")
+        seconds = card["training"]["seconds"]
+    else:
+        started = time.perf_counter()
+        card = train(str(work / "transform"), str(work / "examples"), str(model_dir), config,
+                     0).card  # fmt: skip
+        seconds = time.perf_counter() - started
     results = evaluate(str(model_dir), str(work / "examples"), str(work / "transform"),
                        str(work / "snapshot"), ground_truth=str(work / "ground_truth.npz"))  # fmt: skip
     results.pop("embeddings")
-    history = result.card["history"]
+    history = card["history"]
     fig = figures(results)
     return {
         "overrides": overrides,
         "train_seconds": round(seconds, 1),
-        "epochs_run": result.card["training"]["epochs_run"],
-        "best_epoch": result.card["training"]["best_epoch"],
+        "epochs_run": card["training"]["epochs_run"],
+        "best_epoch": card["training"]["best_epoch"],
         "train_auc_by_epoch": history.get("auc"),
         "validation_auc_by_epoch": history.get("val_auc"),
         "figures": fig,
