@@ -20,8 +20,8 @@ _THRESHOLDS = {  # flag -> (BlessingThresholds field, help)
 def add_commands(commands) -> None:
     parser = commands.add_parser(
         "evaluate",
-        help="evaluate a trained model on the test period against popularity, matrix "
-        "factorisation and (synthetic data) the ground truth; decide its blessing",
+        help="evaluate a trained model on the test period against popularity, the like rate, "
+        "matrix factorisation and (synthetic data) the ground truth; decide its blessing",
     )
     parser.add_argument("--model", required=True, help="the model folder (`swiperec train`)")
     parser.add_argument(

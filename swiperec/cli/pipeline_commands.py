@@ -100,16 +100,16 @@ def print_version(conn, version: str) -> None:
     shown = show_version(conn, version)
     summary = shown.get("evaluation") or {}
     print()
-    print("evaluation (test period)       AUC   Recall@50")
-    print(
-        f"  model                    {_num(summary.get('auc'))}   {_num(summary.get('recall@50'))}"
-    )
-    for name, label in (
-        ("popularity", "popularity"),
-        ("matrix_factorization", "matrix factorisation"),
+    print("evaluation (test period)       AUC   like vs nope   Recall@50")
+    for prefix, label in (
+        ("", "model"),
+        ("popularity_", "popularity"),
+        ("like_rate_", "like rate"),
+        ("matrix_factorization_", "matrix factorisation"),
     ):
-        auc, recall = summary.get(f"{name}_auc"), summary.get(f"{name}_recall@50")
-        print(f"  {label:<24} {_num(auc)}   {_num(recall)}")
+        auc, recall = summary.get(f"{prefix}auc"), summary.get(f"{prefix}recall@50")
+        nope = summary.get(f"{prefix}auc_like_vs_nope")
+        print(f"  {label:<24} {_num(auc)}   {_num(nope)}          {_num(recall)}")
     if summary.get("oracle_auc") is not None:
         print(f"  ground-truth oracle      {_num(summary.get('oracle_auc'))}")
         share = summary.get("share_of_achievable_auc")

@@ -110,6 +110,10 @@ def show_command(args) -> int:
             f"share of achievable AUC {_number(summary['share_of_achievable_auc'])}"
         )
         print(
+            f"              AUC like vs nope {_number(summary['auc_like_vs_nope'])} "
+            f"(like rate {_number(summary['like_rate_auc_like_vs_nope'])})"
+        )
+        print(
             f"              recall@50 {_number(summary['recall@50'])}, "
             f"NDCG@50 {_number(summary['ndcg@50'])}; test period from "
             f"{summary['test_start'] or '-'}"

@@ -240,8 +240,8 @@ def evaluate(
     database_url: str = "",
     migration: dict | None = None,
 ) -> dict:
-    """The model on the test period against popularity, matrix factorisation and (with a ground
-    truth) the oracle, and the blessing decision; writes evaluation.json, blessing.json and
+    """The model on the test period against popularity, the like rate, matrix factorisation and
+    (with a ground truth) the oracle, and the blessing decision; writes evaluation.json, blessing.json and
     report.html into `evaluation` (and a copy of the report to `report_path`).
 
     With `model_version`, the evaluation is recorded in the registry under it, with the model's

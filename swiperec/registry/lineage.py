@@ -342,6 +342,22 @@ def _metric(evaluation: dict | None, *path: str):
     return value
 
 
+_BASELINES = ("popularity", "like_rate", "matrix_factorization")
+
+
+def _like_vs_nope(evaluation: dict, scorer: str):
+    return _metric(evaluation, "classification", scorer, "like_vs_nope", "roc_auc")
+
+
+def _baseline_metrics(evaluation: dict, name: str) -> dict:
+    """A baseline's AUC (likes vs all, likes vs nopes) and Recall@50, keys prefixed by its name."""
+    return {
+        f"{name}_auc": _metric(evaluation, "classification", name, "like_vs_all", "roc_auc"),
+        f"{name}_auc_like_vs_nope": _like_vs_nope(evaluation, name),
+        f"{name}_recall@50": _metric(evaluation, "retrieval", name, "recall@50"),
+    }
+
+
 def _key_metrics(evaluation: dict | None) -> dict:
     return {
         "auc": _metric(evaluation, "classification", "model", "like_vs_all", "roc_auc"),
@@ -399,16 +415,8 @@ def show_version(conn, version: str) -> dict:
             **_key_metrics(evaluation),
             "pr_auc": _metric(evaluation, "classification", "model", "like_vs_all", "pr_auc"),
             "ndcg@50": _metric(evaluation, "retrieval", "model", "ndcg@50"),
-            "popularity_auc": _metric(
-                evaluation, "classification", "popularity", "like_vs_all", "roc_auc"
-            ),
-            "popularity_recall@50": _metric(evaluation, "retrieval", "popularity", "recall@50"),
-            "matrix_factorization_auc": _metric(
-                evaluation, "classification", "matrix_factorization", "like_vs_all", "roc_auc"
-            ),
-            "matrix_factorization_recall@50": _metric(
-                evaluation, "retrieval", "matrix_factorization", "recall@50"
-            ),
+            "auc_like_vs_nope": _like_vs_nope(evaluation, "model"),
+            **{k: v for b in _BASELINES for k, v in _baseline_metrics(evaluation, b).items()},
             "oracle_auc": _metric(evaluation, "classification", "oracle", "like_vs_all", "roc_auc"),
             "share_of_achievable_auc": _metric(
                 evaluation, "share_of_achievable_auc", "like_vs_all"
