@@ -20,6 +20,22 @@ alter table public.video_embeddings
     add column if not exists rank_bias real,
     add column if not exists rank_scale real;
 
+-- A video set still loading (a standalone table, not yet a partition) gets them too, or it
+-- could never be attached.
+do $$
+declare
+    loading record;
+begin
+    for loading in select table_name from public.embedding_sets
+                   where kind = 'video' and state = 'loading' loop
+        if to_regclass(loading.table_name) is not null then
+            execute format('alter table %s add column if not exists rank_bias real, '
+                           'add column if not exists rank_scale real', loading.table_name);
+        end if;
+    end loop;
+end
+$$;
+
 comment on column public.video_embeddings.rank_bias is
     'The ranking stage''s bias of the video (its general appeal, in logits); null: none.';
 comment on column public.video_embeddings.rank_scale is
@@ -132,6 +148,7 @@ begin
            and e.video_id <> all(coalesce(p_exclude, '{}'))
            and exists (select 1 from public.videos f where f.id = e.video_id
                        and f.release_date > current_date - c_new_release_days
+                       and f.release_date <= current_date
                        and (p_genres is null or f.genres && p_genres)
                        and (p_makers is null or f.maker = any(p_makers)))
          order by e.embedding <=> v_query
@@ -151,8 +168,8 @@ begin
         from (
             select e.video_id, e.embedding, (1 - (e.embedding <=> v_query))::real as cosine,
                    e.rank_bias, e.rank_scale,
-                   coalesce(f.release_date > current_date - c_new_release_days, false)
-                       as new_release
+                   coalesce(f.release_date > current_date - c_new_release_days
+                            and f.release_date <= current_date, false) as new_release
             from retrieved r
             join public.video_embeddings e
               on e.model_version = v_version and e.video_id = r.video_id

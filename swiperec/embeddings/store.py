@@ -490,7 +490,12 @@ def upsert_rows(cur, version: str, kind: str, ids, vectors, ranking=None) -> int
     if kind == "video":  # a video's row always carries its ranking terms (null: none)
         terms = ranking.tolist() if ranking is not None else [[None, None]] * len(keys)
         rows = [(version, k, v, *t) for k, v, t in zip(keys, vectors, terms, strict=True)]
-        extra = sql.SQL(", rank_bias = excluded.rank_bias, rank_scale = excluded.rank_scale")
+        # No terms given (a model without them) leaves a row's terms as they are: one row's
+        # null terms among scored ones would put its cosine among like scores.
+        extra = sql.SQL(
+            ", rank_bias = coalesce(excluded.rank_bias, {p}.rank_bias),"
+            " rank_scale = coalesce(excluded.rank_scale, {p}.rank_scale)"
+        ).format(p=sql.Identifier(f"{kind}_embeddings"))
         columns, template = sql.SQL(", rank_bias, rank_scale"), "(%s, %s::int8, %s, %s, %s)"
     else:
         rows = [(version, k, v) for k, v in zip(keys, vectors, strict=True)]

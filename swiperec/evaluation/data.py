@@ -39,6 +39,7 @@ class EvaluationData:
     # cosine alone: bias 0, scale 1, user bias 0
     video_rank_bias: np.ndarray  # [N] float32
     video_rank_scale: np.ndarray  # [N] float32
+    ranked: bool  # the model has the ranking stage (else it serves by cosine, no exploration)
     genres: list  # [N] frozenset of genre names
     makers: list  # [N] frozenset holding the maker (empty when unknown)
     like_counts: np.ndarray  # [N] int64: likes before the test period
@@ -195,6 +196,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         video_embeddings=video_embeddings,
         video_rank_bias=ranking[:, 0],
         video_rank_scale=ranking[:, 1],
+        ranked="video" in rankers,
         genres=[frozenset(g) for g in catalogue.genres],
         makers=[frozenset([m]) if m else frozenset() for m in catalogue.maker],
         like_counts=like_counts,

@@ -21,8 +21,9 @@ Classification: AUC-ROC and AUC-PR of likes against nopes, against sampled unsee
 against both. Retrieval: each test user's ranking of the whole catalogue minus every video they
 decided before the test period; Recall/NDCG/MAP/HitRate at 10, 50 and 100 against the videos
 they liked in it. Beyond accuracy: catalogue coverage, share of new videos, genre and maker
-diversity of the top 10, novelty and popularity bias. Everything again per segment: pseudo vs real users, few vs many
-earlier decisions, new vs old videos (released after training data ended, or before).
+diversity of the top 10, novelty and popularity bias. Everything again per segment: pseudo vs
+real users, few vs many earlier decisions, new vs old videos (released after training data
+ended, or before).
 """
 
 from __future__ import annotations
@@ -152,12 +153,15 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     """[N] scores of what serving serves user `u` at the test period's start: the `candidates`
     videos nearest by cosine among those the user has not decided, plus the nearest new releases
     (`NEW_RELEASE`), scored by the ranking stage (new releases with the exploration bonus);
-    every other video -inf (never served)."""
+    every other video -inf (never served). A model without the ranking stage is served as
+    serving serves its set: the nearest by cosine alone."""
     cosine = data.video_embeddings @ data.user_embeddings[u]
     open_cosine = cosine.astype(np.float64)
     open_cosine[data.excluded[u]] = -np.inf
     now_us = iso_us(data.test_start)
     new = (data.released_us > now_us - NEW_RELEASE["days"] * _DAY_US) & (data.released_us <= now_us)
+    if not data.ranked:
+        new[:] = False
     retrieved = np.union1d(
         _nearest(open_cosine, candidates),
         _nearest(np.where(new, open_cosine, -np.inf), NEW_RELEASE["candidates"]),
@@ -199,7 +203,10 @@ def top_lists(data: EvaluationData, user_scores, k: int = max(KS)) -> np.ndarray
         scores = user_scores(u)
         if scores is None:
             continue
-        lists[u] = m.top_k_of_scores(np.asarray(scores)[None, :], [data.excluded[u]], k)[0]
+        scores = np.asarray(scores)
+        lists[u] = m.top_k_of_scores(scores[None, :], [data.excluded[u]], k)[0]
+        # -inf marks what a scorer would never show (served_scores: not a candidate)
+        lists[u][(lists[u] >= 0) & np.isneginf(scores[np.maximum(lists[u], 0)])] = -1
     return lists
 
 

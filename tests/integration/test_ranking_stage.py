@@ -112,5 +112,23 @@ def test_new_releases_join_the_candidates_with_an_exploration_bonus(catalogue):
     assert set(ranked) == {1, 2, 3, 4}
     assert ranked[4] == pytest.approx(1 / (1 + math.exp(-(4 * 0.3 + 1.0))), abs=1e-3)
     assert ranked[3] == pytest.approx(like_score(3), abs=1e-3)  # old videos: no bonus
-    # A release older than 60 days is no new release: video 5 stays out.
+    # A release older than 60 days is no new release: video 5 stays out; so is one announced
+    # for a date still to come.
     assert 5 not in ranked
+    with catalogue, catalogue.cursor() as cur:
+        cur.execute("update videos set release_date = current_date + 30 where id = 5")
+    assert 5 not in dict(recommend(catalogue, 3))
+
+
+def test_a_set_without_ranking_terms_explores_nothing(catalogue):
+    serve(catalogue, "v1", None)
+    with catalogue, catalogue.cursor() as cur:
+        cur.execute("update videos set release_date = current_date - 7 where id = 5")
+    assert [v for v, _ in recommend(catalogue, 3)] == [1, 2, 3]
+
+
+def test_a_live_write_without_terms_keeps_the_videos_terms(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    store.upsert(catalogue, "v1", "video", [3], vectors()[2:3])
+    ranked = dict(recommend(catalogue, 4))
+    assert ranked[3] == pytest.approx(like_score(3), abs=1e-3)

@@ -42,9 +42,18 @@ def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
                                                            start - 365 * DAY_US]),
         video_rank_scale=np.array([2.0, 2.0, 2.0, 2.0, 2.0]),
         video_rank_bias=np.array([0.0, 0.0, 1.0, 0.0, 5.0]),
+        ranked=True,
     )
     scores = served_scores(data, 0, candidates=2)
     # Retrieved: the 2 nearest not decided (videos 2, 3) and the nearest new release (4);
     # video 1 is decided and video 5, whatever its bias, neither near nor new.
     assert np.isneginf(scores[[0, 4]]).all()
     np.testing.assert_allclose(scores[1:4], [1.8, 2.2, 0.2 + NEW_RELEASE["bonus"]])
+    # A release date still to come is no new release.
+    data.released_us[3] = start + 5 * DAY_US
+    assert np.isneginf(served_scores(data, 0, candidates=2)[3])
+    # A model without the ranking stage serves by cosine: no exploration, no bonus.
+    data.released_us[3] = start - 10 * DAY_US
+    data.ranked = False
+    scores = served_scores(data, 0, candidates=2)
+    assert np.isneginf(scores[[0, 3, 4]]).all()
