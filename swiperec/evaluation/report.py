@@ -149,14 +149,14 @@ def _score_plot(distributions: dict, threshold) -> str:
             share = counts / total if total > 0 else counts
             ax.stairs(share, edges, label=f"{name} (n={int(total)})", color=colour, linewidth=1.5)
             used |= counts > 0
-    if used.any():  # zoom to the occupied bins (cosines of a young model crowd together)
+    if used.any():  # zoom to the occupied bins (a young model's scores crowd together)
         first, last = np.flatnonzero(used)[[0, -1]]
         margin = 2 * (edges[1] - edges[0])
         ax.set_xlim(edges[first] - margin, edges[last + 1] + margin)
     threshold = _number(threshold)
     if not math.isnan(threshold):
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="model score (cosine)", ylabel="share of group", title="Model scores")
+    ax.set(xlabel="model score (like logit)", ylabel="share of group", title="Model scores")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return _image(

@@ -175,7 +175,7 @@ def train(
             },
         }
         _write_json(os.path.join(staging, MODEL_CARD), card)
-        _publish(staging, model_dir)
+        publish(staging, model_dir)
     except BaseException:
         _discard(staging)
         raise
@@ -230,7 +230,9 @@ def _staging_dir(model_dir: str) -> str:
     return staging
 
 
-def _publish(staging: str, model_dir: str) -> None:
+def publish(staging: str, model_dir: str) -> None:
+    """Move a finished model folder `staging` into `model_dir`, replacing an earlier model there
+    with a rename (atomic on one filesystem); a no-op when they are the same (gs://)."""
     if staging == model_dir:
         return
     model_dir = os.path.abspath(model_dir)

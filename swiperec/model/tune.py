@@ -42,7 +42,7 @@ from dataclasses import fields
 
 from swiperec.errors import SwiperecError
 from swiperec.model.config import TrainConfig
-from swiperec.model.train import MODEL_CARD, TrainResult, _publish, train
+from swiperec.model.train import MODEL_CARD, TrainResult, publish, train
 
 # The default search space (names are TrainConfig fields): the learning rate, the regularisers,
 # the softmax temperature, which videos get an id embedding (0 = content only) and the weight of
@@ -220,6 +220,9 @@ def tune(
             record.update(state="FAIL", error=str(err))
             return float("nan")
         folder = os.path.join(scratch, f"trial-{trial.number:03d}")
+        import tensorflow as tf
+
+        tf.keras.backend.clear_session()  # each trial starts from a fresh Keras state
         trial_started = time.time()
         try:
             result = train(transform_dir, examples_dir, folder, config, verbose=verbose)
@@ -280,7 +283,7 @@ def tune(
         if remote:
             _copy_to_remote(best["folder"], model_dir)
         else:
-            _publish(best["folder"], model_dir)
+            publish(best["folder"], model_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return TrainResult(model_dir, card, result.model, result.catalogue)

@@ -83,14 +83,22 @@ class TwoTowerModel(tfrs.models.Model):
     see `swiperec.model.data`).
     """
 
-    def __init__(self, user_tower, video_tower, config: TrainConfig, train_examples: int = 100_000):
+    def __init__(self, user_tower, video_tower, config: TrainConfig, train_examples: int):
         super().__init__()
         self.user_tower = user_tower
         self.video_tower = video_tower
         self.config = config
-        # The ranking terms share the towers' inputs and feature layers.
+        # The ranking terms share the towers' inputs and feature layers; `train_examples` sizes
+        # the prior on the videos' own biases (`build_video_ranker`).
         self.video_ranker = build_video_ranker(video_tower, config, train_examples)
         self.user_ranker = build_user_ranker(user_tower)
+        # Each side in one pass for training: one feature computation, and one id-dropout
+        # mask for a video's id embedding and its own bias alike (a dropped row is then a
+        # new video's case, content alone, at the rate `video_id_dropout`).
+        self._video_side = tf.keras.Model(video_tower.input,
+                                          [video_tower.output, self.video_ranker.output])
+        self._user_side = tf.keras.Model(user_tower.input,
+                                         [user_tower.output, self.user_ranker.output])
         self.retrieval = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM
@@ -113,11 +121,12 @@ class TwoTowerModel(tfrs.models.Model):
 
     def logits(self, features, training=False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """features -> (user [B, D], video [B, D], like logits [B])."""
-        user, video = self(features, training=training)
-        ranking = self.video_ranker(
+        video, ranking = self._video_side(
             {k: features[k] for k in VIDEO_TOWER_INPUTS}, training=training
         )
-        user_bias = self.user_ranker({k: features[k] for k in USER_TOWER_INPUTS}, training=training)
+        user, user_bias = self._user_side(
+            {k: features[k] for k in USER_TOWER_INPUTS}, training=training
+        )
         return user, video, like_logits(tf.reduce_sum(user * video, axis=-1), ranking, user_bias)
 
     def compute_loss(self, features, training=False) -> tf.Tensor:

@@ -6,9 +6,9 @@ runs: `public.enhanced_two_tower_recommendations` for the candidates and
         print(rec.title, rec.score, rec.reason)
 
 The SQL resolves the version serving this user, the query vector (the user's embedding, the
-mean of their recent likes, or popularity), and the nearest undecided videos from the HNSW
-index, with the evidence for a reason. This takes them in relevance order, without the Edge
-Function's MMR re-ranking; the reasons are worded by the database, so the demo and the Edge
+mean of their recent likes, or popularity), the nearest undecided videos from the HNSW index
+and the nearest new releases, scored by the ranking stage, with the evidence for a reason.
+This takes them in score order, without the Edge Function's MMR re-ranking; the reasons are worded by the database, so the demo and the Edge
 Function always say the same thing about the same video.
 """
 

@@ -41,8 +41,8 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
         cur.execute("select count(*) from embedding_set_shards where model_version = 'v1'")
         assert cur.fetchone()[0] == -(-len(catalogue.video_id) // 64) + -(-len(real_users) // 16)
         # A stored vector is the SavedModel's embedding of that video's raw features.
-        cur.execute("select video_id, embedding from video_embeddings where model_version = 'v1' "
-                    "order by video_id limit 3")  # fmt: skip
+        cur.execute("select video_id, embedding, rank_bias, rank_scale from video_embeddings "
+                    "where model_version = 'v1' order by video_id limit 3")  # fmt: skip
         stored = cur.fetchall()
         cur.execute("select max(vector_dims(embedding)), min(vector_norm(embedding)), "
                     "max(vector_norm(embedding)) from user_embeddings")  # fmt: skip
@@ -53,10 +53,13 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     as_of = datetime_to_us(datetime.fromisoformat(cutoff.isoformat()))
     rows = [video_raw_features(catalogue, i, as_of) for i in range(3)]
     tower = load_serving_tower(os.path.join(trained.model_dir, "video_tower"))
-    expected = tower(examples=tf.constant(serialize_raw(rows, video_row_spec())))["embedding"]
+    expected = tower(examples=tf.constant(serialize_raw(rows, video_row_spec())))
     assert [r[0] for r in stored] == catalogue.video_id[:3].tolist()
     vectors = np.stack([r[1].to_numpy() for r in stored])
-    np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(vectors, expected["embedding"].numpy(), atol=1e-6)
+    # Beside each vector, the video's ranking terms that the serving function ranks by.
+    np.testing.assert_allclose([r[2] for r in stored], expected["rank_bias"].numpy(), atol=1e-6)
+    np.testing.assert_allclose([r[3] for r in stored], expected["rank_scale"].numpy(), rtol=1e-6)
 
     # The same version again: nothing to do, nothing added.
     again = write_embeddings(trained.model_dir, "v1", snapshot_dir, database_url=db_url,

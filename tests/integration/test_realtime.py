@@ -304,7 +304,7 @@ def test_sigterm_finishes_and_exits(rt, rt_url):
 
 
 def test_realtime_vectors_equal_the_batch_writers(rt, prepared):
-    from swiperec.embeddings.towers import embed_users, embed_videos, load_towers
+    from swiperec.embeddings.towers import embed_users, embed_videos_ranked, load_towers
     from swiperec.features.config import FeatureConfig
     from swiperec.features.events import load_catalogue
     from swiperec.model.train import read_model_card
@@ -339,11 +339,16 @@ def test_realtime_vectors_equal_the_batch_writers(rt, prepared):
     at = datetime_to_us(meta.cutoff)
     catalogue = load_catalogue(later)
     position = int(np.flatnonzero(catalogue.video_id == late)[0])
-    _, batch = embed_videos(towers, catalogue, [position], at)
+    _, batch, terms = embed_videos_ranked(towers, catalogue, [position], at)
     with rt.cursor() as cur:
         out = embed_and_upsert(cur, Models().current(cur), [], [late], as_of_us=at)
+        cur.execute("select rank_bias, rank_scale from video_embeddings where video_id = %s "
+                    "and model_version = %s", (late, VERSION))  # fmt: skip
+        stored_terms = cur.fetchone()
     rt.rollback()
     np.testing.assert_allclose(out.videos[VERSION][1][0], batch[0], atol=1e-5)
+    # With its ranking terms, as the batch writer would store them.
+    np.testing.assert_allclose(stored_terms, terms[0], rtol=1e-5, atol=1e-6)
 
 
 def test_endpoint_and_worker_take_turns_on_a_key(rt, rt_url):

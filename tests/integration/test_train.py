@@ -57,7 +57,8 @@ def test_fit_smoke_on_ten_rows(transformed):
     )
     sizes = table_sizes(graphs["video"], graphs["user"])
     model = TwoTowerModel(
-        build_user_tower(sizes, SMALL), build_video_tower(sizes, np.array([1, 2]), SMALL), SMALL
+        build_user_tower(sizes, SMALL), build_video_tower(sizes, np.array([1, 2]), SMALL), SMALL,
+        train_examples=1_000,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     ten_rows = example_dataset(
@@ -180,15 +181,25 @@ def test_exported_video_tower_on_raw_features_matches_training(trained, transfor
             for b in catalogue.all_rows(batch_size=128)
         ]
     )
+    ranking = np.concatenate(
+        [
+            trained.model.video_ranker({k: b[k] for k in VIDEO_TOWER_INPUTS}).numpy()
+            for b in catalogue.all_rows(batch_size=128)
+        ]
+    )
     rows = raw_videos(snapshot_dir, transformed)
     serving_tower = load_serving_tower(os.path.join(trained.model_dir, "video_tower"))
-    served = serving_tower(examples=tf.constant(serialize_raw(rows, video_row_spec())))
-    served = served["embedding"].numpy()
+    out = serving_tower(examples=tf.constant(serialize_raw(rows, video_row_spec())))
+    served = out["embedding"].numpy()
     order = np.argsort([row["video_id"] for row in rows])
     assert [rows[i]["video_id"] for i in order] == catalogue.video_ids.tolist()
     assert served.shape == (len(rows), 768)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(served[order], training, atol=1e-5)
+    # The ranking terms too: the same bias and scale serving stores beside each vector.
+    terms = np.stack([out["rank_bias"].numpy(), out["rank_scale"].numpy()], axis=1)
+    np.testing.assert_allclose(terms[order], ranking, rtol=1e-4, atol=1e-5)
+    assert (terms[:, 1] > 0).all()
     # Videos differ: not one vector for all.
     assert np.abs(served - served.mean(axis=0)).max() > 1e-2
 
