@@ -146,7 +146,8 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
 
     spec = outputs["user"].transformed_feature_spec()
     examples = embed_examples(
-        user_tower, example_dataset(examples_dir, "test", spec, table, batch_size=4096),
+        user_tower,
+        example_dataset(examples_dir, "test", spec, table, batch_size=4096),
         rankers.get("user"),
     )
     example_rows = catalogue.index_of(examples.video_id)
@@ -209,7 +210,8 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         example_source=examples.negative_source,
         example_user_key=examples.user_key,
         example_user_bias=(
-            examples.user_bias if examples.user_bias is not None
+            examples.user_bias
+            if examples.user_bias is not None
             else np.zeros(len(examples.label), np.float32)
         ),
         user_keys=user_keys,

@@ -92,8 +92,9 @@ class VideoRanking(tf.keras.layers.Layer):
         # The whole table is penalised every step ([N, 1]: a dense gradient of N floats is
         # cheap), so each video's bias carries the same prior whether it was seen once or often.
         regularizer = tf.keras.regularizers.l2(self.id_bias_l2) if self.id_bias_l2 else None
-        self.id_bias = self.add_weight(name="id_bias", shape=(self.id_count, 1),
-                                       initializer="zeros", regularizer=regularizer)
+        self.id_bias = self.add_weight(
+            name="id_bias", shape=(self.id_count, 1), initializer="zeros", regularizer=regularizer
+        )
         self.kernel = self.add_weight(name="kernel", shape=(features, 2), initializer="zeros")
         self.offset = self.add_weight(
             name="offset",

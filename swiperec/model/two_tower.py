@@ -33,7 +33,7 @@ from swiperec.model.towers import (
 
 
 def like_logits(cosine, video_ranking, user_bias) -> tf.Tensor:
-    """[B] like logits: `scale * cosine + bias + user_bias`, video_ranking [B, 2] = (bias, scale)."""
+    """[B] like logits `scale * cosine + bias + user_bias`; video_ranking [B, 2] = (bias, scale)."""
     return video_ranking[:, 1] * cosine + video_ranking[:, 0] + user_bias
 
 
@@ -95,10 +95,12 @@ class TwoTowerModel(tfrs.models.Model):
         # Each side in one pass for training: one feature computation, and one id-dropout
         # mask for a video's id embedding and its own bias alike (a dropped row is then a
         # new video's case, content alone, at the rate `video_id_dropout`).
-        self._video_side = tf.keras.Model(video_tower.input,
-                                          [video_tower.output, self.video_ranker.output])
-        self._user_side = tf.keras.Model(user_tower.input,
-                                         [user_tower.output, self.user_ranker.output])
+        self._video_side = tf.keras.Model(
+            video_tower.input, [video_tower.output, self.video_ranker.output]
+        )
+        self._user_side = tf.keras.Model(
+            user_tower.input, [user_tower.output, self.user_ranker.output]
+        )
         self.retrieval = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM

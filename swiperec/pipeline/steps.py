@@ -240,9 +240,9 @@ def evaluate(
     database_url: str = "",
     migration: dict | None = None,
 ) -> dict:
-    """The model on the test period against popularity, the like rate, matrix factorisation and
-    (with a ground truth) the oracle, and the blessing decision; writes evaluation.json, blessing.json and
-    report.html into `evaluation` (and a copy of the report to `report_path`).
+    """The model on the test period against popularity, the like rate, matrix factorisation
+    and (with a ground truth) the oracle, and the blessing decision; writes evaluation.json,
+    blessing.json and report.html into `evaluation` (and a copy of the report to `report_path`).
 
     With `model_version`, the evaluation is recorded in the registry under it, with the model's
     URI `model_uri` (default `model`; the name is claimed for `run_id`: another run's version is

@@ -7,9 +7,10 @@ runs: `public.enhanced_two_tower_recommendations` for the candidates and
 
 The SQL resolves the version serving this user, the query vector (the user's embedding, the
 mean of their recent likes, or popularity), the nearest undecided videos from the HNSW index
-and the nearest new releases, scored by the ranking stage, with the evidence for a reason.
-This takes them in score order, without the Edge Function's MMR re-ranking; the reasons are worded by the database, so the demo and the Edge
-Function always say the same thing about the same video.
+and the nearest new releases, scored by the ranking stage, with the evidence for a reason. This
+takes them in score order, without the Edge Function's MMR re-ranking; the reasons are worded
+by the database, so the demo and the Edge Function always say the same thing about the same
+video.
 """
 
 from __future__ import annotations

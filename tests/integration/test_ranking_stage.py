@@ -19,6 +19,7 @@ from swiperec.embeddings import store
 pytestmark = pytest.mark.integration
 
 USER = str(uuid.UUID(int=7))
+SMALL_INDEX = store.IndexParams(maintenance_work_mem="64MB", parallel_workers=0)
 COSINES = [0.9, 0.8, 0.6, 0.3, 0.1]  # videos 1..5
 # (bias, scale): video 3 has a strong appeal, video 5 the strongest but it is far (cos 0.1).
 TERMS = [(0.0, 4.0), (-1.0, 4.0), (2.0, 4.0), (0.0, 4.0), (9.0, 4.0)]
@@ -36,11 +37,11 @@ def serve(conn, version: str, ranking) -> None:
     user[0, 0] = 1.0
     ids = list(range(1, len(COSINES) + 1))
     with store.writing(conn, version):
-        for kind, keys, x, terms in (("video", ids, vectors(), ranking), ("user", [USER], user, None)):
+        sets = (("video", ids, vectors(), ranking), ("user", [USER], user, None))
+        for kind, keys, x, terms in sets:
             store.begin_set(conn, version, kind, expected_shards=1)
             store.copy_shard(conn, version, kind, "0", keys, x, terms)
-            store.finish_set(conn, version, kind,
-                             store.IndexParams(maintenance_work_mem="64MB", parallel_workers=0))  # fmt: skip
+            store.finish_set(conn, version, kind, SMALL_INDEX)
     with conn, conn.cursor() as cur:
         store.switch_serving(cur, version)
 
@@ -91,14 +92,14 @@ def test_live_writes_replace_a_videos_terms_and_refuse_bad_ones(catalogue):
     serve(catalogue, "v1", np.array(TERMS, np.float32))
     # The real-time worker re-embeds video 4 with a strong appeal: it now ranks first.
     store.upsert(catalogue, "v1", "video", [4], vectors()[3:4], np.float32([[5.0, 4.0]]))
-    assert [v for v, _ in recommend(catalogue, 4)][0] == 4
+    assert recommend(catalogue, 4)[0][0] == 4
     for bad in (np.float32([[1.0, 0.0]]), np.float32([[np.nan, 1.0]]), np.float32([1.0, 2.0])):
         with pytest.raises(ValueError, match="ranking terms"):
             store.upsert(catalogue, "v1", "video", [4], vectors()[3:4], bad)
     with pytest.raises(ValueError, match="only video sets"):
         store.upsert(catalogue, "v1", "user", [USER], vectors()[:1], np.float32([[0.0, 1.0]]))
     # Nothing of the refused writes landed.
-    assert [v for v, _ in recommend(catalogue, 4)][0] == 4
+    assert recommend(catalogue, 4)[0][0] == 4
 
 
 def test_new_releases_join_the_candidates_with_an_exploration_bonus(catalogue):

@@ -57,7 +57,9 @@ def test_fit_smoke_on_ten_rows(transformed):
     )
     sizes = table_sizes(graphs["video"], graphs["user"])
     model = TwoTowerModel(
-        build_user_tower(sizes, SMALL), build_video_tower(sizes, np.array([1, 2]), SMALL), SMALL,
+        build_user_tower(sizes, SMALL),
+        build_video_tower(sizes, np.array([1, 2]), SMALL),
+        SMALL,
         train_examples=1_000,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))

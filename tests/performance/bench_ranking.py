@@ -30,20 +30,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tests.performance.bench_migration import log, machine
+
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "ranking.json"
-DATA = {"videos": 8_000, "users": 800, "pseudo_users": 1_600, "decisions_per_user": 150.0,
-        "reviews_per_pseudo_user": 20.0}  # fmt: skip  (the demo's data set)
+DATA = {
+    "videos": 8_000,
+    "users": 800,
+    "pseudo_users": 1_600,
+    "decisions_per_user": 150.0,
+    "reviews_per_pseudo_user": 20.0,
+}  # fmt: skip  (the demo's data set)
 VARIANTS = {
     "default": {},
     "no_video_ids": {"video_id_min_count": 0},
@@ -53,22 +58,6 @@ VARIANTS = {
 }
 SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
 BASELINES = ("popularity", "like_rate", "matrix_factorization")
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
-
-
-def machine() -> dict:
-    load1, load5, load15 = os.getloadavg()
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average": {"1min": load1, "5min": load5, "15min": load15},
-        "at": datetime.now(UTC).isoformat(),
-    }
 
 
 def prepare(work: Path, regime: str) -> Path:
@@ -121,9 +110,11 @@ def goals(fig: dict, share: dict | None) -> dict:
         "auc_like_vs_nope_minus_best_baseline": round(model["auc_like_vs_nope"] - best_auc, 4),
         "share_of_achievable_auc": share,
         "recall@50_over_best_baseline": round(model["recall@50"] / best_recall, 3)
-        if best_recall else None,
+        if best_recall
+        else None,
         "new_over_old_recall@50": round((model["new_videos_recall@50"] or 0) / old, 3)
-        if old else None,
+        if old
+        else None,
     }
 
 
@@ -144,8 +135,13 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
         card = train(str(work / "transform"), str(work / "examples"), str(model_dir), config,
                      0).card  # fmt: skip
         seconds = time.perf_counter() - started
-    results = evaluate(str(model_dir), str(work / "examples"), str(work / "transform"),
-                       str(work / "snapshot"), ground_truth=str(work / "ground_truth.npz"))  # fmt: skip
+    results = evaluate(
+        str(model_dir),
+        str(work / "examples"),
+        str(work / "transform"),
+        str(work / "snapshot"),
+        ground_truth=str(work / "ground_truth.npz"),
+    )
     results.pop("embeddings")
     history = card["history"]
     fig = figures(results)

@@ -13,10 +13,10 @@ many videos they decided (the exclusion list grows):
 
 Then runs the handler itself (`createHandler` in supabase/functions/, under Deno, through a
 real connection pool, JWT verification and the served log included) with MMR off and on, and
-reports p50/p95 per group, and the recall of the returned top-k against the same retrieval
-and ranking stage by exact search (numpy over every vector, decided videos excluded). Goal: p95 < 50 ms (the original
-requirement: 500 ms). Baseline in the same run: the same top-k by exact search in PostgreSQL
-(sequential scan, no index), p50/p95, and the ratio. Writes
+reports p50/p95 per group, and the recall of the returned top-k against the same retrieval and
+ranking stage by exact search (numpy over every vector, decided videos excluded). Goal: p95 <
+50 ms (the original requirement: 500 ms). Baseline in the same run: the same top-k by exact
+search in PostgreSQL (sequential scan, no index), p50/p95, and the ratio. Writes
 tests/performance/results/serving.json.
 """
 

@@ -198,7 +198,9 @@ def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
         logq_correction=logq,
     )  # fmt: skip
     model = TwoTowerModel(
-        build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config), config,
+        build_user_tower(SIZES, config),
+        build_video_tower(SIZES, np.array([7]), config),
+        config,
         train_examples=1_000,
     )
     batch = {
@@ -322,7 +324,9 @@ def test_id_dropout_sends_ids_out_of_vocabulary_only_while_training():
 def test_the_rankers_share_the_towers_feature_weights():
     config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0)
     model = TwoTowerModel(
-        build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config), config,
+        build_user_tower(SIZES, config),
+        build_video_tower(SIZES, np.array([7]), config),
+        config,
         train_examples=1_000,
     )
     shared = {id(w) for w in model.video_tower.get_layer("video_genre_ids_bag").weights}

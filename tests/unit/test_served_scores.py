@@ -38,8 +38,9 @@ def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
         excluded=[np.array([0])],
         test_start="2026-10-01T00:00:00Z",
         # video 4 released 10 days before the start (new), video 5 a year before
-        released_us=np.array([start - 900 * DAY_US] * 3 + [start - 10 * DAY_US,
-                                                           start - 365 * DAY_US]),
+        released_us=np.array(
+            [start - 900 * DAY_US] * 3 + [start - 10 * DAY_US, start - 365 * DAY_US]
+        ),
         video_rank_scale=np.array([2.0, 2.0, 2.0, 2.0, 2.0]),
         video_rank_bias=np.array([0.0, 0.0, 1.0, 0.0, 5.0]),
         ranked=True,
