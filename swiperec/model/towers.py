@@ -192,7 +192,8 @@ def build_video_ranker(video_tower: tf.keras.Model, config: TrainConfig,
 
     The per-video bias's prior is N(0, `config.bias_prior_std`^2): with the batch losses
     being means over rows, an L2 of 1 / (2 sigma^2 n_train) per step adds up to the prior's
-    log density over an epoch of `train_examples` rows.
+    log density over an epoch of `train_examples` rows (against the like/nope loss at
+    `pointwise_weight` 1; a larger weight makes the prior relatively weaker).
     """
     features = video_tower.get_layer("video_features").output
     lookup = video_tower.get_layer("video_id_lookup")
