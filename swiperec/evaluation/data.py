@@ -36,7 +36,7 @@ class EvaluationData:
     external_ids: np.ndarray  # [N] str
     video_embeddings: np.ndarray  # [N, D] float32
     # the ranking stage (swiperec.model.layers.VideoRanking); a model without it ranks by the
-    # cosine alone: bias 0, scale 1, user bias 0
+    # cosine alone: bias 0, scale 1
     video_rank_bias: np.ndarray  # [N] float32
     video_rank_scale: np.ndarray  # [N] float32
     ranked: bool  # the model has the ranking stage (else it serves by cosine, no exploration)
@@ -52,7 +52,6 @@ class EvaluationData:
     example_label: np.ndarray  # [E] int8
     example_source: np.ndarray  # [E] str: "" (like), "nope", "sampled"
     example_user_key: np.ndarray  # [E] str
-    example_user_bias: np.ndarray  # [E] float32: the user's ranking bias as of the example
     # test users (those with at least one test example)
     user_keys: np.ndarray  # [U] str
     user_embeddings: np.ndarray  # [U, D] float32: as of the user's first test example
@@ -119,11 +118,8 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     table = Catalogue.load(examples_dir, outputs["video"].transformed_feature_spec(), {})
     user_tower = load_keras_tower(os.path.join(model_dir, "user_tower.keras"))
     video_tower = load_keras_tower(os.path.join(model_dir, "video_tower.keras"))
-    rankers = {
-        kind: load_keras_tower(path)
-        for kind in ("user", "video")
-        if tf.io.gfile.exists(path := os.path.join(model_dir, f"{kind}_ranker.keras"))
-    }
+    ranker = os.path.join(model_dir, "video_ranker.keras")
+    ranker = load_keras_tower(ranker) if tf.io.gfile.exists(ranker) else None
 
     # Video embeddings and ranking terms in catalogue (video_id) order.
     embedded = embed_catalogue(video_tower, table)
@@ -132,8 +128,8 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         raise ValueError("the transformed catalogue and the snapshot's catalogue differ")
     video_embeddings = embedded[order]
     ranking = np.tile(np.float32([0.0, 1.0]), (len(order), 1))
-    if "video" in rankers:
-        ranking = rank_catalogue(rankers["video"], table)[order]
+    if ranker is not None:
+        ranking = rank_catalogue(ranker, table)[order]
 
     before = events.time_us < test_start_us
     like_counts, nope_counts = (
@@ -148,7 +144,6 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     examples = embed_examples(
         user_tower,
         example_dataset(examples_dir, "test", spec, table, batch_size=4096),
-        rankers.get("user"),
     )
     example_rows = catalogue.index_of(examples.video_id)
 
@@ -197,7 +192,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         video_embeddings=video_embeddings,
         video_rank_bias=ranking[:, 0],
         video_rank_scale=ranking[:, 1],
-        ranked="video" in rankers,
+        ranked=ranker is not None,
         genres=[frozenset(g) for g in catalogue.genres],
         makers=[frozenset([m]) if m else frozenset() for m in catalogue.maker],
         like_counts=like_counts,
@@ -209,11 +204,6 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         example_label=examples.label,
         example_source=examples.negative_source,
         example_user_key=examples.user_key,
-        example_user_bias=(
-            examples.user_bias
-            if examples.user_bias is not None
-            else np.zeros(len(examples.label), np.float32)
-        ),
         user_keys=user_keys,
         user_embeddings=user_embeddings,
         relevant=relevant,

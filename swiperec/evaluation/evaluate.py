@@ -4,8 +4,9 @@
                       "artifacts/snapshot", ground_truth="truth.npz")
 
 Every scorer is measured the same way on the same split:
-- `model`: what serving serves. A pair's score is the like logit `scale_v * cosine + bias_v +
-  bias_u` (the user as of the example); a user's list is retrieval then ranking: the
+- `model`: what serving serves. A pair's score is the ranking stage's `scale_v * cosine +
+  bias_v` (the user as of the example; the user's own bias, which serving leaves out, too);
+  a user's list is retrieval then ranking: the
   `SERVING_CANDIDATES` videos nearest by cosine and the nearest new releases (as of the test
   period's start, decided videos excluded), ranked by `scale_v * cosine + bias_v` plus the
   new releases' exploration bonus (`served_scores`);
@@ -118,8 +119,7 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
 
     def model_pairs(index):
         rows = data.example_video_row[index]
-        return (data.video_rank_scale[rows] * cosine_pairs(index) + data.video_rank_bias[rows]
-                + data.example_user_bias[index])  # fmt: skip
+        return data.video_rank_scale[rows] * cosine_pairs(index) + data.video_rank_bias[rows]
 
     out = {
         "model": (model_pairs, lambda u: served_scores(data, u)),

@@ -19,7 +19,7 @@ class ExampleEmbeddings:
     """One split's examples: `user` [N, D] float32 (the user as of each example), `video_id`
     [N] int64, `label` [N] int8 (1 like, 0 nope or sampled), `weight` [N] float32,
     `example_time_us` [N] int64, and `user_key`, `negative_source` [N] object (str; the source
-    is "" for a like, "nope" or "sampled"), and the user's ranking bias when asked for it."""
+    is "" for a like, "nope" or "sampled")."""
 
     user: np.ndarray
     video_id: np.ndarray
@@ -28,7 +28,6 @@ class ExampleEmbeddings:
     user_key: np.ndarray
     example_time_us: np.ndarray
     negative_source: np.ndarray
-    user_bias: np.ndarray | None = None  # [N] float32: the user ranker's bias, when given one
 
 
 def embed_catalogue(video_tower, catalogue, batch_size: int = 4096) -> np.ndarray:
@@ -49,21 +48,16 @@ def rank_catalogue(video_ranker, catalogue, batch_size: int = 4096) -> np.ndarra
     return np.concatenate(parts) if parts else np.empty((0, 2), np.float32)
 
 
-def embed_examples(user_tower, dataset: tf.data.Dataset, user_ranker=None) -> ExampleEmbeddings:
-    """Run the user tower (and the user ranker, when given) over a dataset of parsed (joined)
-    example batches."""
+def embed_examples(user_tower, dataset: tf.data.Dataset) -> ExampleEmbeddings:
+    """Run the user tower over a dataset of parsed (joined) example batches."""
     users, video_ids, labels, weights, keys, times, sources = [], [], [], [], [], [], []
-    biases = []
     for batch in dataset:
         if "negative_source" not in batch:
             raise ValueError(
                 "these examples do not record where their negatives came from (made by an "
                 "older transform): re-run `swiperec transform`"
             )
-        inputs = {k: batch[k] for k in USER_TOWER_INPUTS}
-        users.append(user_tower(inputs, training=False).numpy())
-        if user_ranker is not None:
-            biases.append(user_ranker(inputs, training=False).numpy())
+        users.append(user_tower({k: batch[k] for k in USER_TOWER_INPUTS}, training=False).numpy())
         video_ids.append(batch["video_id"].numpy())
         labels.append(batch["label"].numpy().astype(np.int8))
         weights.append(batch["weight"].numpy())
@@ -78,5 +72,4 @@ def embed_examples(user_tower, dataset: tf.data.Dataset, user_ranker=None) -> Ex
         np.concatenate(keys),
         np.concatenate(times),
         np.concatenate(sources),
-        np.concatenate(biases) if user_ranker is not None else None,
     )

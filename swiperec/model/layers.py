@@ -75,9 +75,10 @@ class VideoRanking(tf.keras.layers.Layer):
     - bias = b0 + features . w_b + id_bias[id_index]: a part from the video tower's features
       (its content, and its id embedding when it has one), plus a per-video part for videos
       with their own id (`id_index` > 0; 0 is the out-of-vocabulary index, whose part is 0, so
-      a video new since training gets the bias its content predicts). The per-video table has an L2 penalty `id_bias_l2` (a Gaussian
-      prior, see `build_video_ranker`): a video seen a few times stays near its content's
-      bias, as a like-rate is shrunk toward the mean.
+      a video new since training gets the bias its content predicts). The per-video table
+      has an L2 penalty `id_bias_l2` (a Gaussian prior, see `build_video_ranker`): a video
+      seen a few times stays near its content's bias, as a like-rate is shrunk toward the
+      mean.
     - scale = exp(log_s0 + features . w_s), positive, starting at `initial_scale` for every
       video.
     """
