@@ -9,9 +9,9 @@
 -- the ranking terms existed have them null and rank by the cosine, as before.
 --
 -- Exploration: a video released in the last 60 days has little evidence of its own (no id
--- embedding, a bias from its content alone), and a cosine ranking almost never shows one. The
--- 20 nearest new releases join the candidates and their logit gets a bonus of 1.0, so pages
--- carry some; what they earn in swipes then becomes their evidence at the next training.
+-- embedding, a bias from its content alone), and a cosine ranking almost never shows one. Of
+-- the 500 most recent new releases, the 20 nearest join the candidates and their logit gets a
+-- bonus of 1.0, so pages carry some; what they earn in swipes then becomes their evidence at the next training.
 --
 -- Only the candidates change in `enhanced_two_tower_recommendations`; its signature, the
 -- popular fallback and the reasons' evidence stay as they were.
@@ -74,10 +74,12 @@ as $$
 #variable_conflict use_column
 declare
     -- Exploration: new releases (released in the last c_new_release_days days) whose own
-    -- evidence is thin. The c_new_release_candidates nearest join the candidates and their
-    -- like logit gets c_new_release_bonus (optimism for the uncertain), so a page shows
-    -- some. The evaluator serves the same way (swiperec/evaluation/evaluate.py, NEW_RELEASE).
+    -- evidence is thin. Of the c_new_release_pool most recent, the c_new_release_candidates
+    -- nearest join the candidates and their like logit gets c_new_release_bonus (optimism for
+    -- the uncertain), so a page shows some. The evaluator serves the same way
+    -- (swiperec/evaluation/evaluate.py, NEW_RELEASE).
     c_new_release_days       constant integer := 60;
+    c_new_release_pool       constant integer := 500;
     c_new_release_candidates constant integer := 20;
     c_new_release_bonus      constant real := 1.0;
     v_version text;
@@ -138,19 +140,25 @@ begin
          order by e.embedding <=> v_query
          limit p_candidates)
         union
+        -- Exact, over a bounded pool: the c_new_release_pool most recent releases (the
+        -- release-date index, newest first), the nearest of them by cosine. A filtered HNSW
+        -- scan would pass ~50 catalogue rows for each new release it finds.
         (select e.video_id
-         from public.video_embeddings e
-         where v_query is not null
-           and e.model_version = v_version
-           and e.rank_scale is not null
+         from (select f.id
+               from public.videos f
+               where v_query is not null
+                 and f.release_date > current_date - c_new_release_days
+                 and f.release_date <= current_date
+                 and (p_genres is null or f.genres && p_genres)
+                 and (p_makers is null or f.maker = any(p_makers))
+               order by f.release_date desc, f.id desc
+               limit c_new_release_pool) pool
+         join public.video_embeddings e
+           on e.model_version = v_version and e.video_id = pool.id
+         where e.rank_scale is not null
            and not exists (select 1 from public.user_video_decisions d
                            where d.user_id = p_user_id and d.video_id = e.video_id)
            and e.video_id <> all(coalesce(p_exclude, '{}'))
-           and exists (select 1 from public.videos f where f.id = e.video_id
-                       and f.release_date > current_date - c_new_release_days
-                       and f.release_date <= current_date
-                       and (p_genres is null or f.genres && p_genres)
-                       and (p_makers is null or f.maker = any(p_makers)))
          order by e.embedding <=> v_query
          limit c_new_release_candidates)
     ),

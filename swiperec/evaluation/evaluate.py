@@ -53,9 +53,10 @@ TASKS = {  # classification task -> which negatives it keeps
 # (candidateCount in the Edge Function); the model's lists are scored the same way.
 SERVING_CANDIDATES = 100
 # Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations,
-# supabase/migrations/20261206000000_ranking_stage.sql): the nearest `candidates` videos
-# released in the last `days` days join the candidates, their like logit plus `bonus`.
-NEW_RELEASE = {"days": 60, "candidates": 20, "bonus": 1.0}
+# supabase/migrations/20261206000000_ranking_stage.sql): of the `pool` most recent videos
+# released in the last `days` days, the nearest `candidates` join the candidates, their like
+# logit plus `bonus`.
+NEW_RELEASE = {"days": 60, "pool": 500, "candidates": 20, "bonus": 1.0}
 _DAY_US = 86_400 * 1_000_000
 EVALUATION_FILE = "evaluation.json"
 BLESSING_FILE = "blessing.json"
@@ -162,9 +163,13 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     new = (data.released_us > now_us - NEW_RELEASE["days"] * _DAY_US) & (data.released_us <= now_us)
     if not data.ranked:
         new[:] = False
+    pool = np.flatnonzero(new)
+    pool = pool[np.lexsort((-pool, -data.released_us[pool]))][: NEW_RELEASE["pool"]]
+    in_pool = np.zeros(len(cosine), bool)
+    in_pool[pool] = True
     retrieved = np.union1d(
         _nearest(open_cosine, candidates),
-        _nearest(np.where(new, open_cosine, -np.inf), NEW_RELEASE["candidates"]),
+        _nearest(np.where(in_pool, open_cosine, -np.inf), NEW_RELEASE["candidates"]),
     ).astype(np.int64)
     scores = np.full(len(cosine), -np.inf)
     scores[retrieved] = (data.video_rank_scale[retrieved] * cosine[retrieved]

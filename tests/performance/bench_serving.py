@@ -70,7 +70,7 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
     plus the new releases' bonus (by the cosine in a set without terms)."""
     from swiperec.evaluation.evaluate import NEW_RELEASE
 
-    ids, vectors, terms, new = video_vectors(conn, version)
+    ids, vectors, terms, new, in_pool = video_vectors(conn, version)
     out = {}
     with conn.cursor() as cur:
         for user in users:
@@ -79,7 +79,7 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
             cosine[np.isin(ids, list(decided))] = -np.inf
             retrieved = np.argsort(-cosine)[:CANDIDATES]
             if not np.isnan(terms[:, 1]).all():
-                nearest_new = np.argsort(-np.where(new, cosine, -np.inf))
+                nearest_new = np.argsort(-np.where(in_pool, cosine, -np.inf))
                 nearest_new = nearest_new[: NEW_RELEASE["candidates"]]
                 retrieved = np.union1d(retrieved, nearest_new[np.isfinite(cosine[nearest_new])])
             ranked = np.where(
@@ -96,15 +96,17 @@ _VIDEO_VECTORS: dict = {}
 
 
 def video_vectors(conn, version: str):
-    """(ids, unit vectors, ranking terms [n, 2] (nan: none), new release [n] bool) of a set."""
+    """(ids, unit vectors, ranking terms [n, 2] (nan: none), new release [n] bool, in the
+    exploration's pool [n] bool) of a set."""
     from swiperec.evaluation.evaluate import NEW_RELEASE
 
     if version not in _VIDEO_VECTORS:
         with conn.cursor() as cur:
             cur.execute(
                 "select e.video_id, e.embedding, e.rank_bias, e.rank_scale, coalesce("
-                "v.release_date > current_date - %s, false) from video_embeddings e join videos v"
-                " on v.id = e.video_id where e.model_version = %s order by e.video_id",
+                "v.release_date > current_date - %s and v.release_date <= current_date, false), "
+                "coalesce(v.release_date, date '1900-01-01') from video_embeddings e join videos"
+                " v on v.id = e.video_id where e.model_version = %s order by e.video_id",
                 (NEW_RELEASE["days"], version),
             )
             rows = cur.fetchall()
@@ -114,7 +116,13 @@ def video_vectors(conn, version: str):
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         terms = np.array([(r[2], r[3]) for r in rows], dtype=np.float64)  # NULL -> nan
         new = np.array([r[4] for r in rows], dtype=bool)
-        _VIDEO_VECTORS[version] = (ids, vectors, terms, new)
+        # the exploration's pool: the most recent new releases, newest (then highest id) first
+        released = np.array([r[5] for r in rows], dtype="datetime64[D]")
+        pool = np.flatnonzero(new)
+        pool = pool[np.lexsort((-ids[pool], -released[pool].astype(np.int64)))]
+        in_pool = np.zeros(len(ids), bool)
+        in_pool[pool[: NEW_RELEASE["pool"]]] = True
+        _VIDEO_VECTORS[version] = (ids, vectors, terms, new, in_pool)
     return _VIDEO_VECTORS[version]
 
 
@@ -252,7 +260,7 @@ def make_groups(conn, version: str) -> dict[str, list[str]]:
         with_history = [r[0] for r in cur.fetchall()]
     conn.rollback()
     fifty, thousand = with_history[:GROUP_SIZE], with_history[GROUP_SIZE:]
-    ids, vectors, _, _ = video_vectors(conn, version)
+    ids, vectors, *_ = video_vectors(conn, version)
     with conn.cursor() as cur:
         for user in thousand:
             query, decided = user_and_decided(cur, version, user)

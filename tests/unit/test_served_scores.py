@@ -21,7 +21,7 @@ def test_the_exploration_constants_are_the_sql_functions():
     text = MIGRATION.read_text()
     found = {
         name: float(re.search(rf"c_new_release_{name}\s+constant \w+ := ([0-9.]+);", text)[1])
-        for name in ("days", "candidates", "bonus")
+        for name in ("days", "pool", "candidates", "bonus")
     }
     assert found == {k: float(v) for k, v in NEW_RELEASE.items()}
 
