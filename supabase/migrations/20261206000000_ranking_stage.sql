@@ -153,13 +153,19 @@ begin
                  and (p_makers is null or f.maker = any(p_makers))
                order by f.release_date desc, f.id desc
                limit c_new_release_pool) pool
-         join public.video_embeddings e
-           on e.model_version = v_version and e.video_id = pool.id
+         -- one primary-key lookup per pooled video (`limit 1` keeps the planner from a hash
+         -- join over the whole set)
+         cross join lateral (select e.video_id, e.embedding, e.rank_scale
+                             from public.video_embeddings e
+                             where e.model_version = v_version and e.video_id = pool.id
+                             limit 1) e
          where e.rank_scale is not null
            and not exists (select 1 from public.user_video_decisions d
                            where d.user_id = p_user_id and d.video_id = e.video_id)
            and e.video_id <> all(coalesce(p_exclude, '{}'))
-         order by e.embedding <=> v_query
+         -- `+ 0`: an expression no index serves, so the pool is compared exactly rather than
+         -- walked through the HNSW graph with the pool as a filter
+         order by (e.embedding <=> v_query) + 0
          limit c_new_release_candidates)
     ),
     candidates as materialized (
