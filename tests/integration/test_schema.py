@@ -89,6 +89,8 @@ EXPECTED_COLUMNS = {
         "video_id": "bigint",
         "embedding": "USER-DEFINED",
         "updated_at": "timestamp with time zone",
+        "rank_bias": "real",  # the ranking stage's terms (null: rank by the cosine)
+        "rank_scale": "real",
     },
     "user_embeddings": {
         "model_version": "text",
