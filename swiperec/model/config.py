@@ -37,6 +37,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     warmup_epochs: float = 0.5
     weight_decay: float = 1e-6  # L2 on the dense layers' kernels
+    # L2 on the embedding bags' rows each batch uses, per example (`EmbeddingBag`'s `l2`).
+    bag_l2: float = 0.0
     dropout: float = 0.1
     # The ranking terms (`swiperec.model.layers.VideoRanking`): the prior's standard deviation
     # of a video's own bias around what its content predicts, in logits.
@@ -65,7 +67,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number, got {value!r}")
-        for name in ("retrieval_weight", "pointwise_weight", "warmup_epochs", "weight_decay"):
+        for name in ("retrieval_weight", "pointwise_weight", "warmup_epochs", "weight_decay",
+                     "bag_l2"):  # fmt: skip
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 problems.append(f"{name} must be a number >= 0, got {value!r}")

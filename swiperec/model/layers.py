@@ -16,13 +16,16 @@ class EmbeddingBag(tf.keras.layers.Layer):
     for a row with no ids. Negative ids are dropped; an id >= `vocab_size` is an error (TFT's
     vocabularies and OOV buckets size the table, so one means a mismatched graph).
 
-    No L2 penalty on the table: it would make every step's gradient dense over the whole
+    `l2` > 0 penalises, while training, the rows the batch looks up: `l2 * sum of their squared
+    norms / batch rows` (each distinct row once per step, so a row is penalised as often as it
+    is used). A penalty on the whole table would make every step's gradient dense over the
     vocabulary (up to 200k rows), where the lookup's gradient touches only the batch's rows.
     """
 
-    def __init__(self, vocab_size: int, dim: int, combiner: str = "sqrtn", **kwargs):
+    def __init__(self, vocab_size: int, dim: int, combiner: str = "sqrtn", l2: float = 0.0,
+                 **kwargs):  # fmt: skip
         super().__init__(**kwargs)
-        self.vocab_size, self.dim, self.combiner = vocab_size, dim, combiner
+        self.vocab_size, self.dim, self.combiner, self.l2 = vocab_size, dim, combiner, l2
 
     def build(self, input_shape):
         self.table = self.add_weight(
@@ -32,9 +35,13 @@ class EmbeddingBag(tf.keras.layers.Layer):
         )
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         ids, weights = inputs if isinstance(inputs, list | tuple) else (inputs, None)
         ids = tf.sparse.SparseTensor(ids.indices, tf.cast(ids.values, tf.int64), ids.dense_shape)
+        if self.l2 and training:
+            used = tf.unique(tf.boolean_mask(ids.values, ids.values >= 0)).y
+            rows = tf.cast(tf.maximum(ids.dense_shape[0], 1), tf.float32)
+            self.add_loss(self.l2 * tf.reduce_sum(tf.square(tf.gather(self.table, used))) / rows)
         return tf.nn.safe_embedding_lookup_sparse(
             self.table, ids, weights, combiner=self.combiner, default_id=None
         )
@@ -45,6 +52,7 @@ class EmbeddingBag(tf.keras.layers.Layer):
             "vocab_size": self.vocab_size,
             "dim": self.dim,
             "combiner": self.combiner,
+            "l2": self.l2,
         }
 
 

@@ -111,7 +111,9 @@ def _mlp(x, config: TrainConfig, name: str):
 def _bags(inputs: dict, bags: dict, sizes: dict, config: TrainConfig) -> list:
     parts = []
     for ids, (weights, vocabulary, combiner) in bags.items():
-        bag = EmbeddingBag(sizes[vocabulary], config.bag_dim, combiner, name=f"{ids}_bag")
+        bag = EmbeddingBag(
+            sizes[vocabulary], config.bag_dim, combiner, l2=config.bag_l2, name=f"{ids}_bag"
+        )
         parts.append(bag([inputs[ids], inputs[weights]] if weights else inputs[ids]))
     return parts
 

@@ -16,7 +16,9 @@ from swiperec.model.config import TrainConfig
 from swiperec.model.data import Catalogue
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
 from swiperec.model.towers import (
+    USER_BAGS,
     USER_TOWER_INPUTS,
+    VIDEO_BAGS,
     VIDEO_TOWER_INPUTS,
     build_user_tower,
     build_video_tower,
@@ -125,6 +127,27 @@ def test_embedding_bag_weighted_sum_mean_and_empty_rows():
     np.testing.assert_allclose(mean(ids).numpy(), [[1.5, 1], [0, 1], [0, 0]])
 
 
+def test_embedding_bag_l2_penalises_each_row_the_batch_uses_once_and_only_in_training():
+    bag = EmbeddingBag(3, 2, combiner="sum", l2=0.5)
+    bag.build(None)
+    bag.table.assign([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    ids = sparse([[0, 2], [2], [], [2]], tf.int64)
+    bag(ids, training=False)
+    assert not bag.losses
+    bag(ids, training=True)
+    # Rows 0 and 2 are used (2 three times, counted once): 0.5 * (1 + 8) / 4 batch rows.
+    [penalty] = bag.losses
+    assert float(penalty) == pytest.approx(0.5 * 9 / 4)
+    with tf.GradientTape() as tape:
+        tape.watch(bag.table)
+        bag(ids, training=True)
+        gradient = tape.gradient(bag.losses[-1], bag.table)
+    # Sparse: only the used rows get a gradient, 2 * 0.5 / 4 * row.
+    np.testing.assert_allclose(
+        tf.convert_to_tensor(gradient).numpy(), [[0.25, 0], [0, 0], [0.5, 0.5]]
+    )
+
+
 SIZES = {
     "text_ngrams": 5,
     "genres": 3,
@@ -224,6 +247,39 @@ def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
     expected = 0.3 * float(retrieval) + 2.0 * float(pointwise)
     assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
     assert float(pointwise) > 0 and float(retrieval) > 0
+
+
+def test_the_bags_penalty_reaches_the_models_training_losses():
+    tf.keras.utils.set_random_seed(5)
+    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, weight_decay=0.0,
+                         bag_l2=1e-2)  # fmt: skip
+    model = TwoTowerModel(
+        build_user_tower(SIZES, config),
+        build_video_tower(SIZES, np.array([7]), config),
+        config,
+        train_examples=1_000,
+    )
+    batch = {
+        **user_batch(3),
+        **video_batch([7, 8, 9]),
+        "label": tf.constant([1, 0, 1], tf.int64),
+        "weight": tf.constant([1.0, 1.0, 0.5]),
+        "candidate_probability": tf.constant([0.5, 0.25, 0.25]),
+    }
+    model.compute_loss(batch, training=False)
+    prior = sum(float(loss) for loss in model.losses)  # the per-video bias's prior alone
+    model.compute_loss(batch, training=True)
+    bags = [layer for tower in (model.user_tower, model.video_tower) for layer in tower.layers
+            if isinstance(layer, EmbeddingBag)]  # fmt: skip
+    assert len(bags) == len(VIDEO_BAGS) + len(USER_BAGS)
+    penalties = {bag.name: float(bag.losses[0]) for bag in bags}
+    # Every bag the batch uses a row of is penalised; the videos' performers are empty here.
+    assert [name for name, penalty in penalties.items() if not penalty > 0] == [
+        "video_performer_ids_bag"
+    ]
+    # train_step adds `model.losses` to the loss.
+    total = sum(float(loss) for loss in model.losses)
+    assert total == pytest.approx(prior + sum(penalties.values()), rel=1e-5)
 
 
 def test_catalogue_join_adds_video_features_by_id_and_the_age_at_the_example():
