@@ -213,13 +213,8 @@ def test_a_video_tower_without_id_embeddings_embeds_by_content_alone():
     np.testing.assert_allclose(videos[1], videos[2], atol=1e-7)
 
 
-@pytest.mark.parametrize("logq", [True, False])
-def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
-    tf.keras.utils.set_random_seed(5)
-    config = TrainConfig(
-        hidden_units=(16,), bag_dim=4, dropout=0.0, retrieval_weight=0.3, pointwise_weight=2.0,
-        logq_correction=logq,
-    )  # fmt: skip
+def model_and_batch(config: TrainConfig):
+    """A two-tower model of `config` (video 7 has its own id) and a batch of three examples."""
     model = TwoTowerModel(
         build_user_tower(SIZES, config),
         build_video_tower(SIZES, np.array([7]), config),
@@ -233,6 +228,17 @@ def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
         "weight": tf.constant([1.0, 1.0, 0.5]),
         "candidate_probability": tf.constant([0.5, 0.25, 0.25]),
     }
+    return model, batch
+
+
+@pytest.mark.parametrize("logq", [True, False])
+def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
+    tf.keras.utils.set_random_seed(5)
+    config = TrainConfig(
+        hidden_units=(16,), bag_dim=4, dropout=0.0, retrieval_weight=0.3, pointwise_weight=2.0,
+        logq_correction=logq,
+    )  # fmt: skip
+    model, batch = model_and_batch(config)
     user, video = model(batch)
     cosine = tf.reduce_sum(user * video, axis=-1)
     ranking = model.video_ranker({k: batch[k] for k in VIDEO_TOWER_INPUTS})
@@ -253,19 +259,7 @@ def test_the_bags_penalty_reaches_the_models_training_losses():
     tf.keras.utils.set_random_seed(5)
     config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, weight_decay=0.0,
                          bag_l2=1e-2)  # fmt: skip
-    model = TwoTowerModel(
-        build_user_tower(SIZES, config),
-        build_video_tower(SIZES, np.array([7]), config),
-        config,
-        train_examples=1_000,
-    )
-    batch = {
-        **user_batch(3),
-        **video_batch([7, 8, 9]),
-        "label": tf.constant([1, 0, 1], tf.int64),
-        "weight": tf.constant([1.0, 1.0, 0.5]),
-        "candidate_probability": tf.constant([0.5, 0.25, 0.25]),
-    }
+    model, batch = model_and_batch(config)
     model.compute_loss(batch, training=False)
     prior = sum(float(loss) for loss in model.losses)  # the per-video bias's prior alone
     model.compute_loss(batch, training=True)
