@@ -113,15 +113,19 @@ def begin_set(
     *,
     expected_shards: int,
     as_of=None,
+    match: tuple[list[float], float] | None = None,
 ) -> bool:
     """Start loading `version`'s set of `kind`, of `expected_shards` shards (checked when it is
     finished); False when it is already ready (nothing to do). `as_of`: the time the vectors
     describe (the snapshot's cutoff); when the version starts serving, everything that changed
-    after it is queued for the real-time worker.
+    after it is queued for the real-time worker. `match`: a video set's (weights of the
+    `MATCH_FEATURE_NAMES`, their shares' recency half-life in days), which the serving
+    function adds to each candidate's like logit; None: the model has none.
 
     A set left `loading` by an earlier run is started afresh: its table is dropped. Only one
     writer may load a version at a time (`writing`)."""
     _check_kind(kind)
+    weights, half_life = _check_match(kind, match)
     table, name = _table(version, kind)
     key = KINDS[kind][0]
     with conn, conn.cursor() as cur:
@@ -154,10 +158,25 @@ def begin_set(
         cur.execute(sql.SQL("alter table {} enable row level security").format(table))
         cur.execute(
             "insert into embedding_sets (model_version, kind, state, table_name, dimension, "
-            "expected_shards, as_of) values (%s, %s, 'loading', %s, %s, %s, %s)",
-            (version, kind, f"swiperec_private.{name}", int(dimension), expected_shards, as_of),
-        )
+            "expected_shards, as_of, match_weights, match_half_life_days) "
+            "values (%s, %s, 'loading', %s, %s, %s, %s, %s, %s)",
+            (version, kind, f"swiperec_private.{name}", int(dimension), expected_shards, as_of,
+             weights, half_life),
+        )  # fmt: skip
     return True
+
+
+def _check_match(kind: str, match) -> tuple[list[float] | None, float | None]:
+    if match is None:
+        return None, None
+    weights, half_life = [float(w) for w in match[0]], float(match[1])
+    if kind != "video":
+        raise ValueError("match weights belong to a video set")
+    if len(weights) != 6 or not all(np.isfinite(weights)):
+        raise ValueError(f"match weights must be 6 finite numbers, got {match[0]!r}")
+    if not (np.isfinite(half_life) and half_life > 0):
+        raise ValueError(f"the match half-life must be a positive number of days, got {half_life}")
+    return weights, half_life
 
 
 def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors, ranking=None) -> bool:

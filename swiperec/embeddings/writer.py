@@ -3,8 +3,9 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
 
     write_embeddings("artifacts/model", "v7", "artifacts/snapshot", database_url=url)
 
-1. Driver: read the snapshot, start both sets
-   (`store.begin_set`; a set already ready is skipped: re-running a version adds nothing).
+1. Driver: read the snapshot, start both sets, the video set with the model's match weights
+   if it has them (`store.begin_set`; a set already ready is skipped: re-running a version
+   adds nothing).
 2. Beam: chunks of catalogue rows and of users are the elements. A worker builds each row's raw
    features with the same code the transform used (`video_raw_features`, `UserHistory`), runs
    the SavedModel tower (its TFT graph inside) on the batch, and binary-COPYs the vectors (and
@@ -143,10 +144,11 @@ def write_embeddings(
             del events
             # The shards are counted before the load; finishing checks that all of them are in.
             dimension = card["embedding_dim"]
+            match = match_ranking(card)
             kinds = [
                 k for k in ("video", "user")
                 if store.begin_set(conn, version, k, dimension, expected_shards=len(chunks[k]),
-                                   as_of=meta.cutoff)
+                                   as_of=meta.cutoff, match=match if k == "video" else None)
             ]  # fmt: skip
             result.skipped = [k for k in ("video", "user") if k not in kinds]
             result.seconds["read"] = round(time.perf_counter() - started, 2)
@@ -184,6 +186,18 @@ def write_embeddings(
         return result
     finally:
         conn.close()
+
+
+def match_ranking(card: dict) -> tuple[list[float], float] | None:
+    """A model card's match weights (in `MATCH_FEATURE_NAMES` order) and the recency half-life
+    its features were made with, for the video set (`store.begin_set`); None without them."""
+    from swiperec.features.user_history import MATCH_FEATURE_NAMES
+
+    weights = card.get("match_weights")
+    if weights is None:
+        return None
+    half_life = card["input"]["feature_config"].get("recency_half_life_days", 30.0)
+    return [weights[name] for name in MATCH_FEATURE_NAMES], half_life
 
 
 def _as_dofn(body: EmbedAndCopy):

@@ -24,6 +24,7 @@ import numpy as np
 
 from swiperec.features.config import FeatureConfig
 from swiperec.features.events import PSEUDO_USER_PREFIX, load_snapshot
+from swiperec.features.user_history import MATCH_FEATURE_NAMES, UserHistory
 
 FEW_DECISIONS = 20  # users with fewer decisions before the test period are "few decisions"
 
@@ -40,6 +41,10 @@ class EvaluationData:
     video_rank_bias: np.ndarray  # [N] float32
     video_rank_scale: np.ndarray  # [N] float32
     ranked: bool  # the model has the ranking stage (else it serves by cosine, no exploration)
+    # the ranking stage's weights of the match features (`MATCH_FEATURE_NAMES`), None when the
+    # model has none; then `example_match` is [E, 6] and `user_histories` holds each test user's
+    # history at the test period's start (for the match of any video in their served list)
+    match_weights: np.ndarray | None
     genres: list  # [N] frozenset of genre names
     makers: list  # [N] frozenset holding the maker (empty when unknown)
     like_counts: np.ndarray  # [N] int64: likes before the test period
@@ -58,6 +63,8 @@ class EvaluationData:
     relevant: list  # [U] int64 arrays: rows of videos liked in the test period
     excluded: list  # [U] int64 arrays: rows of videos decided before the test period
     decisions_before: np.ndarray  # [U] int64
+    example_match: np.ndarray | None  # [E, 6] float32
+    user_histories: list | None  # [U] UserHistory
     is_pseudo: np.ndarray  # [U] bool
     # history before the test period, for the baselines: (user row, video row) of each like,
     # user rows indexing `history_user_keys` (test users first, in `user_keys` order)
@@ -96,7 +103,10 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     from swiperec.model.train import read_model_card
 
     meta = read_transform_metadata(examples_dir)
-    read_model_card(model_dir)  # a clear error for a model that did not finish
+    card = read_model_card(model_dir)  # a clear error for a model that did not finish
+    match_weights = card.get("match_weights")
+    if match_weights is not None:
+        match_weights = np.array([match_weights[n] for n in MATCH_FEATURE_NAMES], np.float32)
     config = FeatureConfig.from_dict(meta["config"])
     test_start = meta["split_boundaries"]["test_start"]
     validation_start = meta["split_boundaries"]["validation_start"]
@@ -146,6 +156,11 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         example_dataset(examples_dir, "test", spec, table, batch_size=4096),
     )
     example_rows = catalogue.index_of(examples.video_id)
+    if match_weights is not None and examples.match is None:
+        raise ValueError(
+            "the model weighs match features but these examples have none (made by an older "
+            "transform): re-run `swiperec transform`"
+        )
 
     # Test users, in order of first appearance, each as of their first test example.
     times = examples.example_time_us
@@ -167,13 +182,20 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     history_keys = list(user_keys.tolist())
     history_index = dict(user_index)
     like_user, like_video = [], []
-    for key, _, rows in events.user_slices():
+    histories = None if match_weights is None else [None] * len(user_keys)
+    for key, is_pseudo, rows in events.user_slices():
         early = rows.start + int(np.searchsorted(events.time_us[rows], test_start_us))
         decided = catalogue.index_of(events.video_id[rows.start : early])
         if key in user_index:
             u = user_index[key]
             excluded[u] = np.unique(decided)
             decisions_before[u] = len(decided)
+            if histories is not None:
+                histories[u] = UserHistory(catalogue, config, is_pseudo)
+                labels = events.label[rows.start : early].tolist()
+                times = events.time_us[rows.start : early].tolist()
+                for position, label, time_us in zip(decided.tolist(), labels, times, strict=True):
+                    histories[u].add_at_position(position, label, time_us)
         liked = decided[events.label[rows.start : early] == 1]
         if len(liked):
             if key not in history_index:
@@ -193,6 +215,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         video_rank_bias=ranking[:, 0],
         video_rank_scale=ranking[:, 1],
         ranked=ranker is not None,
+        match_weights=match_weights,
         genres=[frozenset(g) for g in catalogue.genres],
         makers=[frozenset([m]) if m else frozenset() for m in catalogue.maker],
         like_counts=like_counts,
@@ -209,6 +232,8 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         relevant=relevant,
         excluded=excluded,
         decisions_before=decisions_before,
+        example_match=None if match_weights is None else examples.match,
+        user_histories=histories,
         is_pseudo=np.array([k.startswith(PSEUDO_USER_PREFIX) for k in user_keys.tolist()]),
         history_user_keys=np.array(history_keys, dtype=object),
         history_like_user=np.concatenate(like_user) if like_user else np.empty(0, np.int64),

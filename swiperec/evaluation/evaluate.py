@@ -9,7 +9,8 @@ Every scorer is measured the same way on the same split:
   a user's list is retrieval then ranking: the
   `SERVING_CANDIDATES` videos nearest by cosine and the nearest new releases (as of the test
   period's start, decided videos excluded), ranked by `scale_v * cosine + bias_v` plus the
-  new releases' exploration bonus (`served_scores`);
+  new releases' exploration bonus (`served_scores`); a model with match features adds
+  `w . match` to both (the example's, and the user's history at the test start for lists);
 - `model_cosine`: the cosine alone (retrieval without the ranking stage), to show what ranking adds;
 - `popularity`: likes before the test period (the floor any personalised model must beat);
 - `like_rate`: each video's like rate among the likes and nopes before the test period, shrunk
@@ -120,7 +121,10 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
 
     def model_pairs(index):
         rows = data.example_video_row[index]
-        return data.video_rank_scale[rows] * cosine_pairs(index) + data.video_rank_bias[rows]
+        scores = data.video_rank_scale[rows] * cosine_pairs(index) + data.video_rank_bias[rows]
+        if data.match_weights is not None:
+            scores = scores + data.example_match[index] @ data.match_weights
+        return scores
 
     out = {
         "model": (model_pairs, lambda u: served_scores(data, u)),
@@ -175,6 +179,10 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     scores[retrieved] = (data.video_rank_scale[retrieved] * cosine[retrieved]
                          + data.video_rank_bias[retrieved]
                          + NEW_RELEASE["bonus"] * new[retrieved])  # fmt: skip
+    if data.match_weights is not None:
+        history = data.user_histories[u]
+        match = np.array([history.match(row) for row in retrieved.tolist()], np.float64)
+        scores[retrieved] += match.reshape(-1, len(data.match_weights)) @ data.match_weights
     return scores
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from swiperec.features.config import FeatureConfig, datetime_to_us
 from swiperec.features.events import Catalogue, Events
-from swiperec.features.user_history import UserHistory
+from swiperec.features.user_history import MATCH_FEATURE_NAMES, UserHistory
 
 SPLITS = ("train", "validation", "test")
 _MAX_DRAW_ROUNDS = 8  # rejection rounds before a draw gives up and returns fewer videos
@@ -163,9 +163,9 @@ def build_user_examples(
     when `real_user_weight` is 0.
 
     Each example is a dict: the raw user features of `UserHistory.features(t)` from the
-    user's events strictly before t (events at the same instant never see each other), plus
-    user_key, video_id, label (1/0), weight (real_user_weight, or pseudo_user_weight for
-    pseudo-users),
+    user's events strictly before t (events at the same instant never see each other), the
+    example's video's `MATCH_FEATURE_NAMES` against the same history, plus user_key,
+    video_id, label (1/0), weight (real_user_weight, or pseudo_user_weight for pseudo-users),
     example_time_us, split, negative_source ("" / "nope" / "sampled") and
     sampling_probability. Examples at one time share their feature lists: treat as read-only.
     Counts (positives, negatives by source, unused nopes, sampling shortfall) are added to
@@ -236,8 +236,10 @@ def build_user_examples(
             features = history.features(t)
             split_name = SPLITS[int(split[start])]
 
-            def example(video_id: int, label: int, source: str, t=t, f=features, s=split_name):
+            def example(video_id: int, position: int, label: int, source: str, t=t,
+                        f=features, s=split_name):  # fmt: skip
                 row = dict(f)
+                row.update(zip(MATCH_FEATURE_NAMES, history.match(position), strict=True))
                 row.update(user_key=user_key, video_id=video_id, label=label, weight=weight,
                            example_time_us=t, split=s, negative_source=source)  # fmt: skip
                 return row
@@ -246,18 +248,21 @@ def build_user_examples(
                 if not kept_list[k]:
                     continue
                 if labels_list[k] == 1:
-                    examples.append(example(int(video_ids[k]), 1, ""))
+                    examples.append(example(int(video_ids[k]), int(positions[k]), 1, ""))
                     counts["positives"] += 1
                     wanted = int(sampled_per_like[k])
                     if wanted:
                         drawn = sampler.draw(rng, t, decided[int(split[start])], wanted).tolist()
                         for seen in decided:  # a user's sampled negatives are all distinct
                             seen.update(drawn)
-                        examples.extend(example(v, 0, "sampled") for v in drawn)
+                        examples.extend(
+                            example(v, int(p), 0, "sampled")
+                            for v, p in zip(drawn, catalogue.index_of(drawn).tolist(), strict=True)
+                        )
                         counts["negatives_sampled"] += len(drawn)
                         counts["sampled_shortfall"] += wanted - len(drawn)
                 else:
-                    examples.append(example(int(video_ids[k]), 0, "nope"))
+                    examples.append(example(int(video_ids[k]), int(positions[k]), 0, "nope"))
                     counts["negatives_nope"] += 1
         for k in range(start, end):
             history.add_at_position(int(positions[k]), labels_list[k], t)

@@ -54,6 +54,20 @@ USER_FEATURE_NAMES = (
     "recent_liked_videos",
 )
 
+# How well one video matches the history, as of a time (`UserHistory.match`): the shares of
+# the user's recency-weighted likes and nopes that went to this video's maker, genres and
+# performers. Pair features, neither the user's nor the video's: the ranking stage weighs them
+# (`TrainConfig.match_features`), and serving computes the same from the user's decisions
+# (supabase/migrations/20261207000000_match_features.sql). In this order everywhere.
+MATCH_FEATURE_NAMES = (
+    "match_liked_maker",
+    "match_noped_maker",
+    "match_liked_genres",
+    "match_noped_genres",
+    "match_liked_performers",
+    "match_noped_performers",
+)
+
 
 class UserHistory:
     """A user's like/nope history, updated one decision at a time, answering the raw user
@@ -142,6 +156,26 @@ class UserHistory:
                     char_ngrams(self._catalogue.title[position], config.ngram_min, config.ngram_max)
                 )
             self._liked_videos.appendleft(self._catalogue.external_id[position])
+
+    def match(self, position: int) -> list[float]:
+        """The `MATCH_FEATURE_NAMES` of the video at catalogue `position` against the events
+        added so far: for likes and for nopes, the share of the recency weight that went to
+        the video's maker, and the mean share of its genres and of its performers (0 for a
+        video without any, or a user without likes / nopes). The shares are those `features`
+        lists, so the same as of any query time."""
+        catalogue = self._catalogue
+        maker = catalogue.maker[position]
+        genres, performers = catalogue.genres[position], catalogue.performers[position]
+        out = []
+        for label in (1, 0):
+            out.append(_share_of(self._makers[label], [maker] if maker else []))
+            out.append(_share_of(self._genres[label], genres))
+            out.append(_share_of(self._performers[label], performers))
+        liked_maker, liked_genres, liked_performers, noped_maker, noped_genres, noped_performers = (
+            out
+        )
+        return [liked_maker, noped_maker, liked_genres, noped_genres, liked_performers,
+                noped_performers]  # fmt: skip
 
     def _rescale(self, time_us: int) -> None:
         """Move the anchor to `time_us`, multiplying every stored weight by the same factor."""
@@ -239,6 +273,14 @@ def _title_profile(titles, size: int) -> tuple[list[str], list[float]]:
     top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:size]
     total = sum(count for _, count in top)
     return [ngram for ngram, _ in top], [count / total for _, count in top]
+
+
+def _share_of(weights: dict[str, float], names) -> float:
+    """The mean share of `names` in `weights` (0 when either is empty)."""
+    if not names or not weights:
+        return 0.0
+    total = sum(weights.values())
+    return sum(weights.get(name, 0.0) for name in names) / total / len(names)
 
 
 def _shares(weights: dict[str, float]) -> tuple[list[str], list[float]]:

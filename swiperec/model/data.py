@@ -173,3 +173,25 @@ def example_dataset(
         .map(catalogue.join, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def read_match_features(examples_dir: str, split: str, spec: dict):
+    """(match [N, 6] float32, label [N], weight [N]) of one split's examples: the
+    `MATCH_FEATURE_NAMES` alone, parsed without the rest of each example."""
+    from swiperec.features.user_history import MATCH_FEATURE_NAMES
+
+    names = [*MATCH_FEATURE_NAMES, "label", "weight"]
+    missing = [name for name in names if name not in spec]
+    if missing:
+        raise ValueError(
+            f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
+            "`swiperec transform`, or train with match_features off"
+        )
+    parsed = {name: [] for name in names}
+    for batch in _records(tfrecord_files(examples_dir, split)).batch(8192):
+        values = tf.io.parse_example(batch, {name: spec[name] for name in names})
+        for name in names:
+            parsed[name].append(values[name].numpy())
+    columns = {name: np.concatenate(parts) for name, parts in parsed.items()}
+    match = np.stack([columns[name] for name in MATCH_FEATURE_NAMES], axis=1)
+    return match.astype(np.float32), columns["label"], columns["weight"]

@@ -52,10 +52,15 @@ def train(
     import tensorflow_transform as tft
 
     from swiperec.features.transform import read_transform_metadata
-    from swiperec.model.data import Catalogue, count_video_rows, example_dataset
+    from swiperec.model.data import (
+        Catalogue,
+        count_video_rows,
+        example_dataset,
+        read_match_features,
+    )
     from swiperec.model.export import export_towers
     from swiperec.model.towers import build_user_tower, build_video_tower, table_sizes
-    from swiperec.model.two_tower import TwoTowerModel
+    from swiperec.model.two_tower import TwoTowerModel, fit_match_start, match_weights
 
     config = config or TrainConfig()
     started = time.time()
@@ -83,9 +88,13 @@ def train(
         known = np.empty(0, dtype=np.int64)  # 0 turns id embeddings off: content only
     sizes = table_sizes(outputs["video"], outputs["user"])
     n_train = counts["train"]["examples"]
+    spec = outputs["user"].transformed_feature_spec()
+    match_start = None
+    if config.match_features:
+        match_start = fit_match_start(*read_match_features(examples_dir, "train", spec))
     model = TwoTowerModel(
         build_user_tower(sizes, config), build_video_tower(sizes, known, config), config,
-        train_examples=n_train,
+        train_examples=n_train, match_start=match_start,
     )  # fmt: skip
 
     steps = config.steps_per_epoch or math.ceil(n_train / config.batch_size)
@@ -99,7 +108,6 @@ def train(
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(schedule))
 
-    spec = outputs["user"].transformed_feature_spec()
     train_data = example_dataset(
         examples_dir,
         "train",
@@ -165,6 +173,8 @@ def train(
                 "validation": _epoch_metrics(history.history, best, "val_"),
             },
             "history": {k: [round(float(v), 6) for v in vs] for k, vs in history.history.items()},
+            # the ranking stage's weights of the match features (None: not used)
+            "match_weights": match_weights(model),
             "towers": {
                 "user_tower": "user_tower",
                 "video_tower": "video_tower",

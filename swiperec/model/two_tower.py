@@ -11,8 +11,10 @@ Loss = retrieval_weight * in-batch softmax + pointwise_weight * like/nope cross-
   `scale_v * cos + bias_v + bias_u`: the video's ranking terms (`build_video_ranker`: its
   general appeal and how much taste decides it) and the user's bias (`build_user_ranker`).
   This is where explicit nopes teach the model what a user turned down; the in-batch softmax
-  alone cannot tell "disliked" from "not shown". Serving retrieves by cosine and then ranks
-  the candidates by this logit (the user's bias left out: it does not change a user's order).
+  alone cannot tell "disliked" from "not shown". With `match_features`, the logit adds
+  `w . match`: how the video matches the user's history (`UserHistory.match`), one weight per
+  feature. Serving retrieves by cosine and then ranks the candidates by this logit (the
+  user's bias left out: it does not change a user's order).
 
 Both losses are weighted means over the rows they cover, weighted by each example's `weight`
 (pseudo-user examples can count less).
@@ -20,9 +22,11 @@ Both losses are weighted means over the rows they cover, weighted by each exampl
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.model.config import TrainConfig
 from swiperec.model.towers import (
     USER_TOWER_INPUTS,
@@ -35,6 +39,58 @@ from swiperec.model.towers import (
 def like_logits(cosine, video_ranking, user_bias) -> tf.Tensor:
     """[B] like logits `scale * cosine + bias + user_bias`; video_ranking [B, 2] = (bias, scale)."""
     return video_ranking[:, 1] * cosine + video_ranking[:, 0] + user_bias
+
+
+def match_inputs(features: dict) -> tf.Tensor:
+    """[B, 6] float32: the batch's `MATCH_FEATURE_NAMES`, in that order."""
+    missing = [name for name in MATCH_FEATURE_NAMES if name not in features]
+    if missing:
+        raise ValueError(
+            f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
+            "`swiperec transform`, or train with match_features off"
+        )
+    return tf.stack([tf.cast(features[name], tf.float32) for name in MATCH_FEATURE_NAMES], -1)
+
+
+def match_weights(model) -> dict[str, float] | None:
+    """The trained weights of the raw match features by name (None: a model without them):
+    what serving multiplies the shares by."""
+    if model.match is None:
+        return None
+    kernel = model.match.kernel.numpy()[:, 0] / model.match_scale.numpy()
+    return {name: float(w) for name, w in zip(MATCH_FEATURE_NAMES, kernel, strict=True)}
+
+
+def fit_match_start(match, label, weight, l2: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Where the match weights start: (scale [6], kernel [6]).
+
+    The shares are small numbers whose useful weights are several logits; Adam moves a weight
+    by about the learning rate per step, so from zero they would still be far from useful when
+    validation AUC peaks (an epoch or two). They start instead from the weighted logistic
+    regression of the like on the match features alone (scipy's L-BFGS; an intercept and a
+    small L2 `l2` per example), over the features divided by their root mean square `scale`,
+    and training goes on from there in those units.
+    """
+    from scipy.optimize import minimize
+
+    match = np.asarray(match, np.float64)
+    label = np.asarray(label, np.float64)
+    weight = np.asarray(weight, np.float64)
+    scale = np.sqrt(np.mean(match**2, axis=0))
+    scale[scale == 0] = 1.0  # a feature that is always 0 (no makers, say): nothing to learn
+    x = np.concatenate([match / scale, np.ones((len(match), 1))], axis=1)
+    total = weight.sum()
+
+    def loss(w):
+        z = x @ w
+        # weighted mean log-loss of sigmoid(z), and its gradient
+        per_row = np.logaddexp(0.0, z) - label * z
+        p = np.exp(-np.logaddexp(0.0, -z))
+        gradient = x.T @ (weight * (p - label)) / total + l2 * np.append(w[:-1], 0.0)
+        return float(weight @ per_row / total + 0.5 * l2 * w[:-1] @ w[:-1]), gradient
+
+    fitted = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B")
+    return scale.astype(np.float32), fitted.x[:-1].astype(np.float32)
 
 
 def pointwise_loss(logits, label, weight) -> tf.Tensor:
@@ -83,7 +139,8 @@ class TwoTowerModel(tfrs.models.Model):
     see `swiperec.model.data`).
     """
 
-    def __init__(self, user_tower, video_tower, config: TrainConfig, train_examples: int):
+    def __init__(self, user_tower, video_tower, config: TrainConfig, train_examples: int,
+                 match_start: tuple[np.ndarray, np.ndarray] | None = None):  # fmt: skip
         super().__init__()
         self.user_tower = user_tower
         self.video_tower = video_tower
@@ -92,6 +149,18 @@ class TwoTowerModel(tfrs.models.Model):
         # the prior on the videos' own biases (`build_video_ranker`).
         self.video_ranker = build_video_ranker(video_tower, config, train_examples)
         self.user_ranker = build_user_ranker(user_tower)
+        # One weight per match feature (`TrainConfig.match_features`), over the features
+        # divided by `scale`, starting from `kernel` (`fit_match_start`; without it: scale 1,
+        # weights 0).
+        self.match = self.match_scale = None
+        if config.match_features:
+            scale, kernel = match_start or (np.ones(6, np.float32), np.zeros(6, np.float32))
+            self.match_scale = tf.constant(scale, tf.float32)
+            self.match = tf.keras.layers.Dense(
+                1, use_bias=False, name="match",
+                kernel_initializer=tf.keras.initializers.Constant(np.reshape(kernel, (6, 1))),
+            )  # fmt: skip
+            self.match.build((None, 6))
         # Each side in one pass for training: one feature computation, and one id-dropout
         # mask for a video's id embedding and its own bias alike (a dropped row is then a
         # new video's case, content alone, at the rate `video_id_dropout`).
@@ -129,7 +198,10 @@ class TwoTowerModel(tfrs.models.Model):
         user, user_bias = self._user_side(
             {k: features[k] for k in USER_TOWER_INPUTS}, training=training
         )
-        return user, video, like_logits(tf.reduce_sum(user * video, axis=-1), ranking, user_bias)
+        logits = like_logits(tf.reduce_sum(user * video, axis=-1), ranking, user_bias)
+        if self.match is not None:
+            logits += self.match(match_inputs(features) / self.match_scale)[:, 0]
+        return user, video, logits
 
     def compute_loss(self, features, training=False) -> tf.Tensor:
         user, video, logits = self.logits(features, training=training)

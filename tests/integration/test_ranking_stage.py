@@ -133,3 +133,97 @@ def test_a_live_write_without_terms_keeps_the_videos_terms(catalogue):
     store.upsert(catalogue, "v1", "video", [3], vectors()[2:3])
     ranked = dict(recommend(catalogue, 4))
     assert ranked[3] == pytest.approx(like_score(3), abs=1e-3)
+
+
+# -- match features ------------------------------------------------------------------------
+# Videos 1-5 are the candidates (as above); videos 6-9 are what the user decided, sharing
+# makers, genres and performers with them.
+CONTENT = {  # id: (maker, genres, performers)
+    1: ("A", ["恋愛", "ドラマ"], ["P", "Q"]),
+    2: ("B", ["恋愛"], ["Q"]),
+    3: (None, [], []),
+    4: ("A", ["アクション"], ["R"]),
+    5: ("C", ["ドラマ", "アクション", "恋愛"], ["P", "R", "S"]),
+    6: ("A", ["恋愛"], ["P"]),
+    7: ("B", ["ドラマ", "恋愛"], ["Q", "R"]),
+    8: ("A", ["アクション"], ["R"]),
+    9: ("C", ["恋愛"], ["S"]),
+}
+DAY = 86_400
+DECISIONS = [
+    (6, "like", 0),
+    (7, "like", 2 * DAY),
+    (8, "nope", 3 * DAY),
+    (9, "nope", 10 * DAY),
+    (6, "nope", 11 * DAY),
+]  # fmt: skip  (video 6 liked, later noped: both count)
+MATCH = [2.0, -1.0, 1.5, -0.5, 3.0, -2.0]
+HALF_LIFE_DAYS = 5.0
+
+
+def test_the_match_with_the_users_history_joins_the_like_logit(conn):
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.events import catalogue_from_table
+    from swiperec.features.user_history import UserHistory
+
+    ids = sorted(CONTENT)
+    with conn, conn.cursor() as cur:
+        for video in ids:
+            maker, genres, performers = CONTENT[video]
+            cur.execute("insert into videos (id, external_id, title, maker, genres, performers) "
+                        "values (%s, %s, %s, %s, %s, %s)",
+                        (video, f"v{video}", f"t{video}", maker, genres, performers))  # fmt: skip
+        start = datetime(2026, 11, 1, tzinfo=UTC)
+        for video, decision, seconds in DECISIONS:
+            cur.execute("insert into user_video_decisions (user_id, video_id, decision, "
+                        "created_at) values (%s, %s, %s, %s)",
+                        (USER, video, decision, start + timedelta(seconds=seconds)))  # fmt: skip
+    user = np.zeros((1, 768), np.float32)
+    user[0, 0] = 1.0
+    with store.writing(conn, "v1"):
+        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH, HALF_LIFE_DAYS))
+        store.copy_shard(conn, "v1", "video", "0", [1, 2, 3, 4, 5], vectors(),
+                         np.array(TERMS, np.float32))  # fmt: skip
+        store.finish_set(conn, "v1", "video", SMALL_INDEX)
+        store.begin_set(conn, "v1", "user", expected_shards=1)
+        store.copy_shard(conn, "v1", "user", "0", [USER], user)
+        store.finish_set(conn, "v1", "user", SMALL_INDEX)
+    with conn, conn.cursor() as cur:
+        store.switch_serving(cur, "v1")
+
+    # The same shares by the features' own code: UserHistory over the same decisions.
+    catalogue = catalogue_from_table(pa.table({
+        "id": ids, "external_id": [f"v{v}" for v in ids], "title": [f"t{v}" for v in ids],
+        "maker": [CONTENT[v][0] for v in ids], "genres": [CONTENT[v][1] for v in ids],
+        "performers": [CONTENT[v][2] for v in ids],
+    }))  # fmt: skip
+    history = UserHistory(catalogue, FeatureConfig(recency_half_life_days=HALF_LIFE_DAYS), False)
+    t0 = 1_000_000_000 * 1_000_000
+    for video, decision, seconds in DECISIONS:
+        history.add(video, int(decision == "like"), t0 + seconds * 1_000_000)
+    served = dict(recommend(conn, 5))
+    assert set(served) == {1, 2, 3, 4, 5}
+    for video in range(1, 6):
+        match = history.match(int(catalogue.index_of([video])[0]))
+        logit = TERMS[video - 1][1] * COSINES[video - 1] + TERMS[video - 1][0]
+        expected = 1 / (1 + math.exp(-(logit + float(np.dot(MATCH, match)))))
+        assert served[video] == pytest.approx(expected, abs=1e-4), (video, match)
+    # Video 3 has nothing to match: its score is the ranking terms' alone; the others moved
+    # (video 5's too, though its score, sigmoid(9.4 + ...), barely shows it).
+    assert served[3] == pytest.approx(like_score(3), abs=1e-4)
+    assert all(abs(served[v] - like_score(v)) > 1e-2 for v in (1, 2, 4))
+
+
+def test_match_weights_belong_to_a_video_set_and_must_be_six_finite_numbers(conn):
+    with pytest.raises(ValueError, match="video set"):
+        store.begin_set(conn, "v1", "user", expected_shards=1, match=(MATCH, 5.0))
+    with pytest.raises(ValueError, match="6 finite numbers"):
+        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH[:5], 5.0))
+    with pytest.raises(ValueError, match="half-life"):
+        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH, 0.0))
+    # Nothing was started.
+    assert store.set_state(conn, "v1", "video") is None

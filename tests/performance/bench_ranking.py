@@ -62,6 +62,8 @@ VARIANTS = {
     "bag_l2_1e-1": {"bag_l2": 1e-1},
     "bag_l2_1": {"bag_l2": 1.0},
     "bag_l2_10": {"bag_l2": 10.0},
+    # The ranking stage with the match features (`TrainConfig.match_features`).
+    "match_features": {"match_features": True},
 }
 SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
 BASELINES = ("popularity", "like_rate", "matrix_factorization")

@@ -19,7 +19,12 @@ from swiperec.features.examples import (
     build_user_examples,
     split_boundaries,
 )
-from swiperec.features.user_history import DAY_US, USER_FEATURE_NAMES, UserHistory
+from swiperec.features.user_history import (
+    DAY_US,
+    MATCH_FEATURE_NAMES,
+    USER_FEATURE_NAMES,
+    UserHistory,
+)
 from swiperec.snapshot import write_tables
 
 T0 = datetime_to_us(datetime(2026, 1, 1, tzinfo=UTC))
@@ -193,8 +198,13 @@ def test_no_feature_sees_an_event_at_or_after_its_example(synthetic):
                 for v, label, time_us in zip(video_ids, labels, times, strict=True):
                     if time_us < t:
                         history.add(int(v), int(label), int(time_us))
-                expected[t] = history.features(t)
-            assert {name: row[name] for name in USER_FEATURE_NAMES} == expected[t]
+                expected[t] = (history.features(t), history)
+            features, history = expected[t]
+            assert {name: row[name] for name in USER_FEATURE_NAMES} == features
+            # The match of the example's own video, against the same history: a like's own
+            # swipe is not in it.
+            position = int(catalogue.index_of([row["video_id"]])[0])
+            assert [row[name] for name in MATCH_FEATURE_NAMES] == history.match(position)
             checked += 1
     assert checked > 1_000
 
@@ -378,7 +388,7 @@ def test_example_fields(synthetic):
         "negative_source",
         "sampling_probability",
     )
-    assert set(row) == {*USER_FEATURE_NAMES, *example_fields}
+    assert set(row) == {*USER_FEATURE_NAMES, *MATCH_FEATURE_NAMES, *example_fields}
     assert row["sampling_probability"] == sampler.probability([row["video_id"]])[0]
     sources = Counter(e["negative_source"] for rows in examples.values() for e in rows)
     assert set(sources) == {"", "nope", "sampled"}

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from swiperec.features.preprocessing import AGE_SCALE_DAYS
+from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.model.config import TrainConfig
 from swiperec.model.data import Catalogue
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
@@ -25,8 +26,10 @@ from swiperec.model.towers import (
 )
 from swiperec.model.two_tower import (
     TwoTowerModel,
+    fit_match_start,
     in_batch_softmax_loss,
     like_logits,
+    match_weights,
     pointwise_loss,
 )
 
@@ -253,6 +256,55 @@ def test_the_model_loss_is_the_configured_mix_of_both_losses(logq):
     expected = 0.3 * float(retrieval) + 2.0 * float(pointwise)
     assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
     assert float(pointwise) > 0 and float(retrieval) > 0
+
+
+def test_match_features_add_their_weighted_sum_to_the_like_logit():
+    tf.keras.utils.set_random_seed(5)
+    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, match_features=True)
+    model, batch = model_and_batch(config)
+    match = np.array([[1.0, 0, 0.5, 0, 0, 0], [0, 1.0, 0, 0.5, 0, 0], [0, 0, 0, 0, 0.2, 0.1]])
+    batch.update({name: tf.constant(match[:, i], tf.float32)
+                  for i, name in enumerate(MATCH_FEATURE_NAMES)})  # fmt: skip
+    *_, before = model.logits(batch)
+    # The weights start at 0 (no effect), and are what the like logit adds.
+    assert match_weights(model) == dict.fromkeys(MATCH_FEATURE_NAMES, 0.0)
+    weights = np.array([2.0, -1.0, 0.5, -0.5, 1.0, -3.0], np.float32)
+    model.match.kernel.assign(weights[:, None])
+    *_, after = model.logits(batch)
+    np.testing.assert_allclose(after - before, match @ weights, rtol=1e-5)
+    assert match_weights(model) == pytest.approx(
+        dict(zip(MATCH_FEATURE_NAMES, weights.tolist(), strict=True))
+    )
+    # The like/nope loss trains them: a gradient reaches the kernel.
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+    assert np.abs(tape.gradient(loss, model.match.kernel).numpy()).sum() > 0
+    # Examples without them cannot train such a model.
+    del batch["match_liked_maker"]
+    with pytest.raises(ValueError, match=r"match_liked_maker.*re-run `swiperec transform`"):
+        model.logits(batch)
+    # A model without them has no weights to report.
+    plain, _ = model_and_batch(TrainConfig(hidden_units=(16,), bag_dim=4))
+    assert plain.match is None and match_weights(plain) is None
+
+
+def test_the_match_weights_start_from_the_logistic_regression_on_them_alone():
+    rng = np.random.default_rng(3)
+    match = rng.random((20_000, 6)).astype(np.float32) * [0.5, 0.2, 1.0, 1.0, 0.1, 0.0]
+    true = np.array([4.0, -6.0, 1.0, 0.0, 10.0, 0.0])  # raw-share weights; the last is all 0
+    label = (rng.random(len(match)) < 1 / (1 + np.exp(-(match @ true - 1.0)))).astype(np.int64)
+    scale, kernel = fit_match_start(match, label, np.ones(len(match)))
+    np.testing.assert_allclose(scale[:5], np.sqrt(np.mean(match[:, :5] ** 2, axis=0)), rtol=1e-5)
+    assert scale[5] == 1.0  # a feature always 0 keeps scale 1 and gets weight 0
+    np.testing.assert_allclose(kernel / scale, true, atol=0.6)
+    # The model starts there, and reports the raw-share weights serving multiplies by.
+    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, match_features=True)
+    model = TwoTowerModel(
+        build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config), config,
+        train_examples=1_000, match_start=(scale, kernel),
+    )  # fmt: skip
+    reported = np.array([match_weights(model)[n] for n in MATCH_FEATURE_NAMES])
+    np.testing.assert_allclose(reported, kernel / scale, rtol=1e-5)
 
 
 def test_the_bags_penalty_reaches_the_models_training_losses():

@@ -44,6 +44,7 @@ def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
         video_rank_scale=np.array([2.0, 2.0, 2.0, 2.0, 2.0]),
         video_rank_bias=np.array([0.0, 0.0, 1.0, 0.0, 5.0]),
         ranked=True,
+        match_weights=None,
     )
     scores = served_scores(data, 0, candidates=2)
     # Retrieved: the 2 nearest not decided (videos 2, 3) and the nearest new release (4);
@@ -58,3 +59,25 @@ def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
     data.ranked = False
     scores = served_scores(data, 0, candidates=2)
     assert np.isneginf(scores[[0, 3, 4]]).all()
+
+
+def test_served_scores_add_the_weighted_match_of_each_candidate():
+    # Three videos, all near; the user's history matches video 3's maker (liked) and video 2's
+    # genres (noped). The weights reward liked makers and punish noped genres.
+    start = np.datetime64("2026-10-01T00:00:00", "us").astype(np.int64)
+    match = {0: [0.0] * 6, 1: [0, 0, 0, 0.5, 0, 0], 2: [0.8, 0, 0, 0, 0, 0]}
+    data = SimpleNamespace(
+        video_embeddings=np.array([[1.0, 0.0], [0.9, np.sqrt(0.19)], [0.8, 0.6]]),
+        user_embeddings=np.array([[1.0, 0.0]]),
+        excluded=[np.array([], np.int64)],
+        test_start="2026-10-01T00:00:00Z",
+        released_us=np.full(3, start - 900 * DAY_US),
+        video_rank_scale=np.ones(3),
+        video_rank_bias=np.zeros(3),
+        ranked=True,
+        match_weights=np.array([2.0, 0, 0, -4.0, 0, 0]),
+        user_histories=[SimpleNamespace(match=lambda row: match[row])],
+    )
+    scores = served_scores(data, 0, candidates=3)
+    np.testing.assert_allclose(scores, [1.0, 0.9 - 2.0, 0.8 + 1.6])
+    assert list(np.argsort(-scores)) == [2, 0, 1]

@@ -12,7 +12,12 @@ import pytest
 
 from swiperec.features.config import FeatureConfig, char_ngrams, datetime_to_us
 from swiperec.features.events import catalogue_from_table
-from swiperec.features.user_history import DAY_US, USER_FEATURE_NAMES, UserHistory
+from swiperec.features.user_history import (
+    DAY_US,
+    MATCH_FEATURE_NAMES,
+    USER_FEATURE_NAMES,
+    UserHistory,
+)
 
 T0 = datetime_to_us(datetime(2026, 1, 1, tzinfo=UTC))
 
@@ -162,6 +167,36 @@ def test_counts_ratios_recency_and_shares(catalogue):
     assert features["liked_performer_weights"] == pytest.approx([0.75, 0.25])
     # The noped video's NULL performer is dropped (the catalogue drops it): R alone.
     assert features["noped_performers"] == ["R"] and features["noped_performer_weights"] == [1.0]
+
+
+def test_match_is_the_videos_share_of_the_liked_and_noped_weight(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    # Nothing decided: nothing matches.
+    assert history.match(0) == [0.0] * len(MATCH_FEATURE_NAMES)
+    history.add(1, 1, T0)  # like 初恋: 恋愛, ドラマ, maker A, P, Q
+    history.add(2, 1, T0 + DAY_US)  # like 夏祭り: 恋愛, maker B, Q
+    history.add(4, 0, T0 + 2 * DAY_US)  # nope 海: アクション, maker A, R
+    match = dict(zip(MATCH_FEATURE_NAMES, history.match(0), strict=True))  # video 1 itself
+    features = history.features(T0 + 3 * DAY_US)
+    # The shares `features` lists: liked makers B 2/3, A 1/3; genres 恋愛 3/4, ドラマ 1/4;
+    # performers Q 3/4, P 1/4; noped maker A 1, genre アクション 1, performer R 1.
+    assert features["liked_makers"] == ["B", "A"]
+    assert match == pytest.approx(
+        {
+            "match_liked_maker": 1 / 3,
+            "match_noped_maker": 1.0,
+            "match_liked_genres": (3 / 4 + 1 / 4) / 2,  # the mean over the video's two genres
+            "match_noped_genres": 0.0,
+            "match_liked_performers": (1 / 4 + 3 / 4) / 2,
+            "match_noped_performers": 0.0,
+        }
+    )
+    # Video 4 (アクション, maker A, R): the noped video; its NULL performer is no performer.
+    assert history.match(3) == pytest.approx([1 / 3, 1.0, 0.0, 1.0, 0.0, 1.0])
+    # Video 3 has no genres, maker or performers: nothing to match.
+    assert history.match(2) == [0.0] * len(MATCH_FEATURE_NAMES)
+    # The shares do not depend on the query time, and asking changes nothing.
+    assert history.match(0) == pytest.approx(list(match.values()))
 
 
 def test_performer_shares_follow_recency_and_likes_and_nopes_apart(catalogue):

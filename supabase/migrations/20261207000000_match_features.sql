@@ -1,0 +1,307 @@
+-- swiperec: match features in the ranking stage.
+--
+-- The cosine of two tower vectors holds a user's taste only as well as the towers learnt it;
+-- whether a video shares a maker, genres or performers with what this user liked or noped is
+-- plain evidence no tower has to learn. A model trained with `match_features` weighs six such
+-- pair features (`MATCH_FEATURE_NAMES` in swiperec/features/user_history.py, computed there
+-- for training): for likes and for nopes, the share of the user's recency-weighted decisions
+-- on the candidate's maker, and the mean share of its genres and of its performers. The
+-- weights and the half-life of the recency weights come with the model's video set
+-- (`embedding_sets.match_weights`, `match_half_life_days`); the function computes the shares
+-- from every decision of the user, as the batch and real-time embeddings do, and adds
+-- `w . match` to each candidate's like logit. Sets without weights rank as before.
+--
+-- Only the candidates' score changes in `enhanced_two_tower_recommendations`; its signature,
+-- retrieval, exploration, the popular fallback and the reasons stay as they were.
+
+alter table public.embedding_sets
+    add column if not exists match_weights real[],
+    add column if not exists match_half_life_days real;
+
+do $$
+begin
+    if not exists (select 1 from pg_constraint where conname = 'embedding_sets_match_check') then
+        alter table public.embedding_sets add constraint embedding_sets_match_check check (
+            match_weights is null
+            or (kind = 'video' and cardinality(match_weights) = 6
+                and match_half_life_days > 0));
+    end if;
+end
+$$;
+
+comment on column public.embedding_sets.match_weights is
+    'The ranking stage''s weights of the match features (liked maker, noped maker, liked '
+    'genres, noped genres, liked performers, noped performers), video sets only; null: none.';
+comment on column public.embedding_sets.match_half_life_days is
+    'The half-life, in days, of the recency weights the match features'' shares use.';
+
+create or replace function public.enhanced_two_tower_recommendations(
+    p_user_id    uuid,
+    p_candidates integer default 100,
+    p_genres     text[] default null,
+    p_makers     text[] default null,
+    p_exclude    bigint[] default '{}',
+    p_ef_search  integer default 100
+)
+returns table (
+    video_id         bigint,
+    title            text,
+    genres           text[],
+    maker            text,
+    score            real,        -- the ranking stage's like score; popularity share
+    rank             integer,     -- 1 = best score
+    similarities     real[],      -- cosine to every candidate, in rank order (for MMR)
+    liked_video_id   bigint,      -- the user's liked video nearest to this one
+    liked_title      text,
+    liked_similarity real,
+    shared_genre     text,        -- the candidate's genre the user liked most, if any
+    shared_maker     text,
+    shared_performer text,
+    model_version    text,
+    source           text         -- embedding | recent_likes | popular
+)
+language plpgsql stable
+set hnsw.iterative_scan = relaxed_order
+set hnsw.ef_search = 100
+set plan_cache_mode = force_custom_plan  -- plans for this user's case (embedding, likes, none)
+as $$
+#variable_conflict use_column
+declare
+    -- Exploration: new releases (released in the last c_new_release_days days) whose own
+    -- evidence is thin. Of the c_new_release_pool most recent, the c_new_release_candidates
+    -- nearest join the candidates and their like logit gets c_new_release_bonus (optimism for
+    -- the uncertain), so a page shows some. The evaluator serves the same way
+    -- (swiperec/evaluation/evaluate.py, NEW_RELEASE).
+    c_new_release_days       constant integer := 60;
+    c_new_release_pool       constant integer := 500;
+    c_new_release_candidates constant integer := 20;
+    c_new_release_bonus      constant real := 1.0;
+    v_version text;
+    v_query   vector;
+    v_source  text := 'embedding';
+    v_match   real[];  -- the set's match weights (MATCH_FEATURE_NAMES order); null: none
+    v_half_life_s double precision;
+begin
+    if p_user_id is null then
+        raise exception 'p_user_id is required' using errcode = '22004';
+    end if;
+    if p_candidates is null or p_candidates < 1 or p_candidates > 1000 then
+        raise exception 'p_candidates must be 1..1000, got %', p_candidates using errcode = '22023';
+    end if;
+    v_version := public.serving_version_for(p_user_id);
+    if v_version is null then
+        raise exception 'no model version serves yet' using errcode = 'P0002';
+    end if;
+    select s.match_weights, s.match_half_life_days * 86400 into v_match, v_half_life_s
+    from public.embedding_sets s
+    where s.model_version = v_version and s.kind = 'video' and s.state = 'ready';
+    if not found then
+        raise exception 'model version % has no ready video embeddings', v_version
+            using errcode = 'P0002';
+    end if;
+    -- The function's own SET clauses scope this to the call.
+    perform set_config('hnsw.ef_search', greatest(p_ef_search, p_candidates, 40)::text, true);
+
+    select e.embedding into v_query
+    from public.user_embeddings e
+    where e.model_version = v_version and e.user_id = p_user_id;
+
+    if v_query is null then  -- cold start: the mean of the recent likes' embeddings
+        v_source := 'recent_likes';
+        select avg(e.embedding) into v_query
+        from (select d.video_id from public.user_video_latest_decisions d
+              where d.user_id = p_user_id and d.decision = 'like'
+              order by d.created_at desc limit 20) recent
+        join public.video_embeddings e
+          on e.model_version = v_version and e.video_id = recent.video_id;
+    end if;
+
+    -- Candidates and likes carry their vectors as halfvec, once: the similarity matrix and the
+    -- nearest-like search compare each of them N times, and pgvector's halfvec distances are
+    -- ~10x faster than vector's here (SIMD), at an error of ~3e-5 in cosine.
+    return query
+    with retrieved as materialized (
+        -- ANN over the HNSW index, ordered by the distance expression itself; iterative
+        -- scan keeps going until enough rows pass the exclusion filters. Two scans: the
+        -- `p_candidates` nearest, and the nearest new releases (exploration, below).
+        (select e.video_id
+         from public.video_embeddings e
+         where v_query is not null
+           and e.model_version = v_version
+           and not exists (select 1 from public.user_video_decisions d
+                           where d.user_id = p_user_id and d.video_id = e.video_id)
+           and e.video_id <> all(coalesce(p_exclude, '{}'))
+           and (p_genres is null and p_makers is null
+                or exists (select 1 from public.videos f where f.id = e.video_id
+                           and (p_genres is null or f.genres && p_genres)
+                           and (p_makers is null or f.maker = any(p_makers))))
+         order by e.embedding <=> v_query
+         limit p_candidates)
+        union
+        -- Exact, over a bounded pool: the c_new_release_pool most recent releases (the
+        -- release-date index, newest first), the nearest of them by cosine. A filtered HNSW
+        -- scan would pass ~50 catalogue rows for each new release it finds.
+        (select e.video_id
+         from (select f.id
+               from public.videos f
+               where v_query is not null
+                 and f.release_date > current_date - c_new_release_days
+                 and f.release_date <= current_date
+                 and (p_genres is null or f.genres && p_genres)
+                 and (p_makers is null or f.maker = any(p_makers))
+               order by f.release_date desc, f.id desc
+               limit c_new_release_pool) pool
+         -- one primary-key lookup per pooled video (`limit 1` keeps the planner from a hash
+         -- join over the whole set)
+         cross join lateral (select e.video_id, e.embedding, e.rank_scale
+                             from public.video_embeddings e
+                             where e.model_version = v_version and e.video_id = pool.id
+                             limit 1) e
+         where e.rank_scale is not null
+           and not exists (select 1 from public.user_video_decisions d
+                           where d.user_id = p_user_id and d.video_id = e.video_id)
+           and e.video_id <> all(coalesce(p_exclude, '{}'))
+         -- `+ 0`: an expression no index serves, so the pool is compared exactly rather than
+         -- walked through the HNSW graph with the pool as a filter
+         order by (e.embedding <=> v_query) + 0
+         limit c_new_release_candidates)
+    ),
+    decided as materialized (
+        -- Every decision of the user with its recency weight, 2^((t - newest) / half-life):
+        -- UserHistory's weights up to one factor, which the shares cancel.
+        select d.video_id, d.decision = 'like' as liked,
+               power(2::double precision,
+                     extract(epoch from d.created_at - max(d.created_at) over ())
+                     / v_half_life_s) as w
+        from public.user_video_decisions d
+        where v_match is not null and v_query is not null and d.user_id = p_user_id
+    ),
+    profile as materialized (
+        -- The user's shares per maker, genre and performer, likes and nopes apart: each
+        -- name's weight over the total of its kind (UserHistory's `features` lists).
+        select x.kind, x.name, x.liked,
+               sum(x.w) / sum(sum(x.w)) over (partition by x.kind, x.liked) as share
+        from (select 'maker' as kind, f.maker as name, h.liked, h.w
+              from decided h join public.videos f on f.id = h.video_id
+              where f.maker is not null and f.maker <> ''
+              union all
+              select 'genre', g, h.liked, h.w
+              from decided h join public.videos f on f.id = h.video_id, unnest(f.genres) g
+              where g is not null
+              union all
+              select 'performer', p, h.liked, h.w
+              from decided h join public.videos f on f.id = h.video_id, unnest(f.performers) p
+              where p is not null) x
+        group by x.kind, x.name, x.liked
+    ),
+    candidates as materialized (
+        -- The ranking stage: the like score sigmoid(scale * cosine + bias + w . match) of
+        -- the video's ranking terms and its match with the user's history, plus the
+        -- exploration bonus for a new release (a set written without ranking terms ranks by
+        -- the cosine).
+        select c.video_id, c.embedding::halfvec as embedding,
+               (case when c.rank_scale is null then c.cosine
+                     else 1 / (1 + exp(-least(greatest(
+                         c.rank_scale * c.cosine + coalesce(c.rank_bias, 0) + c.match
+                         + case when c.new_release then c_new_release_bonus else 0 end,
+                         -50), 50)))
+                end)::real as score
+        from (
+            select e.video_id, e.embedding, (1 - (e.embedding <=> v_query))::real as cosine,
+                   e.rank_bias, e.rank_scale,
+                   coalesce(f.release_date > current_date - c_new_release_days
+                            and f.release_date <= current_date, false) as new_release,
+                   coalesce(m.match, 0) as match
+            from retrieved r
+            join public.video_embeddings e
+              on e.model_version = v_version and e.video_id = r.video_id
+            join public.videos f on f.id = r.video_id
+            -- w . match: each of the video's makers, genres and performers the user decided
+            -- adds its share times the weight of its feature (1-2 maker, 3-4 genres, 5-6
+            -- performers; likes, then nopes), divided by how many of that kind the video has
+            -- (the mean share)
+            left join lateral (
+                select sum(pr.share * v_match[case o.kind when 'maker' then 1
+                                                          when 'genre' then 3 else 5 end
+                                              + case when pr.liked then 0 else 1 end]
+                           / o.n) as match
+                from (select 'maker' as kind, f.maker as name, 1 as n
+                      where f.maker is not null and f.maker <> ''
+                      union all
+                      select 'genre', g, cardinality(array_remove(f.genres, null))
+                      from unnest(f.genres) g where g is not null
+                      union all
+                      select 'performer', p, cardinality(array_remove(f.performers, null))
+                      from unnest(f.performers) p where p is not null) o
+                join profile pr on pr.kind = o.kind and pr.name = o.name
+            ) m on v_match is not null
+        ) c
+        union all
+        -- No embedding and no likes: the most liked videos the user has not decided.
+        select p.video_id, e.embedding::halfvec,
+               (p.likes::real / greatest(max(p.likes) over (), 1))::real as score
+        from (
+            select pop.video_id, pop.likes
+            from swiperec_private.video_popularity pop
+            join public.videos f on f.id = pop.video_id
+            where v_query is null
+              and not exists (select 1 from public.user_video_decisions d
+                              where d.user_id = p_user_id and d.video_id = pop.video_id)
+              and pop.video_id <> all(coalesce(p_exclude, '{}'))
+              and (p_genres is null or f.genres && p_genres)
+              and (p_makers is null or f.maker = any(p_makers))
+            order by pop.likes desc, pop.video_id
+            limit p_candidates
+        ) p
+        join public.video_embeddings e on e.model_version = v_version and e.video_id = p.video_id
+    ),
+    ranked as (
+        select c.*, (row_number() over (order by c.score desc, c.video_id))::integer as rank
+        from candidates c
+    ),
+    likes as materialized (
+        select l.video_id, f.title, f.genres, f.maker, f.performers,
+               e.embedding::halfvec as embedding
+        from (select d.video_id, d.created_at from public.user_video_latest_decisions d
+              where d.user_id = p_user_id and d.decision = 'like'
+              order by d.created_at desc limit 50) l
+        join public.videos f on f.id = l.video_id
+        join public.video_embeddings e on e.model_version = v_version and e.video_id = l.video_id
+    ),
+    liked_genres as (
+        select g, count(*) as n from likes, unnest(likes.genres) g group by g
+    ),
+    liked_makers as (
+        select likes.maker as m, count(*) as n from likes where likes.maker is not null
+        group by likes.maker
+    ),
+    liked_performers as (
+        select p, count(*) as n from likes, unnest(likes.performers) p group by p
+    )
+    select r.video_id, f.title, f.genres, f.maker, r.score, r.rank,
+           (select array_agg((1 - (r.embedding <=> o.embedding))::real order by o.rank)
+            from ranked o),
+           nl.video_id, nl.title, nl.similarity,
+           (select g from unnest(f.genres) g join liked_genres lg using (g)
+            order by lg.n desc, g limit 1),
+           (select lm.m from liked_makers lm where lm.m = f.maker),
+           (select p from unnest(f.performers) p join liked_performers lp using (p)
+            order by lp.n desc, p limit 1),
+           v_version, case when v_query is null then 'popular' else v_source end
+    from ranked r
+    -- One primary-key lookup per candidate: `limit 1` keeps the planner from turning this into
+    -- a hash join over the whole catalogue when it misjudges how many candidates there are.
+    cross join lateral (select v.title, v.genres, v.maker, v.performers from public.videos v
+                        where v.id = r.video_id limit 1) f
+    left join lateral (
+        select lk.video_id, lk.title, (1 - (lk.embedding <=> r.embedding))::real as similarity
+        from likes lk order by lk.embedding <=> r.embedding limit 1
+    ) nl on true
+    order by r.rank;
+end
+$$;
+
+comment on function public.enhanced_two_tower_recommendations is
+    'Candidates for the Edge Function of the same name: ANN top-N by cosine (decided videos '
+    'excluded), ranked by the videos'' ranking terms, pairwise similarities for MMR, evidence '
+    'for reasons. Service role only: the function takes the user id from a verified JWT.';
