@@ -46,7 +46,7 @@ class TrainConfig:
     # The ranking stage also weighs how the video matches the user's history: the shares of
     # their likes and nopes on its maker, genres and performers (`MATCH_FEATURE_NAMES`), one
     # learned weight each, added to the like logit.
-    match_features: bool = False
+    match_features: bool = True
     patience: int = 3  # epochs without a better validation AUC before stopping
     shuffle_buffer: int = 100_000  # examples
     steps_per_epoch: int | None = None  # None: one pass over the training examples

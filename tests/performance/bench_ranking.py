@@ -62,8 +62,12 @@ VARIANTS = {
     "bag_l2_1e-1": {"bag_l2": 1e-1},
     "bag_l2_1": {"bag_l2": 1.0},
     "bag_l2_10": {"bag_l2": 10.0},
-    # The ranking stage with the match features (`TrainConfig.match_features`).
+    # The ranking stage with and without the match features (`TrainConfig.match_features`),
+    # and a second training seed of each.
     "match_features": {"match_features": True},
+    "no_match_features": {"match_features": False},
+    "match_features_seed_43": {"match_features": True, "seed": 43},
+    "no_match_features_seed_43": {"match_features": False, "seed": 43},
 }
 SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
 BASELINES = ("popularity", "like_rate", "matrix_factorization")
@@ -136,7 +140,9 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})
     if (model_dir / "model_card.json").exists():  # trained by an earlier run: evaluate it again
         card = read_model_card(str(model_dir))
-        if TrainConfig.from_dict(card["hyperparameters"]) != config:  # older cards: defaults
+        # Older cards lack later fields: their defaults, but match features were off before.
+        trained_with = {"match_features": False, **card["hyperparameters"]}
+        if TrainConfig.from_dict(trained_with) != config:
             raise SystemExit(f"{model_dir} was trained with another config: remove it")
         seconds = card["training"]["seconds"]
     else:
