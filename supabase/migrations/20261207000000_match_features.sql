@@ -186,11 +186,12 @@ begin
     decided as materialized (
         -- Every decision of the user with its recency weight, 2^((t - newest) / half-life):
         -- UserHistory's weights up to one factor, which the shares cancel.
-        select d.video_id, d.decision = 'like' as liked,
+        select d.decision = 'like' as liked, f.maker, f.genres, f.performers,
                power(2::double precision,
                      extract(epoch from d.created_at - max(d.created_at) over ())
                      / v_half_life_s) as w
         from public.user_video_decisions d
+        join public.videos f on f.id = d.video_id
         where v_match is not null and v_query is not null and d.user_id = p_user_id
     ),
     profile as materialized (
@@ -198,22 +199,48 @@ begin
         -- name's weight over the total of its kind (UserHistory's `features` lists).
         select x.kind, x.name, x.liked,
                sum(x.w) / sum(sum(x.w)) over (partition by x.kind, x.liked) as share
-        from (select 'maker' as kind, f.maker as name, h.liked, h.w
-              from decided h join public.videos f on f.id = h.video_id
-              where f.maker is not null and f.maker <> ''
+        from (select 'maker' as kind, h.maker as name, h.liked, h.w
+              from decided h where h.maker is not null and h.maker <> ''
               union all
-              select 'genre', g, h.liked, h.w
-              from decided h join public.videos f on f.id = h.video_id, unnest(f.genres) g
+              select 'genre', g, h.liked, h.w from decided h, unnest(h.genres) g
               where g is not null
               union all
-              select 'performer', p, h.liked, h.w
-              from decided h join public.videos f on f.id = h.video_id, unnest(f.performers) p
+              select 'performer', p, h.liked, h.w from decided h, unnest(h.performers) p
               where p is not null) x
         group by x.kind, x.name, x.liked
     ),
+    retrieved as materialized (
+        -- The union of both scans (a new release among the nearest counts once), with the
+        -- video's release, maker, genres and performers.
+        select r.*, f.release_date, f.maker, f.genres, f.performers
+        from (select * from nearest
+              union all
+              select x.* from explored x
+              where not exists (select 1 from nearest n where n.video_id = x.video_id)) r
+        join public.videos f on f.id = r.video_id
+    ),
+    matched as (
+        -- w . match, one join for all candidates: each of a candidate's makers, genres and
+        -- performers the user decided adds its share times the weight of its feature (1-2
+        -- maker, 3-4 genres, 5-6 performers; likes, then nopes), divided by how many of that
+        -- kind the candidate has (the mean share).
+        select o.video_id,
+               sum(pr.share * v_match[case o.kind when 'maker' then 1
+                                                  when 'genre' then 3 else 5 end
+                                      + case when pr.liked then 0 else 1 end] / o.n) as match
+        from (select c.video_id, 'maker' as kind, c.maker as name, 1 as n
+              from retrieved c where c.maker is not null and c.maker <> ''
+              union all
+              select c.video_id, 'genre', g, cardinality(array_remove(c.genres, null))
+              from retrieved c, unnest(c.genres) g where g is not null
+              union all
+              select c.video_id, 'performer', p, cardinality(array_remove(c.performers, null))
+              from retrieved c, unnest(c.performers) p where p is not null) o
+        join profile pr on pr.kind = o.kind and pr.name = o.name
+        group by o.video_id
+    ),
     candidates as materialized (
-        -- The union of both (a new release among the nearest counts once), scored by the
-        -- ranking stage: the like score sigmoid(scale * cosine + bias + w . match) of the
+        -- The ranking stage: the like score sigmoid(scale * cosine + bias + w . match) of the
         -- video's ranking terms and its match with the user's history, plus the exploration
         -- bonus for a new release (a set written without ranking terms ranks by the cosine).
         select c.video_id, c.embedding::halfvec as embedding,
@@ -226,33 +253,11 @@ begin
         from (
             select r.video_id, r.embedding, (1 - (r.embedding <=> v_query))::real as cosine,
                    r.rank_bias, r.rank_scale,
-                   coalesce(f.release_date > current_date - c_new_release_days
-                            and f.release_date <= current_date, false) as new_release,
+                   coalesce(r.release_date > current_date - c_new_release_days
+                            and r.release_date <= current_date, false) as new_release,
                    coalesce(m.match, 0) as match
-            from (select * from nearest
-                  union all
-                  select x.* from explored x
-                  where not exists (select 1 from nearest n where n.video_id = x.video_id)) r
-            join public.videos f on f.id = r.video_id
-            -- w . match: each of the video's makers, genres and performers the user decided
-            -- adds its share times the weight of its feature (1-2 maker, 3-4 genres, 5-6
-            -- performers; likes, then nopes), divided by how many of that kind the video has
-            -- (the mean share)
-            left join lateral (
-                select sum(pr.share * v_match[case o.kind when 'maker' then 1
-                                                          when 'genre' then 3 else 5 end
-                                              + case when pr.liked then 0 else 1 end]
-                           / o.n) as match
-                from (select 'maker' as kind, f.maker as name, 1 as n
-                      where f.maker is not null and f.maker <> ''
-                      union all
-                      select 'genre', g, cardinality(array_remove(f.genres, null))
-                      from unnest(f.genres) g where g is not null
-                      union all
-                      select 'performer', p, cardinality(array_remove(f.performers, null))
-                      from unnest(f.performers) p where p is not null) o
-                join profile pr on pr.kind = o.kind and pr.name = o.name
-            ) m on v_match is not null
+            from retrieved r
+            left join matched m on m.video_id = r.video_id
         ) c
         union all
         -- No embedding and no likes: the most liked videos the user has not decided.

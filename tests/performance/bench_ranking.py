@@ -21,7 +21,9 @@ The ablation (`VARIANTS` named `no_*`, default data only) removes one suspect at
 video id embeddings, the hidden layer, the pointwise head, the popularity correction); the
 `bag_l2_*` variants penalise the suspect left, the embedding bags' rows (`TrainConfig.bag_l2`),
 on both regimes. Each records every epoch's train and validation AUC: the epoch where
-validation peaks and how far training runs ahead of it say which part overfits.
+validation peaks and how far training runs ahead of it say which part overfits. `match_off`
+and `match_features` train without and with the match features (the default), each also with
+a second seed (`_seed_43`).
 
 Writes tests/performance/results/ranking.json (--out: another file) after every model.
 """
@@ -65,9 +67,9 @@ VARIANTS = {
     # The ranking stage with and without the match features (`TrainConfig.match_features`),
     # and a second training seed of each.
     "match_features": {"match_features": True},
-    "no_match_features": {"match_features": False},
+    "match_off": {"match_features": False},
     "match_features_seed_43": {"match_features": True, "seed": 43},
-    "no_match_features_seed_43": {"match_features": False, "seed": 43},
+    "match_off_seed_43": {"match_features": False, "seed": 43},
 }
 SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
 BASELINES = ("popularity", "like_rate", "matrix_factorization")
@@ -179,10 +181,11 @@ def main(argv=None) -> int:
     parser.add_argument("--regimes", default="default,quality")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--what", default="", help="what the run compares, kept in the results")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-ranking-") as scratch:
         work = args.work or Path(scratch)
-        report = {"machine": machine(), "data": DATA, "regimes": {}}
+        report = {"what": args.what, "machine": machine(), "data": DATA, "regimes": {}}
         for regime in args.regimes.split(","):
             log(f"{regime}: preparing the data")
             data = prepare(work / regime, regime)

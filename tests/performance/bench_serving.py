@@ -16,8 +16,9 @@ real connection pool, JWT verification and the served log included) with MMR off
 reports p50/p95 per group, and the recall of the returned top-k against the same retrieval and
 ranking stage by exact search (numpy over every vector, decided videos excluded). Goal: p95 <
 50 ms (the original requirement: 500 ms). Baseline in the same run: the same top-k by exact
-search in PostgreSQL (sequential scan, no index), p50/p95, and the ratio. Writes
-tests/performance/results/serving.json.
+search in PostgreSQL (sequential scan, no index), p50/p95, and the ratio. A model with match
+features is measured again in the same run with its set's match weights set aside: what the
+match features cost. Writes tests/performance/results/serving.json.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
     from swiperec.evaluation.evaluate import NEW_RELEASE
 
     ids, vectors, terms, new, in_pool = video_vectors(conn, version)
+    match = match_logits(conn, version, ids)
     out = {}
     with conn.cursor() as cur:
         for user in users:
@@ -87,9 +89,44 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
                 terms[retrieved, 1] * cosine[retrieved] + terms[retrieved, 0]
                 + NEW_RELEASE["bonus"] * new[retrieved],
             )  # fmt: skip
+            if match is not None:
+                ranked = ranked + match(cur, user, retrieved)
             out[user] = ids[retrieved[np.argsort(-ranked, kind="stable")][:k]].tolist()
     conn.rollback()
     return out
+
+
+def match_logits(conn, version: str, ids: np.ndarray):
+    """`(cur, user, rows) -> [len(rows)]` w . match of the user's history against the videos at
+    `rows` of `ids`, as the SQL function adds it (`UserHistory.match` over every decision of
+    the user, the set's weights and half-life); None for a set without match weights."""
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.user_history import UserHistory
+    from swiperec.realtime.source import read_videos
+
+    with conn.cursor() as cur:
+        cur.execute("select match_weights, match_half_life_days from embedding_sets "
+                    "where model_version = %s and kind = 'video'", (version,))  # fmt: skip
+        weights, half_life = cur.fetchone()
+        if weights is None:
+            conn.rollback()
+            return None
+        catalogue = read_videos(cur, ids.tolist())
+    conn.rollback()
+    positions = catalogue.index_of(ids)
+    config = FeatureConfig(recency_half_life_days=half_life)
+    weights = np.asarray(weights, np.float64)
+
+    def logits(cur, user: str, rows: np.ndarray) -> np.ndarray:
+        cur.execute("select video_id, decision = 'like', (extract(epoch from created_at) * 1e6)"
+                    "::int8 from user_video_decisions where user_id = %s order by created_at, id",
+                    (user,))  # fmt: skip
+        history = UserHistory(catalogue, config, is_pseudo=False)
+        for video, liked, at_us in cur.fetchall():
+            history.add(video, int(liked), at_us)
+        return np.array([history.match(int(positions[r])) for r in rows]) @ weights
+
+    return logits
 
 
 _VIDEO_VECTORS: dict = {}
@@ -193,19 +230,19 @@ def main(argv=None) -> int:
                 g: exact_scan_latency(conn, "serving-bench", groups[g], LIMIT, 2)
                 for g in ("50", "1000")
             }
-            out = Path(tmp) / "deno.json"
-            fixture = Path(tmp) / "fixture.json"
-            fixture.write_text(json.dumps({"groups": groups, "rounds": args.rounds,
-                                           "limit": LIMIT, "out": str(out)}))  # fmt: skip
-            env = {**os.environ, "SUPABASE_DB_URL": url, "JWT_SECRET": secrets.token_hex(32),
-                   "SWIPEREC_BENCH_FIXTURE": str(fixture), "NO_COLOR": "1",
-                   "DENO_DIR": str(ROOT / "tools" / "deno" / "cache")}  # fmt: skip
-            subprocess.run(
-                [str(DENO), "run", "--allow-env", "--allow-net", "--allow-read",
-                 "--allow-write", "tests/performance/bench_serving.ts"],
-                cwd=ROOT, env=env, check=True, timeout=1800,
-            )  # fmt: skip
-            measured = json.loads(out.read_text())
+            measured = run_handler(url, Path(tmp), groups, args.rounds)
+            without_match = None
+            if match_logits(conn, "serving-bench", np.empty(0, np.int64)) is not None:
+                # The same run without the match features: the set's weights set aside.
+                with conn, conn.cursor() as cur:
+                    cur.execute("update embedding_sets set match_weights = null "
+                                "where model_version = 'serving-bench'")  # fmt: skip
+                without_match = {
+                    "exact": exact_top_k(
+                        conn, "serving-bench", groups["50"] + groups["1000"], LIMIT
+                    ),
+                    "measured": run_handler(url, Path(tmp), groups, args.rounds),
+                }
             conn.close()
         finally:
             server.stop()
@@ -214,15 +251,13 @@ def main(argv=None) -> int:
                "users_per_group": GROUP_SIZE, "rounds": args.rounds,
                "embeddings_written_seconds": round(prepare_s, 1), "modes": {},
                "baseline_exact_scan": baseline}  # fmt: skip
-    for mode, by_group in measured.items():
-        figures["modes"][mode] = {}
-        for group, result in by_group.items():
-            entry = percentiles(result["latencies_ms"])
-            if group in ("50", "1000"):
-                recalls = [len(set(result["items"][u]) & set(exact[u])) / LIMIT
-                           for u in groups[group]]  # fmt: skip
-                entry["recall@20_vs_exact"] = round(float(np.mean(recalls)), 4)
-            figures["modes"][mode][group] = entry
+    figures["modes"] = handler_figures(measured, exact, groups)
+    if without_match is not None:
+        figures["same_run_without_match_features"] = {
+            "note": "the same database and run with the video set's match weights set aside "
+                    "(null): the ranking stage without the match features",
+            "modes": handler_figures(without_match["measured"], without_match["exact"], groups),
+        }  # fmt: skip
     for group, base in baseline.items():
         handler_p95 = figures["modes"]["mmr_off"][group]["p95_ms"]
         base["ratio_to_handler_p95"] = round(base["p95_ms"] / handler_p95, 1)
@@ -238,6 +273,12 @@ def main(argv=None) -> int:
             recall_text = "-" if recall is None else f"{recall:.3f}"
             print(f"  {mode:<8} {group:>9} {entry['p50_ms']:>8} {entry['p95_ms']:>8} "
                   f"{recall_text:>10}")  # fmt: skip
+    if "same_run_without_match_features" in figures:
+        print("  the same run without the match features:")
+        for mode, by_group in figures["same_run_without_match_features"]["modes"].items():
+            for group, entry in by_group.items():
+                print(f"  {mode:<8} {group:>9} {entry['p50_ms']:>8} {entry['p95_ms']:>8} "
+                      f"{entry.get('recall@20_vs_exact', '-')!s:>10}")  # fmt: skip
     for group, base in baseline.items():
         print(
             f"  baseline exact scan, {group} decisions: p50 {base['p50_ms']} ms, p95 "
@@ -246,6 +287,39 @@ def main(argv=None) -> int:
     print("  goal: p95 < 50 ms")
     print(f"saved {path}")
     return 0
+
+
+def run_handler(url: str, tmp: Path, groups: dict, rounds: int) -> dict:
+    """The Edge Function's handler under Deno (bench_serving.ts) over `groups`: per mode and
+    group, each request's latency and each user's items."""
+    out = tmp / "deno.json"
+    fixture = tmp / "fixture.json"
+    fixture.write_text(json.dumps({"groups": groups, "rounds": rounds, "limit": LIMIT,
+                                   "out": str(out)}))  # fmt: skip
+    env = {**os.environ, "SUPABASE_DB_URL": url, "JWT_SECRET": secrets.token_hex(32),
+           "SWIPEREC_BENCH_FIXTURE": str(fixture), "NO_COLOR": "1",
+           "DENO_DIR": str(ROOT / "tools" / "deno" / "cache")}  # fmt: skip
+    subprocess.run(
+        [str(DENO), "run", "--allow-env", "--allow-net", "--allow-read",
+         "--allow-write", "tests/performance/bench_serving.ts"],
+        cwd=ROOT, env=env, check=True, timeout=1800,
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def handler_figures(measured: dict, exact: dict, groups: dict) -> dict:
+    """Per mode and group: p50/p95, and recall@20 of the served lists against `exact`."""
+    figures = {}
+    for mode, by_group in measured.items():
+        figures[mode] = {}
+        for group, result in by_group.items():
+            entry = percentiles(result["latencies_ms"])
+            if group in ("50", "1000"):
+                recalls = [len(set(result["items"][u]) & set(exact[u])) / LIMIT
+                           for u in groups[group]]  # fmt: skip
+                entry["recall@20_vs_exact"] = round(float(np.mean(recalls)), 4)
+            figures[mode][group] = entry
+    return figures
 
 
 def make_groups(conn, version: str) -> dict[str, list[str]]:
