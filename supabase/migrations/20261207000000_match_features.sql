@@ -27,16 +27,19 @@ alter table public.embedding_sets
     add column if not exists match_weights real[],
     add column if not exists match_half_life_days real;
 
-do $$
-begin
-    if not exists (select 1 from pg_constraint where conname = 'embedding_sets_match_check') then
-        alter table public.embedding_sets add constraint embedding_sets_match_check check (
-            match_weights is null
-            or (kind = 'video' and cardinality(match_weights) = 6
-                and match_half_life_days > 0));
-    end if;
-end
-$$;
+-- Six finite weights in one dimension and a finite positive half-life, or neither (a CHECK
+-- that is NULL passes, hence the explicit `is not null`s).
+alter table public.embedding_sets drop constraint if exists embedding_sets_match_check;
+alter table public.embedding_sets add constraint embedding_sets_match_check check (
+    (match_weights is null and match_half_life_days is null)
+    or (kind = 'video'
+        and match_weights is not null and match_half_life_days is not null
+        and array_ndims(match_weights) = 1 and cardinality(match_weights) = 6
+        and array_position(match_weights, null) is null
+        and not ('NaN'::real = any(match_weights))
+        and not ('Infinity'::real = any(match_weights))
+        and not ('-Infinity'::real = any(match_weights))
+        and match_half_life_days > 0 and match_half_life_days < 'Infinity'::real));
 
 comment on column public.embedding_sets.match_weights is
     'The ranking stage''s weights of the match features (liked maker, noped maker, liked '
@@ -185,28 +188,31 @@ begin
     ),
     decided as materialized (
         -- Every decision of the user with its recency weight, 2^((t - newest) / half-life):
-        -- UserHistory's weights up to one factor, which the shares cancel.
+        -- UserHistory's weights up to one factor, which the shares cancel. A decision over
+        -- 1,000 half-lives older than the newest weighs 2^-1000, nothing beside the newest's 1,
+        -- as it weighs nothing there (power() would raise on the underflow instead).
         select d.decision = 'like' as liked, f.maker, f.genres, f.performers,
-               power(2::double precision,
+               power(2::double precision, greatest(
                      extract(epoch from d.created_at - max(d.created_at) over ())
-                     / v_half_life_s) as w
+                     / v_half_life_s, -1000)) as w
         from public.user_video_decisions d
         join public.videos f on f.id = d.video_id
         where v_match is not null and v_query is not null and d.user_id = p_user_id
     ),
     profile as materialized (
         -- The user's shares per maker, genre and performer, likes and nopes apart: each
-        -- name's weight over the total of its kind (UserHistory's `features` lists).
+        -- name's weight over the total of its kind (UserHistory's `features` lists). NULL and
+        -- '' names are none, as the catalogue reads them.
         select x.kind, x.name, x.liked,
                sum(x.w) / sum(sum(x.w)) over (partition by x.kind, x.liked) as share
         from (select 'maker' as kind, h.maker as name, h.liked, h.w
               from decided h where h.maker is not null and h.maker <> ''
               union all
               select 'genre', g, h.liked, h.w from decided h, unnest(h.genres) g
-              where g is not null
+              where g <> ''
               union all
               select 'performer', p, h.liked, h.w from decided h, unnest(h.performers) p
-              where p is not null) x
+              where p <> '') x
         group by x.kind, x.name, x.liked
     ),
     retrieved as materialized (
@@ -231,11 +237,13 @@ begin
         from (select c.video_id, 'maker' as kind, c.maker as name, 1 as n
               from retrieved c where c.maker is not null and c.maker <> ''
               union all
-              select c.video_id, 'genre', g, cardinality(array_remove(c.genres, null))
-              from retrieved c, unnest(c.genres) g where g is not null
+              select c.video_id, 'genre', g, cardinality(array_remove(array_remove(
+                         c.genres, null), ''))
+              from retrieved c, unnest(c.genres) g where g <> ''
               union all
-              select c.video_id, 'performer', p, cardinality(array_remove(c.performers, null))
-              from retrieved c, unnest(c.performers) p where p is not null) o
+              select c.video_id, 'performer', p, cardinality(array_remove(array_remove(
+                         c.performers, null), ''))
+              from retrieved c, unnest(c.performers) p where p <> '') o
         join profile pr on pr.kind = o.kind and pr.name = o.name
         group by o.video_id
     ),
@@ -327,5 +335,6 @@ $$;
 
 comment on function public.enhanced_two_tower_recommendations is
     'Candidates for the Edge Function of the same name: ANN top-N by cosine (decided videos '
-    'excluded), ranked by the videos'' ranking terms, pairwise similarities for MMR, evidence '
-    'for reasons. Service role only: the function takes the user id from a verified JWT.';
+    'excluded), ranked by the videos'' ranking terms and their match with the user''s '
+    'history (the set''s match weights), pairwise similarities for MMR, evidence for reasons. '
+    'Service role only: the function takes the user id from a verified JWT.';

@@ -49,6 +49,11 @@ def add_commands(commands) -> None:
         "DEFAULT_SEARCH_SPACE: learning_rate, dropout, temperature, weight_decay, "
         "video_id_min_count, pointwise_weight)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-match-features", action="store_true",
+        help="rank without the match features (TrainConfig.match_features off), e.g. for "
+        "examples made by a transform before them",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.set_defaults(func=train)
 
@@ -71,6 +76,8 @@ def train(args) -> int:
         for flag, (field, _, _) in _OVERRIDES.items()
         if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
     }
+    if args.no_match_features:
+        overrides["match_features"] = False
     search_space = None
     try:
         base = TrainConfig.from_dict(overrides)  # a setting out of range: a clear error, no work

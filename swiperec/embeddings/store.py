@@ -43,6 +43,7 @@ from psycopg2.extras import execute_values
 
 from swiperec.db.binary_copy import Column, copy_binary
 from swiperec.faults import fault_point
+from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.model.config import EMBEDDING_DIM
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
@@ -172,8 +173,10 @@ def _check_match(kind: str, match) -> tuple[list[float] | None, float | None]:
     weights, half_life = [float(w) for w in match[0]], float(match[1])
     if kind != "video":
         raise ValueError("match weights belong to a video set")
-    if len(weights) != 6 or not all(np.isfinite(weights)):
-        raise ValueError(f"match weights must be 6 finite numbers, got {match[0]!r}")
+    if len(weights) != len(MATCH_FEATURE_NAMES) or not all(np.isfinite(weights)):
+        raise ValueError(
+            f"match weights must be {len(MATCH_FEATURE_NAMES)} finite numbers, got {match[0]!r}"
+        )
     if not (np.isfinite(half_life) and half_life > 0):
         raise ValueError(f"the match half-life must be a positive number of days, got {half_life}")
     return weights, half_life

@@ -144,7 +144,7 @@ def write_embeddings(
             del events
             # The shards are counted before the load; finishing checks that all of them are in.
             dimension = card["embedding_dim"]
-            match = match_ranking(card)
+            match = match_ranking(card, config)
             kinds = [
                 k for k in ("video", "user")
                 if store.begin_set(conn, version, k, dimension, expected_shards=len(chunks[k]),
@@ -188,16 +188,16 @@ def write_embeddings(
         conn.close()
 
 
-def match_ranking(card: dict) -> tuple[list[float], float] | None:
+def match_ranking(card: dict, config) -> tuple[list[float], float] | None:
     """A model card's match weights (in `MATCH_FEATURE_NAMES` order) and the recency half-life
-    its features were made with, for the video set (`store.begin_set`); None without them."""
+    of `config`, the feature config its features were made with, for the video set
+    (`store.begin_set`); None without them."""
     from swiperec.features.user_history import MATCH_FEATURE_NAMES
 
     weights = card.get("match_weights")
     if weights is None:
         return None
-    half_life = card["input"]["feature_config"].get("recency_half_life_days", 30.0)
-    return [weights[name] for name in MATCH_FEATURE_NAMES], half_life
+    return [weights[name] for name in MATCH_FEATURE_NAMES], config.recency_half_life_days
 
 
 def _as_dofn(body: EmbedAndCopy):

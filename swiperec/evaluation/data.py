@@ -192,9 +192,10 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
             decisions_before[u] = len(decided)
             if histories is not None:
                 histories[u] = UserHistory(catalogue, config, is_pseudo)
-                labels = events.label[rows.start : early].tolist()
-                times = events.time_us[rows.start : early].tolist()
-                for position, label, time_us in zip(decided.tolist(), labels, times, strict=True):
+                decided_labels = events.label[rows.start : early].tolist()
+                decided_at = events.time_us[rows.start : early].tolist()
+                for position, label, time_us in zip(decided.tolist(), decided_labels, decided_at,
+                                                    strict=True):  # fmt: skip
                     histories[u].add_at_position(position, label, time_us)
         liked = decided[events.label[rows.start : early] == 1]
         if len(liked):

@@ -165,17 +165,14 @@ class UserHistory:
         lists, so the same as of any query time."""
         catalogue = self._catalogue
         maker = catalogue.maker[position]
+        makers = [maker] if maker else []
         genres, performers = catalogue.genres[position], catalogue.performers[position]
-        out = []
-        for label in (1, 0):
-            out.append(_share_of(self._makers[label], [maker] if maker else []))
-            out.append(_share_of(self._genres[label], genres))
-            out.append(_share_of(self._performers[label], performers))
-        liked_maker, liked_genres, liked_performers, noped_maker, noped_genres, noped_performers = (
-            out
-        )
-        return [liked_maker, noped_maker, liked_genres, noped_genres, liked_performers,
-                noped_performers]  # fmt: skip
+        return [  # MATCH_FEATURE_NAMES: liked, then noped, for each kind
+            _share_of(weights[label], names)
+            for weights, names in ((self._makers, makers), (self._genres, genres),
+                                   (self._performers, performers))
+            for label in (1, 0)
+        ]  # fmt: skip
 
     def _rescale(self, time_us: int) -> None:
         """Move the anchor to `time_us`, multiplying every stored weight by the same factor."""

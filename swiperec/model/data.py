@@ -185,7 +185,7 @@ def read_match_features(examples_dir: str, split: str, spec: dict):
     if missing:
         raise ValueError(
             f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
-            "`swiperec transform`, or train with match_features off"
+            "`swiperec transform`, or train with --no-match-features (match_features off)"
         )
     parsed = {name: [] for name in names}
     for batch in _records(tfrecord_files(examples_dir, split)).batch(8192):

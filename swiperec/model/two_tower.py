@@ -47,7 +47,7 @@ def match_inputs(features: dict) -> tf.Tensor:
     if missing:
         raise ValueError(
             f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
-            "`swiperec transform`, or train with match_features off"
+            "`swiperec transform`, or train with --no-match-features (match_features off)"
         )
     return tf.stack([tf.cast(features[name], tf.float32) for name in MATCH_FEATURE_NAMES], -1)
 
@@ -90,7 +90,10 @@ def fit_match_start(match, label, weight, l2: float = 1e-3) -> tuple[np.ndarray,
         return float(weight @ per_row / total + 0.5 * l2 * w[:-1] @ w[:-1]), gradient
 
     fitted = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B")
-    return scale.astype(np.float32), fitted.x[:-1].astype(np.float32)
+    kernel = fitted.x[:-1]
+    if not np.isfinite(kernel).all():  # nothing usable (e.g. no examples): start from zero
+        kernel = np.zeros_like(kernel)
+    return scale.astype(np.float32), kernel.astype(np.float32)
 
 
 def pointwise_loss(logits, label, weight) -> tf.Tensor:
@@ -154,13 +157,14 @@ class TwoTowerModel(tfrs.models.Model):
         # weights 0).
         self.match = self.match_scale = None
         if config.match_features:
-            scale, kernel = match_start or (np.ones(6, np.float32), np.zeros(6, np.float32))
+            n = len(MATCH_FEATURE_NAMES)
+            scale, kernel = match_start or (np.ones(n, np.float32), np.zeros(n, np.float32))
             self.match_scale = tf.constant(scale, tf.float32)
             self.match = tf.keras.layers.Dense(
                 1, use_bias=False, name="match",
-                kernel_initializer=tf.keras.initializers.Constant(np.reshape(kernel, (6, 1))),
+                kernel_initializer=tf.keras.initializers.Constant(np.reshape(kernel, (n, 1))),
             )  # fmt: skip
-            self.match.build((None, 6))
+            self.match.build((None, n))
         # Each side in one pass for training: one feature computation, and one id-dropout
         # mask for a video's id embedding and its own bias alike (a dropped row is then a
         # new video's case, content alone, at the rate `video_id_dropout`).

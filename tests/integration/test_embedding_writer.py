@@ -24,7 +24,9 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     from swiperec.features.events import load_snapshot
     from swiperec.features.preprocessing import video_row_spec
     from swiperec.features.raw_features import video_raw_features
+    from swiperec.features.user_history import MATCH_FEATURE_NAMES
     from swiperec.model.export import load_serving_tower, serialize_raw
+    from swiperec.model.train import read_model_card
     from swiperec.snapshot import read_metadata
 
     first = write_embeddings(
@@ -60,6 +62,20 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     # Beside each vector, the video's ranking terms that the serving function ranks by.
     np.testing.assert_allclose([r[2] for r in stored], expected["rank_bias"].numpy(), atol=1e-6)
     np.testing.assert_allclose([r[3] for r in stored], expected["rank_scale"].numpy(), rtol=1e-6)
+    # The video set carries the model's match weights and their recency half-life; the user
+    # set none.
+    with conn.cursor() as cur:
+        cur.execute("select kind, match_weights, match_half_life_days from embedding_sets "
+                    "where model_version = 'v1' order by kind")  # fmt: skip
+        sets = cur.fetchall()
+    conn.rollback()
+    card = read_model_card(trained.model_dir)
+    assert sets[0] == ("user", None, None)
+    assert sets[1][0] == "video"
+    weights = [card["match_weights"][name] for name in MATCH_FEATURE_NAMES]
+    np.testing.assert_allclose(sets[1][1], weights, rtol=1e-6)
+    assert sets[1][2] == card["input"]["feature_config"]["recency_half_life_days"]
+    assert any(w != 0 for w in weights)
 
     # The same version again: nothing to do, nothing added.
     again = write_embeddings(trained.model_dir, "v1", snapshot_dir, database_url=db_url,

@@ -12,6 +12,7 @@ import math
 import uuid
 
 import numpy as np
+import psycopg2
 import pytest
 
 from swiperec.embeddings import store
@@ -145,18 +146,20 @@ CONTENT = {  # id: (maker, genres, performers)
     4: ("A", ["アクション"], ["R"]),
     5: ("C", ["ドラマ", "アクション", "恋愛"], ["P", "R", "S"]),
     6: ("A", ["恋愛"], ["P"]),
-    7: ("B", ["ドラマ", "恋愛"], ["Q", "R"]),
-    8: ("A", ["アクション"], ["R"]),
+    7: ("B", ["ドラマ", "恋愛", ""], ["Q", "R", ""]),  # '' is no genre, no performer
+    8: ("", ["アクション"], ["R"]),  # '' is no maker
     9: ("C", ["恋愛"], ["S"]),
+    10: ("B", ["恋愛"], ["Q"]),
 }
 DAY = 86_400
 DECISIONS = [
+    (10, "like", -20_000 * DAY),  # over 1,000 half-lives before the newest: weighs nothing
     (6, "like", 0),
     (7, "like", 2 * DAY),
     (8, "nope", 3 * DAY),
     (9, "nope", 10 * DAY),
-    (6, "nope", 11 * DAY),
-]  # fmt: skip  (video 6 liked, later noped: both count)
+    (6, "nope", 11 * DAY),  # video 6 liked, later noped: both count
+]
 MATCH = [2.0, -1.0, 1.5, -0.5, 3.0, -2.0]
 HALF_LIFE_DAYS = 5.0
 
@@ -210,12 +213,15 @@ def test_the_match_with_the_users_history_joins_the_like_logit(conn):
     for video in range(1, 6):
         match = history.match(int(catalogue.index_of([video])[0]))
         logit = TERMS[video - 1][1] * COSINES[video - 1] + TERMS[video - 1][0]
-        expected = 1 / (1 + math.exp(-(logit + float(np.dot(MATCH, match)))))
-        assert served[video] == pytest.approx(expected, abs=1e-4), (video, match)
-    # Video 3 has nothing to match: its score is the ranking terms' alone; the others moved
-    # (video 5's too, though its score, sigmoid(9.4 + ...), barely shows it).
-    assert served[3] == pytest.approx(like_score(3), abs=1e-4)
-    assert all(abs(served[v] - like_score(v)) > 1e-2 for v in (1, 2, 4))
+        served_logit = math.log(served[video] / (1 - served[video]))
+        assert served_logit == pytest.approx(logit + float(np.dot(MATCH, match)), abs=2e-3), (
+            video, match,
+        )  # fmt: skip
+        # video 3 has nothing to match; each of the others matches something
+        assert (np.dot(MATCH, match) == 0) == (video == 3)
+    # The 20,000-day-old like of maker B weighs ~nothing: B's liked share is video 7's like
+    # (2 days after video 6's, half-life 5) against maker A's from video 6.
+    assert history.match(1)[0] == pytest.approx(2**0.4 / (1 + 2**0.4))
 
 
 def test_match_weights_belong_to_a_video_set_and_must_be_six_finite_numbers(conn):
@@ -227,3 +233,18 @@ def test_match_weights_belong_to_a_video_set_and_must_be_six_finite_numbers(conn
         store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH, 0.0))
     # Nothing was started.
     assert store.set_state(conn, "v1", "video") is None
+    # The table refuses what the function could not use, whoever writes it.
+    store.begin_set(conn, "v1", "video", expected_shards=1)
+    for weights, half_life in (
+        (MATCH, None),
+        (None, 5.0),
+        ([1, 2, 3, 4, 5, None], 5.0),
+        ([[1, 2, 3], [4, 5, 6]], 5.0),
+        ([1, 2, 3, 4, 5, float("nan")], 5.0),
+        (MATCH, float("nan")),
+        (MATCH, 0.0),
+    ):
+        with pytest.raises(psycopg2.errors.CheckViolation), conn, conn.cursor() as cur:
+            cur.execute("update embedding_sets set match_weights = %s::real[], "
+                        "match_half_life_days = %s where model_version = 'v1'",
+                        (weights, half_life))  # fmt: skip

@@ -230,6 +230,7 @@ def model_and_batch(config: TrainConfig):
         "label": tf.constant([1, 0, 1], tf.int64),
         "weight": tf.constant([1.0, 1.0, 0.5]),
         "candidate_probability": tf.constant([0.5, 0.25, 0.25]),
+        **{name: tf.zeros([3]) for name in MATCH_FEATURE_NAMES},  # no match: logits unmoved
     }
     return model, batch
 
@@ -284,7 +285,7 @@ def test_match_features_add_their_weighted_sum_to_the_like_logit():
     with pytest.raises(ValueError, match=r"match_liked_maker.*re-run `swiperec transform`"):
         model.logits(batch)
     # A model without them has no weights to report.
-    plain, _ = model_and_batch(TrainConfig(hidden_units=(16,), bag_dim=4))
+    plain, _ = model_and_batch(TrainConfig(hidden_units=(16,), bag_dim=4, match_features=False))
     assert plain.match is None and match_weights(plain) is None
 
 
