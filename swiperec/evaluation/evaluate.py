@@ -54,7 +54,7 @@ TASKS = {  # classification task -> which negatives it keeps
 # (candidateCount in the Edge Function); the model's lists are scored the same way.
 SERVING_CANDIDATES = 100
 # Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations,
-# supabase/migrations/20261206000000_ranking_stage.sql): of the `pool` most recent videos
+# supabase/migrations/20261207000000_match_features.sql): of the `pool` most recent videos
 # released in the last `days` days, the nearest `candidates` join the candidates, their like
 # logit plus `bonus`.
 NEW_RELEASE = {"days": 60, "pool": 500, "candidates": 20, "bonus": 1.0}

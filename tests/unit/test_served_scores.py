@@ -12,13 +12,14 @@ import numpy as np
 
 from swiperec.evaluation.evaluate import NEW_RELEASE, served_scores
 
-MIGRATION = (Path(__file__).resolve().parents[2] / "supabase" / "migrations"
-             / "20261206000000_ranking_stage.sql")  # fmt: skip
+MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 DAY_US = 86_400 * 1_000_000
 
 
 def test_the_exploration_constants_are_the_sql_functions():
-    text = MIGRATION.read_text()
+    # the newest migration that defines the serving function's constants
+    text = [t for p in sorted(MIGRATIONS.glob("*.sql"))
+            if "c_new_release_bonus" in (t := p.read_text())][-1]  # fmt: skip
     found = {
         name: float(re.search(rf"c_new_release_{name}\s+constant \w+ := ([0-9.]+);", text)[1])
         for name in ("days", "pool", "candidates", "bonus")
