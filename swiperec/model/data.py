@@ -175,18 +175,26 @@ def example_dataset(
     )
 
 
-def read_match_features(examples_dir: str, split: str, spec: dict):
-    """(match [N, 6] float32, label [N], weight [N]) of one split's examples: the
-    `MATCH_FEATURE_NAMES` alone, parsed without the rest of each example."""
+def require_match_features(names) -> None:
+    """Raise a ValueError naming the `MATCH_FEATURE_NAMES` missing from `names` (the features
+    of a batch or of the examples' spec), if any."""
     from swiperec.features.user_history import MATCH_FEATURE_NAMES
 
-    names = [*MATCH_FEATURE_NAMES, "label", "weight"]
-    missing = [name for name in names if name not in spec]
+    missing = [name for name in MATCH_FEATURE_NAMES if name not in names]
     if missing:
         raise ValueError(
             f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
             "`swiperec transform`, or train with --no-match-features (match_features off)"
         )
+
+
+def read_match_features(examples_dir: str, split: str, spec: dict):
+    """(match [N, 6] float32, label [N], weight [N]) of one split's examples: the
+    `MATCH_FEATURE_NAMES` alone, parsed without the rest of each example."""
+    from swiperec.features.user_history import MATCH_FEATURE_NAMES
+
+    require_match_features(spec)
+    names = [*MATCH_FEATURE_NAMES, "label", "weight"]
     parsed = {name: [] for name in names}
     for batch in _records(tfrecord_files(examples_dir, split)).batch(8192):
         values = tf.io.parse_example(batch, {name: spec[name] for name in names})

@@ -28,6 +28,7 @@ import tensorflow_recommenders as tfrs
 
 from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.model.config import TrainConfig
+from swiperec.model.data import require_match_features
 from swiperec.model.towers import (
     USER_TOWER_INPUTS,
     VIDEO_TOWER_INPUTS,
@@ -43,12 +44,7 @@ def like_logits(cosine, video_ranking, user_bias) -> tf.Tensor:
 
 def match_inputs(features: dict) -> tf.Tensor:
     """[B, 6] float32: the batch's `MATCH_FEATURE_NAMES`, in that order."""
-    missing = [name for name in MATCH_FEATURE_NAMES if name not in features]
-    if missing:
-        raise ValueError(
-            f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
-            "`swiperec transform`, or train with --no-match-features (match_features off)"
-        )
+    require_match_features(features)
     return tf.stack([tf.cast(features[name], tf.float32) for name in MATCH_FEATURE_NAMES], -1)
 
 
