@@ -43,7 +43,7 @@ from psycopg2.extras import execute_values
 
 from swiperec.db.binary_copy import Column, copy_binary
 from swiperec.faults import fault_point
-from swiperec.features.user_history import MATCH_FEATURE_NAMES
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 from swiperec.model.config import EMBEDDING_DIM
 
 KINDS = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
@@ -120,7 +120,7 @@ def begin_set(
     finished); False when it is already ready (nothing to do). `as_of`: the time the vectors
     describe (the snapshot's cutoff); when the version starts serving, everything that changed
     after it is queued for the real-time worker. `match`: a video set's (weights of the
-    `MATCH_FEATURE_NAMES`, their shares' recency half-life in days), which the serving
+    `RANKING_FEATURE_NAMES`, the match shares' recency half-life in days), which the serving
     function adds to each candidate's like logit; None: the model has none.
 
     A set left `loading` by an earlier run is started afresh: its table is dropped. Only one
@@ -173,9 +173,9 @@ def _check_match(kind: str, match) -> tuple[list[float] | None, float | None]:
     weights, half_life = [float(w) for w in match[0]], float(match[1])
     if kind != "video":
         raise ValueError("match weights belong to a video set")
-    if len(weights) != len(MATCH_FEATURE_NAMES) or not all(np.isfinite(weights)):
+    if len(weights) != len(RANKING_FEATURE_NAMES) or not all(np.isfinite(weights)):
         raise ValueError(
-            f"match weights must be {len(MATCH_FEATURE_NAMES)} finite numbers, got {match[0]!r}"
+            f"match weights must be {len(RANKING_FEATURE_NAMES)} finite numbers, got {match[0]!r}"
         )
     if not (np.isfinite(half_life) and half_life > 0):
         raise ValueError(f"the match half-life must be a positive number of days, got {half_life}")

@@ -189,15 +189,16 @@ def write_embeddings(
 
 
 def match_ranking(card: dict, config) -> tuple[list[float], float] | None:
-    """A model card's match weights (in `MATCH_FEATURE_NAMES` order) and the recency half-life
-    of `config`, the feature config its features were made with, for the video set
-    (`store.begin_set`); None without them."""
-    from swiperec.features.user_history import MATCH_FEATURE_NAMES
+    """A model card's match weights (in `RANKING_FEATURE_NAMES` order; 0 for the video
+    evidence of a model trained without it) and the recency half-life of `config`, the feature
+    config its features were made with, for the video set (`store.begin_set`); None without
+    them."""
+    from swiperec.model.data import card_ranking_weights
 
-    weights = card.get("match_weights")
+    weights = card_ranking_weights(card)
     if weights is None:
         return None
-    return [weights[name] for name in MATCH_FEATURE_NAMES], config.recency_half_life_days
+    return weights.tolist(), config.recency_half_life_days
 
 
 def _as_dofn(body: EmbedAndCopy):

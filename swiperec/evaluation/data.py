@@ -24,7 +24,8 @@ import numpy as np
 
 from swiperec.features.config import FeatureConfig
 from swiperec.features.events import PSEUDO_USER_PREFIX, load_snapshot
-from swiperec.features.user_history import MATCH_FEATURE_NAMES, UserHistory
+from swiperec.features.user_history import UserHistory
+from swiperec.features.video_evidence import VideoSwipeCounts
 
 FEW_DECISIONS = 20  # users with fewer decisions before the test period are "few decisions"
 
@@ -41,10 +42,12 @@ class EvaluationData:
     video_rank_bias: np.ndarray  # [N] float32
     video_rank_scale: np.ndarray  # [N] float32
     ranked: bool  # the model has the ranking stage (else it serves by cosine, no exploration)
-    # the ranking stage's weights of the match features (`MATCH_FEATURE_NAMES`), None when the
-    # model has none; then `example_match` is [E, 6] and `user_histories` holds each test user's
-    # history at the test period's start (for the match of any video in their served list)
+    # the ranking stage's weights of its pair features (`RANKING_FEATURE_NAMES`), None when the
+    # model has none; then `example_match` is [E, 8], `user_histories` holds each test user's
+    # history at the test period's start (for the match of any video in their served list) and
+    # `video_evidence` every video's swipe evidence then
     match_weights: np.ndarray | None
+    video_evidence: np.ndarray | None  # [N, 2] float64: `VIDEO_EVIDENCE_NAMES` at test start
     genres: list  # [N] frozenset of genre names
     makers: list  # [N] frozenset holding the maker (empty when unknown)
     like_counts: np.ndarray  # [N] int64: likes before the test period
@@ -63,7 +66,7 @@ class EvaluationData:
     relevant: list  # [U] int64 arrays: rows of videos liked in the test period
     excluded: list  # [U] int64 arrays: rows of videos decided before the test period
     decisions_before: np.ndarray  # [U] int64
-    example_match: np.ndarray | None  # [E, 6] float32
+    example_match: np.ndarray | None  # [E, 8] float32
     user_histories: list | None  # [U] UserHistory
     is_pseudo: np.ndarray  # [U] bool
     # history before the test period, for the baselines: (user row, video row) of each like,
@@ -97,16 +100,14 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     import tensorflow_transform as tft
 
     from swiperec.features.transform import read_transform_metadata
-    from swiperec.model.data import Catalogue, example_dataset
+    from swiperec.model.data import Catalogue, card_ranking_weights, example_dataset
     from swiperec.model.embed import embed_catalogue, embed_examples, rank_catalogue
     from swiperec.model.export import load_keras_tower
     from swiperec.model.train import read_model_card
 
     meta = read_transform_metadata(examples_dir)
     card = read_model_card(model_dir)  # a clear error for a model that did not finish
-    match_weights = card.get("match_weights")
-    if match_weights is not None:
-        match_weights = np.array([match_weights[n] for n in MATCH_FEATURE_NAMES], np.float32)
+    match_weights = card_ranking_weights(card)
     config = FeatureConfig.from_dict(meta["config"])
     test_start = meta["split_boundaries"]["test_start"]
     validation_start = meta["split_boundaries"]["validation_start"]
@@ -217,6 +218,9 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         video_rank_scale=ranking[:, 1],
         ranked=ranker is not None,
         match_weights=match_weights,
+        video_evidence=None
+        if match_weights is None
+        else VideoSwipeCounts(catalogue, events).evidence(np.arange(len(catalogue)), test_start_us),
         genres=[frozenset(g) for g in catalogue.genres],
         makers=[frozenset([m]) if m else frozenset() for m in catalogue.maker],
         like_counts=like_counts,

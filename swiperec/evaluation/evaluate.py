@@ -10,7 +10,8 @@ Every scorer is measured the same way on the same split:
   `SERVING_CANDIDATES` videos nearest by cosine and the nearest new releases (as of the test
   period's start, decided videos excluded), ranked by `scale_v * cosine + bias_v` plus the
   new releases' exploration bonus (`served_scores`); a model with match features adds
-  `w . match` to both (the example's, and the user's history at the test start for lists);
+  `w . match` to both (the example's; for lists, the user's history and the videos' swipe
+  evidence at the test start);
 - `model_cosine`: the cosine alone (retrieval without the ranking stage), to show what ranking adds;
 - `popularity`: likes before the test period (the floor any personalised model must beat);
 - `like_rate`: each video's like rate among the likes and nopes before the test period, shrunk
@@ -54,7 +55,7 @@ TASKS = {  # classification task -> which negatives it keeps
 # (candidateCount in the Edge Function); the model's lists are scored the same way.
 SERVING_CANDIDATES = 100
 # Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations,
-# supabase/migrations/20261207000000_match_features.sql): of the `pool` most recent videos
+# supabase/migrations/20261208000000_video_swipe_counts.sql): of the `pool` most recent videos
 # released in the last `days` days, the nearest `candidates` join the candidates, their like
 # logit plus `bonus`.
 NEW_RELEASE = {"days": 60, "pool": 500, "candidates": 20, "bonus": 1.0}
@@ -182,7 +183,8 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     if data.match_weights is not None:
         history = data.user_histories[u]
         match = np.array([history.match(row) for row in retrieved.tolist()], np.float64)
-        scores[retrieved] += match.reshape(-1, len(data.match_weights)) @ data.match_weights
+        match = np.hstack([match.reshape(len(retrieved), -1), data.video_evidence[retrieved]])
+        scores[retrieved] += match @ data.match_weights
     return scores
 
 

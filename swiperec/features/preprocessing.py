@@ -29,10 +29,11 @@ User graph outputs:
   user_{liked,noped}_performer_ids / _weights    sparse (vocab `user_performers`)
   user_title_ids / user_title_weights   sparse: liked titles' top n-grams (`user_title_ngrams`)
   user_recent_video_ids                 sparse int64 (vocab `recent_videos`)
-  label [B] int64; weight, sampling_probability, video_age_days, match_* [B] float32;
-  video_id, example_time_us [B] int64; user_key, negative_source [B] string: passed through
-  for training and evaluation (`match_*`: `MATCH_FEATURE_NAMES`, the ranking stage's pair
-  features).
+  label [B] int64; weight, sampling_probability, video_age_days, match_*, video_like_logodds,
+  video_swipes [B] float32; video_id, example_time_us [B] int64; user_key, negative_source [B]
+  string: passed through for training and evaluation (`RANKING_FEATURE_NAMES`, the ranking
+  stage's pair features: `match_*` how the video matches the user's history, then the video's
+  own swipe evidence at the example's time).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import tensorflow_transform as tft
 from tensorflow_transform.experimental import approximate_vocabulary
 
 from swiperec.features.config import FeatureConfig
-from swiperec.features.user_history import MATCH_FEATURE_NAMES
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 
 # Vocabulary file names: contracts with the trainer.
 TEXT_VOCAB = "text_ngrams"
@@ -101,9 +102,9 @@ EXAMPLE_PASSTHROUGH = {
     "example_time_us": tf.int64,
     "user_key": tf.string,
     "negative_source": tf.string,  # "" for a like, "nope" or "sampled": the evaluator's split
-    # how the example's video matches the user's history (`UserHistory.match`): the ranking
-    # stage's pair features
-    **{name: tf.float32 for name in MATCH_FEATURE_NAMES},
+    # how the example's video matches the user's history (`UserHistory.match`) and how real
+    # users had answered it by then (`VideoSwipeCounts`): the ranking stage's pair features
+    **{name: tf.float32 for name in RANKING_FEATURE_NAMES},
 }
 
 

@@ -23,9 +23,10 @@ Outputs:
     examples_dir/{train,validation,test}/part-*.tfrecord.gz   transformed examples
     metadata.json in both: counts, vocabulary sizes, split boundaries, config, snapshot hash
 
-Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue and the
-negative sampler (~100 MB pickled at 200k videos) are side inputs created in the driver, so they
-travel in the job graph, which on Dataflow needs the graph upload experiment:
+Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue, the
+negative sampler (~100 MB pickled at 200k videos) and the videos' swipe counts (9 bytes a real
+swipe) are side inputs created in the driver, so they travel in the job graph, which on Dataflow
+needs the graph upload experiment:
     Dataflow: --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
               --staging_location=gs://B/staging --sdk_container_image=<the pipeline image>
               --experiments=upload_graph
@@ -60,6 +61,7 @@ from swiperec.features.raw_features import (
     to_record_batch,
     video_age_days,
 )
+from swiperec.features.video_evidence import VIDEO_EVIDENCE_NAMES, VideoSwipeCounts
 
 SPLITS = ("train", "validation", "test")
 _DAY_US = 86_400 * 1_000_000
@@ -105,9 +107,10 @@ def _build_examples_fn(config: FeatureConfig):
         def setup(self):
             self.arrow_schema = arrow_schema(example_spec())
 
-        def process(self, keyed, catalogue, sampler, boundaries):
+        def process(self, keyed, catalogue, sampler, swipe_counts, boundaries):
             by_split: dict[str, list[dict]] = {}
-            for example in _user_examples(keyed, catalogue, sampler, boundaries, config):
+            examples = _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config)
+            for example in examples:
                 _count(example)
                 by_split.setdefault(example["split"], []).append(example)
             for split, examples in by_split.items():
@@ -116,8 +119,9 @@ def _build_examples_fn(config: FeatureConfig):
     return BuildUserExamples()
 
 
-def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig):
-    """(user_key, events) -> the user's raw examples, each with its video's age at that time."""
+def _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config: FeatureConfig):
+    """(user_key, events) -> the user's raw examples, each with its video's age and swipe
+    evidence (`VIDEO_EVIDENCE_NAMES`) at that time."""
     from apache_beam.metrics import Metrics
 
     user_key, events = keyed
@@ -146,12 +150,15 @@ def _user_examples(keyed, catalogue, sampler, boundaries, config: FeatureConfig)
     positions = catalogue.index_of(np.array([e["video_id"] for e in examples], np.int64))
     for example, position in zip(examples, positions, strict=True):
         # The video's age when the user saw it; the catalogue's own age is as of the cutoff.
-        example["video_age_days"] = video_age_days(catalogue, position, example["example_time_us"])
+        at_us = example["example_time_us"]
+        example["video_age_days"] = video_age_days(catalogue, position, at_us)
+        evidence = swipe_counts.evidence_at(position, at_us)
+        example.update(zip(VIDEO_EVIDENCE_NAMES, evidence, strict=True))
         yield example
 
 
 def _build_examples_pipeline(
-    pipeline, snapshot, raw_dir, config, catalogue, sampler, boundaries
+    pipeline, snapshot, raw_dir, config, catalogue, sampler, swipe_counts, boundaries
 ) -> None:
     """Pipeline 1: events -> per-user examples -> raw example Parquet files per split.
 
@@ -165,6 +172,7 @@ def _build_examples_pipeline(
 
     catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
     sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
+    counts_side = beam.pvalue.AsSingleton(pipeline | "Swipe counts" >> beam.Create([swipe_counts]))
     boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
     sources = [
         pipeline
@@ -179,7 +187,7 @@ def _build_examples_pipeline(
         | "Per user" >> beam.GroupByKey()
         | "Build examples"
         >> beam.ParDo(
-            _build_examples_fn(config), catalogue_side, sampler_side, boundaries_side
+            _build_examples_fn(config), catalogue_side, sampler_side, counts_side, boundaries_side
         ).with_outputs(*SPLITS)
     )
     schema = arrow_schema(example_spec())
@@ -291,8 +299,9 @@ def run_transform(
     catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
     boundaries = split_boundaries(events, config)
     sampler = NegativeSampler(catalogue, events, boundaries, config)
+    swipe_counts = VideoSwipeCounts(catalogue, events)
     cutoff_us = datetime_to_us(snapshot_meta.cutoff)
-    del events  # the pipeline re-reads the events; only the catalogue and sampler travel
+    del events  # the pipeline re-reads the events; only the catalogue, sampler and counts travel
 
     raw_dir = os.path.join(examples_dir, "_raw")
     # A re-run replaces what an earlier (maybe failed) run left: stale shards would be read.
@@ -305,7 +314,7 @@ def run_transform(
             tf.io.gfile.rmtree(folder)
     examples_pipeline = new_pipeline(pipeline_args)
     _build_examples_pipeline(
-        examples_pipeline, snapshot, raw_dir, config, catalogue, sampler, boundaries
+        examples_pipeline, snapshot, raw_dir, config, catalogue, sampler, swipe_counts, boundaries
     )
     counts = _run(examples_pipeline, _read_counts)
     if counts["train"]["positive"] == 0:

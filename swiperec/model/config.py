@@ -47,6 +47,9 @@ class TrainConfig:
     # their likes and nopes on its maker, genres and performers (`MATCH_FEATURE_NAMES`), one
     # learned weight each, added to the like logit.
     match_features: bool = True
+    # With the match features, also the video's own swipe evidence as of the example (its
+    # like log-odds and how many real swipes: `VIDEO_EVIDENCE_NAMES`).
+    video_evidence: bool = True
     patience: int = 3  # epochs without a better validation AUC before stopping
     shuffle_buffer: int = 100_000  # examples
     steps_per_epoch: int | None = None  # None: one pass over the training examples

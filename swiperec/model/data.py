@@ -175,12 +175,40 @@ def example_dataset(
     )
 
 
-def require_match_features(names) -> None:
-    """Raise a ValueError naming the `MATCH_FEATURE_NAMES` missing from `names` (the features
-    of a batch or of the examples' spec), if any."""
-    from swiperec.features.user_history import MATCH_FEATURE_NAMES
+def ranking_feature_names(config) -> tuple[str, ...]:
+    """The pair features a model with `config` weighs in its ranking stage, in order: none
+    without `match_features`; the match with the user's history; then, with `video_evidence`,
+    the video's swipe evidence (`RANKING_FEATURE_NAMES`)."""
+    from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
 
-    missing = [name for name in MATCH_FEATURE_NAMES if name not in names]
+    if not config.match_features:
+        return ()
+    if config.video_evidence:
+        return RANKING_FEATURE_NAMES
+    return tuple(n for n in RANKING_FEATURE_NAMES if n not in VIDEO_EVIDENCE_NAMES)
+
+
+def card_ranking_weights(card: dict) -> np.ndarray | None:
+    """[len(RANKING_FEATURE_NAMES)] float32: a model card's `match_weights` in
+    `RANKING_FEATURE_NAMES` order (None: a model without match features). A model trained
+    without the video evidence weighs it 0."""
+    from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
+
+    weights = card.get("match_weights")
+    if weights is None:
+        return None
+    missing = [
+        n for n in RANKING_FEATURE_NAMES if n not in weights and n not in VIDEO_EVIDENCE_NAMES
+    ]
+    if missing:
+        raise ValueError(f"the model card's match_weights have no {', '.join(missing)}")
+    return np.array([weights.get(n, 0.0) for n in RANKING_FEATURE_NAMES], np.float32)
+
+
+def require_match_features(available, names) -> None:
+    """Raise a ValueError naming the pair features `names` missing from `available` (the
+    features of a batch or of the examples' spec), if any."""
+    missing = [name for name in names if name not in available]
     if missing:
         raise ValueError(
             f"the examples have no {', '.join(missing)} (made by an older transform): re-run "
@@ -188,18 +216,16 @@ def require_match_features(names) -> None:
         )
 
 
-def read_match_features(examples_dir: str, split: str, spec: dict):
-    """(match [N, 6] float32, label [N], weight [N]) of one split's examples: the
-    `MATCH_FEATURE_NAMES` alone, parsed without the rest of each example."""
-    from swiperec.features.user_history import MATCH_FEATURE_NAMES
-
-    require_match_features(spec)
-    names = [*MATCH_FEATURE_NAMES, "label", "weight"]
+def read_match_features(examples_dir: str, split: str, spec: dict, features):
+    """(match [N, len(features)] float32, label [N], weight [N]) of one split's examples:
+    the pair features `features` alone, parsed without the rest of each example."""
+    require_match_features(spec, features)
+    names = [*features, "label", "weight"]
     parsed = {name: [] for name in names}
     for batch in _records(tfrecord_files(examples_dir, split)).batch(8192):
         values = tf.io.parse_example(batch, {name: spec[name] for name in names})
         for name in names:
             parsed[name].append(values[name].numpy())
     columns = {name: np.concatenate(parts) for name, parts in parsed.items()}
-    match = np.stack([columns[name] for name in MATCH_FEATURE_NAMES], axis=1)
+    match = np.stack([columns[name] for name in features], axis=1)
     return match.astype(np.float32), columns["label"], columns["weight"]

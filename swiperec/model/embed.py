@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from swiperec.features.user_history import MATCH_FEATURE_NAMES
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 from swiperec.model.towers import USER_TOWER_INPUTS, VIDEO_TOWER_INPUTS
 
 
@@ -20,8 +20,8 @@ class ExampleEmbeddings:
     """One split's examples: `user` [N, D] float32 (the user as of each example), `video_id`
     [N] int64, `label` [N] int8 (1 like, 0 nope or sampled), `weight` [N] float32,
     `example_time_us` [N] int64, and `user_key`, `negative_source` [N] object (str; the source
-    is "" for a like, "nope" or "sampled"); `match` [N, 6] float32, the examples'
-    `MATCH_FEATURE_NAMES` (None for examples made without them)."""
+    is "" for a like, "nope" or "sampled"); `match` [N, 8] float32, the examples'
+    `RANKING_FEATURE_NAMES` (None for examples made without them)."""
 
     user: np.ndarray
     video_id: np.ndarray
@@ -68,8 +68,8 @@ def embed_examples(user_tower, dataset: tf.data.Dataset) -> ExampleEmbeddings:
         keys.append(batch["user_key"].numpy().astype(str).astype(object))
         times.append(batch["example_time_us"].numpy())
         sources.append(batch["negative_source"].numpy().astype(str).astype(object))
-        if all(name in batch for name in MATCH_FEATURE_NAMES):
-            matches.append(np.stack([batch[n].numpy() for n in MATCH_FEATURE_NAMES], -1))
+        if all(name in batch for name in RANKING_FEATURE_NAMES):
+            matches.append(np.stack([batch[n].numpy() for n in RANKING_FEATURE_NAMES], -1))
     return ExampleEmbeddings(
         np.concatenate(users),
         np.concatenate(video_ids),

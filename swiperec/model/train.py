@@ -56,6 +56,7 @@ def train(
         Catalogue,
         count_video_rows,
         example_dataset,
+        ranking_feature_names,
         read_match_features,
     )
     from swiperec.model.export import export_towers
@@ -91,7 +92,8 @@ def train(
     spec = outputs["user"].transformed_feature_spec()
     match_start = None
     if config.match_features:
-        match_start = fit_match_start(*read_match_features(examples_dir, "train", spec))
+        names = ranking_feature_names(config)
+        match_start = fit_match_start(*read_match_features(examples_dir, "train", spec, names))
     model = TwoTowerModel(
         build_user_tower(sizes, config), build_video_tower(sizes, known, config), config,
         train_examples=n_train, match_start=match_start,

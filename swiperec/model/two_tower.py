@@ -26,9 +26,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.model.config import TrainConfig
-from swiperec.model.data import require_match_features
+from swiperec.model.data import ranking_feature_names, require_match_features
 from swiperec.model.towers import (
     USER_TOWER_INPUTS,
     VIDEO_TOWER_INPUTS,
@@ -42,10 +41,10 @@ def like_logits(cosine, video_ranking, user_bias) -> tf.Tensor:
     return video_ranking[:, 1] * cosine + video_ranking[:, 0] + user_bias
 
 
-def match_inputs(features: dict) -> tf.Tensor:
-    """[B, 6] float32: the batch's `MATCH_FEATURE_NAMES`, in that order."""
-    require_match_features(features)
-    return tf.stack([tf.cast(features[name], tf.float32) for name in MATCH_FEATURE_NAMES], -1)
+def match_inputs(features: dict, names) -> tf.Tensor:
+    """[B, len(names)] float32: the batch's pair features `names`, in that order."""
+    require_match_features(features, names)
+    return tf.stack([tf.cast(features[name], tf.float32) for name in names], -1)
 
 
 def match_weights(model) -> dict[str, float] | None:
@@ -54,7 +53,7 @@ def match_weights(model) -> dict[str, float] | None:
     if model.match is None:
         return None
     kernel = model.match.kernel.numpy()[:, 0] / model.match_scale.numpy()
-    return {name: float(w) for name, w in zip(MATCH_FEATURE_NAMES, kernel, strict=True)}
+    return {name: float(w) for name, w in zip(model.match_names, kernel, strict=True)}
 
 
 def fit_match_start(match, label, weight, l2: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +151,9 @@ class TwoTowerModel(tfrs.models.Model):
         # divided by `scale`, starting from `kernel` (`fit_match_start`; without it: scale 1,
         # weights 0).
         self.match = self.match_scale = None
-        if config.match_features:
-            n = len(MATCH_FEATURE_NAMES)
+        self.match_names = ranking_feature_names(config)
+        if self.match_names:
+            n = len(self.match_names)
             scale, kernel = match_start or (np.ones(n, np.float32), np.zeros(n, np.float32))
             self.match_scale = tf.constant(scale, tf.float32)
             self.match = tf.keras.layers.Dense(
@@ -200,7 +200,8 @@ class TwoTowerModel(tfrs.models.Model):
         )
         logits = like_logits(tf.reduce_sum(user * video, axis=-1), ranking, user_bias)
         if self.match is not None:
-            logits += self.match(match_inputs(features) / self.match_scale)[:, 0]
+            match = match_inputs(features, self.match_names)
+            logits += self.match(match / self.match_scale)[:, 0]
         return user, video, logits
 
     def compute_loss(self, features, training=False) -> tf.Tensor:

@@ -24,7 +24,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     from swiperec.features.events import load_snapshot
     from swiperec.features.preprocessing import video_row_spec
     from swiperec.features.raw_features import video_raw_features
-    from swiperec.features.user_history import MATCH_FEATURE_NAMES
+    from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
     from swiperec.model.export import load_serving_tower, serialize_raw
     from swiperec.model.train import read_model_card
     from swiperec.snapshot import read_metadata
@@ -72,7 +72,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     card = read_model_card(trained.model_dir)
     assert sets[0] == ("user", None, None)
     assert sets[1][0] == "video"
-    weights = [card["match_weights"][name] for name in MATCH_FEATURE_NAMES]
+    weights = [card["match_weights"][name] for name in RANKING_FEATURE_NAMES]
     np.testing.assert_allclose(sets[1][1], weights, rtol=1e-6)
     assert sets[1][2] == card["input"]["feature_config"]["recency_half_life_days"]
     assert any(w != 0 for w in weights)

@@ -1,6 +1,7 @@
 """The ranking stage on a real PostgreSQL: `enhanced_two_tower_recommendations` retrieves the
 cosine top-N and ranks it by each video's stored terms, sigmoid(rank_scale * cosine +
-rank_bias); a set without terms ranks by the cosine; live writes carry the terms.
+rank_bias), plus the set's weights of the match with the user's history and of the video's
+own swipe evidence; a set without terms ranks by the cosine; live writes carry the terms.
 
 The vectors are built so every cosine to the user is known: the user is e0 and video i is
 cos_i * e0 + sqrt(1 - cos_i^2) * e_{i+1}.
@@ -62,6 +63,16 @@ def catalogue(conn):
         cur.execute("insert into videos (id, external_id, title) select g, 'v' || g, 't' || g "
                     "from generate_series(1, %s) g", (len(COSINES),))  # fmt: skip
     return conn
+
+
+def set_match_weights(conn, weights, half_life_days: float | None) -> None:
+    """The video set's match weights as the table holds them, 6 (a model of the match
+    features alone) or 8 (with the video's evidence), written directly: `begin_set` takes
+    what the current model writes."""
+    with conn, conn.cursor() as cur:
+        cur.execute("update embedding_sets set match_weights = %s::real[], "
+                    "match_half_life_days = %s where model_version = 'v1' and kind = 'video'",
+                    (weights, half_life_days))  # fmt: skip
 
 
 def like_score(video: int) -> float:
@@ -162,6 +173,7 @@ DECISIONS = [
 ]
 MATCH = [2.0, -1.0, 1.5, -0.5, 3.0, -2.0]
 HALF_LIFE_DAYS = 5.0
+OTHER = str(uuid.UUID(int=8))
 
 
 def test_the_match_with_the_users_history_joins_the_like_logit(conn):
@@ -185,18 +197,13 @@ def test_the_match_with_the_users_history_joins_the_like_logit(conn):
             cur.execute("insert into user_video_decisions (user_id, video_id, decision, "
                         "created_at) values (%s, %s, %s, %s)",
                         (USER, video, decision, start + timedelta(seconds=seconds)))  # fmt: skip
-    user = np.zeros((1, 768), np.float32)
-    user[0, 0] = 1.0
-    with store.writing(conn, "v1"):
-        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH, HALF_LIFE_DAYS))
-        store.copy_shard(conn, "v1", "video", "0", [1, 2, 3, 4, 5], vectors(),
-                         np.array(TERMS, np.float32))  # fmt: skip
-        store.finish_set(conn, "v1", "video", SMALL_INDEX)
-        store.begin_set(conn, "v1", "user", expected_shards=1)
-        store.copy_shard(conn, "v1", "user", "0", [USER], user)
-        store.finish_set(conn, "v1", "user", SMALL_INDEX)
+    serve(conn, "v1", np.array(TERMS, np.float32))
+    # a model of the match features alone: 6 weights, no evidence terms, though the
+    # candidates have swipes (the user's own, on videos 6-10, and these of another user)
+    set_match_weights(conn, MATCH, HALF_LIFE_DAYS)
     with conn, conn.cursor() as cur:
-        store.switch_serving(cur, "v1")
+        cur.execute("insert into user_video_decisions (user_id, video_id, decision) "
+                    "select %s, g, 'like' from generate_series(1, 5) g", (OTHER,))  # fmt: skip
 
     # The same shares by the features' own code: UserHistory over the same decisions.
     catalogue = catalogue_from_table(pa.table({
@@ -224,13 +231,14 @@ def test_the_match_with_the_users_history_joins_the_like_logit(conn):
     assert history.match(1)[0] == pytest.approx(2**0.4 / (1 + 2**0.4))
 
 
-def test_match_weights_belong_to_a_video_set_and_must_be_six_finite_numbers(conn):
+def test_match_weights_belong_to_a_video_set_and_must_be_six_or_eight_finite_numbers(conn):
+    weights = [*MATCH, 0.5, 0.1]
     with pytest.raises(ValueError, match="video set"):
-        store.begin_set(conn, "v1", "user", expected_shards=1, match=(MATCH, 5.0))
-    with pytest.raises(ValueError, match="6 finite numbers"):
-        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH[:5], 5.0))
+        store.begin_set(conn, "v1", "user", expected_shards=1, match=(weights, 5.0))
+    with pytest.raises(ValueError, match="8 finite numbers"):
+        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH, 5.0))
     with pytest.raises(ValueError, match="half-life"):
-        store.begin_set(conn, "v1", "video", expected_shards=1, match=(MATCH, 0.0))
+        store.begin_set(conn, "v1", "video", expected_shards=1, match=(weights, 0.0))
     # Nothing was started.
     assert store.set_state(conn, "v1", "video") is None
     # The table refuses what the function could not use, whoever writes it.
@@ -243,8 +251,82 @@ def test_match_weights_belong_to_a_video_set_and_must_be_six_finite_numbers(conn
         ([1, 2, 3, 4, 5, float("nan")], 5.0),
         (MATCH, float("nan")),
         (MATCH, 0.0),
+        ([*MATCH, 0.5], 5.0),  # 7: neither the match features nor all of them with evidence
+        ([*MATCH, 0.5, float("nan")], 5.0),
+        ([*MATCH, float("-inf"), 0.1], 5.0),
+        ([*MATCH, 0.5, None], 5.0),
+        ([*MATCH, 0.5, 0.1, 0.0], 5.0),
     ):
         with pytest.raises(psycopg2.errors.CheckViolation), conn, conn.cursor() as cur:
             cur.execute("update embedding_sets set match_weights = %s::real[], "
                         "match_half_life_days = %s where model_version = 'v1'",
                         (weights, half_life))  # fmt: skip
+    # 6 weights (a model of the match features alone) and 8 (with the video's evidence) are
+    # what the function uses; so is none.
+    for weights, half_life in ((MATCH, 5.0), ([*MATCH, 0.5, 0.1], 5.0), (None, None)):
+        set_match_weights(conn, weights, half_life)
+        with conn.cursor() as cur:
+            cur.execute("select match_weights from embedding_sets where model_version = 'v1'")
+            assert cur.fetchone()[0] == weights
+        conn.rollback()
+
+
+# -- the video's swipe evidence ------------------------------------------------------------
+# Other users' swipes on the candidates (the user's own would exclude them): (likes, nopes).
+SWIPES = {1: (0, 3), 2: (1, 1), 3: (0, 0), 4: (9, 0), 5: (2, 0)}
+
+
+def evidence(video: int) -> tuple[float, float]:
+    likes, nopes = SWIPES[video]
+    return math.log((likes + 1) / (nopes + 1)), math.log(1 + likes + nopes)
+
+
+def add_swipes(conn, swipes) -> None:
+    with conn, conn.cursor() as cur:
+        for video, (likes, nopes) in swipes.items():
+            for i, decision in enumerate(["like"] * likes + ["nope"] * nopes):
+                cur.execute("insert into user_video_decisions (user_id, video_id, decision) "
+                            "values (%s, %s, %s)",
+                            (str(uuid.UUID(int=100 + i)), video, decision))  # fmt: skip
+
+
+def test_the_videos_swipe_evidence_joins_the_like_logit(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    add_swipes(catalogue, SWIPES)
+    # Weight 7 alone: the like log-odds. Video 4 (logit 1.2, 9 likes) now ranks first and
+    # video 1 (3.6, 3 nopes) falls behind video 2 (2.2, even).
+    w7 = 2.0
+    set_match_weights(catalogue, [0.0] * 6 + [w7, 0.0], HALF_LIFE_DAYS)
+    ranked = recommend(catalogue, 4)
+    assert [v for v, _ in ranked] == [4, 3, 2, 1]
+    for video, score in ranked:
+        logit = math.log(like_score(video) / (1 - like_score(video)))
+        expected = 1 / (1 + math.exp(-(logit + w7 * evidence(video)[0])))
+        assert score == pytest.approx(expected, abs=1e-3), video
+    # Both: the log-odds and how much evidence there is.
+    w7, w8 = 0.7, -0.4
+    set_match_weights(catalogue, [0.0] * 6 + [w7, w8], HALF_LIFE_DAYS)
+    for video, score in recommend(catalogue, 5):
+        bias, scale = TERMS[video - 1]
+        odds, swipes = evidence(video)
+        expected = 1 / (1 + math.exp(-(scale * COSINES[video - 1] + bias + w7 * odds
+                                       + w8 * swipes)))  # fmt: skip
+        assert score == pytest.approx(expected, abs=1e-3), video
+    # As of the request: a swipe counts from the next call on.
+    add_swipes(catalogue, {3: (0, 4)})
+    served = dict(recommend(catalogue, 5))
+    logit = 4 * 0.6 + 2.0 + w7 * math.log(1 / 5) + w8 * math.log(5)
+    assert served[3] == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-3)
+
+
+def test_sets_without_evidence_weights_rank_as_before(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    add_swipes(catalogue, SWIPES)
+    # 6 zero weights (a model of the match features alone) and none: the like score of the
+    # video's terms alone, however it was swiped
+    for weights, half_life in (([0.0] * 6, HALF_LIFE_DAYS), (None, None)):
+        set_match_weights(catalogue, weights, half_life)
+        ranked = recommend(catalogue, 4)
+        assert [v for v, _ in ranked] == [3, 1, 2, 4]
+        for video, score in ranked:
+            assert score == pytest.approx(like_score(video), abs=1e-3)

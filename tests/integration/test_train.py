@@ -21,7 +21,8 @@ from swiperec.features.config import FeatureConfig, datetime_to_us
 from swiperec.features.events import load_snapshot
 from swiperec.features.preprocessing import example_spec, user_feature_spec, video_row_spec
 from swiperec.features.raw_features import video_raw_features
-from swiperec.features.user_history import MATCH_FEATURE_NAMES, UserHistory
+from swiperec.features.user_history import UserHistory
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 from swiperec.model.config import TrainConfig
 from swiperec.model.data import Catalogue, count_video_rows, example_dataset
 from swiperec.model.export import load_keras_tower, load_serving_tower, serialize_raw
@@ -154,7 +155,7 @@ def beam_transform_users(rows, transform_dir, tmp_path):
     spec = example_spec()  # the graph was analysed on examples: give the passthroughs too
     passthrough = {"label": 0, "weight": 1.0, "sampling_probability": 0.0, "video_id": 1,
                    "video_age_days": 0.0, "example_time_us": 0, "user_key": "skew",
-                   "negative_source": "", **dict.fromkeys(MATCH_FEATURE_NAMES, 0.0)}  # fmt: skip
+                   "negative_source": "", **dict.fromkeys(RANKING_FEATURE_NAMES, 0.0)}  # fmt: skip
     batch = to_record_batch([{**row, **passthrough} for row in rows], arrow_schema(spec))
     out = str(tmp_path / "transformed")
     context = tft_beam.Context(temp_dir=str(tmp_path / "tft"))

@@ -106,6 +106,22 @@ def test_examples_are_written_per_split_and_respect_the_time_split(transformed):
         np.testing.assert_array_equal(features["weight"].numpy(), 1.0)  # default weight 1
 
 
+def test_each_example_carries_its_videos_swipe_evidence_as_of_its_time(transformed, snapshot_dir):
+    from swiperec.features.events import load_snapshot
+    from swiperec.features.video_evidence import VIDEO_EVIDENCE_NAMES, VideoSwipeCounts
+
+    catalogue, events, _ = load_snapshot(snapshot_dir, FeatureConfig())
+    counts = VideoSwipeCounts(catalogue, events)
+    for split in SPLITS:
+        features = parse(transformed.transform_dir, read_examples(transformed.examples_dir, split))
+        positions = catalogue.index_of(features["video_id"].numpy())
+        times = features["example_time_us"].numpy()
+        stored = np.stack([features[name].numpy() for name in VIDEO_EVIDENCE_NAMES], -1)
+        np.testing.assert_allclose(stored, counts.evidence(positions, times), rtol=1e-6, atol=1e-6)
+        # Real evidence, not a constant: swiped and never-swiped videos both appear.
+        assert (stored[:, 1] > 0).any() and (stored[:, 1] == 0).any()
+
+
 def test_each_tower_graph_takes_its_raw_features_as_serving_sends_them(transformed):
     import tensorflow as tf
     import tensorflow_transform as tft

@@ -23,7 +23,8 @@ video id embeddings, the hidden layer, the pointwise head, the popularity correc
 on both regimes. Each records every epoch's train and validation AUC: the epoch where
 validation peaks and how far training runs ahead of it say which part overfits. `match_off`
 and `match_features` train without and with the match features (the default), each also with
-a second seed (`_seed_43`).
+a second seed (`_seed_43`); `evidence_off` keeps the match features but leaves out the
+videos' swipe evidence (`TrainConfig.video_evidence`).
 
 Writes tests/performance/results/ranking.json (--out: another file) after every model.
 """
@@ -70,6 +71,9 @@ VARIANTS = {
     "match_off": {"match_features": False},
     "match_features_seed_43": {"match_features": True, "seed": 43},
     "match_off_seed_43": {"match_features": False, "seed": 43},
+    # The match features without the videos' swipe evidence (`TrainConfig.video_evidence`).
+    "evidence_off": {"video_evidence": False},
+    "evidence_off_seed_43": {"video_evidence": False, "seed": 43},
 }
 SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
 BASELINES = ("popularity", "like_rate", "matrix_factorization")
@@ -142,8 +146,10 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})
     if (model_dir / "model_card.json").exists():  # trained by an earlier run: evaluate it again
         card = read_model_card(str(model_dir))
-        # Older cards lack later fields: their defaults, but match features were off before.
-        trained_with = {"match_features": False, **card["hyperparameters"]}
+        # Older cards lack later fields: their defaults, but the match features and the video
+        # evidence were off before they came.
+        trained_with = {"match_features": False, "video_evidence": False,
+                        **card["hyperparameters"]}  # fmt: skip
         if TrainConfig.from_dict(trained_with) != config:
             raise SystemExit(f"{model_dir} was trained with another config: remove it")
         seconds = card["training"]["seconds"]

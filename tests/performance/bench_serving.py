@@ -99,9 +99,11 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
 def match_logits(conn, version: str, ids: np.ndarray):
     """`(cur, user, rows) -> [len(rows)]` w . match of the user's history against the videos at
     `rows` of `ids`, as the SQL function adds it (`UserHistory.match` over every decision of
-    the user, the set's weights and half-life); None for a set without match weights."""
+    the user, then the videos' swipe evidence from every swipe on them; the set's weights and
+    half-life); None for a set without match weights."""
     from swiperec.features.config import FeatureConfig
     from swiperec.features.user_history import UserHistory
+    from swiperec.features.video_evidence import evidence
     from swiperec.realtime.source import read_videos
 
     with conn.cursor() as cur:
@@ -112,7 +114,13 @@ def match_logits(conn, version: str, ids: np.ndarray):
             conn.rollback()
             return None
         catalogue = read_videos(cur, ids.tolist())
+        cur.execute("select video_id, count(*) filter (where decision = 'like'), "
+                    "count(*) filter (where decision = 'nope') from user_video_decisions "
+                    "group by video_id")  # fmt: skip
+        swipes = {video: (likes, nopes) for video, likes, nopes in cur.fetchall()}
     conn.rollback()
+    # The swipes do not change while the handler runs: the evidence of every video, once.
+    video_evidence = evidence(*np.array([swipes.get(int(v), (0, 0)) for v in ids]).reshape(-1, 2).T)
     positions = catalogue.index_of(ids)
     config = FeatureConfig(recency_half_life_days=half_life)
     weights = np.asarray(weights, np.float64)
@@ -124,7 +132,10 @@ def match_logits(conn, version: str, ids: np.ndarray):
         history = UserHistory(catalogue, config, is_pseudo=False)
         for video, liked, at_us in cur.fetchall():
             history.add(video, int(liked), at_us)
-        return np.array([history.match(int(positions[r])) for r in rows]) @ weights
+        match = np.array([history.match(int(positions[r])) for r in rows]).reshape(len(rows), -1)
+        if len(weights) > match.shape[1]:  # a set with the videos' swipe evidence
+            match = np.hstack([match, video_evidence[rows]])
+        return match @ weights
 
     return logits
 

@@ -13,6 +13,7 @@ import tensorflow_recommenders as tfrs
 
 from swiperec.features.preprocessing import AGE_SCALE_DAYS
 from swiperec.features.user_history import MATCH_FEATURE_NAMES
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 from swiperec.model.config import TrainConfig
 from swiperec.model.data import Catalogue
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
@@ -230,7 +231,7 @@ def model_and_batch(config: TrainConfig):
         "label": tf.constant([1, 0, 1], tf.int64),
         "weight": tf.constant([1.0, 1.0, 0.5]),
         "candidate_probability": tf.constant([0.5, 0.25, 0.25]),
-        **{name: tf.zeros([3]) for name in MATCH_FEATURE_NAMES},  # no match: logits unmoved
+        **{name: tf.zeros([3]) for name in RANKING_FEATURE_NAMES},  # no match: logits unmoved
     }
     return model, batch
 
@@ -263,23 +264,33 @@ def test_match_features_add_their_weighted_sum_to_the_like_logit():
     tf.keras.utils.set_random_seed(5)
     config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, match_features=True)
     model, batch = model_and_batch(config)
-    match = np.array([[1.0, 0, 0.5, 0, 0, 0], [0, 1.0, 0, 0.5, 0, 0], [0, 0, 0, 0, 0.2, 0.1]])
+    match = np.array([[1.0, 0, 0.5, 0, 0, 0, 0.4, 2.0], [0, 1.0, 0, 0.5, 0, 0, -1.1, 3.0],
+                      [0, 0, 0, 0, 0.2, 0.1, 0.0, 0.0]])  # fmt: skip
     batch.update({name: tf.constant(match[:, i], tf.float32)
-                  for i, name in enumerate(MATCH_FEATURE_NAMES)})  # fmt: skip
+                  for i, name in enumerate(RANKING_FEATURE_NAMES)})  # fmt: skip
     *_, before = model.logits(batch)
-    # The weights start at 0 (no effect), and are what the like logit adds.
-    assert match_weights(model) == dict.fromkeys(MATCH_FEATURE_NAMES, 0.0)
-    weights = np.array([2.0, -1.0, 0.5, -0.5, 1.0, -3.0], np.float32)
+    # The weights start at 0 (no effect), and are what the like logit adds: the match with
+    # the user's history, then the video's swipe evidence.
+    assert match_weights(model) == dict.fromkeys(RANKING_FEATURE_NAMES, 0.0)
+    weights = np.array([2.0, -1.0, 0.5, -0.5, 1.0, -3.0, 0.7, -0.2], np.float32)
     model.match.kernel.assign(weights[:, None])
     *_, after = model.logits(batch)
     np.testing.assert_allclose(after - before, match @ weights, rtol=1e-5)
     assert match_weights(model) == pytest.approx(
-        dict(zip(MATCH_FEATURE_NAMES, weights.tolist(), strict=True))
+        dict(zip(RANKING_FEATURE_NAMES, weights.tolist(), strict=True))
     )
     # The like/nope loss trains them: a gradient reaches the kernel.
     with tf.GradientTape() as tape:
         loss = model.compute_loss(batch, training=True)
     assert np.abs(tape.gradient(loss, model.match.kernel).numpy()).sum() > 0
+    # Without the video evidence, the match alone: the evidence moves nothing.
+    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, video_evidence=False)
+    history_only, _ = model_and_batch(config)
+    assert list(match_weights(history_only)) == list(MATCH_FEATURE_NAMES)
+    history_only.match.kernel.assign(weights[:6, None])
+    *_, base = history_only.logits({**batch, "video_swipes": tf.zeros([3])})
+    *_, moved = history_only.logits(batch)
+    np.testing.assert_allclose(moved, base, rtol=1e-6)
     # Examples without them cannot train such a model.
     del batch["match_liked_maker"]
     with pytest.raises(ValueError, match=r"match_liked_maker.*re-run `swiperec transform`"):
@@ -299,7 +310,7 @@ def test_the_match_weights_start_from_the_logistic_regression_on_them_alone():
     assert scale[5] == 1.0  # a feature always 0 keeps scale 1 and gets weight 0
     np.testing.assert_allclose(kernel / scale, true, atol=0.6)
     # The model starts there, and reports the raw-share weights serving multiplies by.
-    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, match_features=True)
+    config = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0, video_evidence=False)
     model = TwoTowerModel(
         build_user_tower(SIZES, config), build_video_tower(SIZES, np.array([7]), config), config,
         train_examples=1_000, match_start=(scale, kernel),

@@ -18,7 +18,7 @@ from swiperec.features.preprocessing import (
     video_feature_spec,
     video_row_spec,
 )
-from swiperec.features.user_history import MATCH_FEATURE_NAMES
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 
 
 def metadata(spec):
@@ -82,7 +82,7 @@ def user_example(liked_genres, like_count, source, title_ngrams, label, performe
         example_time_us=0,
         user_key=b"u",
         negative_source=b"" if label else b"nope",
-        **{name: 0.25 for name in MATCH_FEATURE_NAMES},
+        **{name: 0.25 for name in RANKING_FEATURE_NAMES},
     )
     return row
 
@@ -201,7 +201,7 @@ class UserGraphTest(TransformTestCase):
                 "label": 0,
                 "video_age_days": 3.0,
                 # the match features pass through untouched
-                **{name: 0.25 for name in MATCH_FEATURE_NAMES},
+                **{name: 0.25 for name in RANKING_FEATURE_NAMES},
             }
         ]
         full = make_user_preprocessing_fn(config)
@@ -234,6 +234,6 @@ def test_each_tower_takes_its_own_raw_features():
         "example_time_us",
         "user_key",
         "negative_source",
-        *MATCH_FEATURE_NAMES,
+        *RANKING_FEATURE_NAMES,
     }
     assert set(video_row_spec()) - videos == {"video_id"}

@@ -76,9 +76,16 @@ def test_served_scores_add_the_weighted_match_of_each_candidate():
         video_rank_scale=np.ones(3),
         video_rank_bias=np.zeros(3),
         ranked=True,
-        match_weights=np.array([2.0, 0, 0, -4.0, 0, 0]),
+        match_weights=np.array([2.0, 0, 0, -4.0, 0, 0, 0.0, 0.0]),
         user_histories=[SimpleNamespace(match=lambda row: match[row])],
+        # like log-odds and log swipes of each video at the test start
+        video_evidence=np.array([[0.5, 3.0], [-1.0, 2.0], [0.0, 0.0]]),
     )
     scores = served_scores(data, 0, candidates=3)
     np.testing.assert_allclose(scores, [1.0, 0.9 - 2.0, 0.8 + 1.6])
     assert list(np.argsort(-scores)) == [2, 0, 1]
+    # The videos' swipe evidence joins with its own weights: video 1's like log-odds lifts it.
+    data.match_weights = np.array([2.0, 0, 0, -4.0, 0, 0, 3.0, 0.1])
+    scores = served_scores(data, 0, candidates=3)
+    np.testing.assert_allclose(scores, [1.0 + 1.5 + 0.3, 0.9 - 2.0 - 3.0 + 0.2, 0.8 + 1.6])
+    assert list(np.argsort(-scores)) == [0, 2, 1]

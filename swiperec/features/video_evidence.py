@@ -1,0 +1,83 @@
+"""A video's own swipe evidence as of any time: how real users answered it so far.
+
+The towers learn what a video is like; how the app's users actually answered it is evidence
+that keeps arriving after training. The ranking stage weighs two figures per candidate, as of
+the example's time in training and as of the request in serving:
+
+- `video_like_logodds`: ln((likes + 1) / (nopes + 1)), the video's smoothed like log-odds;
+- `video_swipes`: ln(1 + likes + nopes), how much evidence that is.
+
+Counted over real users' swipes (every swipe, repeats included), strictly before the time
+asked: a swipe never sees itself or anything at its own instant. Serving reads the same counts
+from `swiperec_private.video_swipe_counts`, kept live by triggers on user_video_decisions
+(supabase/migrations/20261208000000_video_swipe_counts.sql). Reviews are left out: serving
+would need the rating thresholds of the model that is serving.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from swiperec.features.events import Catalogue, Events
+from swiperec.features.user_history import MATCH_FEATURE_NAMES
+
+# In this order everywhere: the ranking features after the match with the user's history.
+VIDEO_EVIDENCE_NAMES = ("video_like_logodds", "video_swipes")
+# The ranking stage's pair features (`TrainConfig.match_features`): the user's match with the
+# video, then the video's own evidence; a model trained without the evidence
+# (`TrainConfig.video_evidence` off) weighs it 0.
+RANKING_FEATURE_NAMES = (*MATCH_FEATURE_NAMES, *VIDEO_EVIDENCE_NAMES)
+
+
+def evidence(likes, nopes) -> np.ndarray:
+    """[..., 2] float64: `VIDEO_EVIDENCE_NAMES` of like and nope counts (any shape)."""
+    likes = np.asarray(likes, dtype=np.float64)
+    nopes = np.asarray(nopes, dtype=np.float64)
+    return np.stack([np.log((likes + 1.0) / (nopes + 1.0)), np.log1p(likes + nopes)], axis=-1)
+
+
+class VideoSwipeCounts:
+    """Every video's real-user swipes, answering likes and nopes before any time.
+
+    Holds (E,) arrays sorted by (catalogue position, time) and each video's slice of them, so
+    a query is a binary search in one video's times. Picklable; a side input of the example
+    builder, like the negative sampler.
+    """
+
+    def __init__(self, catalogue: Catalogue, events: Events):
+        real = ~np.asarray(events.is_pseudo, dtype=bool)
+        position = catalogue.index_of(events.video_id[real])
+        time_us = np.asarray(events.time_us[real], dtype=np.int64)
+        label = np.asarray(events.label[real], dtype=np.int64)
+        order = np.lexsort((time_us, position))
+        self._time_us = time_us[order]
+        # likes among each video's first k swipes: _likes[start + k] - _likes[start]
+        self._likes = np.concatenate([[0], np.cumsum(label[order])])
+        self._start = np.searchsorted(position[order], np.arange(len(catalogue) + 1))
+
+    def counts_before(self, positions, at_us) -> tuple[np.ndarray, np.ndarray]:
+        """(likes, nopes), int64 arrays shaped like `positions`: the real-user swipes on the
+        videos at catalogue `positions` strictly before `at_us` (one time, or one per
+        position)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        at = np.broadcast_to(np.asarray(at_us, dtype=np.int64), positions.shape)
+        start, end = self._start[positions], self._start[positions + 1]
+        before = np.empty(positions.shape, dtype=np.int64)
+        for i, (s, e, t) in enumerate(zip(start.flat, end.flat, at.flat, strict=True)):
+            before.flat[i] = np.searchsorted(self._time_us[s:e], t, side="left")
+        likes = self._likes[start + before] - self._likes[start]
+        return likes, before - likes
+
+    def evidence_at(self, position: int, at_us: int) -> tuple[float, float]:
+        """`VIDEO_EVIDENCE_NAMES` of the video at catalogue `position` as of `at_us` (the
+        example builder's per-example call: no arrays)."""
+        start, end = int(self._start[position]), int(self._start[position + 1])
+        swipes = int(np.searchsorted(self._time_us[start:end], at_us, side="left"))
+        likes = int(self._likes[start + swipes] - self._likes[start])
+        return math.log((likes + 1.0) / (swipes - likes + 1.0)), math.log1p(swipes)
+
+    def evidence(self, positions, at_us) -> np.ndarray:
+        """[len(positions), 2] float64: `VIDEO_EVIDENCE_NAMES` as of `at_us`."""
+        return evidence(*self.counts_before(positions, at_us))
