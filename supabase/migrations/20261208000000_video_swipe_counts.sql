@@ -383,7 +383,7 @@ begin
         -- The user's shares per maker, genre and performer, likes and nopes apart: each
         -- name's weight over the total of its kind (UserHistory's `features` lists). NULL and
         -- '' names are none, as the catalogue reads them. `key`: kind and name in one value
-        -- (no kind is a prefix of another), which `matched` joins on.
+        -- (no kind holds a '/', so no two kinds' keys can meet), which `matched` joins on.
         select x.kind || '/' || x.name as key, x.liked,
                sum(x.w) / sum(sum(x.w)) over (partition by x.kind, x.liked) as share
         from (select 'maker' as kind, h.maker as name, h.liked, h.w

@@ -54,6 +54,11 @@ def add_commands(commands) -> None:
         help="rank without the match features (TrainConfig.match_features off), e.g. for "
         "examples made by a transform before them",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-video-evidence", action="store_true",
+        help="keep the match features but leave out the videos' swipe evidence "
+        "(TrainConfig.video_evidence off)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     parser.set_defaults(func=train)
 
@@ -78,6 +83,8 @@ def train(args) -> int:
     }
     if args.no_match_features:
         overrides["match_features"] = False
+    if args.no_video_evidence:
+        overrides["video_evidence"] = False
     search_space = None
     try:
         base = TrainConfig.from_dict(overrides)  # a setting out of range: a clear error, no work

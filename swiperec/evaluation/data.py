@@ -159,8 +159,8 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     example_rows = catalogue.index_of(examples.video_id)
     if match_weights is not None and examples.match is None:
         raise ValueError(
-            "the model weighs match features but these examples have none (made by an older "
-            "transform): re-run `swiperec transform`"
+            "the model weighs match features but these examples lack some of them or the "
+            "videos' swipe evidence (made by an older transform): re-run `swiperec transform`"
         )
 
     # Test users, in order of first appearance, each as of their first test example.

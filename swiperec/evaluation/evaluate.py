@@ -44,6 +44,7 @@ from swiperec.evaluation.baselines import (
     PopularityBaseline,
 )
 from swiperec.evaluation.data import FEW_DECISIONS, EvaluationData, iso_us
+from swiperec.features.user_history import MATCH_FEATURE_NAMES
 
 KS = (10, 50, 100)
 TASKS = {  # classification task -> which negatives it keeps
@@ -54,10 +55,10 @@ TASKS = {  # classification task -> which negatives it keeps
 # Serving retrieves this many candidates by cosine for a page of up to 25 items and ranks them
 # (candidateCount in the Edge Function); the model's lists are scored the same way.
 SERVING_CANDIDATES = 100
-# Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations,
-# supabase/migrations/20261208000000_video_swipe_counts.sql): of the `pool` most recent videos
-# released in the last `days` days, the nearest `candidates` join the candidates, their like
-# logit plus `bonus`.
+# Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations in
+# the newest migration that defines it, under supabase/migrations/): of the `pool` most recent
+# videos released in the last `days` days, the nearest `candidates` join the candidates, their
+# like logit plus `bonus`.
 NEW_RELEASE = {"days": 60, "pool": 500, "candidates": 20, "bonus": 1.0}
 _DAY_US = 86_400 * 1_000_000
 EVALUATION_FILE = "evaluation.json"
@@ -183,7 +184,8 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     if data.match_weights is not None:
         history = data.user_histories[u]
         match = np.array([history.match(row) for row in retrieved.tolist()], np.float64)
-        match = np.hstack([match.reshape(len(retrieved), -1), data.video_evidence[retrieved]])
+        match = match.reshape(len(retrieved), len(MATCH_FEATURE_NAMES))  # also for none
+        match = np.hstack([match, data.video_evidence[retrieved]])
         scores[retrieved] += match @ data.match_weights
     return scores
 

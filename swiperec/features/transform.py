@@ -24,7 +24,7 @@ Outputs:
     metadata.json in both: counts, vocabulary sizes, split boundaries, config, snapshot hash
 
 Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue, the
-negative sampler (~100 MB pickled at 200k videos) and the videos' swipe counts (9 bytes a real
+negative sampler (~100 MB pickled at 200k videos) and the videos' swipe counts (16 bytes a real
 swipe) are side inputs created in the driver, so they travel in the job graph, which on Dataflow
 needs the graph upload experiment:
     Dataflow: --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp

@@ -58,7 +58,8 @@ USER_FEATURE_NAMES = (
 # the user's recency-weighted likes and nopes that went to this video's maker, genres and
 # performers. Pair features, neither the user's nor the video's: the ranking stage weighs them
 # (`TrainConfig.match_features`), and serving computes the same from the user's decisions
-# (supabase/migrations/20261208000000_video_swipe_counts.sql). In this order everywhere.
+# (enhanced_two_tower_recommendations, the newest migration that defines it). In this order
+# everywhere.
 MATCH_FEATURE_NAMES = (
     "match_liked_maker",
     "match_noped_maker",

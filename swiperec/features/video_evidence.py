@@ -11,7 +11,10 @@ Counted over real users' swipes (every swipe, repeats included), strictly before
 asked: a swipe never sees itself or anything at its own instant. Serving reads the same counts
 from `swiperec_private.video_swipe_counts`, kept live by triggers on user_video_decisions
 (supabase/migrations/20261208000000_video_swipe_counts.sql). Reviews are left out: serving
-would need the rating thresholds of the model that is serving.
+would need the rating thresholds of the model that is serving. (The popular fallback's
+`video_popularity` counts something else: each user's latest like plus high ratings, refreshed
+with each embedding refresh.) The snapshot's parser drops no swipe the database holds: the
+table's constraints already refuse what it would reject.
 """
 
 from __future__ import annotations

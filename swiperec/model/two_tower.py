@@ -57,7 +57,8 @@ def match_weights(model) -> dict[str, float] | None:
 
 
 def fit_match_start(match, label, weight, l2: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Where the match weights start: (scale [6], kernel [6]).
+    """Where the match weights start: (scale [F], kernel [F]) for the F pair features
+    (`ranking_feature_names`).
 
     The shares are small numbers whose useful weights are several logits; Adam moves a weight
     by about the learning rate per step, so from zero they would still be far from useful when
@@ -147,9 +148,9 @@ class TwoTowerModel(tfrs.models.Model):
         # the prior on the videos' own biases (`build_video_ranker`).
         self.video_ranker = build_video_ranker(video_tower, config, train_examples)
         self.user_ranker = build_user_ranker(user_tower)
-        # One weight per match feature (`TrainConfig.match_features`), over the features
-        # divided by `scale`, starting from `kernel` (`fit_match_start`; without it: scale 1,
-        # weights 0).
+        # One weight per pair feature (`ranking_feature_names`: the match features, and the
+        # video's swipe evidence with `video_evidence`), over the features divided by
+        # `scale`, starting from `kernel` (`fit_match_start`; without it: scale 1, weights 0).
         self.match = self.match_scale = None
         self.match_names = ranking_feature_names(config)
         if self.match_names:

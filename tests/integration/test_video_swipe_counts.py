@@ -206,6 +206,45 @@ def test_concurrent_swipes_on_the_same_videos_do_not_deadlock(conn, db_url):
     assert sum(likes + nopes for _, likes, nopes in counted) == 2 * (videos + len(ids[::3]))
 
 
+def test_changes_given_in_opposite_orders_lock_in_one_order(conn, db_url):
+    # The triggers' own grouping happens to sort by video; what guarantees the order is the
+    # counting function's: two sessions hand it the same videos, one ascending and one
+    # descending, in transactions open at once. Taken in the order given, each would hold
+    # half the rows the other waits for.
+    videos = 400
+    ids = list(range(1, videos + 1))
+    with conn, conn.cursor() as cur:  # rows to update (an insert would wait on the index)
+        cur.execute("select swiperec_private.add_video_swipes(%s, %s, %s)",
+                    (ids, [1] * videos, [0] * videos))  # fmt: skip
+    barrier = threading.Barrier(2, timeout=30)
+    errors: list[BaseException] = []
+
+    def add(order: list[int]) -> None:
+        other = connect(db_url)
+        try:
+            with other.cursor() as cur:
+                cur.execute("select 1")
+                barrier.wait()
+                cur.execute("select swiperec_private.add_video_swipes(%s, %s, %s)",
+                            (order, [0] * videos, [1] * videos))  # fmt: skip
+            other.commit()
+        except BaseException as e:  # reported by the assertion below
+            errors.append(e)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=add, args=(o,)) for o in (ids, ids[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with conn.cursor() as cur:
+        cur.execute(COUNTED)
+        assert cur.fetchall() == [(v, 1, 2) for v in ids]
+    conn.rollback()
+
+
 def test_a_swipe_waiting_on_a_video_whose_row_goes_still_counts(conn, db_url):
     # Transaction 1 takes back video 1's only swipe: its counts row is deleted, still locked.
     # Transaction 2 swipes video 1 meanwhile and waits on that row; when 1 commits, the row

@@ -13,7 +13,7 @@ import tensorflow_recommenders as tfrs
 
 from swiperec.features.preprocessing import AGE_SCALE_DAYS
 from swiperec.features.user_history import MATCH_FEATURE_NAMES
-from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
+from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
 from swiperec.model.config import TrainConfig
 from swiperec.model.data import Catalogue
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
@@ -288,7 +288,7 @@ def test_match_features_add_their_weighted_sum_to_the_like_logit():
     history_only, _ = model_and_batch(config)
     assert list(match_weights(history_only)) == list(MATCH_FEATURE_NAMES)
     history_only.match.kernel.assign(weights[:6, None])
-    *_, base = history_only.logits({**batch, "video_swipes": tf.zeros([3])})
+    *_, base = history_only.logits({**batch, **dict.fromkeys(VIDEO_EVIDENCE_NAMES, tf.zeros([3]))})
     *_, moved = history_only.logits(batch)
     np.testing.assert_allclose(moved, base, rtol=1e-6)
     # Examples without them cannot train such a model.
