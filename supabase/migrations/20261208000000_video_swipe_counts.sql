@@ -5,31 +5,40 @@
 -- trained with `video_evidence` weighs two more ranking features per candidate, after the six
 -- match features (`RANKING_FEATURE_NAMES` in swiperec/features/video_evidence.py, computed there
 -- for training as of each example): 7 `video_like_logodds` = ln((likes + 1) / (nopes + 1)) and
--- 8 `video_swipes` = ln(1 + likes + nopes), over real users' swipes (every row of
--- user_video_decisions, repeated swipes included; reviews are left out). Its video set's
+-- 8 `video_swipes` = ln(1 + likes + nopes), over real users' swipes (one vote per user and
+-- video: the user's latest swipe on it in user_video_decisions, by created_at, then id; a
+-- repeat swipe replaces the user's earlier vote rather than adding one, so one account cannot
+-- move a video's counts by more than one; reviews are left out). Its video set's
 -- `match_weights` then has 8 weights, and the function adds `w7 * logodds + w8 * swipes` to each
 -- candidate's like logit. Sets with 6 weights, and sets without, rank as before.
 --
 -- Training reads the counts as of each example; serving must read them as of the request, so
 -- they are kept live rather than refreshed like `video_popularity`: `video_swipe_counts` holds
 -- each video's likes and nopes, changed in the same transaction as the swipes themselves by
--- statement-level triggers over transition tables on user_video_decisions (one upsert per
--- statement, so a bulk COPY or an import pays once, not per row). Inserts add, deletes
--- subtract (also those cascaded from a deleted video), updates do both, a truncate empties it;
--- a video whose counts fall to zero loses its row. Serving reads one row per candidate by its
--- primary key. Other users' swipes thus move a user's scores, in aggregate only (counts per
--- video, not who swiped), as the popular fallback's likes already do.
+-- statement-level triggers over transition tables on user_video_decisions (one pass per
+-- statement, so a bulk COPY or an import pays once, not per row). Each statement changes a
+-- video's counts by the latest decisions of the (user, video) pairs it touched after it, minus
+-- theirs before it: inserts (a backfilled swipe older than the user's latest changes nothing),
+-- deletes (also those cascaded from a deleted video; deleting a user's latest swipe brings back
+-- their earlier one), updates, COPY; a truncate empties it. A video whose counts fall to zero
+-- keeps its row at 0/0. Serving reads one row per candidate by its primary key. Other users'
+-- swipes thus move a user's scores, in aggregate only (counts per video, not who swiped), as
+-- the popular fallback's likes already do.
 --
 -- Cost (50,000 videos x 768-d, HNSW, 300,000 swipes, a set with 8 weights): the ~120 lookups
 -- take ~0.4 ms of a ~30-40 ms call (EXPLAIN ANALYZE through auto_explain: 119 index scans, 357
--- buffer hits), within the noise of timing the call against the previous function. A COPY of
--- 50,000 swipes spends ~0.2 s of ~1.9 s in the trigger; deleting 1,000 videos with ~6,000
+-- buffer hits), within the noise of timing the call against the previous function.
+-- The triggers (2 cores, 500,000 swipes of 5,000 users on 30,000 videos, 5% repeated pairs):
+-- a COPY of all of them with the table's keys and indexes dropped, as the synthetic load does,
+-- takes ~1.9 s, ~1.6 s of it in the trigger (hash joins and a sort over the statement's pairs);
+-- an app swipe, a single-row insert, ~0.7 ms instead of ~0.2 ms (its pairs' rows by the unique
+-- key's index; the counting query is planned per statement). Deleting 1,000 videos with ~6,000
 -- swipes fires the delete trigger once, not once per video.
 
 create table if not exists swiperec_private.video_swipe_counts (
     -- No foreign key to public.videos: the loads truncate the catalogue and the swipes in one
     -- command, which a reference from here would refuse; a deleted video's swipes are deleted
-    -- by their own cascade, and with them its row here.
+    -- by their own cascade, and with them its counts (its row stays, at 0/0).
     video_id bigint primary key,
     likes    bigint not null,
     nopes    bigint not null
@@ -39,27 +48,24 @@ create table if not exists swiperec_private.video_swipe_counts (
 with (fillfactor = 80);
 
 comment on table swiperec_private.video_swipe_counts is
-    'Every video''s real-user swipes (rows of user_video_decisions, repeats included) by '
-    'decision, kept by triggers in the transaction of the swipes; no row: none. The ranking '
-    'stage''s video_like_logodds and video_swipes.';
+    'Every video''s real-user votes by decision: one per user who swiped it, their latest swipe '
+    '(a repeat swipe replaces the earlier vote), kept by triggers in the transaction of the '
+    'swipes; no row, or 0/0: none. The ranking stage''s video_like_logodds and video_swipes.';
 
 -- Adds per-video changes to the counts: one upsert, in video order, so two statements of
 -- concurrent transactions that change the same videos lock their rows in the same order: one
--- waits for the other instead of deadlocking. (A transaction keeps its rows locked until it
--- ends: two that each swipe over several statements, in opposite orders, can still deadlock,
--- and PostgreSQL aborts one; the app's swipes are one statement each.) Rows left at zero are
--- deleted. A count below zero would mean a swipe was taken back that was never counted (the
--- triggers were bypassed): refused, rather than served as the logarithm of nothing;
--- `recount_video_swipes()` repairs. (Not a CHECK on the table: an upsert checks the row it
--- proposes, the change itself, before it finds the row to add it to.)
+-- waits for the other instead of deadlocking. Rows left at zero stay (at 0/0). A count below
+-- zero would mean a vote was taken back that was never counted (the triggers were bypassed):
+-- refused, rather than served as the logarithm of nothing; `recount_video_swipes()` repairs.
+-- (Not a CHECK on the table: an upsert checks the row it proposes, the change itself, before it
+-- finds the row to add it to.)
 create or replace function swiperec_private.add_video_swipes(
     p_video_ids bigint[], p_likes bigint[], p_nopes bigint[])
 returns void
 language plpgsql set search_path = ''
 as $$
 declare
-    v_emptied bigint[];
-    v_below   bigint[];
+    v_below bigint[];
 begin
     with changed as (
         insert into swiperec_private.video_swipe_counts as c (video_id, likes, nopes)
@@ -71,69 +77,119 @@ begin
             set likes = c.likes + excluded.likes, nopes = c.nopes + excluded.nopes
         returning c.video_id, c.likes, c.nopes
     )
-    select array_agg(changed.video_id) filter (where changed.likes = 0 and changed.nopes = 0),
-           array_agg(changed.video_id) filter (where changed.likes < 0 or changed.nopes < 0)
-    into v_emptied, v_below
-    from changed;
+    select array_agg(changed.video_id) into v_below
+    from changed
+    where changed.likes < 0 or changed.nopes < 0;
     if v_below is not null then
         raise exception 'swipe counts below zero for videos %', v_below
             using errcode = 'check_violation',
                   hint = 'Recount them: select swiperec_private.recount_video_swipes()';
     end if;
-    -- The rows this transaction just updated: locked, nobody else changed them since.
-    if v_emptied is not null then
-        delete from swiperec_private.video_swipe_counts c where c.video_id = any(v_emptied);
+end
+$$;
+
+-- Locks the counts rows of the given videos until the transaction ends, creating those missing
+-- at 0/0: both in video order, so that concurrent statements wait for one another rather than
+-- deadlock. (A transaction keeps its rows locked until it ends: two that each swipe over
+-- several statements, in opposite orders, can still deadlock, and PostgreSQL aborts one; the
+-- app's swipes are one statement each.) The row of a video is the lock of all its swipes'
+-- counting: one row per video rather than an advisory lock per (user, video), which a bulk
+-- COPY of millions of swipes would need millions of.
+create or replace function swiperec_private.lock_video_swipe_counts(p_video_ids bigint[])
+returns void
+language plpgsql set search_path = ''
+as $$
+begin
+    insert into swiperec_private.video_swipe_counts (video_id, likes, nopes)
+    select v.video_id, 0, 0
+    from (select distinct u.video_id from unnest(p_video_ids) u (video_id)) v
+    order by v.video_id
+    on conflict (video_id) do nothing;
+    perform 1
+    from swiperec_private.video_swipe_counts c
+    where c.video_id = any(p_video_ids)
+    order by c.video_id
+    for update;
+end
+$$;
+
+-- One function for the three events: the statement's new rows (insert, update) and old rows
+-- (delete, update), a relation with no rows in place of a transition table the event has none
+-- of (a function cannot name a transition table its trigger does not declare, hence the
+-- query's text is completed per event, and planned per statement: a swipe wants index lookups,
+-- a COPY of millions hash joins). Runs as its owner (security definer): an app user's swipe,
+-- which row-level security admits to user_video_decisions only, still counts here.
+--
+-- Per video, the change is the latest decisions of the statement's (user, video) pairs after
+-- the statement (their rows in the table now) minus those before it (their rows now but the
+-- new ones, and the old ones). Two transactions that swipe the same pair at once must not both
+-- read the same "before": each first locks its videos' counts rows, and only then, in a new
+-- statement (under READ COMMITTED a new snapshot), reads the pairs. Whoever waited sees the
+-- other's swipes, committed, and counts from them. (Under REPEATABLE READ or SERIALIZABLE
+-- that lock fails instead, on a row changed since the snapshot: a serialization failure to
+-- retry.) The pairs' rows are read by (user_id, video_id): the unique key's index where it
+-- exists, a hash join over the table when the load has dropped it.
+create or replace function swiperec_private.count_swipes()
+returns trigger
+language plpgsql security definer set search_path = ''
+as $$
+declare
+    c_no_rows constant text := '(select null::bigint as id, null::uuid as user_id, '
+        'null::bigint as video_id, null::text as decision, null::timestamptz as created_at '
+        'where false)';
+    v_new    text := case when tg_op = 'DELETE' then c_no_rows else 'new_rows' end;
+    v_old    text := case when tg_op = 'INSERT' then c_no_rows else 'old_rows' end;
+    v_videos bigint[];
+begin
+    execute format('select array_agg(distinct x.video_id) '
+                   'from (select n.video_id from %s n union all select o.video_id from %s o) x',
+                   v_new, v_old)
+    into v_videos;
+    if v_videos is null then  -- a statement that changed no row
+        return null;
     end if;
-end
-$$;
-
--- The trigger functions run as their owner (security definer): an app user's swipe, which
--- row-level security admits to user_video_decisions only, still counts here.
-create or replace function swiperec_private.count_inserted_swipes()
-returns trigger
-language plpgsql security definer set search_path = ''
-as $$
-begin
-    perform swiperec_private.add_video_swipes(array_agg(d.video_id), array_agg(d.likes),
-                                              array_agg(d.nopes))
-    from (select n.video_id, count(*) filter (where n.decision = 'like') as likes,
-                 count(*) filter (where n.decision = 'nope') as nopes
-          from new_rows n group by n.video_id) d;
-    return null;
-end
-$$;
-
-create or replace function swiperec_private.count_deleted_swipes()
-returns trigger
-language plpgsql security definer set search_path = ''
-as $$
-begin
-    perform swiperec_private.add_video_swipes(array_agg(d.video_id), array_agg(d.likes),
-                                              array_agg(d.nopes))
-    from (select o.video_id, -count(*) filter (where o.decision = 'like') as likes,
-                 -count(*) filter (where o.decision = 'nope') as nopes
-          from old_rows o group by o.video_id) d;
-    return null;
-end
-$$;
-
--- An update takes back the old rows and counts the new ones (a decision changed, or moved to
--- another video); unchanged rows net out to nothing.
-create or replace function swiperec_private.count_updated_swipes()
-returns trigger
-language plpgsql security definer set search_path = ''
-as $$
-begin
-    perform swiperec_private.add_video_swipes(array_agg(d.video_id), array_agg(d.likes),
-                                              array_agg(d.nopes))
-    from (select x.video_id, sum(x.likes)::bigint as likes, sum(x.nopes)::bigint as nopes
-          from (select n.video_id, (n.decision = 'like')::integer as likes,
-                       (n.decision = 'nope')::integer as nopes
-                from new_rows n
-                union all
-                select o.video_id, -(o.decision = 'like')::integer, -(o.decision = 'nope')::integer
-                from old_rows o) x
-          group by x.video_id) d;
+    perform swiperec_private.lock_video_swipe_counts(v_videos);
+    execute format($query$
+        with pairs as (
+            select n.user_id, n.video_id from %1$s n
+            union
+            select o.user_id, o.video_id from %2$s o
+        ),
+        now_rows as (
+            select d.id, d.user_id, d.video_id, d.decision, d.created_at
+            from pairs p
+            join public.user_video_decisions d
+              on d.user_id = p.user_id and d.video_id = p.video_id
+        ),
+        latest_after as (
+            select distinct on (a.user_id, a.video_id) a.video_id, a.decision
+            from now_rows a
+            order by a.user_id, a.video_id, a.created_at desc, a.id desc
+        ),
+        latest_before as (
+            select distinct on (b.user_id, b.video_id) b.video_id, b.decision
+            from (select r.id, r.user_id, r.video_id, r.decision, r.created_at
+                  from now_rows r
+                  where not exists (select 1 from %1$s n where n.id = r.id)
+                  union all
+                  select o.id, o.user_id, o.video_id, o.decision, o.created_at
+                  from %2$s o) b
+            order by b.user_id, b.video_id, b.created_at desc, b.id desc
+        ),
+        votes as (
+            select a.video_id, (a.decision = 'like')::integer as likes,
+                   (a.decision = 'nope')::integer as nopes
+            from latest_after a
+            union all
+            select b.video_id, -(b.decision = 'like')::integer, -(b.decision = 'nope')::integer
+            from latest_before b
+        )
+        select swiperec_private.add_video_swipes(array_agg(d.video_id), array_agg(d.likes),
+                                                 array_agg(d.nopes))
+        from (select v.video_id, sum(v.likes)::bigint as likes, sum(v.nopes)::bigint as nopes
+              from votes v
+              group by v.video_id) d
+        $query$, v_new, v_old);
     return null;
 end
 $$;
@@ -148,8 +204,9 @@ begin
 end
 $$;
 
--- Every count from the swipes themselves, for the backfill below and a repair. Writers wait
--- (the share lock) until it commits; readers keep the old counts until then.
+-- Every count from the swipes themselves (each user's latest swipe per video), for the
+-- backfill below and a repair. Writers wait (the share lock) until it commits; readers keep the
+-- old counts until then.
 create or replace function swiperec_private.recount_video_swipes()
 returns bigint
 language plpgsql set search_path = ''
@@ -160,20 +217,21 @@ begin
     lock table public.user_video_decisions in share mode;
     delete from swiperec_private.video_swipe_counts;
     insert into swiperec_private.video_swipe_counts (video_id, likes, nopes)
-    select d.video_id, count(*) filter (where d.decision = 'like'),
-           count(*) filter (where d.decision = 'nope')
-    from public.user_video_decisions d
-    group by d.video_id
-    order by d.video_id;
+    select l.video_id, count(*) filter (where l.decision = 'like'),
+           count(*) filter (where l.decision = 'nope')
+    from (select distinct on (d.user_id, d.video_id) d.video_id, d.decision
+          from public.user_video_decisions d
+          order by d.user_id, d.video_id, d.created_at desc, d.id desc) l
+    group by l.video_id
+    order by l.video_id;
     get diagnostics v_videos = row_count;
     return v_videos;
 end
 $$;
 
 revoke all on function swiperec_private.add_video_swipes(bigint[], bigint[], bigint[]),
-    swiperec_private.count_inserted_swipes(), swiperec_private.count_deleted_swipes(),
-    swiperec_private.count_updated_swipes(), swiperec_private.clear_swipe_counts(),
-    swiperec_private.recount_video_swipes() from public;
+    swiperec_private.lock_video_swipe_counts(bigint[]), swiperec_private.count_swipes(),
+    swiperec_private.clear_swipe_counts(), swiperec_private.recount_video_swipes() from public;
 
 -- One trigger per event: a trigger with transition tables has one event. They fire for COPY
 -- as for INSERT, and for the deletes a video's deletion cascades to its swipes (once for the
@@ -182,19 +240,19 @@ drop trigger if exists user_video_decisions_count_inserted on public.user_video_
 create trigger user_video_decisions_count_inserted
     after insert on public.user_video_decisions
     referencing new table as new_rows
-    for each statement execute function swiperec_private.count_inserted_swipes();
+    for each statement execute function swiperec_private.count_swipes();
 
 drop trigger if exists user_video_decisions_count_deleted on public.user_video_decisions;
 create trigger user_video_decisions_count_deleted
     after delete on public.user_video_decisions
     referencing old table as old_rows
-    for each statement execute function swiperec_private.count_deleted_swipes();
+    for each statement execute function swiperec_private.count_swipes();
 
 drop trigger if exists user_video_decisions_count_updated on public.user_video_decisions;
 create trigger user_video_decisions_count_updated
     after update on public.user_video_decisions
     referencing old table as old_rows new table as new_rows
-    for each statement execute function swiperec_private.count_updated_swipes();
+    for each statement execute function swiperec_private.count_swipes();
 
 drop trigger if exists user_video_decisions_count_truncated on public.user_video_decisions;
 create trigger user_video_decisions_count_truncated

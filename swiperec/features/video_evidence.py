@@ -7,8 +7,9 @@ the example's time in training and as of the request in serving:
 - `video_like_logodds`: ln((likes + 1) / (nopes + 1)), the video's smoothed like log-odds;
 - `video_swipes`: ln(1 + likes + nopes), how much evidence that is.
 
-Counted over real users' swipes (every swipe, repeats included), strictly before the time
-asked: a swipe never sees itself or anything at its own instant. Serving reads the same counts
+Counted over real users' votes, one per user and video: their latest swipe on it (a repeat
+swipe replaces the earlier vote), from the swipes strictly before the time asked: a swipe
+never sees itself or anything at its own instant. Serving reads the same counts
 from `swiperec_private.video_swipe_counts`, kept live by triggers on user_video_decisions
 (supabase/migrations/20261208000000_video_swipe_counts.sql). Reviews are left out: serving
 would need the rating thresholds of the model that is serving. (The popular fallback's
@@ -42,28 +43,45 @@ def evidence(likes, nopes) -> np.ndarray:
 
 
 class VideoSwipeCounts:
-    """Every video's real-user swipes, answering likes and nopes before any time.
+    """Every video's real-user votes, answering likes and nopes before any time.
 
-    Holds (E,) arrays sorted by (catalogue position, time) and each video's slice of them, so
-    a query is a binary search in one video's times. Picklable; a side input of the example
-    builder, like the negative sampler.
+    A user's vote on a video is their latest swipe on it: a repeat swipe replaces the earlier
+    vote rather than adding one, so no account can move a video's evidence by swiping it
+    again and again. Holds (E,) arrays of the votes' changes sorted by (catalogue position,
+    time) and each video's slice of them, so a query is a binary search in one video's times.
+    Picklable; a side input of the example builder, like the negative sampler.
     """
 
     def __init__(self, catalogue: Catalogue, events: Events):
         real = ~np.asarray(events.is_pseudo, dtype=bool)
+        users = np.unique(np.asarray(events.user_key[real]), return_inverse=True)[1]
         position = catalogue.index_of(events.video_id[real])
         time_us = np.asarray(events.time_us[real], dtype=np.int64)
-        label = np.asarray(events.label[real], dtype=np.int64)
+        like = np.asarray(events.label[real], dtype=np.int64)
+        # Each swipe adds its vote and takes back the same user's previous vote on the video.
+        order = np.lexsort((time_us, position, users))
+        same_pair = np.zeros(len(order), dtype=bool)
+        same_pair[1:] = (users[order][1:] == users[order][:-1]) & (
+            position[order][1:] == position[order][:-1]
+        )
+        previous = np.zeros(len(order), dtype=np.int64)  # the previous vote: +1 like, -1 nope
+        previous[1:] = np.where(same_pair[1:], 2 * like[order][:-1] - 1, 0)
+        d_likes = np.empty(len(order), dtype=np.int64)
+        d_nopes = np.empty(len(order), dtype=np.int64)
+        d_likes[order] = like[order] - (previous == 1)
+        d_nopes[order] = (1 - like[order]) - (previous == -1)
+
         order = np.lexsort((time_us, position))
         self._time_us = time_us[order]
-        # likes among each video's first k swipes: _likes[start + k] - _likes[start]
-        self._likes = np.concatenate([[0], np.cumsum(label[order])])
+        # the change of likes over each video's first k swipes: _likes[start + k] - _likes[start]
+        self._likes = np.concatenate([[0], np.cumsum(d_likes[order])])
+        self._nopes = np.concatenate([[0], np.cumsum(d_nopes[order])])
         self._start = np.searchsorted(position[order], np.arange(len(catalogue) + 1))
 
     def counts_before(self, positions, at_us) -> tuple[np.ndarray, np.ndarray]:
-        """(likes, nopes), int64 arrays shaped like `positions`: the real-user swipes on the
-        videos at catalogue `positions` strictly before `at_us` (one time, or one per
-        position)."""
+        """(likes, nopes), int64 arrays shaped like `positions`: the real users' votes (their
+        latest swipes) on the videos at catalogue `positions`, from the swipes strictly before
+        `at_us` (one time, or one per position)."""
         positions = np.asarray(positions, dtype=np.int64)
         at = np.broadcast_to(np.asarray(at_us, dtype=np.int64), positions.shape)
         start, end = self._start[positions], self._start[positions + 1]
@@ -71,15 +89,16 @@ class VideoSwipeCounts:
         for i, (s, e, t) in enumerate(zip(start.flat, end.flat, at.flat, strict=True)):
             before.flat[i] = np.searchsorted(self._time_us[s:e], t, side="left")
         likes = self._likes[start + before] - self._likes[start]
-        return likes, before - likes
+        return likes, self._nopes[start + before] - self._nopes[start]
 
     def evidence_at(self, position: int, at_us: int) -> tuple[float, float]:
         """`VIDEO_EVIDENCE_NAMES` of the video at catalogue `position` as of `at_us` (the
         example builder's per-example call: no arrays)."""
         start, end = int(self._start[position]), int(self._start[position + 1])
-        swipes = int(np.searchsorted(self._time_us[start:end], at_us, side="left"))
-        likes = int(self._likes[start + swipes] - self._likes[start])
-        return math.log((likes + 1.0) / (swipes - likes + 1.0)), math.log1p(swipes)
+        before = start + int(np.searchsorted(self._time_us[start:end], at_us, side="left"))
+        likes = int(self._likes[before] - self._likes[start])
+        nopes = int(self._nopes[before] - self._nopes[start])
+        return math.log((likes + 1.0) / (nopes + 1.0)), math.log1p(likes + nopes)
 
     def evidence(self, positions, at_us) -> np.ndarray:
         """[len(positions), 2] float64: `VIDEO_EVIDENCE_NAMES` as of `at_us`."""

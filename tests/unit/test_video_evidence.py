@@ -1,4 +1,5 @@
-"""A video's swipe evidence as of a time: real users' swipes strictly before it, nothing else."""
+"""A video's swipe evidence as of a time: real users' votes (their latest swipes) from the
+swipes strictly before it, nothing else."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
 
 
-def test_counts_are_real_swipes_strictly_before_the_time_asked():
+def test_counts_are_real_users_votes_from_the_swipes_strictly_before_the_time_asked():
     decisions = [
         (A, 2, "like", T0),
         (B, 2, "nope", T0),  # the same instant as A's like
-        (A, 2, "like", T0 + 10),  # a repeated swipe counts again
+        (A, 2, "nope", T0 + 10),  # A changes their mind: the nope replaces the like
         (B, 3, "like", T0 + 5),
+        *[(B, 4, "like", T0 + 20 + k) for k in range(5)],  # one user, one vote, however often
     ]
     reviews = [("r1", 2, 5, T0 - 100), ("r1", 3, 1, T0 - 100)]  # reviews are not swipes
     catalogue, events = events_from_tables(*_tables(decisions, reviews), FeatureConfig())
@@ -41,17 +43,19 @@ def test_counts_are_real_swipes_strictly_before_the_time_asked():
     assert at(two, T0) == (0, 0)  # nothing at or after the instant asked
     assert at(two, T0 + 1) == (1, 1)
     assert at(two, T0 + 10) == (1, 1)
-    assert at(two, T0 + 11) == (2, 1)
+    assert at(two, T0 + 11) == (0, 2)
     assert at(three, T0 + 100) == (1, 0)
-    assert at(four, T0 + 100) == (0, 0)  # never swiped
+    assert at(four, T0 + 20) == (0, 0)
+    assert at(four, T0 + 100) == (1, 0)  # five likes by one user: one vote
+    assert at(int(catalogue.index_of([5])[0]), T0 + 100) == (0, 0)  # never swiped
     # One time per position, vectorised, and the per-example call agree.
     likes, nopes = counts.counts_before([two, three, two], [T0 + 11, T0 + 6, T0])
-    assert likes.tolist() == [2, 1, 0] and nopes.tolist() == [1, 0, 0]
-    assert counts.evidence_at(two, T0 + 11) == pytest.approx((math.log(3 / 2), math.log(4)))
-    np.testing.assert_allclose(counts.evidence([two], T0 + 11)[0], [math.log(3 / 2), math.log(4)])
+    assert likes.tolist() == [0, 1, 0] and nopes.tolist() == [2, 0, 0]
+    assert counts.evidence_at(two, T0 + 11) == pytest.approx((math.log(1 / 3), math.log(3)))
+    np.testing.assert_allclose(counts.evidence([two], T0 + 11)[0], [math.log(1 / 3), math.log(3)])
     # A side input of the Beam pipeline: the same answers after pickling.
     again = pickle.loads(pickle.dumps(counts))
-    assert again.evidence_at(two, T0 + 11) == counts.evidence_at(two, T0 + 11)
+    assert again.evidence_at(four, T0 + 100) == counts.evidence_at(four, T0 + 100)
 
 
 def test_counts_match_a_brute_force_count_on_generated_data():
@@ -64,11 +68,13 @@ def test_counts_match_a_brute_force_count_on_generated_data():
     times = rng.choice(events.time_us[real], 300)
     likes, nopes = counts.counts_before(positions, times)
     for p, t, likes_p, nopes_p in zip(positions, times, likes, nopes, strict=True):
-        on = real & (events.video_id == catalogue.video_id[p]) & (events.time_us < t)
-        assert (likes_p, nopes_p) == (
-            int(events.label[on].sum()),
-            int((events.label[on] == 0).sum()),
+        on = np.flatnonzero(
+            real & (events.video_id == catalogue.video_id[p]) & (events.time_us < t)
         )
+        latest = {}  # user -> label of their latest swipe on the video before t
+        for i in on[np.argsort(events.time_us[on], kind="stable")]:
+            latest[events.user_key[i]] = int(events.label[i])
+        assert (likes_p, nopes_p) == (sum(latest.values()), len(latest) - sum(latest.values()))
     assert (likes + nopes).sum() > 0
 
 

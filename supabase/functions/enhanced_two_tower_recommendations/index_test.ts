@@ -567,12 +567,14 @@ Deno.test("enhanced_two_tower_recommendations on the real database", async (t) =
       // B likes every video of A's list: A's list stays exactly the same. Other users'
       // swipes reach a list only through the videos' aggregate swipe counts, the ranking
       // stage's evidence (set aside here: its two weights at 0), never as their own data.
-      const sets =
-        db`embedding_sets where model_version = ${fixture.model_version}
-        and kind = 'video' and cardinality(match_weights) = 8`;
-      const [saved] = await db`select match_weights from ${sets}`;
+      const [saved] = await db`
+        select match_weights from embedding_sets
+        where model_version = ${fixture.model_version} and kind = 'video'
+          and cardinality(match_weights) = 8`;
       if (saved) {
-        await db`update ${sets} set match_weights = match_weights[1:6] || '{0,0}'::real[]`;
+        await db`
+          update embedding_sets set match_weights = match_weights[1:6] || '{0,0}'::real[]
+          where model_version = ${fixture.model_version} and kind = 'video'`;
       }
       const mine = await recommend(a, "?limit=20");
       const added = await db`
