@@ -67,6 +67,24 @@ def test_the_like_rate_counts_likes_and_nopes_before_the_test_period(data, snaps
     np.testing.assert_allclose(users(0), expected, rtol=1e-6)
 
 
+def test_served_lists_weigh_each_videos_swipe_evidence_at_the_test_start(data, snapshot_dir):
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.events import load_snapshot
+    from swiperec.features.video_evidence import evidence
+
+    _, events, _ = load_snapshot(snapshot_dir, FeatureConfig())
+    start = int(np.datetime64(data.test_start.rstrip("Z"), "us").astype(np.int64))
+    # Real users' swipes before the test start, the latest per user and video (the tiny data
+    # has no repeats: one swipe, one vote).
+    real = ~events.is_pseudo & (events.time_us < start)
+    rows = np.searchsorted(data.video_ids, events.video_id[real])
+    likes = np.bincount(rows[events.label[real] == 1], minlength=len(data.video_ids))
+    nopes = np.bincount(rows[events.label[real] == 0], minlength=len(data.video_ids))
+    assert data.match_weights.shape == (8,) and np.any(data.match_weights[6:] != 0)
+    np.testing.assert_allclose(data.video_evidence, evidence(likes, nopes), rtol=1e-12)
+    assert (likes + nopes).max() > 0
+
+
 def test_no_ranking_returns_a_video_the_user_already_decided(data, truth):
     for name, (_, users) in scorers(data, truth).items():
         top = top_lists(data, users)

@@ -15,7 +15,7 @@ from swiperec.features.preprocessing import AGE_SCALE_DAYS
 from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
 from swiperec.model.config import TrainConfig
-from swiperec.model.data import Catalogue
+from swiperec.model.data import Catalogue, card_ranking_weights, ranking_feature_names
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
 from swiperec.model.towers import (
     USER_BAGS,
@@ -298,6 +298,26 @@ def test_match_features_add_their_weighted_sum_to_the_like_logit():
     # A model without them has no weights to report.
     plain, _ = model_and_batch(TrainConfig(hidden_units=(16,), bag_dim=4, match_features=False))
     assert plain.match is None and match_weights(plain) is None
+
+
+def test_a_cards_match_weights_in_serving_order_with_the_evidence_0_when_untrained():
+    weights = dict(zip(RANKING_FEATURE_NAMES, range(1, 9), strict=True))
+    np.testing.assert_array_equal(card_ranking_weights({"match_weights": weights}), range(1, 9))
+    # A model trained without the evidence (or before it) weighs it 0.
+    history_only = {n: weights[n] for n in MATCH_FEATURE_NAMES}
+    np.testing.assert_array_equal(
+        card_ranking_weights({"match_weights": history_only}), [1, 2, 3, 4, 5, 6, 0, 0]
+    )
+    assert card_ranking_weights({"match_weights": None}) is None
+    assert card_ranking_weights({}) is None
+    # A missing match feature is a broken card, not a zero.
+    del history_only["match_noped_genres"]
+    with pytest.raises(ValueError, match="match_noped_genres"):
+        card_ranking_weights({"match_weights": history_only})
+    # Which features a config trains with, in that order.
+    assert ranking_feature_names(TrainConfig()) == RANKING_FEATURE_NAMES
+    assert ranking_feature_names(TrainConfig(video_evidence=False)) == MATCH_FEATURE_NAMES
+    assert ranking_feature_names(TrainConfig(match_features=False)) == ()
 
 
 def test_the_match_weights_start_from_the_logistic_regression_on_them_alone():
