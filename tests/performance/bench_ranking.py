@@ -74,6 +74,14 @@ VARIANTS = {
     # The match features without the videos' swipe evidence (`TrainConfig.video_evidence`).
     "evidence_off": {"video_evidence": False},
     "evidence_off_seed_43": {"video_evidence": False, "seed": 43},
+    # The towers' share of the like/nope loss, lowered: the ranking stage's own terms train
+    # as before (Adam scales each parameter's steps), the towers lean towards retrieval.
+    "pointwise_0.5": {"pointwise_weight": 0.5},
+    "pointwise_0.25": {"pointwise_weight": 0.25},
+    "pointwise_0.5_seed_43": {"pointwise_weight": 0.5, "seed": 43},
+    "pointwise_0.25_seed_43": {"pointwise_weight": 0.25, "seed": 43},
+    "pointwise_0.1": {"pointwise_weight": 0.1},
+    "pointwise_0.1_seed_43": {"pointwise_weight": 0.1, "seed": 43},
 }
 SCORERS = ("model", "model_cosine", "popularity", "like_rate", "matrix_factorization", "oracle")
 BASELINES = ("popularity", "like_rate", "matrix_factorization")
