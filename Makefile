@@ -53,11 +53,12 @@ format: setup
 
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time, so a
 # module's shared set-up (the demo run in test_pipeline.py) happens once; each worker starts its
-# own embedded server and session fixtures. `make test TEST_WORKERS=0` runs them in this process.
+# own embedded server and session fixtures; the slowest files start first (SLOW_FILES_FIRST in
+# tests/conftest.py). `make test TEST_WORKERS=0` runs them in this process.
 TEST_WORKERS ?= 2
 
 test: setup deno browser lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # A developer's action in this checkout: the pipeline definition -> its committed YAML, which the
 # package ships (swiperec/resources/ links to it).

@@ -24,6 +24,25 @@ from swiperec.snapshot import take_snapshot
 TEMPLATE = "swiperec_template"
 _counter = itertools.count()
 
+# The files whose set-up or tests take minutes, longest first (`pytest --durations`). With
+# `--dist loadfile --no-loadscope-reorder` (the Makefile's) each file runs on one worker, in
+# this order: started first, they run beside the many short files instead of after them, where
+# one of them would leave the other worker idle at the end.
+SLOW_FILES_FIRST = (
+    "tests/integration/test_pipeline.py",  # the installed wheel's demo, ~200 s of set-up
+    "tests/integration/test_embedding_faults.py",
+    "tests/integration/test_isolated_pipeline.py",
+    "tests/integration/test_realtime.py",
+    "tests/integration/test_evaluate.py",
+    "tests/integration/test_tune.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow files first (`SLOW_FILES_FIRST`), the rest in collection order."""
+    rank = {path: i for i, path in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
 
 def _with_database(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
