@@ -327,22 +327,27 @@ def test_a_swipe_waiting_on_a_video_whose_votes_went_still_counts(conn, db_url):
         second.commit()
         waiting = threading.Thread(target=lambda: _swipe_and_commit(second, USERS[1]))
         waiting.start()
-        with conn.cursor() as cur:
-            for _ in range(500):
-                cur.execute("select wait_event_type from pg_stat_activity where pid = %s", (pid,))
-                if cur.fetchone()[0] == "Lock":
-                    break
-                conn.rollback()
-                threading.Event().wait(0.01)
-            else:
-                pytest.fail("the second swipe never waited for the first transaction")
-        conn.rollback()
+        wait_until_blocked(conn, pid)
         first.commit()
         waiting.join(30)
     finally:
         first.close()
         second.close()
     assert assert_counted(conn) == [(1, 1, 0)]
+
+
+def wait_until_blocked(conn, pid: int) -> None:
+    """Return once the backend `pid` waits on a lock; fail if it never does (~5 s)."""
+    with conn.cursor() as cur:
+        for _ in range(500):
+            cur.execute("select wait_event_type from pg_stat_activity where pid = %s", (pid,))
+            if cur.fetchone()[0] == "Lock":
+                break
+            conn.rollback()
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail("the second swipe never waited for the first transaction")
+    conn.rollback()
 
 
 def _swipe_and_commit(connection, user: str) -> None:
@@ -386,16 +391,7 @@ def test_concurrent_swipes_of_one_user_on_one_video_are_one_vote(conn, db_url, f
             barrier.wait()
             swipe(cur, [(user, 1, "nope", f"2026-11-{first_at}T00:00Z")])
             barrier.wait()
-        with conn.cursor() as cur:
-            for _ in range(500):
-                cur.execute("select wait_event_type from pg_stat_activity where pid = %s", (pid,))
-                if cur.fetchone()[0] == "Lock":
-                    break
-                conn.rollback()
-                threading.Event().wait(0.01)
-            else:
-                pytest.fail("the second swipe never waited for the first transaction")
-        conn.rollback()
+        wait_until_blocked(conn, pid)
         first.commit()
         waiting.join(30)
     finally:
