@@ -109,8 +109,8 @@ def _build_examples_fn(config: FeatureConfig):
 
         def process(self, keyed, catalogue, sampler, swipe_counts, boundaries):
             by_split: dict[str, list[dict]] = {}
-            examples = _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config)
-            for example in examples:
+            built = _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config)
+            for example in built:
                 _count(example)
                 by_split.setdefault(example["split"], []).append(example)
             for split, examples in by_split.items():

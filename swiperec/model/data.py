@@ -179,13 +179,11 @@ def ranking_feature_names(config) -> tuple[str, ...]:
     """The pair features a model with `config` weighs in its ranking stage, in order: none
     without `match_features`; the match with the user's history; then, with `video_evidence`,
     the video's swipe evidence (`RANKING_FEATURE_NAMES`)."""
-    from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
+    from swiperec.features.video_evidence import MATCH_FEATURE_NAMES, RANKING_FEATURE_NAMES
 
     if not config.match_features:
         return ()
-    if config.video_evidence:
-        return RANKING_FEATURE_NAMES
-    return tuple(n for n in RANKING_FEATURE_NAMES if n not in VIDEO_EVIDENCE_NAMES)
+    return RANKING_FEATURE_NAMES if config.video_evidence else MATCH_FEATURE_NAMES
 
 
 def card_ranking_weights(card: dict) -> np.ndarray | None:

@@ -91,8 +91,7 @@ def train(
     n_train = counts["train"]["examples"]
     spec = outputs["user"].transformed_feature_spec()
     match_start = None
-    if config.match_features:
-        names = ranking_feature_names(config)
+    if names := ranking_feature_names(config):
         match_start = fit_match_start(*read_match_features(examples_dir, "train", spec, names))
     model = TwoTowerModel(
         build_user_tower(sizes, config), build_video_tower(sizes, known, config), config,
