@@ -65,8 +65,13 @@ test: setup deno browser lint
 compile: setup
 	$(BIN)/python -m pipelines compile
 
-bench: setup
-	$(BIN)/python -m tests.performance.bench_synthetic_load $(BENCH_ARGS)
+# The performance suite (tests/performance/suite.py) at SCALE = small (minutes), default, large
+# (200k videos) or xl (1M videos): tests/performance/results/suite/<scale>.json and .html.
+# `make bench BENCH_ARGS=--check` exits 1 on a figure worse than the committed run's noise band.
+SCALE ?= small
+
+bench: setup deno
+	$(BIN)/python -m tests.performance.suite --scale $(SCALE) $(BENCH_ARGS)
 
 clean:
 	-$(BIN)/swiperec db stop

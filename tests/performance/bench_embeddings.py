@@ -22,7 +22,6 @@ Writes tests/performance/results/embeddings_refresh.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -34,6 +33,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from tests.performance.record import add_out_argument, save
 
 RESULTS = Path(__file__).parent / "results"
 _DEFAULT_SHARED_BUFFERS = "1GB"
@@ -189,6 +190,7 @@ def main(argv=None) -> int:
         default=IndexParams.ef_construction,
         help="the HNSW build's ef_construction (default %(default)s)",
     )
+    add_out_argument(parser, "embeddings_refresh.json")
     args = parser.parse_args(argv)
     SERVER_SETTINGS["shared_buffers"] = args.shared_buffers
     index = IndexParams(
@@ -295,7 +297,6 @@ def main(argv=None) -> int:
         finally:
             server.stop()
 
-    RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.beam_workers == 1 else f"_w{args.beam_workers}"
     default_workers = args.parallel_workers == IndexParams.parallel_workers
     suffix += "" if default_workers else f"_pw{args.parallel_workers}"
@@ -303,8 +304,7 @@ def main(argv=None) -> int:
     suffix += "" if default_ef else f"_efc{args.ef_construction}"
     default_buffers = args.shared_buffers == _DEFAULT_SHARED_BUFFERS
     suffix += "" if default_buffers else f"_sb{args.shared_buffers}"
-    path = RESULTS / f"embeddings_refresh{suffix}.json"
-    path.write_text(json.dumps(figures, indent=2, default=str))
+    path = save(figures, args.out, f"embeddings_refresh{suffix}.json")
     r = figures["refresh"]
     print(f"embedding refresh: {args.videos:,} videos + {args.users:,} users, 768-d, 2 cores")
     print(f"  end to end             {r['seconds']:>8.1f} s  (goal 120 s)")

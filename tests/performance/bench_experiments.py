@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ import numpy as np
 import scipy.stats
 
 from tests.performance.bench_alerts import BROKEN, make_broken_version
+from tests.performance.record import machine
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "experiments.json"
@@ -76,18 +76,6 @@ LOST_SHARE = 30  # percent of the SRM test's treatment users whose logs are lost
 
 def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
-
-
-def machine() -> dict:
-    load1, load5, load15 = os.getloadavg()
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average": {"1min": load1, "5min": load5, "15min": load15},
-        "at": datetime.now(UTC).isoformat(),
-    }
 
 
 def config(**overrides):

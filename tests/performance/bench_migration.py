@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -56,6 +55,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.performance.record import machine
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "migration.json"
@@ -89,18 +90,6 @@ def with_ci(difference: float | None, ci: list[float] | None) -> str:
 
 def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
-
-
-def machine() -> dict:
-    load1, load5, load15 = os.getloadavg()
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average": {"1min": load1, "5min": load5, "15min": load15},
-        "at": datetime.now(UTC).isoformat(),
-    }
 
 
 # --- the data ------------------------------------------------------------------------------------

@@ -21,15 +21,15 @@ Writes tests/performance/results/monitoring.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from tests.performance.record import add_out_argument, save
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--served", type=int, default=10_000_000, help="served rows")
+    add_out_argument(parser, "monitoring.json")
     args = parser.parse_args(argv)
     per_hour = max(1, args.served // (ITEMS * DAYS * 24))
 
@@ -216,11 +217,6 @@ def main(argv=None) -> int:
             server.stop()
 
     figures = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-        },
         "served_rows": served,
         "items_per_list": ITEMS,
         "days": DAYS,
@@ -235,10 +231,8 @@ def main(argv=None) -> int:
         },
         "peak_process_rss_before_pass_mb": round(rss_before / 1024, 1),
     }
-    RESULTS.mkdir(exist_ok=True)
     name = "monitoring.json" if args.served == 10_000_000 else f"monitoring_{args.served}.json"
-    path = RESULTS / name
-    path.write_text(json.dumps(figures, indent=2, default=str))
+    path = save(figures, args.out, name)
     print(f"monitoring pass over {served:,} served rows ({DAYS} days, hourly buckets), 2 cores")
     print(f"  baseline: one aggregate over every served row   {baseline_s:8.2f} s")
     print(f"  first pass, every bucket ({full['buckets']})"

@@ -16,13 +16,14 @@ Writes tests/performance/results/pipeline_default.json (or pipeline_<videos>.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.performance.record import add_out_argument, save
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=defaults.users)
     parser.add_argument("--pseudo-users", type=int, default=defaults.pseudo_users)
     parser.add_argument("--epochs", type=int, default=15)
+    add_out_argument(parser, "pipeline_default.json")
     args = parser.parse_args(argv)
     config = SyntheticConfig(videos=args.videos, users=args.users, pseudo_users=args.pseudo_users)
 
@@ -100,10 +102,8 @@ def main(argv=None) -> int:
         "blessed": (summary["blessing"] or {}).get("blessed"),
         "stage": summary["stage"],
     }
-    RESULTS.mkdir(exist_ok=True)
     name = "default" if args.videos == defaults.videos else str(args.videos)
-    path = RESULTS / f"pipeline_{name}.json"
-    path.write_text(json.dumps(figures, indent=2, default=str))
+    path = save(figures, args.out, f"pipeline_{name}.json")
 
     print(f"training pipeline (KFP local runner), {args.videos:,} videos, 2 cores")
     print(f"  data generated and loaded   {load_s:8.1f} s")

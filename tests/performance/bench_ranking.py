@@ -42,7 +42,8 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.performance.bench_migration import log, machine
+from tests.performance.bench_migration import log
+from tests.performance.record import machine
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "ranking.json"

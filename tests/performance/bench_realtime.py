@@ -73,9 +73,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -93,7 +91,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tests.performance.record import add_out_argument, machine, save
+
 ROOT = Path(__file__).resolve().parents[2]
+
 RESULTS = Path(__file__).parent / "results"
 VERSION = "realtime-bench"
 RATES = (10, 50, 200)
@@ -131,24 +132,6 @@ def percentiles(seconds, *, p99: bool = False) -> dict:
 
 def median(values) -> float | None:
     return round(float(statistics.median(values)), 1) if values else None
-
-
-def machine() -> dict:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    import psutil
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor(),
-        "cpu_model": model,
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-    }
 
 
 def other_jobs() -> list[str]:
@@ -1063,6 +1046,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--worker-nice", type=int, default=10,
                         help="the worker's --nice (its default is 10)")  # fmt: skip
+    add_out_argument(parser, "realtime.json")
     args = parser.parse_args(argv)
     model_dir = str(Path(args.model).resolve())
     rng = random.Random(args.seed)
@@ -1351,10 +1335,8 @@ def main(argv=None) -> int:
             "met": figures["serving_while_embedding"]["ratio_p95_busy_to_idle"] < 1.3,
         },
     }
-    RESULTS.mkdir(exist_ok=True)
     name = "realtime.json" if args.videos == 200_000 else f"realtime_{args.videos}.json"
-    path = RESULTS / name
-    path.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    path = save(figures, args.out, name)
     print_table(figures)
     print(f"saved {path}")
     return 0
@@ -1367,7 +1349,7 @@ def print_table(f: dict) -> None:
         f"{f['data']['users']:,} users (~50 decisions each)"
     )
     print(
-        f"  machine: {m['cpu_count']} cpus, {m['cpu_model'] or m['processor']}, "
+        f"  machine: {m['cpu_count']} cpus, {m['cpu_model']}, "
         f"{m['memory_gb']} GB; load avg at start {f['load_avg_at_start'][0]}, at end "
         f"{f['load_avg_at_end'][0]}"
     )

@@ -39,6 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tests.performance.record import add_out_argument, save
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).parent / "results"
 DENO = ROOT / "tools" / "deno" / "node_modules" / ".bin" / "deno"
@@ -224,6 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=5, help="requests per user and mode")
+    add_out_argument(parser, "serving.json")
     args = parser.parse_args(argv)
     if not DENO.exists():
         sys.exit(f"Deno is not installed at {DENO}: run `make deno`")
@@ -291,9 +294,8 @@ def main(argv=None) -> int:
         handler_p95 = figures["modes"]["mmr_off"][group]["p95_ms"]
         base["ratio_to_handler_p95"] = round(base["p95_ms"] / handler_p95, 1)
 
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / ("serving.json" if args.videos == 200_000 else f"serving_{args.videos}.json")
-    path.write_text(json.dumps(figures, indent=2))
+    name = "serving.json" if args.videos == 200_000 else f"serving_{args.videos}.json"
+    path = save(figures, args.out, name)
     print(f"Edge Function handler, {args.videos:,} videos x 768-d, HNSW, 2 cores, limit {LIMIT}")
     print(f"  {'mode':<8} {'decisions':>9} {'p50 ms':>8} {'p95 ms':>8} {'recall@20':>10}")
     for mode, by_group in figures["modes"].items():

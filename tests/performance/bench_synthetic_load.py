@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import resource
 import sys
 import tempfile
@@ -32,8 +31,7 @@ from swiperec.data.synthetic import SyntheticConfig, generate
 from swiperec.db import connect
 from swiperec.db.embedded import EmbeddedServer
 from swiperec.db.migrate import migrate
-
-RESULTS = Path(__file__).parent / "results" / "synthetic_load.json"
+from tests.performance.record import add_out_argument, save
 
 
 def peak_rss_mb() -> float:
@@ -110,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--decisions-per-user", type=float, default=300.0)
     parser.add_argument("--reviews-per-pseudo-user", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=7)
+    add_out_argument(parser, "synthetic_load.json")
     args = parser.parse_args(argv)
     config = SyntheticConfig(
         videos=args.videos,
@@ -159,13 +158,8 @@ def main(argv=None) -> int:
         "decisions_baseline_csv_copy_keys_maintained_seconds": round(baseline_s, 2),
         "decisions_binary_copy_keys_rebuilt_seconds": round(binary_s, 2),
         "speedup_vs_baseline": round(baseline_s / binary_s, 2),
-        "machine": {
-            "cpus": psutil.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30),
-        },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    path = save(result, args.out, "synthetic_load.json")
 
     print(
         f"synthetic data: {config.videos:,} videos, {config.users:,} users, "
@@ -190,7 +184,7 @@ def main(argv=None) -> int:
     ]
     for name, seconds, note in rows:
         print(f"  {name:<44}{seconds:>8}   {note}")
-    print(f"saved {RESULTS}")
+    print(f"saved {path}")
     return 0
 
 

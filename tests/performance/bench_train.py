@@ -3,6 +3,7 @@
     python -m tests.performance.bench_train                  # prepare, train, measure
     python -m tests.performance.bench_train --work DIR       # keep the prepared data in DIR
     python -m tests.performance.bench_train --work DIR --mixes   # the loss-weight study
+    python -m tests.performance.bench_train --videos 2000 --users 200 --pseudo-users 400 --epochs 2
 
 Prepares the default synthetic data (generated, written as a snapshot, transformed; reused
 from --work when already there), then trains with the default TrainConfig in a child process
@@ -38,21 +39,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from tests.performance.record import add_out_argument, save
+
 RESULTS = Path(__file__).parent / "results"
 MIXES = ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.25), (0.25, 1.0))
 RECALL_AT = (10, 50, 100)
 
 
-def prepare(work: Path) -> tuple[Path, Path]:
-    """The default data set, snapshotted and transformed under `work` (reused if there)."""
-    from swiperec.data.synthetic import SyntheticConfig, generate
+def prepare(work: Path, data) -> tuple[Path, Path]:
+    """The data set (a `SyntheticConfig`), snapshotted and transformed under `work` (reused if
+    there)."""
+    from swiperec.data.synthetic import generate
     from swiperec.features.transform import run_transform
     from tests.performance.bench_transform import write_snapshot
 
     transform, examples = work / "transform", work / "examples"
     if (examples / "metadata.json").exists() and (work / "ground_truth.npz").exists():
         return transform, examples
-    dataset = generate(SyntheticConfig())
+    dataset = generate(data)
     dataset.ground_truth.save(work / "ground_truth.npz")
     snapshot = work / "snapshot"
     if not (snapshot / "metadata.json").exists():
@@ -234,30 +238,40 @@ def input_pipeline_seconds(transform: Path, examples: Path) -> float:
 
 
 def main(argv=None) -> int:
+    from swiperec.data.synthetic import SyntheticConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", help="folder for the prepared data (default: a temporary one)")
     parser.add_argument("--mixes", action="store_true", help="run the loss-weight study")
+    defaults = SyntheticConfig()
+    parser.add_argument("--videos", type=int, default=defaults.videos)
+    parser.add_argument("--users", type=int, default=defaults.users)
+    parser.add_argument("--pseudo-users", type=int, default=defaults.pseudo_users)
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the trainer's)")
+    add_out_argument(parser, "train_default.json")
     args = parser.parse_args(argv)
+    data = SyntheticConfig(videos=args.videos, users=args.users, pseudo_users=args.pseudo_users)
     with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        transform, examples = prepare(work)
+        transform, examples = prepare(work, data)
         truth = work / "ground_truth.npz"
         if args.mixes:
             return run_mixes(work, transform, examples, truth)
-        return run_default(work, transform, examples, truth)
+        overrides = {"--epochs": args.epochs} if args.epochs else {}
+        return run_default(work, transform, examples, truth, data, overrides, args.out)
 
 
-def run_default(work, transform, examples, truth) -> int:
+def run_default(work, transform, examples, truth, data, overrides, out) -> int:
     from swiperec.model.train import read_model_card
 
     model_dir = work / "model"
-    run = train_in_child(transform, examples, model_dir, {})
+    run = train_in_child(transform, examples, model_dir, overrides)
     card = read_model_card(str(model_dir))
     epochs = card["training"]["epochs_run"]
     input_s = input_pipeline_seconds(transform, examples)
     figures = {
-        "data": "default synthetic (32,304 videos)",
+        "data": data.__dict__,
         "examples": card["input"]["examples"],
         "training_seconds": run["seconds"],
         "training_peak_rss_mb": run["peak_rss_mb"],
@@ -272,10 +286,10 @@ def run_default(work, transform, examples, truth) -> int:
         "latency": latency(model_dir, transform, examples, work / "snapshot"),
         "hyperparameters": card["hyperparameters"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "train_default.json"
-    path.write_text(json.dumps(figures, indent=2))
-    print("training, default data (32,304 videos), 2 cores")
+    path = save(figures, out, "train_default.json")
+    print(
+        f"training, {data.videos:,} videos, {data.users:,} users, {data.pseudo_users:,} reviewers"
+    )
     print(
         f"  train                  {run['seconds']:>8.1f} s  peak RSS {run['peak_rss_mb']:,} MB"
         f"  ({epochs} epochs, best {card['training']['best_epoch']})"

@@ -15,7 +15,6 @@ TFRecord writing) costs on top of it. Writes tests/performance/results/transform
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -26,7 +25,8 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RESULTS = Path(__file__).parent / "results"
+from tests.performance.record import add_out_argument, save
+
 SCALES = {
     "default": {},
     "large": {
@@ -85,9 +85,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="default")
     parser.add_argument("--workers", type=int, default=1, help="Beam worker processes")
+    parser.add_argument("--videos", type=int, help="instead of the scale's")
+    parser.add_argument("--users", type=int, help="instead of the scale's")
+    parser.add_argument("--pseudo-users", type=int, help="instead of the scale's")
+    add_out_argument(parser, "transform_<scale>.json")
     args = parser.parse_args(argv)
 
-    data = SyntheticConfig(**SCALES[args.scale])
+    sizes = {"videos": args.videos, "users": args.users, "pseudo_users": args.pseudo_users}
+    data = SyntheticConfig(
+        **{**SCALES[args.scale], **{k: v for k, v in sizes.items() if v is not None}}
+    )
     config = FeatureConfig()
     beam_args = []
     if args.workers > 1:
@@ -122,11 +129,8 @@ def main(argv=None) -> int:
         "baseline_plain_python_seconds": round(baseline_s, 1),
         "pipeline_vs_baseline": round(transform_s / baseline_s, 2),
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = (
-        RESULTS / f"transform_{args.scale}{'' if args.workers == 1 else f'_w{args.workers}'}.json"
-    )
-    path.write_text(json.dumps(figures, indent=2))
+    workers = "" if args.workers == 1 else f"_w{args.workers}"
+    path = save(figures, args.out, f"transform_{args.scale}{workers}.json")
     print(
         f"feature transform, {args.scale} data ({data.videos:,} videos, {data.users:,} users, "
         f"{data.pseudo_users:,} pseudo-users), {args.workers} Beam worker(s)"

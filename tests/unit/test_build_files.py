@@ -201,7 +201,7 @@ def test_files_and_make_targets_the_build_refers_to_exist():
     dockerfiles = set(re.findall(r"docker build -f (\S+)", bash))
     targets = set(re.findall(r"(?:^|&&|;)\s*make (\w+)", bash, re.M))
     modules = set(re.findall(r"runpy\.run_path\(\"([^\"]+)\"\)", bash))
-    assert dockerfiles == set(DOCKERFILES.values()) and targets == {"test"}
+    assert dockerfiles == set(DOCKERFILES.values()) and targets == {"test", "bench"}
     assert modules == {"swiperec/version.py"}
     for path in dockerfiles | modules:
         assert (ROOT / path).is_file(), path
@@ -385,3 +385,16 @@ def test_hadolint_passes_on_both_dockerfiles_and_make_lint_runs_it(tmp_path):
     assert re.search(r"^lint:.*\n(\t.*\n)*\t\$\(BIN\)/hadolint \$\(DOCKERFILES\)", makefile, re.M)
     listed = re.search(r"^DOCKERFILES := (.*)$", makefile, re.M)[1].split()
     assert sorted(listed) == sorted(DOCKERFILES.values())
+
+
+def test_the_build_runs_the_default_suite_and_keeps_its_summary():
+    from tests.performance.suite import SUITE
+
+    config = load("cloudbuild.yaml")
+    bench = {s["id"]: s for s in steps("cloudbuild.yaml")}["bench"]
+    assert "make bench SCALE=default BENCH_ARGS=--check" in script(bench)
+    assert "test" in waits_for(steps("cloudbuild.yaml"))["bench"]
+    # A regression shows as a failed step; it does not hold back the images.
+    assert bench["allowFailure"] is True
+    kept = set(config["artifacts"]["objects"]["paths"])
+    assert kept == {str((SUITE / f"default.{kind}").relative_to(ROOT)) for kind in ("json", "html")}

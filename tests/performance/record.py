@@ -1,0 +1,105 @@
+"""What every results file records: the machine a benchmark ran on, and how fast it was at the
+time (the calibration).
+
+These machines differ 3-4x from one day or host to the next, so every results file records,
+beside its figures, two fixed CPU reference workloads timed in the same run:
+
+- `matmul_gflops`: float32 1024 x 1024 matrix products with numpy's BLAS (all cores), best of
+  five: what the model's dense layers and the vector maths get;
+- `python_mops`: a pure-Python integer loop, millions of iterations per second, best of five:
+  what the interpreter-bound code (Beam's DoFns, the example builder, drivers) gets.
+
+A figure from another machine is compared after scaling by the ratio of the relevant reference
+(`calibrated`), never raw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+_MATMUL_N = 1024
+_LOOP_N = 2_000_000
+
+
+def _best_of(fn, repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def calibration() -> dict:
+    """The two reference rates, measured now (about one second)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((_MATMUL_N, _MATMUL_N), dtype=np.float32)
+    b = rng.standard_normal((_MATMUL_N, _MATMUL_N), dtype=np.float32)
+    a @ b  # warm the BLAS threads
+    matmul_s = _best_of(lambda: a @ b)
+
+    def loop():
+        total = 0
+        for i in range(_LOOP_N):
+            total += i & 7
+        return total
+
+    loop_s = _best_of(loop)
+    return {
+        "matmul_gflops": round(2 * _MATMUL_N**3 / matmul_s / 1e9, 1),
+        "python_mops": round(_LOOP_N / loop_s / 1e6, 1),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def machine(calibrate: bool = True) -> dict:
+    """The host, its load and (unless `calibrate=False`) its calibration, now."""
+    import psutil
+
+    figures = {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if calibrate:
+        figures["calibration"] = calibration()
+    return figures
+
+
+def add_out_argument(parser, default) -> None:
+    """`--out`: where the results file goes (the suite writes each run's files apart)."""
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"results file (default: results/{default})"
+    )
+
+
+def save(figures: dict, out: Path | None, default: str) -> Path:
+    """Write `figures` with the machine and its calibration (measured now, after the run, unless
+    the bench recorded one already) as JSON to `out`, or to results/`default`."""
+    figures.setdefault("machine", machine())
+    path = Path(out) if out else RESULTS / default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, default=str))
+    return path

@@ -1,0 +1,437 @@
+"""The performance suite: every benchmark at one scale, one results file, one HTML summary.
+
+    python -m tests.performance.suite                       # small: a few minutes
+    python -m tests.performance.suite --scale default --repeats 3
+    python -m tests.performance.suite --scale small --check # exit 1 on a regression
+    make bench SCALE=large
+
+Each step is one of the benchmark scripts beside this file, run as its own process (a fresh
+interpreter, TensorFlow and embedded PostgreSQL each; the previous step's memory is gone) with
+the scale's sizes and `--out` into the run's work folder:
+
+    load -> transform -> train -> refresh -> serving -> monitoring -> pipeline
+
+`train` trains the model that `refresh` and `serving` embed with (at `large` and `xl`, on the
+`default` data: a model embeds any catalogue at the real cost). Every figure the suite keeps
+(`FIGURES`) comes with the baseline its script measured in the same run and their ratio, and a
+target where DESIGN.md sets one. With `--repeats N` each step runs N times; the summary keeps
+every value and their min and median.
+
+Results: `results/suite/<scale>.json` (the machine and its calibration at start and end, the
+figures, and each step's own results file, whole) and `results/suite/<scale>.html` (the
+figures beside the committed run of the same scale, and cost-vs-scale curves over every scale
+with results). The regression check compares this run with the committed results of the same
+scale (read before they are overwritten; `--against FILE` for another): a figure whose median
+is worse than the committed median by more than the noise band is flagged. The band is the
+larger of `--band` (default 0.25: 25 %) and the spread (max / min - 1) of either run's
+repeats. Ratios are compared as they are (both sides come from one run each); absolute times
+are first scaled by the two runs' calibrations (`calibrated`); memory as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.performance.record import machine
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = Path(__file__).parent / "results" / "suite"
+STEPS = ("load", "transform", "train", "refresh", "serving", "monitoring", "pipeline")
+
+
+@dataclass(frozen=True)
+class Scale:
+    videos: int
+    users: int
+    pseudo_users: int
+    train_videos: int  # the data the model is trained on (refresh and serving embed `videos`)
+    train_users: int
+    train_pseudo_users: int
+    epochs: int | None  # None: the trainer's own (15, with early stopping)
+    served_rows: int  # the monitoring pass's served rows
+    serving_rounds: int
+    naive_sample: int  # the refresh baseline's upsert sample
+    steps: tuple[str, ...] = STEPS
+
+
+_DEFAULT_DATA = {"train_videos": 32_304, "train_users": 2_000, "train_pseudo_users": 5_000}
+SCALES = {
+    "small": Scale(
+        videos=2_000, users=200, pseudo_users=400,
+        train_videos=2_000, train_users=200, train_pseudo_users=400, epochs=2,
+        served_rows=200_000, serving_rounds=2, naive_sample=200,
+    ),
+    "default": Scale(
+        videos=32_304, users=2_000, pseudo_users=5_000, **_DEFAULT_DATA, epochs=None,
+        served_rows=1_000_000, serving_rounds=5, naive_sample=2_000,
+    ),
+    # The pipeline's target is the default catalogue's; at 200k and 1M videos the model is the
+    # default data's (it embeds any catalogue), and the pipeline does not run again.
+    "large": Scale(
+        videos=200_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
+        served_rows=10_000_000, serving_rounds=5, naive_sample=2_000, steps=STEPS[:-1],
+    ),
+    "xl": Scale(
+        videos=1_000_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
+        served_rows=10_000_000, serving_rounds=5, naive_sample=2_000,
+        steps=("train", "refresh", "serving"),
+    ),
+}  # fmt: skip
+
+
+def step_command(step: str, scale: Scale, work: Path, out: Path) -> list[str]:
+    """The benchmark script and its arguments for `step` at `scale`."""
+    sizes = ["--videos", scale.videos, "--users", scale.users, "--pseudo-users", scale.pseudo_users]
+    train_sizes = ["--videos", scale.train_videos, "--users", scale.train_users,
+                   "--pseudo-users", scale.train_pseudo_users]  # fmt: skip
+    epochs = ["--epochs", scale.epochs] if scale.epochs else []
+    model = ["--model", work / "train" / "model"]
+    args = {
+        "load": ("bench_synthetic_load", sizes),
+        "transform": ("bench_transform", sizes),
+        "train": ("bench_train", ["--work", work / "train", *train_sizes, *epochs]),
+        "refresh": ("bench_embeddings", [*model, "--videos", scale.videos, "--users",
+                                         scale.users, "--naive-sample", scale.naive_sample]),
+        "serving": ("bench_serving", [*model, "--videos", scale.videos, "--users",
+                                      min(scale.users, 1_000), "--rounds",
+                                      scale.serving_rounds]),
+        "monitoring": ("bench_monitoring", ["--served", scale.served_rows]),
+        "pipeline": ("bench_pipeline", [*sizes, *epochs]),
+    }  # fmt: skip
+    script, rest = args[step]
+    return [sys.executable, "-m", f"tests.performance.{script}", *map(str, rest), "--out", str(out)]
+
+
+# --- the figures -------------------------------------------------------------------------------
+#
+# Each: (name, step, unit, better, path to the value, path to its baseline or None, target on
+# the ratio value / baseline or None, calibration that scales the value across machines).
+# A path is a tuple of keys into the step's results file.
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    step: str
+    unit: str
+    better: str  # "lower" or "higher"
+    value: tuple
+    baseline: tuple | None = None
+    baseline_name: str = ""
+    target: str | None = None  # on the ratio value / baseline, e.g. "<= 2"
+    target_from: int = 0  # the target holds from this catalogue size (videos) up
+    calibrate: str | None = None  # "python_mops" | "matmul_gflops": seconds scale with it
+
+
+def _serving(group: str) -> list[Figure]:
+    figures = [
+        Figure(f"serving p95, {group} decisions", "serving", "ms", "lower",
+               ("modes", "mmr_off", group, "p95_ms"), calibrate="python_mops"),
+    ]  # fmt: skip
+    if group != "0":
+        figures.append(
+            Figure(f"exact search p95 / serving p95, {group} decisions", "serving", "x",
+                   "higher", ("baseline_exact_scan", group, "ratio_to_handler_p95"),
+                   target=">= 25", target_from=200_000),
+        )  # fmt: skip
+        figures.append(
+            Figure(f"serving Recall@20 vs exact, {group} decisions", "serving", "", "higher",
+                   ("modes", "mmr_off", group, "recall@20_vs_exact")),
+        )  # fmt: skip
+    return figures
+
+
+FIGURES = (
+    Figure("load: decisions by binary COPY", "load", "s", "lower",
+           ("decisions_binary_copy_keys_rebuilt_seconds",),
+           ("decisions_baseline_csv_copy_keys_maintained_seconds",), "CSV COPY, keys kept",
+           calibrate="python_mops"),
+    Figure("load: whole data set", "load", "s", "lower", ("load_seconds",),
+           calibrate="python_mops"),
+    Figure("load: peak RSS", "load", "MB", "lower", ("peak_rss_mb_whole_run",)),
+    Figure("transform (TFT on Beam)", "transform", "s", "lower", ("transform_seconds",),
+           ("baseline_plain_python_seconds",), "plain Python build", "<= 2",
+           calibrate="python_mops"),
+    Figure("transform: peak RSS", "transform", "MB", "lower", ("peak_rss_mb",)),
+    Figure("training: seconds per epoch", "train", "s", "lower", ("fit_seconds_per_epoch",),
+           ("baseline_input_pipeline_seconds_per_epoch",), "input pipeline alone",
+           calibrate="matmul_gflops"),
+    Figure("training: whole run", "train", "s", "lower", ("training_seconds",),
+           calibrate="matmul_gflops"),
+    Figure("training: peak RSS", "train", "MB", "lower", ("training_peak_rss_mb",)),
+    Figure("user tower p95, raw features", "train", "ms", "lower",
+           ("latency", "user_tower", "savedmodel_raw", "p95_ms"),
+           ("latency", "user_tower", "keras_transformed", "p95_ms"), "Keras on transformed",
+           calibrate="matmul_gflops"),
+    Figure("refresh, end to end", "refresh", "s", "lower", ("refresh", "seconds"),
+           ("baseline_naive_upsert", "extrapolated_seconds"), "naive upsert (extrapolated)",
+           calibrate="python_mops"),
+    Figure("refresh: HNSW build, videos", "refresh", "s", "lower",
+           ("refresh", "stages", "index_video"), calibrate="python_mops"),
+    Figure("refresh: query p95 during", "refresh", "ms", "lower", ("query_during", "p95_ms"),
+           ("query_before", "p95_ms"), "query p95 before", "<= 1.2"),
+    Figure("refresh: peak RSS", "refresh", "MB", "lower", ("refresh", "peak_rss_mb")),
+    Figure("refresh: PostgreSQL peak RSS", "refresh", "MB", "lower",
+           ("refresh", "postgres_peak_rss_mb")),
+    Figure("refresh: HNSW Recall@10", "refresh", "", "higher", ("hnsw_recall@10",)),
+    *_serving("0"),
+    *_serving("50"),
+    *_serving("1000"),
+    Figure("monitoring: first pass", "monitoring", "s", "lower", ("full_pass", "seconds"),
+           ("baseline_aggregate_seconds",), "one aggregate over every row",
+           calibrate="python_mops"),
+    Figure("monitoring: next pass", "monitoring", "s", "lower", ("incremental_pass", "seconds"),
+           ("baseline_aggregate_seconds",), "one aggregate over every row",
+           calibrate="python_mops"),
+    Figure("pipeline: whole run", "pipeline", "s", "lower", ("run_seconds",),
+           ("steps_seconds_sum",), "its steps' own seconds", "<= 1.05",
+           calibrate="python_mops"),
+)  # fmt: skip
+
+
+def _get(results: dict, path: tuple):
+    for key in path:
+        if not isinstance(results, dict) or key not in results:
+            return None
+        results = results[key]
+    return results if isinstance(results, int | float) and not isinstance(results, bool) else None
+
+
+def _summary(values: list[float]) -> dict:
+    return {"values": values, "min": min(values), "median": statistics.median(values)}
+
+
+def _meets(ratio: float, target: str) -> bool:
+    op, bound = target.split()
+    return ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+
+
+def collect(runs: dict[str, list[dict]], steps: tuple[str, ...], videos: int) -> dict:
+    """Every figure of `steps` over the repeats (`runs[step]`: that step's results files), with
+    the targets that hold at a catalogue of `videos` (an exact scan of a small catalogue is
+    fast: the serving target is the 200k catalogue's).
+
+    A figure its step's results lack is recorded as missing (`None`): the check counts it."""
+    figures = {}
+    for figure in FIGURES:
+        if figure.step not in steps:
+            continue
+        values, baselines, ratios = [], [], []
+        for results in runs.get(figure.step, []):
+            value = _get(results, figure.value)
+            if value is None:
+                continue
+            values.append(value)
+            if figure.baseline:
+                base = _get(results, figure.baseline)
+                if base:
+                    baselines.append(base)
+                    ratios.append(round(value / base, 4))
+        if not values:
+            figures[figure.name] = None
+            continue
+        entry = {"step": figure.step, "unit": figure.unit, "better": figure.better,
+                 **_summary(values)}  # fmt: skip
+        if figure.calibrate:
+            entry["calibrate"] = figure.calibrate
+        if figure.baseline and ratios:
+            entry["baseline"] = {"name": figure.baseline_name, **_summary(baselines)}
+            entry["ratio"] = _summary(ratios)
+        if figure.target and videos >= figure.target_from:
+            # A ratio figure's own value is the ratio (e.g. exact search / serving).
+            measured = entry["ratio"]["median"] if "ratio" in entry else entry["median"]
+            entry["target"] = figure.target
+            entry["meets_target"] = _meets(measured, figure.target)
+        figures[figure.name] = entry
+    return figures
+
+
+# --- the regression check ----------------------------------------------------------------------
+
+
+def calibrated(entry: dict, now: dict, then: dict) -> float:
+    """The committed run's median `entry` in this run's machine terms: times scale inversely
+    with the calibration rate the figure depends on; other figures are returned as they are."""
+    rate = entry.get("calibrate")
+    if not rate:
+        return entry["median"]
+    before = then.get("calibration", {}).get(rate)
+    after = now.get("calibration", {}).get(rate)
+    if not before or not after:
+        return entry["median"]
+    return entry["median"] * before / after
+
+
+def _spread(summary: dict) -> float:
+    low, high = min(summary["values"]), max(summary["values"])
+    return high / low - 1 if low > 0 else 0.0
+
+
+def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
+    """Per figure of `current`: the committed figure, the change and whether it is a regression.
+
+    What is compared: the ratio to the baseline when the figure has one (machine-independent),
+    otherwise the value (times calibrated, see `calibrated`). `change` is now / then - 1,
+    signed so that positive is worse. Flagged (`regressed`) when the change exceeds the band:
+    max(`band`, either side's spread over its repeats). A figure missing now is flagged too."""
+    out = {}
+    now_machine = current.get("machine", {}).get("start", {})
+    then_machine = committed.get("machine", {}).get("start", {})
+    for name, entry in current["figures"].items():
+        before = committed.get("figures", {}).get(name)
+        if entry is None:
+            out[name] = {"regressed": True, "why": "missing from this run"}
+            continue
+        if before is None:
+            out[name] = {"regressed": False, "why": "not in the committed results"}
+            continue
+        if "ratio" in entry and "ratio" in before:
+            now, then, what = entry["ratio"], before["ratio"], "ratio"
+            then_value = then["median"]
+        else:
+            now, then, what = entry, before, "value"
+            then_value = calibrated({**before, "calibrate": entry.get("calibrate")},
+                                    now_machine, then_machine)  # fmt: skip
+        if not then_value:
+            out[name] = {"regressed": False, "why": "committed value is 0"}
+            continue
+        change = now["median"] / then_value - 1
+        if entry["better"] == "higher":
+            change = then_value / now["median"] - 1 if now["median"] else float("inf")
+        allowed = max(band, _spread(now), _spread(then))
+        out[name] = {
+            "compared": what,
+            "committed": round(then_value, 4),
+            "now": now["median"],
+            "change": round(change, 3),
+            "band": round(allowed, 3),
+            "regressed": change > allowed,
+        }
+    return out
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def run_step(command: list[str], log: Path) -> tuple[int, float]:
+    start = time.perf_counter()
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(command)}\n")
+        f.flush()
+        code = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    return code, round(time.perf_counter() - start, 1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=list(SCALES), default="small")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each step")
+    parser.add_argument("--steps", help="comma-separated subset of the scale's steps")
+    parser.add_argument("--work", type=Path, help="folder for the steps' data (kept)")
+    parser.add_argument(
+        "--out", type=Path, help="results file (default results/suite/<scale>.json)"
+    )
+    parser.add_argument("--against", type=Path, help="results to compare with (default: --out's)")
+    parser.add_argument("--band", type=float, default=0.25, help="noise band (0.25: 25 %%)")
+    parser.add_argument("--check", action="store_true", help="exit 1 on a regression or failure")
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+    steps = tuple(args.steps.split(",")) if args.steps else scale.steps
+    unknown = set(steps) - set(scale.steps)
+    if unknown:
+        parser.error(f"not steps of {args.scale}: {', '.join(sorted(unknown))}")
+    out = args.out or SUITE / f"{args.scale}.json"
+    against = args.against or out
+    committed = json.loads(against.read_text()) if against.exists() else None
+
+    from tests.performance.suite_report import write_html
+
+    with tempfile.TemporaryDirectory(prefix="swiperec-suite-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "suite.log"
+        report = {"scale": args.scale, "sizes": scale.__dict__, "repeats": args.repeats,
+                  "commit": _commit(), "machine": {"start": machine()}, "steps": {}}  # fmt: skip
+        print(f"suite, {args.scale} scale ({scale.videos:,} videos), log: {log}", flush=True)
+        runs: dict[str, list[dict]] = {}
+        for step in steps:
+            entry = report["steps"][step] = {"seconds": [], "exit_codes": [], "results": []}
+            for repeat in range(args.repeats):
+                result_file = work / f"{step}_{repeat}.json"
+                command = step_command(step, scale, work, result_file)
+                code, seconds = run_step(command, log)
+                entry["seconds"].append(seconds)
+                entry["exit_codes"].append(code)
+                if code == 0 and result_file.exists():
+                    results = json.loads(result_file.read_text())
+                    entry["results"].append(results)
+                    runs.setdefault(step, []).append(results)
+                print(f"  {step:<11} run {repeat + 1}/{args.repeats}: exit {code}, "
+                      f"{seconds:.0f} s", flush=True)  # fmt: skip
+                if code != 0:
+                    break
+            if step == "train" and not runs.get("train"):
+                print("  training failed: the steps that embed with its model cannot run")
+                break
+        report["machine"]["end"] = machine()
+        report["figures"] = collect(runs, steps, scale.videos)
+        if committed:
+            report["against"] = {
+                "file": str(against.relative_to(ROOT) if against.is_relative_to(ROOT) else against),
+                "commit": committed.get("commit"),
+                "machine": committed.get("machine", {}).get("start"),
+            }
+            report["comparison"] = compare(report, committed, args.band)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, default=str))
+        html = write_html(report, out.with_suffix(".html"), SUITE)
+    failed = [s for s, e in report["steps"].items() if any(e["exit_codes"])]
+    missing = [n for n, f in report["figures"].items() if f is None]
+    regressed = [n for n, c in report.get("comparison", {}).items() if c["regressed"]]
+    print_summary(report)
+    print(f"saved {out} and {html}")
+    if failed:
+        print(f"FAILED steps: {', '.join(failed)} (log: the steps' output above the summary)")
+    if regressed:
+        print(f"REGRESSED beyond the noise band: {'; '.join(regressed)}")
+    return 1 if args.check and (failed or missing or regressed) else 0
+
+
+def _commit() -> str | None:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    return result.stdout.strip() or None
+
+
+def print_summary(report: dict) -> None:
+    calibration = report["machine"]["start"].get("calibration", {})
+    print(f"\nmachine: {report['machine']['start']['cpu_count']} cpus, "
+          f"{report['machine']['start']['cpu_model']}; calibration {calibration}")  # fmt: skip
+    comparison = report.get("comparison", {})
+    for name, entry in report["figures"].items():
+        if entry is None:
+            print(f"  {name:<48} MISSING")
+            continue
+        text = f"  {name:<48} {entry['median']:>10.4g} {entry['unit']:<3}"
+        if "ratio" in entry:
+            text += f" {entry['ratio']['median']:>7.3g}x {entry['baseline']['name']}"
+        if "target" in entry:
+            text += f" (target {entry['target']}: {'met' if entry['meets_target'] else 'NOT met'})"
+        check = comparison.get(name, {})
+        if check.get("regressed"):
+            text += f"  REGRESSED {check.get('change', '')}"
+        print(text)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

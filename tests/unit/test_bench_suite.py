@@ -1,0 +1,106 @@
+"""The performance suite's bookkeeping: figures from the steps' results files, and the regression
+check against committed results (no timing here: the suite itself measures)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.performance.suite import SCALES, collect, compare, step_command
+from tests.performance.suite_report import write_html
+
+
+def _transform(seconds: float, baseline: float) -> dict:
+    return {"transform_seconds": seconds, "baseline_plain_python_seconds": baseline,
+            "peak_rss_mb": 1000}  # fmt: skip
+
+
+def _report(runs: dict, calibration: dict | None = None) -> dict:
+    calibration = calibration or {"python_mops": 20.0, "matmul_gflops": 100.0}
+    machine = {"cpu_count": 2, "cpu_model": "cpu", "memory_gb": 24, "load_average": [0, 0, 0],
+               "calibration": calibration}  # fmt: skip
+    steps = tuple(runs)
+    return {"scale": "small", "sizes": SCALES["small"].__dict__, "repeats": 1, "commit": "x",
+            "machine": {"start": machine, "end": machine},
+            "steps": {s: {"seconds": [1.0], "exit_codes": [0]} for s in steps},
+            "figures": collect(runs, steps, 2_000)}  # fmt: skip
+
+
+def test_collect_keeps_each_figure_with_its_same_run_baseline_and_target():
+    runs = {"transform": [_transform(30, 10), _transform(20, 10)]}
+    figures = collect(runs, ("transform",), 2_000)
+    pipeline = figures["transform (TFT on Beam)"]
+    assert pipeline["values"] == [30, 20]
+    assert pipeline["min"] == 20 and pipeline["median"] == 25
+    assert pipeline["ratio"]["values"] == [3.0, 2.0]
+    assert pipeline["target"] == "<= 2" and pipeline["meets_target"] is False
+    assert figures["transform: peak RSS"]["median"] == 1000
+    # Only the steps that ran are collected; a step's figure its results lack is missing.
+    assert not any(name.startswith("serving") for name in figures)
+    assert collect({"transform": [{}]}, ("transform",), 2_000)["transform: peak RSS"] is None
+
+
+def test_the_serving_target_holds_from_the_200k_catalogue_up():
+    results = {"baseline_exact_scan": {"50": {"ratio_to_handler_p95": 3.0}}}
+    name = "exact search p95 / serving p95, 50 decisions"
+    assert "target" not in collect({"serving": [results]}, ("serving",), 2_000)[name]
+    large = collect({"serving": [results]}, ("serving",), 200_000)[name]
+    assert large["target"] == ">= 25" and large["meets_target"] is False
+
+
+def test_compare_flags_a_ratio_worse_than_the_band_and_not_one_within_it():
+    committed = _report({"transform": [_transform(20, 10)]})  # ratio 2
+    within = compare(_report({"transform": [_transform(22, 10)]}), committed, band=0.25)
+    assert within["transform (TFT on Beam)"]["regressed"] is False
+    worse = compare(_report({"transform": [_transform(30, 10)]}), committed, band=0.25)
+    assert worse["transform (TFT on Beam)"]["compared"] == "ratio"
+    assert worse["transform (TFT on Beam)"]["change"] == 0.5
+    assert worse["transform (TFT on Beam)"]["regressed"] is True
+
+
+def test_compare_scales_absolute_times_by_the_two_runs_calibrations():
+    committed = _report({"train": [{"training_seconds": 100}]})  # matmul 100 GFLOP/s
+    half_as_fast = {"python_mops": 20.0, "matmul_gflops": 50.0}
+    same = compare(_report({"train": [{"training_seconds": 200}]}, half_as_fast), committed, 0.25)
+    assert same["training: whole run"]["committed"] == 200.0
+    assert same["training: whole run"]["regressed"] is False
+    slower = compare(_report({"train": [{"training_seconds": 200}]}), committed, 0.25)
+    assert slower["training: whole run"]["regressed"] is True
+
+
+def test_compare_widens_the_band_to_the_repeats_spread_and_flags_missing_figures():
+    committed = _report({"transform": [_transform(20, 10), _transform(40, 10)]})  # ratio 2, 4
+    result = compare(_report({"transform": [_transform(40, 10)]}), committed, band=0.1)
+    assert result["transform (TFT on Beam)"]["band"] == 1.0  # 4 / 2 - 1
+    assert result["transform (TFT on Beam)"]["regressed"] is False
+    missing = compare(_report({"transform": [{}]}), committed, band=0.1)
+    assert missing["transform (TFT on Beam)"]["regressed"] is True
+
+
+def test_higher_is_better_figures_regress_when_they_fall():
+    def serving(ratio):
+        group = {"p95_ms": 10, "recall@20_vs_exact": 0.97}
+        return {"baseline_exact_scan": {"50": {"ratio_to_handler_p95": ratio}},
+                "modes": {"mmr_off": {"50": group}}}  # fmt: skip
+
+    committed = _report({"serving": [serving(30)]})
+    result = compare(_report({"serving": [serving(15)]}), committed, band=0.25)
+    assert result["exact search p95 / serving p95, 50 decisions"]["regressed"] is True
+    assert result["serving Recall@20 vs exact, 50 decisions"]["regressed"] is False
+
+
+def test_step_commands_pass_the_scale_sizes_and_the_output_file(tmp_path):
+    command = step_command("serving", SCALES["large"], tmp_path, tmp_path / "out.json")
+    assert command[1:3] == ["-m", "tests.performance.bench_serving"]
+    assert command[command.index("--videos") + 1] == "200000"
+    assert command[command.index("--model") + 1] == str(tmp_path / "train" / "model")
+    assert command[-2:] == ["--out", str(tmp_path / "out.json")]
+
+
+def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
+    report = _report({"transform": [_transform(30, 10)]})
+    other = {**_report({"transform": [_transform(300, 100)]}), "scale": "default",
+             "sizes": SCALES["default"].__dict__}  # fmt: skip
+    (tmp_path / "default.json").write_text(json.dumps(other))
+    page = write_html(report, tmp_path / "small.html", tmp_path).read_text()
+    assert "transform (TFT on Beam)" in page and "NOT met" in page
+    assert page.count("<img") == 2  # time and memory: the two kinds with points
