@@ -16,7 +16,9 @@ Baselines in the same run:
   popularity (training-row counts) and for the ground truth's own P(like) (the ceiling);
   and Recall@K of each test like against the whole catalogue, model vs popularity;
 - latency: one embedding from each exported SavedModel on raw features (p50/p95 of single
-  requests; goal p95 < 20 ms), against the Keras tower on already-transformed features.
+  requests; goal p95 < 20 ms), against the Keras tower on already-transformed features;
+- compute: the model FLOP utilisation, the model's FLOPs per second of fit against numpy's
+  matmul rate measured in the same run (`flop_utilisation`; goal >= 50 %).
 
 --mixes trains once per (retrieval_weight, pointwise_weight) and reports the same quality
 figures, to choose the default mix. Results: tests/performance/results/train_*.json.
@@ -81,6 +83,41 @@ def train_in_child(transform: Path, examples: Path, out: Path, overrides: dict) 
         "seconds": round(seconds, 1),
         # ru_maxrss of children is the largest child so far: exact for the first child.
         "peak_rss_mb": round(peak / 1024) if peak > before else None,
+    }
+
+
+def flop_utilisation(model_dir: Path, card: dict) -> dict:
+    """The model FLOP utilisation of training: the FLOPs the model needs, counted from its
+    shapes, over the fit's wall time, against numpy's float32 matmul rate measured now (the
+    machine's calibration).
+
+    Per example, forward: 2 x in x out for every dense layer of both towers, plus the example's
+    row of in-batch logits (2 x batch x dimension); a training step is ~3x its forward pass
+    (forward, and backward for activations and weights), validation 1x. Embedding-bag lookups
+    are memory traffic, not FLOPs, and are left out, as the ranking heads' few parameters."""
+    import tensorflow as tf
+
+    from swiperec.model.export import load_keras_tower
+    from tests.performance.record import calibration
+
+    dense = 0
+    for tower in ("user_tower", "video_tower"):
+        for layer in load_keras_tower(str(model_dir / f"{tower}.keras")).layers:
+            if isinstance(layer, tf.keras.layers.Dense):
+                fan_in, fan_out = layer.kernel.shape
+                dense += 2 * int(fan_in) * int(fan_out)
+    logits = 2 * card["hyperparameters"]["batch_size"] * card["embedding_dim"]
+    forward = dense + logits
+    examples, training = card["input"]["examples"], card["training"]
+    steps = training["steps_per_epoch"] * card["hyperparameters"]["batch_size"]
+    per_epoch = 3 * forward * min(steps, examples["train"]) + forward * examples["validation"]
+    achieved = training["epochs_run"] * per_epoch / training["fit_seconds"] / 1e9
+    matmul = calibration()["matmul_gflops"]
+    return {
+        "forward_flops_per_example": forward,
+        "achieved_gflops": round(achieved, 2),
+        "matmul_gflops_same_run": matmul,
+        "utilisation": round(achieved / matmul, 4),
     }
 
 
@@ -281,6 +318,7 @@ def run_default(work, transform, examples, truth, data, overrides, out) -> int:
         "baseline_input_pipeline_seconds_per_epoch": round(input_s, 1),
         "epoch_vs_input_pipeline": round(card["training"]["fit_seconds"] / epochs / input_s, 2),
         "goal": {"seconds": 600, "peak_rss_mb": 4096},
+        "flops": flop_utilisation(model_dir, card),
         "validation_metrics": card["metrics"]["validation"],
         "quality": quality(model_dir, transform, examples, truth),
         "latency": latency(model_dir, transform, examples, work / "snapshot"),
@@ -297,6 +335,11 @@ def run_default(work, transform, examples, truth, data, overrides, out) -> int:
     print(
         f"  per epoch              {figures['fit_seconds_per_epoch']:>8.1f} s  "
         f"(input pipeline alone {input_s:.1f} s: {figures['epoch_vs_input_pipeline']:.1f}x)"
+    )
+    flops = figures["flops"]
+    print(
+        f"  model FLOP utilisation {flops['utilisation']:>8.1%}  ({flops['achieved_gflops']} "
+        f"GFLOP/s against a matmul rate of {flops['matmul_gflops_same_run']} GFLOP/s; goal 50 %)"
     )
     for split, q in figures["quality"].items():
         print(
