@@ -15,7 +15,7 @@ DOCKERFILES := images/pipeline.Dockerfile images/serving.Dockerfile
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup deno browser demo test lint format compile bench clean
+.PHONY: setup deno browser wrk demo test lint format compile bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,15 @@ $(CHROMEDRIVER):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		chromium chromium-driver
+
+# The serving benchmark loads the Edge Function over HTTP with Debian's wrk.
+WRK := /usr/bin/wrk
+
+wrk: $(WRK)
+
+$(WRK):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk
 
 demo: setup deno
 	$(BIN)/swiperec demo $(DEMO_ARGS)
@@ -70,7 +79,7 @@ compile: setup
 # `make bench BENCH_ARGS=--check` exits 1 on a figure worse than the committed run's noise band.
 SCALE ?= small
 
-bench: setup deno
+bench: setup deno wrk
 	$(BIN)/python -m tests.performance.suite --scale $(SCALE) $(BENCH_ARGS)
 
 clean:

@@ -59,6 +59,7 @@ class Scale:
     epochs: int | None  # None: the trainer's own (15, with early stopping)
     served_rows: int  # the monitoring pass's served rows
     serving_rounds: int
+    http_seconds: int  # each load run over HTTP
     naive_sample: int  # the refresh baseline's upsert sample
     steps: tuple[str, ...] = STEPS
 
@@ -68,21 +69,22 @@ SCALES = {
     "small": Scale(
         videos=2_000, users=200, pseudo_users=400,
         train_videos=2_000, train_users=200, train_pseudo_users=400, epochs=2,
-        served_rows=200_000, serving_rounds=2, naive_sample=200,
+        served_rows=200_000, serving_rounds=2, http_seconds=5, naive_sample=200,
     ),
     "default": Scale(
         videos=32_304, users=2_000, pseudo_users=5_000, **_DEFAULT_DATA, epochs=None,
-        served_rows=1_000_000, serving_rounds=5, naive_sample=2_000,
+        served_rows=1_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
     ),
     # The pipeline's target is the default catalogue's; at 200k and 1M videos the model is the
     # default data's (it embeds any catalogue), and the pipeline does not run again.
     "large": Scale(
         videos=200_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
-        served_rows=10_000_000, serving_rounds=5, naive_sample=2_000, steps=STEPS[:-1],
+        served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
+        steps=STEPS[:-1],
     ),
     "xl": Scale(
         videos=1_000_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
-        served_rows=10_000_000, serving_rounds=5, naive_sample=2_000,
+        served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
         steps=("train", "refresh", "serving"),
     ),
 }  # fmt: skip
@@ -103,7 +105,8 @@ def step_command(step: str, scale: Scale, work: Path, out: Path) -> list[str]:
                                          scale.users, "--naive-sample", scale.naive_sample]),
         "serving": ("bench_serving", [*model, "--videos", scale.videos, "--users",
                                       min(scale.users, 1_000), "--rounds",
-                                      scale.serving_rounds]),
+                                      scale.serving_rounds, "--http-seconds",
+                                      scale.http_seconds]),
         "monitoring": ("bench_monitoring", ["--served", scale.served_rows]),
         "pipeline": ("bench_pipeline", [*sizes, *epochs]),
     }  # fmt: skip
@@ -133,21 +136,41 @@ class Figure:
 
 
 def _serving(group: str) -> list[Figure]:
+    """Per user group: the handler's p95 in-process and over HTTP (one client), and for the
+    groups with an embedding, exact search's p95 over the HTTP p95 (the target) and Recall@20."""
+    http = ("http", "by_group", group)
     figures = [
-        Figure(f"serving p95, {group} decisions", "serving", "ms", "lower",
+        Figure(f"serving p95 in-process, {group} decisions", "serving", "ms", "lower",
                ("modes", "mmr_off", group, "p95_ms"), calibrate="python_mops"),
+        Figure(f"serving p95 over HTTP, {group} decisions", "serving", "ms", "lower",
+               (*http, "p95_ms"), calibrate="python_mops"),
     ]  # fmt: skip
     if group != "0":
-        figures.append(
-            Figure(f"exact search p95 / serving p95, {group} decisions", "serving", "x",
-                   "higher", ("baseline_exact_scan", group, "ratio_to_handler_p95"),
+        figures += [
+            Figure(f"exact search p95 / HTTP p95, {group} decisions", "serving", "x", "higher",
+                   ("baseline_exact_scan", group, "ratio_to_http_p95"),
                    target=">= 25", target_from=200_000),
-        )  # fmt: skip
-        figures.append(
             Figure(f"serving Recall@20 vs exact, {group} decisions", "serving", "", "higher",
-                   ("modes", "mmr_off", group, "recall@20_vs_exact")),
-        )  # fmt: skip
+                   (*http, "recall@20_vs_exact")),
+        ]  # fmt: skip
     return figures
+
+
+def _load(clients: str) -> list[Figure]:
+    """The three groups mixed over HTTP with `clients` concurrent clients."""
+    run = ("http", "mixed", clients)
+    figures = [
+        Figure(f"HTTP p95, {clients} clients", "serving", "ms", "lower", (*run, "p95_ms"),
+               ("http", "mixed", "1", "p95_ms"), "p95 with one client",
+               "<= 3" if clients == "32" else None, calibrate="python_mops"),
+        Figure(f"HTTP p99, {clients} clients", "serving", "ms", "lower", (*run, "p99_ms"),
+               calibrate="python_mops"),
+        Figure(f"HTTP requests per second, {clients} clients", "serving", "/s", "higher",
+               (*run, "requests_per_second")),
+        Figure(f"HTTP errors, {clients} clients", "serving", "", "lower", (*run, "errors"),
+               target="<= 0"),
+    ]  # fmt: skip
+    return figures if clients != "1" else [f for f in figures if "p95" not in f.name]
 
 
 FIGURES = (
@@ -191,6 +214,9 @@ FIGURES = (
     *_serving("0"),
     *_serving("50"),
     *_serving("1000"),
+    *_load("1"),
+    *_load("8"),
+    *_load("32"),
     Figure("monitoring: first pass", "monitoring", "s", "lower", ("full_pass", "seconds"),
            ("baseline_aggregate_seconds",), "one aggregate over every row",
            calibrate="python_mops"),
@@ -306,8 +332,10 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
             now, then, what = entry, before, "value"
             then_value = calibrated({**before, "calibrate": entry.get("calibrate")},
                                     now_machine, then_machine)  # fmt: skip
-        if not then_value:
-            out[name] = {"regressed": False, "why": "committed value is 0"}
+        if not then_value:  # e.g. no errors then: any now is a regression of a lower-better one
+            worse = now["median"] > 0 if entry["better"] == "lower" else False
+            out[name] = {"committed": 0, "now": now["median"], "regressed": worse,
+                         "why": "was 0"}  # fmt: skip
             continue
         change = now["median"] / then_value - 1
         if entry["better"] == "higher":

@@ -40,8 +40,8 @@ def test_collect_keeps_each_figure_with_its_same_run_baseline_and_target():
 
 
 def test_the_serving_target_holds_from_the_200k_catalogue_up():
-    results = {"baseline_exact_scan": {"50": {"ratio_to_handler_p95": 3.0}}}
-    name = "exact search p95 / serving p95, 50 decisions"
+    results = {"baseline_exact_scan": {"50": {"ratio_to_http_p95": 3.0}}}
+    name = "exact search p95 / HTTP p95, 50 decisions"
     assert "target" not in collect({"serving": [results]}, ("serving",), 2_000)[name]
     large = collect({"serving": [results]}, ("serving",), 200_000)[name]
     assert large["target"] == ">= 25" and large["meets_target"] is False
@@ -79,13 +79,29 @@ def test_compare_widens_the_band_to_the_repeats_spread_and_flags_missing_figures
 def test_higher_is_better_figures_regress_when_they_fall():
     def serving(ratio):
         group = {"p95_ms": 10, "recall@20_vs_exact": 0.97}
-        return {"baseline_exact_scan": {"50": {"ratio_to_handler_p95": ratio}},
-                "modes": {"mmr_off": {"50": group}}}  # fmt: skip
+        return {"baseline_exact_scan": {"50": {"ratio_to_http_p95": ratio}},
+                "http": {"by_group": {"50": group}}}  # fmt: skip
 
     committed = _report({"serving": [serving(30)]})
     result = compare(_report({"serving": [serving(15)]}), committed, band=0.25)
-    assert result["exact search p95 / serving p95, 50 decisions"]["regressed"] is True
+    assert result["exact search p95 / HTTP p95, 50 decisions"]["regressed"] is True
     assert result["serving Recall@20 vs exact, 50 decisions"]["regressed"] is False
+
+
+def test_errors_where_there_were_none_are_a_regression():
+    def load(errors):
+        return {"http": {"mixed": {"8": {"errors": errors, "p95_ms": 5}, "1": {"p95_ms": 4}}}}
+
+    committed = _report({"serving": [load(0)]})
+    assert (
+        compare(_report({"serving": [load(0)]}), committed, 0.25)["HTTP errors, 8 clients"][
+            "regressed"
+        ]
+        is False
+    )
+    failing = compare(_report({"serving": [load(3)]}), committed, 0.25)
+    assert failing["HTTP errors, 8 clients"]["regressed"] is True
+    assert failing["HTTP p95, 8 clients"]["compared"] == "ratio"
 
 
 def test_step_commands_pass_the_scale_sizes_and_the_output_file(tmp_path):
