@@ -14,7 +14,9 @@ In the same run:
   refresh (a second version loading beside it, then switched);
 - Recall@10 of the HNSW index against exact search on 1,000 random queries at `ef_search`;
 - the floor (`floor_seconds`): the same vectors' binary COPY alone + the HNSW build alone, and
-  the refresh's ratio to it (target <= 1.5).
+  the refresh's ratio to it (target <= 1.5);
+- `halfvec` against `vector` on the floor's table (`halfvec_comparison`): HNSW build time,
+  index size, Recall@10 and query p50/p95.
 
 The model's towers embed any catalogue (its vocabularies map unknown tokens to OOV buckets), so
 a model trained on the default data embeds the 200k synthetic catalogue at the real cost.
@@ -42,6 +44,7 @@ from tests.performance.record import add_out_argument, save
 RESULTS = Path(__file__).parent / "results"
 _DEFAULT_SHARED_BUFFERS = "1GB"
 EF_SEARCH = 100
+HALFVEC_QUERIES = 300
 BEFORE_QUERIES = 8_000
 
 
@@ -201,11 +204,79 @@ def floor_seconds(conn, version: str, index) -> dict:
             seconds["hnsw"] = time.perf_counter() - start
             cur.execute("reset maintenance_work_mem")
             cur.execute("reset max_parallel_maintenance_workers")
-            cur.execute("drop table floor_video, floor_user")
+            cur.execute("drop table floor_user")
     finally:
         conn.autocommit = old_autocommit
     seconds["total"] = seconds["copy"] + seconds["hnsw"]
     return {k: round(v, 2) for k, v in seconds.items()}
+
+
+def halfvec_comparison(conn, index, queries: np.ndarray, vector_build_s: float) -> dict:
+    """What `halfvec` (pgvector >= 0.7: 2-byte floats) buys over `vector` for the HNSW index,
+    on `floor_video` (the floor's bare video table, with its `vector` index built; dropped at
+    the end): a second HNSW index over `embedding::halfvec(768)`, built with the same
+    parameters; each index's build time and size, and its Recall@10 against exact search
+    (numpy) and p50/p95 of top-10 queries at ef_search = EF_SEARCH, one index at a time (the
+    planner takes the index whose expression the ORDER BY names)."""
+    from psycopg2 import sql
+
+    dim = queries.shape[1]
+    figures = {"vector": {"build_seconds": vector_build_s}, "halfvec": {}}
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
+                sql.Literal(index.maintenance_work_mem)))  # fmt: skip
+            cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
+                sql.Literal(index.parallel_workers)))  # fmt: skip
+            start = time.perf_counter()
+            cur.execute(sql.SQL(
+                "create index floor_video_halfvec on floor_video using hnsw "
+                "((embedding::halfvec({d})) halfvec_cosine_ops)"
+                " with (m = {m}, ef_construction = {ef})"
+            ).format(d=sql.Literal(dim), m=sql.Literal(index.m),
+                     ef=sql.Literal(index.ef_construction)))  # fmt: skip
+            figures["halfvec"]["build_seconds"] = round(time.perf_counter() - start, 2)
+            cur.execute("select i.relname, pg_relation_size(i.oid) from pg_index x "
+                        "join pg_class i on i.oid = x.indexrelid "
+                        "where x.indrelid = 'floor_video'::regclass")  # fmt: skip
+            for name, size in cur.fetchall():
+                kind = "halfvec" if name == "floor_video_halfvec" else "vector"
+                figures[kind]["index_mb"] = round(size / 2**20, 1)
+            cur.execute("select video_id, embedding from floor_video")
+            rows = cur.fetchall()
+            ids = np.array([r[0] for r in rows])
+            vectors = np.stack([r[1].to_numpy() for r in rows]).astype(np.float32)
+            del rows
+            exact = ids[np.argsort(-(queries.astype(np.float32) @ vectors.T), axis=1)[:, :10]]
+            cur.execute(f"set hnsw.ef_search = {EF_SEARCH}")
+            orders = {
+                "vector": "embedding <=> %s::vector",
+                "halfvec": f"embedding::halfvec({dim}) <=> %s::halfvec({dim})",
+            }
+            for kind, order in orders.items():
+                query = f"select video_id from floor_video order by {order} limit 10"
+                hits, latencies = 0, []
+                for q, truth in zip(queries, exact, strict=True):
+                    text = "[" + ",".join(map(str, q.tolist())) + "]"
+                    start = time.perf_counter()
+                    cur.execute(query, (text,))
+                    found = [r[0] for r in cur.fetchall()]
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    hits += len(set(found) & set(truth.tolist()))
+                figures[kind]["recall@10"] = round(hits / (10 * len(queries)), 4)
+                figures[kind]["p50_ms"] = round(float(np.percentile(latencies, 50)), 2)
+                figures[kind]["p95_ms"] = round(float(np.percentile(latencies, 95)), 2)
+            cur.execute("reset maintenance_work_mem")
+            cur.execute("reset max_parallel_maintenance_workers")
+            cur.execute("drop table floor_video")
+    finally:
+        conn.autocommit = False
+    v, h = figures["vector"], figures["halfvec"]
+    figures["halfvec_over_vector"] = {
+        k: round(h[k] / v[k], 3) for k in ("build_seconds", "index_mb", "p95_ms") if v.get(k)
+    }
+    return figures
 
 
 def main(argv=None) -> int:
@@ -320,6 +391,8 @@ def main(argv=None) -> int:
                 **floor,
                 "ratio_refresh_to_floor": round(refresh_s / floor["total"], 2),
             }
+            half_queries = queries[rng.choice(len(queries), size=HALFVEC_QUERIES, replace=True)]
+            figures["halfvec"] = halfvec_comparison(conn, index, half_queries, floor["hnsw"])
 
             sample = rng.choice(len(queries), size=1000, replace=True)
             figures["hnsw_recall@10"] = round(hnsw_recall(conn, "bench-v2", queries[sample]), 4)
@@ -388,6 +461,12 @@ def main(argv=None) -> int:
         f"  floor: COPY alone {f['copy']} s + HNSW build alone {f['hnsw']} s = {f['total']} s; "
         f"the refresh is {f['ratio_refresh_to_floor']}x (target <= 1.5)"
     )
+    for kind in ("vector", "halfvec"):
+        h = figures["halfvec"][kind]
+        print(
+            f"  {kind:<8} HNSW: build {h['build_seconds']} s, {h['index_mb']} MB, Recall@10 "
+            f"{h['recall@10']}, top-10 p50 {h['p50_ms']} ms p95 {h['p95_ms']} ms"
+        )
     print(f"  HNSW recall@10         {figures['hnsw_recall@10']:.4f} at ef_search {EF_SEARCH}")
     n = figures["baseline_naive_upsert"]
     print(
