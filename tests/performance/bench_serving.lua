@@ -1,9 +1,11 @@
 -- wrk script for bench_serving.py: GET requests to the Edge Function, one per user of a list,
 -- round robin (each thread from its own place in the list), each with the user's own JWT.
---   wrk -t T -c C -d 10s -s bench_serving.lua URL -- TOKENS_FILE QUERY
+--   wrk -t T -c C -d 10s -s bench_serving.lua URL -- TOKENS_FILE QUERY T
 -- TOKENS_FILE: one access token per line. QUERY: the query string (limit, MMR settings).
 -- At the end, writes the figures as JSON to $WRK_OUT: latency percentiles in microseconds
--- (wrk's HdrHistogram of every request), counts and errors (non-2xx answers are "status").
+-- from wrk's histogram of every request, which wrk corrects for coordinated omission before
+-- `done` (a stalled connection's missed requests count at the latency they would have had),
+-- counts, and errors (answers with a status >= 400 are "status").
 
 local requests = {}
 local next_request = 0
@@ -20,7 +22,11 @@ function init(args)
       "GET", "/?" .. args[2], { ["Authorization"] = "Bearer " .. token }
     )
   end
-  next_request = (thread_index * 7919) % #requests
+  if #requests == 0 then
+    error("no tokens in " .. args[1])
+  end
+  -- Thread i of T starts i/T of the way through the list, so threads request different users.
+  next_request = math.floor(thread_index * #requests / tonumber(args[3]))
 end
 
 function request()

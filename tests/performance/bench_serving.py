@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not DENO.exists():
         sys.exit(f"Deno is not installed at {DENO}: run `make deno`")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: run `make wrk` (Debian's package)")
 
     with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
         data = SyntheticConfig(videos=args.videos, users=args.users, pseudo_users=0,
@@ -357,10 +360,11 @@ def wrk(function_url: str, tokens: list[str], connections: int, seconds: float, 
     tokens_file, out = tmp / "tokens.txt", tmp / "wrk.json"
     tokens_file.write_text("\n".join(tokens) + "\n")
     out.unlink(missing_ok=True)
+    threads = min(2, connections)
     done = subprocess.run(
-        ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{round(seconds)}s",
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{round(seconds)}s",
          "--timeout", "10s", "-s", str(Path(__file__).with_suffix(".lua")), function_url,
-         "--", str(tokens_file), HTTP_QUERY],
+         "--", str(tokens_file), HTTP_QUERY, str(threads)],
         env={**os.environ, "WRK_OUT": str(out)}, capture_output=True, text=True,
         timeout=seconds + 60,
     )  # fmt: skip
@@ -379,7 +383,7 @@ def wrk(function_url: str, tokens: list[str], connections: int, seconds: float, 
     }
 
 
-def over_http(url: str, groups: dict, exact: dict, seconds: float, tmp: Path) -> dict:
+def over_http(database_url: str, groups: dict, exact: dict, seconds: float, tmp: Path) -> dict:
     """The Edge Function served by Deno (`swiperec.simulate.edge.EdgeFunction`, as in
     production behind Supabase's gateway) and loaded over HTTP by wrk: each user group alone
     with one client, then the three groups mixed with 1, 8 and 32 clients; Recall@20 of one
@@ -393,7 +397,7 @@ def over_http(url: str, groups: dict, exact: dict, seconds: float, tmp: Path) ->
     tokens = AccessTokens(secret)
     bearer = {u: tokens.token(u) for users in groups.values() for u in users}
     figures = {"query": HTTP_QUERY, "seconds_per_run": seconds, "by_group": {}, "mixed": {}}
-    with EdgeFunction(url, secret) as function:
+    with EdgeFunction(database_url, secret) as function:
         recalls = {}
         with httpx.Client(timeout=30, trust_env=False) as client:
             for group in ("50", "1000"):

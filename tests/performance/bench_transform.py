@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, help="instead of the scale's")
     parser.add_argument("--users", type=int, help="instead of the scale's")
     parser.add_argument("--pseudo-users", type=int, help="instead of the scale's")
-    add_out_argument(parser, "transform_<scale>.json")
+    add_out_argument(parser, "transform_<scale or videos>.json")
     args = parser.parse_args(argv)
 
     sizes = {"videos": args.videos, "users": args.users, "pseudo_users": args.pseudo_users}
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
         "pipeline_vs_baseline": round(transform_s / baseline_s, 2),
     }
     workers = "" if args.workers == 1 else f"_w{args.workers}"
-    path = save(figures, args.out, f"transform_{args.scale}{workers}.json")
+    name = args.scale if data == SyntheticConfig(**SCALES[args.scale]) else str(data.videos)
+    path = save(figures, args.out, f"transform_{name}{workers}.json")
     print(
         f"feature transform, {args.scale} data ({data.videos:,} videos, {data.users:,} users, "
         f"{data.pseudo_users:,} pseudo-users), {args.workers} Beam worker(s)"

@@ -13,19 +13,24 @@ the scale's sizes and `--out` into the run's work folder:
 
 `train` trains the model that `refresh` and `serving` embed with (at `large` and `xl`, on the
 `default` data: a model embeds any catalogue at the real cost). Every figure the suite keeps
-(`FIGURES`) comes with the baseline its script measured in the same run and their ratio, and a
-target where DESIGN.md sets one. With `--repeats N` each step runs N times; the summary keeps
-every value and their min and median.
+(`FIGURES`) comes with the baseline its script measured in the same run and their ratio, and
+the target the project sets for it (at the catalogue size it is set for). With `--repeats N`
+each step runs N times; the summary keeps every value and their min and median.
 
 Results: `results/suite/<scale>.json` (the machine and its calibration at start and end, the
 figures, and each step's own results file, whole) and `results/suite/<scale>.html` (the
 figures beside the committed run of the same scale, and cost-vs-scale curves over every scale
-with results). The regression check compares this run with the committed results of the same
-scale (read before they are overwritten; `--against FILE` for another): a figure whose median
-is worse than the committed median by more than the noise band is flagged. The band is the
-larger of `--band` (default 0.25: 25 %) and the spread (max / min - 1) of either run's
-repeats. Ratios are compared as they are (both sides come from one run each); absolute times
-are first scaled by the two runs' calibrations (`calibrated`); memory as it is.
+with results); the steps' output goes to `results/suite/<scale>.log`. A run that failed, lacks
+a figure or ran only some `--steps` writes `<scale>.partial.json` instead, so it never
+replaces the committed results.
+
+The regression check compares this run with the committed results of the same scale
+(`--against FILE` for another), each figure twice: its ratio to its same-run baseline, and its
+value (times and rates scaled by the two runs' calibrations, memory as it is; a share such as a
+recall by its miss rate). A figure worse than the committed one by more than the noise band in
+either is flagged; the band is the larger of `--band` (default 0.25: 25 %) and the spread
+(max / min - 1) of either run's repeats. `--check` exits 1 on a flagged figure, a missing figure
+or a failed step.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -116,8 +122,10 @@ def step_command(step: str, scale: Scale, work: Path, out: Path) -> list[str]:
 
 # --- the figures -------------------------------------------------------------------------------
 #
-# Each: (name, step, unit, better, path to the value, path to its baseline or None, target on
-# the ratio value / baseline or None, calibration that scales the value across machines).
+# Each: name, step, unit, which way is better, the path to the value, the path to its same-run
+# baseline and the baseline's name, a target (on the ratio value / baseline when there is a
+# baseline, else on the value) and the catalogue size it holds from, whether the value is a
+# share compared by its miss rate, and the calibration rate it scales with across machines.
 # A path is a tuple of keys into the step's results file.
 
 
@@ -132,6 +140,7 @@ class Figure:
     baseline_name: str = ""
     target: str | None = None  # on the ratio value / baseline, e.g. "<= 2"
     target_from: int = 0  # the target holds from this catalogue size (videos) up
+    bounded: bool = False  # a share in [0, 1], higher better: compared as its miss rate 1 - x
     calibrate: str | None = None  # "python_mops" | "matmul_gflops": seconds scale with it
 
 
@@ -151,24 +160,25 @@ def _serving(group: str) -> list[Figure]:
                    ("baseline_exact_scan", group, "ratio_to_http_p95"),
                    target=">= 25", target_from=200_000),
             Figure(f"serving Recall@20 vs exact, {group} decisions", "serving", "", "higher",
-                   (*http, "recall@20_vs_exact")),
+                   (*http, "recall@20_vs_exact"), bounded=True),
         ]  # fmt: skip
     return figures
 
 
-def _load(clients: str) -> list[Figure]:
+def _http_load(clients: str) -> list[Figure]:
     """The three groups mixed over HTTP with `clients` concurrent clients."""
     run = ("http", "mixed", clients)
+    label = "1 client" if clients == "1" else f"{clients} clients"
     one = clients == "1"  # the others' baseline
     figures = [
-        Figure(f"HTTP p95, {clients} clients", "serving", "ms", "lower", (*run, "p95_ms"),
+        Figure(f"HTTP p95, {label}", "serving", "ms", "lower", (*run, "p95_ms"),
                None if one else ("http", "mixed", "1", "p95_ms"), "" if one else "one client",
                "<= 3" if clients == "32" else None, calibrate="python_mops"),
-        Figure(f"HTTP p99, {clients} clients", "serving", "ms", "lower", (*run, "p99_ms"),
+        Figure(f"HTTP p99, {label}", "serving", "ms", "lower", (*run, "p99_ms"),
                calibrate="python_mops"),
-        Figure(f"HTTP requests per second, {clients} clients", "serving", "/s", "higher",
-               (*run, "requests_per_second")),
-        Figure(f"HTTP errors, {clients} clients", "serving", "", "lower", (*run, "errors"),
+        Figure(f"HTTP requests per second, {label}", "serving", "/s", "higher",
+               (*run, "requests_per_second"), calibrate="python_mops"),
+        Figure(f"HTTP errors, {label}", "serving", "", "lower", (*run, "errors"),
                target="<= 0"),
     ]  # fmt: skip
     return figures
@@ -190,7 +200,7 @@ FIGURES = (
            ("baseline_input_pipeline_seconds_per_epoch",), "input pipeline alone",
            calibrate="matmul_gflops"),
     Figure("training: model FLOP utilisation", "train", "", "higher", ("flops", "utilisation"),
-           target=">= 0.5"),
+           target=">= 0.5", target_from=32_304),
     Figure("training: whole run", "train", "s", "lower", ("training_seconds",),
            calibrate="matmul_gflops"),
     Figure("training: peak RSS", "train", "MB", "lower", ("training_peak_rss_mb",)),
@@ -203,29 +213,30 @@ FIGURES = (
            calibrate="python_mops"),
     Figure("refresh / its floor", "refresh", "s", "lower", ("refresh", "seconds"),
            ("floor", "total"), "COPY alone + HNSW build alone", "<= 1.5",
-           calibrate="python_mops"),
-    Figure("refresh: HNSW build, videos", "refresh", "s", "lower",
+           target_from=200_000, calibrate="python_mops"),
+    Figure("refresh: video set keys, HNSW, attach", "refresh", "s", "lower",
            ("refresh", "stages", "index_video"), calibrate="python_mops"),
     Figure("refresh: query p95 during", "refresh", "ms", "lower", ("query_during", "p95_ms"),
            ("query_before", "p95_ms"), "query p95 before", "<= 1.2"),
     Figure("refresh: peak RSS", "refresh", "MB", "lower", ("refresh", "peak_rss_mb")),
     Figure("refresh: PostgreSQL peak RSS", "refresh", "MB", "lower",
            ("refresh", "postgres_peak_rss_mb")),
-    Figure("refresh: HNSW Recall@10", "refresh", "", "higher", ("hnsw_recall@10",)),
+    Figure("refresh: HNSW Recall@10", "refresh", "", "higher", ("hnsw_recall@10",),
+           bounded=True),
     Figure("halfvec HNSW build", "refresh", "s", "lower", ("halfvec", "halfvec", "build_seconds"),
            ("halfvec", "vector", "build_seconds"), "vector HNSW build", calibrate="python_mops"),
     Figure("halfvec HNSW size", "refresh", "MB", "lower", ("halfvec", "halfvec", "index_mb"),
            ("halfvec", "vector", "index_mb"), "vector HNSW size"),
     Figure("halfvec Recall@10", "refresh", "", "higher", ("halfvec", "halfvec", "recall@10"),
-           ("halfvec", "vector", "recall@10"), "vector Recall@10"),
+           ("halfvec", "vector", "recall@10"), "vector Recall@10", bounded=True),
     Figure("halfvec top-10 p95", "refresh", "ms", "lower", ("halfvec", "halfvec", "p95_ms"),
            ("halfvec", "vector", "p95_ms"), "vector top-10 p95"),
     *_serving("0"),
     *_serving("50"),
     *_serving("1000"),
-    *_load("1"),
-    *_load("8"),
-    *_load("32"),
+    *_http_load("1"),
+    *_http_load("8"),
+    *_http_load("32"),
     Figure("monitoring: first pass", "monitoring", "s", "lower", ("full_pass", "seconds"),
            ("baseline_aggregate_seconds",), "one aggregate over every row",
            calibrate="python_mops"),
@@ -234,7 +245,7 @@ FIGURES = (
            calibrate="python_mops"),
     Figure("pipeline: whole run", "pipeline", "s", "lower", ("run_seconds",),
            ("steps_seconds_sum",), "its steps' own seconds", "<= 1.05",
-           calibrate="python_mops"),
+           target_from=32_304, calibrate="python_mops"),
 )  # fmt: skip
 
 
@@ -283,11 +294,13 @@ def collect(runs: dict[str, list[dict]], steps: tuple[str, ...], videos: int) ->
                  **_summary(values)}  # fmt: skip
         if figure.calibrate:
             entry["calibrate"] = figure.calibrate
+        if figure.bounded:
+            entry["bounded"] = True
         if figure.baseline and ratios:
             entry["baseline"] = {"name": figure.baseline_name, **_summary(baselines)}
             entry["ratio"] = _summary(ratios)
-        if figure.target and videos >= figure.target_from:
-            # A ratio figure's own value is the ratio (e.g. exact search / serving).
+        if figure.target and videos >= figure.target_from and (ratios or not figure.baseline):
+            # Without a baseline the value is the ratio itself (e.g. exact search / serving).
             measured = entry["ratio"]["median"] if "ratio" in entry else entry["median"]
             entry["target"] = figure.target
             entry["meets_target"] = _meets(measured, figure.target)
@@ -299,16 +312,16 @@ def collect(runs: dict[str, list[dict]], steps: tuple[str, ...], videos: int) ->
 
 
 def calibrated(entry: dict, now: dict, then: dict) -> float:
-    """The committed run's median `entry` in this run's machine terms: times scale inversely
-    with the calibration rate the figure depends on; other figures are returned as they are."""
+    """The committed run's median `entry` in this run's machine terms: a time (lower better)
+    scales inversely with the calibration rate the figure depends on, a rate (higher better)
+    with it; other figures are returned as they are."""
     rate = entry.get("calibrate")
-    if not rate:
-        return entry["median"]
-    before = then.get("calibration", {}).get(rate)
-    after = now.get("calibration", {}).get(rate)
+    before = then.get("calibration", {}).get(rate) if rate else None
+    after = now.get("calibration", {}).get(rate) if rate else None
     if not before or not after:
         return entry["median"]
-    return entry["median"] * before / after
+    factor = before / after if entry["better"] == "lower" else after / before
+    return entry["median"] * factor
 
 
 def _spread(summary: dict) -> float:
@@ -316,16 +329,33 @@ def _spread(summary: dict) -> float:
     return high / low - 1 if low > 0 else 0.0
 
 
+def _change(now: float, then: float, better: str, bounded: bool) -> float:
+    """How much worse `now` is than `then`, relatively (0.5: 50 % worse; negative: better). A
+    share in [0, 1] is compared by its miss rate (Recall 0.98 -> 0.96 doubles the misses)."""
+    if bounded:
+        now, then, better = 1 - now, 1 - then, "lower"
+    if then == 0 or now == 0:  # e.g. no errors then: any now is worse, infinitely
+        worse = now > then if better == "lower" else now < then
+        return float("inf") if worse else 0.0
+    return now / then - 1 if better == "lower" else then / now - 1
+
+
 def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
     """Per figure of `current`: the committed figure, the change and whether it is a regression.
 
-    What is compared: the ratio to the baseline when the figure has one (machine-independent),
-    otherwise the value (times calibrated, see `calibrated`). `change` is now / then - 1,
-    signed so that positive is worse. Flagged (`regressed`) when the change exceeds the band:
-    max(`band`, either side's spread over its repeats). A figure missing now is flagged too."""
+    Two things are compared: the ratio to the same-run baseline, when both runs have one
+    (machine-independent), and the value itself (times and rates scaled by the two runs'
+    calibrations, see `calibrated`; memory and counts as they are): a slower baseline must not
+    hide a slower figure. `change` is how much worse (positive) the worse of the two is. Flagged
+    (`regressed`) when it exceeds the band: max(`band`, either side's spread over its repeats).
+    A figure missing now is flagged too."""
     out = {}
     now_machine = current.get("machine", {}).get("start", {})
     then_machine = committed.get("machine", {}).get("start", {})
+    note = ""
+    if now_machine.get("cpu_count") != then_machine.get("cpu_count"):
+        note = (f"; {now_machine.get('cpu_count')} cpus now, "
+                f"{then_machine.get('cpu_count')} then: times compare loosely")  # fmt: skip
     for name, entry in current["figures"].items():
         before = committed.get("figures", {}).get(name)
         if entry is None:
@@ -334,29 +364,24 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
         if before is None:
             out[name] = {"regressed": False, "why": "not in the committed results"}
             continue
+        bounded = bool(entry.get("bounded"))
+        pairs = [("value", entry, calibrated({**before, "better": entry["better"],
+                                              "calibrate": entry.get("calibrate")},
+                                             now_machine, then_machine), before)]  # fmt: skip
         if "ratio" in entry and "ratio" in before:
-            now, then, what = entry["ratio"], before["ratio"], "ratio"
-            then_value = then["median"]
-        else:
-            now, then, what = entry, before, "value"
-            then_value = calibrated({**before, "calibrate": entry.get("calibrate")},
-                                    now_machine, then_machine)  # fmt: skip
-        if not then_value:  # e.g. no errors then: any now is a regression of a lower-better one
-            worse = now["median"] > 0 if entry["better"] == "lower" else False
-            out[name] = {"committed": 0, "now": now["median"], "regressed": worse,
-                         "why": "was 0"}  # fmt: skip
-            continue
-        change = now["median"] / then_value - 1
-        if entry["better"] == "higher":
-            change = then_value / now["median"] - 1 if now["median"] else float("inf")
-        allowed = max(band, _spread(now), _spread(then))
+            pairs.append(("ratio", entry["ratio"], before["ratio"]["median"], before["ratio"]))
+        worst = None
+        for what, now, then_value, then in pairs:
+            change = _change(now["median"], then_value, entry["better"], bounded)
+            allowed = max(band, _spread(now), _spread(then))
+            if worst is None or change - allowed > worst["change"] - worst["band"]:
+                worst = {"compared": what, "committed": round(then_value, 4),
+                         "now": now["median"], "change": round(change, 3),
+                         "band": round(allowed, 3)}  # fmt: skip
         out[name] = {
-            "compared": what,
-            "committed": round(then_value, 4),
-            "now": now["median"],
-            "change": round(change, 3),
-            "band": round(allowed, 3),
-            "regressed": change > allowed,
+            **worst,
+            "regressed": worst["change"] > worst["band"],
+            "why": "compared" + note,
         }
     return out
 
@@ -364,13 +389,38 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
 # --- running ------------------------------------------------------------------------------------
 
 
-def run_step(command: list[str], log: Path) -> tuple[int, float]:
+MODEL_STEPS = ("refresh", "serving")  # they embed with the train step's model
+STEP_TIMEOUT_S = {"small": 1800, "default": 3 * 3600, "large": 6 * 3600, "xl": 12 * 3600}
+
+
+def run_step(command: list[str], log: Path, timeout: float) -> tuple[int, float]:
+    """Run one step's script, its output appended to `log`; (exit code, seconds). The step runs
+    in its own session: on Ctrl-C or a timeout it gets SIGINT and 60 s to stop its embedded
+    PostgreSQL and Deno, then SIGKILL (exit code -9 when it had to be killed)."""
     start = time.perf_counter()
     with log.open("a") as f:
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
-        code = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            code = process.wait(timeout=timeout)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired) as stop:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            if isinstance(stop, KeyboardInterrupt):
+                raise
+            f.write(f"timed out after {timeout:.0f} s\n")
+            code = -9
     return code, round(time.perf_counter() - start, 1)
+
+
+def _log_tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def main(argv=None) -> int:
@@ -380,19 +430,26 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", help="comma-separated subset of the scale's steps")
     parser.add_argument("--work", type=Path, help="folder for the steps' data (kept)")
     parser.add_argument(
-        "--out", type=Path, help="results file (default results/suite/<scale>.json)"
+        "--out", type=Path,
+        help="results file (default: results/suite/<scale>.json for a whole run that "
+             "succeeded, else <scale>.partial.json beside it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against", type=Path, help="results to compare with (default: results/suite/<scale>.json)"
     )
-    parser.add_argument("--against", type=Path, help="results to compare with (default: --out's)")
     parser.add_argument("--band", type=float, default=0.25, help="noise band (0.25: 25 %%)")
     parser.add_argument("--check", action="store_true", help="exit 1 on a regression or failure")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
-    steps = tuple(args.steps.split(",")) if args.steps else scale.steps
-    unknown = set(steps) - set(scale.steps)
+    wanted = set(args.steps.split(",")) if args.steps else set(scale.steps)
+    unknown = wanted - set(scale.steps)
     if unknown:
         parser.error(f"not steps of {args.scale}: {', '.join(sorted(unknown))}")
-    out = args.out or SUITE / f"{args.scale}.json"
-    against = args.against or out
+    if wanted & set(MODEL_STEPS) and "train" not in wanted:
+        parser.error(f"{', '.join(sorted(wanted & set(MODEL_STEPS)))} embed with the model the "
+                     "train step trains: add train to --steps")  # fmt: skip
+    steps = tuple(step for step in scale.steps if step in wanted)  # in the suite's order
+    against = args.against or SUITE / f"{args.scale}.json"
     committed = json.loads(against.read_text()) if against.exists() else None
 
     from tests.performance.suite_report import write_html
@@ -400,17 +457,23 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="swiperec-suite-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        log = work / "suite.log"
+        log = SUITE / f"{args.scale}.log"  # kept (not committed)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
         report = {"scale": args.scale, "sizes": scale.__dict__, "repeats": args.repeats,
                   "commit": _commit(), "machine": {"start": machine()}, "steps": {}}  # fmt: skip
         print(f"suite, {args.scale} scale ({scale.videos:,} videos), log: {log}", flush=True)
         runs: dict[str, list[dict]] = {}
         for step in steps:
+            if step in MODEL_STEPS and not runs.get("train"):
+                print(f"  {step:<11} not run: training failed, there is no model to embed with")
+                report["steps"][step] = {"seconds": [], "exit_codes": ["no model"]}
+                continue
             entry = report["steps"][step] = {"seconds": [], "exit_codes": [], "results": []}
             for repeat in range(args.repeats):
                 result_file = work / f"{step}_{repeat}.json"
                 command = step_command(step, scale, work, result_file)
-                code, seconds = run_step(command, log)
+                code, seconds = run_step(command, log, STEP_TIMEOUT_S[args.scale])
                 entry["seconds"].append(seconds)
                 entry["exit_codes"].append(code)
                 if code == 0 and result_file.exists():
@@ -420,10 +483,8 @@ def main(argv=None) -> int:
                 print(f"  {step:<11} run {repeat + 1}/{args.repeats}: exit {code}, "
                       f"{seconds:.0f} s", flush=True)  # fmt: skip
                 if code != 0:
+                    print(f"  {step} failed; the log ends:\n{_log_tail(log)}", flush=True)
                     break
-            if step == "train" and not runs.get("train"):
-                print("  training failed: the steps that embed with its model cannot run")
-                break
         report["machine"]["end"] = machine()
         report["figures"] = collect(runs, steps, scale.videos)
         if committed:
@@ -433,25 +494,34 @@ def main(argv=None) -> int:
                 "machine": committed.get("machine", {}).get("start"),
             }
             report["comparison"] = compare(report, committed, args.band)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, default=str))
-        html = write_html(report, out.with_suffix(".html"), SUITE)
-    failed = [s for s, e in report["steps"].items() if any(e["exit_codes"])]
+    failed = [s for s, e in report["steps"].items() if any(c != 0 for c in e["exit_codes"])]
     missing = [n for n, f in report["figures"].items() if f is None]
     regressed = [n for n, c in report.get("comparison", {}).items() if c["regressed"]]
+    # Only a whole run that succeeded replaces the committed results it is compared with.
+    whole = steps == scale.steps and not failed and not missing
+    out = args.out or SUITE / (f"{args.scale}.json" if whole else f"{args.scale}.partial.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    html = write_html(report, out.with_suffix(".html"), SUITE)
     print_summary(report)
     print(f"saved {out} and {html}")
     if failed:
-        print(f"FAILED steps: {', '.join(failed)} (log: the steps' output above the summary)")
+        print(f"FAILED steps: {', '.join(failed)} (their output: {log})")
+    if missing:
+        print(f"MISSING figures: {'; '.join(missing)}")
     if regressed:
         print(f"REGRESSED beyond the noise band: {'; '.join(regressed)}")
     return 1 if args.check and (failed or missing or regressed) else 0
 
 
 def _commit() -> str | None:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
-    return result.stdout.strip() or None
+    """The checkout's commit (or Cloud Build's $COMMIT_SHA where there is no git)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True)  # fmt: skip
+    except FileNotFoundError:
+        return os.environ.get("COMMIT_SHA") or None
+    return result.stdout.strip() or os.environ.get("COMMIT_SHA") or None
 
 
 def print_summary(report: dict) -> None:

@@ -14,18 +14,20 @@ from pathlib import Path
 
 from swiperec.evaluation.report import _figure, _image, _table
 
-# Curves: title, y label, [(figure name, which scale size is its x)]
+# Curves: title, y label, [(figure name, which scale size is its x)]. Training's x is the size
+# of the data the model was trained on (the default data's at large and xl).
 CURVES = (
     ("Time", "seconds", (
         ("transform (TFT on Beam)", "videos"),
         ("training: whole run", "train_videos"),
         ("refresh, end to end", "videos"),
-        ("refresh: HNSW build, videos", "videos"),
+        ("refresh: video set keys, HNSW, attach", "videos"),
     )),
-    ("Serving p95", "ms", (
-        ("serving p95, 0 decisions", "videos"),
-        ("serving p95, 50 decisions", "videos"),
-        ("serving p95, 1000 decisions", "videos"),
+    ("Serving p95 over HTTP", "ms", (
+        ("serving p95 over HTTP, 0 decisions", "videos"),
+        ("serving p95 over HTTP, 50 decisions", "videos"),
+        ("serving p95 over HTTP, 1000 decisions", "videos"),
+        ("HTTP p95, 32 clients", "videos"),
     )),
     ("Peak memory", "MB", (
         ("transform: peak RSS", "videos"),
