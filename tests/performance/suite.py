@@ -329,11 +329,15 @@ def _spread(summary: dict) -> float:
     return high / low - 1 if low > 0 else 0.0
 
 
+MISS_FLOOR = 0.02  # a share's misses are relative to at least this (recall 1.0 -> 0.99: +50 %)
+
+
 def _change(now: float, then: float, better: str, bounded: bool) -> float:
     """How much worse `now` is than `then`, relatively (0.5: 50 % worse; negative: better). A
-    share in [0, 1] is compared by its miss rate (Recall 0.98 -> 0.96 doubles the misses)."""
+    share in [0, 1] is compared by its miss rate (Recall 0.98 -> 0.96 doubles the misses),
+    against at least MISS_FLOOR (an exact index's recall of 1.0 leaves no misses to divide by)."""
     if bounded:
-        now, then, better = 1 - now, 1 - then, "lower"
+        return ((1 - now) - (1 - then)) / max(1 - then, MISS_FLOOR)
     if then == 0 or now == 0:  # e.g. no errors then: any now is worse, infinitely
         worse = now > then if better == "lower" else now < then
         return float("inf") if worse else 0.0

@@ -119,6 +119,12 @@ def test_a_recall_is_compared_by_its_miss_rate():
     assert fewer_hits["refresh: HNSW Recall@10"]["regressed"] is True
     same = compare(_report({"refresh": [refresh(0.979)]}), committed, 0.25)
     assert same["refresh: HNSW Recall@10"]["regressed"] is False
+    # An exact result then (no misses) is compared against a floor of 2 % misses.
+    exact = _report({"refresh": [refresh(1.0)]})
+    nearly = compare(_report({"refresh": [refresh(0.995)]}), exact, 0.25)
+    assert nearly["refresh: HNSW Recall@10"]["regressed"] is False
+    worse = compare(_report({"refresh": [refresh(0.97)]}), exact, 0.25)
+    assert worse["refresh: HNSW Recall@10"]["regressed"] is True
 
 
 def test_step_commands_pass_the_scale_sizes_and_the_output_file(tmp_path):
