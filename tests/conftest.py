@@ -38,6 +38,18 @@ SLOW_FILES_FIRST = (
 )
 
 
+def pytest_report_header(config):
+    """The machine's calibration (tests/performance/record.py), so a suite's wall time can be
+    compared across machines: these differ 3-4x from one day or host to the next."""
+    from tests.performance.record import calibration
+
+    rates = calibration()
+    return (
+        f"machine calibration: numpy matmul {rates['matmul_gflops']} GFLOP/s, Python loop "
+        f"{rates['python_mops']} M iterations/s, {os.cpu_count()} cpus"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     """The slow files first (`SLOW_FILES_FIRST`), the rest in collection order."""
     rank = {path: i for i, path in enumerate(SLOW_FILES_FIRST)}
