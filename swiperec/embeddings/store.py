@@ -80,6 +80,18 @@ class IndexParams:
                 "maintenance_work_mem": self.maintenance_work_mem,
                 "parallel_workers": self.parallel_workers}  # fmt: skip
 
+    def apply(self, cur) -> None:
+        """Set this session's index-build memory and parallel workers (`reset` undoes it)."""
+        cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
+            sql.Literal(self.maintenance_work_mem)))  # fmt: skip
+        cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
+            sql.Literal(self.parallel_workers)))  # fmt: skip
+
+    @staticmethod
+    def reset(cur) -> None:
+        cur.execute("reset maintenance_work_mem")
+        cur.execute("reset max_parallel_maintenance_workers")
+
 
 class EmbeddingSetError(RuntimeError):
     """A set cannot be loaded, finished or activated in its current state."""
@@ -273,10 +285,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     conn.autocommit = True  # each step commits; a crash between them leaves the set loading
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
-                sql.Literal(index.maintenance_work_mem)))  # fmt: skip
-            cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
-                sql.Literal(index.parallel_workers)))  # fmt: skip
+            index.apply(cur)
             start = time.perf_counter()
             cur.execute(sql.SQL("alter table {t} add primary key (model_version, {key})").format(
                 t=table, key=sql.Identifier(key)))  # fmt: skip
@@ -295,8 +304,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
             cur.execute(sql.SQL("analyze {}").format(table))
             cur.execute(sql.SQL("select count(*) from {}").format(table))
             rows = cur.fetchone()[0]
-            cur.execute("reset maintenance_work_mem")
-            cur.execute("reset max_parallel_maintenance_workers")
+            index.reset(cur)
         with conn, conn.cursor() as cur:
             cur.execute(sql.SQL("alter table public.{p} attach partition {t} for values in ({v})")
                         .format(p=parent, t=table, v=sql.Literal(version)))  # fmt: skip

@@ -213,10 +213,7 @@ def floor_seconds(conn, version: str, index) -> dict:
                 start = time.perf_counter()
                 cur.copy_expert(sql.SQL("copy {} from stdin (format binary)").format(table), rows)
                 seconds["copy"] += time.perf_counter() - start
-            cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
-                sql.Literal(index.maintenance_work_mem)))  # fmt: skip
-            cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
-                sql.Literal(index.parallel_workers)))  # fmt: skip
+            index.apply(cur)
             cur.execute("vacuum floor_video")
             start = time.perf_counter()
             cur.execute(sql.SQL(
@@ -224,8 +221,7 @@ def floor_seconds(conn, version: str, index) -> dict:
                 " with (m = {m}, ef_construction = {ef})"
             ).format(m=sql.Literal(index.m), ef=sql.Literal(index.ef_construction)))  # fmt: skip
             seconds["hnsw"] = time.perf_counter() - start
-            cur.execute("reset maintenance_work_mem")
-            cur.execute("reset max_parallel_maintenance_workers")
+            index.reset(cur)
             cur.execute("drop table floor_user")
     finally:
         conn.autocommit = old_autocommit
@@ -251,10 +247,7 @@ def halfvec_comparison(
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
-                sql.Literal(index.maintenance_work_mem)))  # fmt: skip
-            cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
-                sql.Literal(index.parallel_workers)))  # fmt: skip
+            index.apply(cur)
             start = time.perf_counter()
             cur.execute(sql.SQL(
                 "create index floor_video_halfvec on floor_video using hnsw "
@@ -287,8 +280,7 @@ def halfvec_comparison(
                 figures[kind]["recall@10"] = round(hits / (10 * len(queries)), 4)
                 figures[kind]["p50_ms"] = round(float(np.percentile(latencies, 50)), 2)
                 figures[kind]["p95_ms"] = round(float(np.percentile(latencies, 95)), 2)
-            cur.execute("reset maintenance_work_mem")
-            cur.execute("reset max_parallel_maintenance_workers")
+            index.reset(cur)
     finally:
         with conn.cursor() as cur:
             cur.execute("drop table if exists floor_video")
