@@ -9,8 +9,8 @@ beside its figures, two fixed CPU reference workloads timed in the same run:
 - `python_mops`: a pure-Python integer loop, millions of iterations per second, best of five:
   what the interpreter-bound code (Beam's DoFns, the example builder, drivers) gets.
 
-A figure from another machine is compared after scaling by the ratio of the relevant reference
-(`calibrated`), never raw.
+A time from another machine is compared after scaling by the ratio of the relevant reference
+(`tests.performance.suite.calibrated`), never raw.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def machine(calibrate: bool = True) -> dict:
-    """The host, its load and (unless `calibrate=False`) its calibration, now."""
+def machine() -> dict:
+    """The host, its load and its calibration, now."""
     import psutil
 
     figures = {
@@ -83,8 +83,7 @@ def machine(calibrate: bool = True) -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if calibrate:
-        figures["calibration"] = calibration()
+    figures["calibration"] = calibration()
     return figures
 
 
