@@ -7,6 +7,8 @@ format (TFXIO): one list column per feature, a scalar feature being a list of on
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 DAY_US = 86_400 * 1_000_000
@@ -64,20 +66,20 @@ def tensor_adapter_config(feature_spec: dict):
 
 
 def to_record_batch(rows: list[dict], schema):
-    """Row dicts (str, float, int or lists of them) -> one record batch of `schema`."""
+    """Row dicts (str, float, int or lists of them) -> one record batch of `schema`.
+
+    Column by column: every row's values in one flat array plus the rows' offsets into it,
+    so Arrow converts each column in one call (str goes to binary as UTF-8)."""
     import pyarrow as pa
 
     columns = []
     for field in schema:
         values = [row[field.name] for row in rows]
-        if pa.types.is_large_binary(field.type.value_type):
-            values = [
-                [v.encode() for v in value] if isinstance(value, list) else [value.encode()]
-                for value in values
-            ]
-        else:
-            values = [value if isinstance(value, list) else [value] for value in values]
-        columns.append(pa.array(values, type=field.type))
+        lists = [value if isinstance(value, list) else [value] for value in values]
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, lists), np.int64, len(lists)), out=offsets[1:])
+        flat = pa.array(list(itertools.chain.from_iterable(lists)), type=field.type.value_type)
+        columns.append(pa.LargeListArray.from_arrays(pa.array(offsets), flat))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -24,14 +24,14 @@ from tests.installed import ROOT
 
 pytestmark = pytest.mark.integration
 
-# What `make demo` runs (`swiperec demo`), smaller: 3,000 videos instead of 8,000, 5 epochs
-# instead of up to 15, 8 s of simulated traffic instead of 20. So short a training is not held
+# What `make demo` runs (`swiperec demo`), smaller: 2,000 videos instead of 8,000, 3 epochs
+# instead of up to 15, 5 s of simulated traffic instead of 20. So short a training is not held
 # to beating the best baseline (ALS's Recall@50 beat it: 0.195 vs 0.172), only to the rest of
 # the gate: the tests below need a blessed model, and the quality regression test checks its
 # quality against popularity, ALS and the oracle.
-DEMO = ["demo", "--videos", "3000", "--users", "400", "--pseudo-users", "800",
-        "--param", "epochs=5", "--param", 'thresholds_json={"must_beat_baselines": false}',
-        "--simulate-seconds", "8"]  # fmt: skip
+DEMO = ["demo", "--videos", "2000", "--users", "200", "--pseudo-users", "400",
+        "--param", "epochs=3", "--param", 'thresholds_json={"must_beat_baselines": false}',
+        "--simulate-seconds", "5"]  # fmt: skip
 STEPS = ["ingest_snapshot", "feature_transform", "train", "evaluate", "write_embeddings",
          "register"]  # fmt: skip
 
@@ -71,7 +71,7 @@ def test_the_demo_prints_the_evaluation_the_version_and_ten_recommendations(demo
     recommendations = re.findall(r"^\s+\d+\. -?\d\.\d{3}  .+  \(because you liked .+\)$", out, re.M)
     assert len(recommendations) == 10
     # It ends with simulated traffic through the Edge Function, monitored.
-    assert "simulated app traffic for 8 s" in out
+    assert "simulated app traffic for 5 s" in out
     assert re.search(r"^  requests\s+(\d+) \(200: \1\)", out, re.M), out[-3000:]
     served = re.search(r"^  items served\s+(\d+)$", out, re.M)
     assert served and int(served.group(1)) > 0, out[-3000:]
@@ -116,7 +116,7 @@ def test_the_lineage_runs_from_the_snapshot_to_the_serving_embeddings(demo):
     assert by_type["model"][0] in steps["write_embeddings"]["inputs"]
     for execution in found["executions"]:
         assert execution["started_at"] and execution["finished_at"]
-    assert steps["train"]["parameters"]["epochs"] == 5  # the demo's --param epochs=5
+    assert steps["train"]["parameters"]["epochs"] == 3  # the demo's --param epochs=3
     assert found["serving"]["now"]
     assert found["serving"]["embedding_set"] == by_type["embedding_set"][0]
     snapshot = by_type["snapshot"][1]

@@ -3,6 +3,7 @@
     python -m tests.performance.bench_transform                    # 32,304 videos (default data)
     python -m tests.performance.bench_transform --scale large      # 200k videos, 10k users
     python -m tests.performance.bench_transform --workers 2        # Beam multi-processing
+    python -m tests.performance.bench_transform --keep DIR         # outputs kept for bench_train
 
 The snapshot is written straight from the generator (the snapshot step has its own figures in
 synthetic_load.json), then `run_transform` runs on Beam's local runner. Reports wall time,
@@ -10,13 +11,17 @@ examples per second and peak RSS (this process and, with workers, its children).
 in the same run is the bare work without Beam or TFT: building every user's examples in a
 plain Python loop; the ratio says what the pipeline (grouping, TFT analysis and transform,
 TFRecord writing) costs on top of it. Writes tests/performance/results/transform_<scale>.json.
+`--keep DIR` leaves the data set's snapshot, ground truth and transform outputs in DIR as
+`bench_train --work DIR` reads them, so the suite transforms the default data once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -77,6 +82,19 @@ def plain_python_examples(snapshot: Path, config) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
+def keep_for_training(tmp: Path, keep: Path, data) -> None:
+    """Move the run's data and outputs to `keep` in `bench_train.prepare`'s layout, unless it
+    already holds a transformed data set (a repeat run leaves the first run's)."""
+    if (keep / "examples" / "metadata.json").exists():
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("snapshot", "transform", "examples", "ground_truth.npz"):
+        if (keep / name).exists():  # what an interrupted earlier run left
+            shutil.rmtree(keep / name) if (keep / name).is_dir() else (keep / name).unlink()
+        shutil.move(tmp / name, keep / name)
+    (keep / "data.json").write_text(json.dumps(data.__dict__, default=str))
+
+
 def main(argv=None) -> int:
     from swiperec.data.synthetic import SyntheticConfig, generate
     from swiperec.features.config import FeatureConfig
@@ -88,6 +106,9 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, help="instead of the scale's")
     parser.add_argument("--users", type=int, help="instead of the scale's")
     parser.add_argument("--pseudo-users", type=int, help="instead of the scale's")
+    parser.add_argument(
+        "--keep", type=Path, help="leave the data and outputs here for bench_train --work"
+    )
     add_out_argument(parser, "transform_<scale or videos>.json")
     args = parser.parse_args(argv)
 
@@ -104,13 +125,19 @@ def main(argv=None) -> int:
         ]
     with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
         snapshot = Path(tmp) / "snapshot"
-        write_snapshot(generate(data), snapshot)
+        dataset = generate(data)
+        if args.keep:
+            dataset.ground_truth.save(Path(tmp) / "ground_truth.npz")
+        write_snapshot(dataset, snapshot)
+        del dataset
         baseline_examples, baseline_s = plain_python_examples(snapshot, config)
         start = time.perf_counter()
         result = run_transform(
             str(snapshot), f"{tmp}/transform", f"{tmp}/examples", config, beam_args
         )
         transform_s = time.perf_counter() - start
+        if args.keep:
+            keep_for_training(Path(tmp), args.keep, data)
 
     counts = result.metadata["counts"]
     examples = sum(c["examples"] for c in counts.values())

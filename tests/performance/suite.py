@@ -36,6 +36,7 @@ or a failed step.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -105,7 +106,9 @@ def step_command(step: str, scale: Scale, work: Path, out: Path) -> list[str]:
     model = ["--model", work / "train" / "model"]
     args = {
         "load": ("bench_synthetic_load", sizes),
-        "transform": ("bench_transform", sizes),
+        # the training data when it is the same: the train step reuses this transform
+        "transform": ("bench_transform", [*sizes, *(["--keep", work / "train"]
+                                                    if sizes[1::2] == train_sizes[1::2] else [])]),
         "train": ("bench_train", ["--work", work / "train", *train_sizes, *epochs]),
         "refresh": ("bench_embeddings", [*model, "--videos", scale.videos, "--users",
                                          scale.users, "--naive-sample", scale.naive_sample]),
@@ -457,6 +460,17 @@ def main(argv=None) -> int:
     committed = json.loads(against.read_text()) if against.exists() else None
 
     from tests.performance.suite_report import write_html
+
+    # One run per scale at a time: two would share the log and results files, and each
+    # would time the other's load.
+    SUITE.mkdir(parents=True, exist_ok=True)
+    lock = open(SUITE / f"{args.scale}.lock", "w")  # noqa: SIM115 (held until the process exits)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another suite run at the {args.scale} scale is running: its figures and "
+              "yours would both be wrong; wait for it", file=sys.stderr)  # fmt: skip
+        return 2
 
     with tempfile.TemporaryDirectory(prefix="swiperec-suite-") as tmp:
         work = args.work or Path(tmp)

@@ -3,8 +3,10 @@ check against committed results (no timing here: the suite itself measures)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 
+from tests.performance import suite
 from tests.performance.suite import FIGURES, SCALES, collect, compare, step_command
 from tests.performance.suite_report import CURVES, write_html
 
@@ -133,6 +135,29 @@ def test_step_commands_pass_the_scale_sizes_and_the_output_file(tmp_path):
     assert command[command.index("--videos") + 1] == "200000"
     assert command[command.index("--model") + 1] == str(tmp_path / "train" / "model")
     assert command[-2:] == ["--out", str(tmp_path / "out.json")]
+
+
+def test_the_transform_step_leaves_the_training_data_for_the_train_step_when_it_is_the_same(
+    tmp_path,
+):
+    for scale, shared in (("default", True), ("large", False)):
+        transform = step_command("transform", SCALES[scale], tmp_path, tmp_path / "t.json")
+        train = step_command("train", SCALES[scale], tmp_path, tmp_path / "m.json")
+        assert ("--keep" in transform) == shared
+        if shared:
+            assert transform[transform.index("--keep") + 1] == train[train.index("--work") + 1]
+
+
+def test_a_second_run_at_one_scale_refuses_to_start_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(suite, "SUITE", tmp_path)
+    with open(tmp_path / "small.lock", "w") as running:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code = suite.main(["--scale", "small", "--steps", "load", "--work", str(tmp_path / "w")])
+    assert code == 2
+    assert "another suite run at the small scale is running" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.lock"]
 
 
 def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
