@@ -78,7 +78,10 @@ def to_record_batch(rows: list[dict], schema):
         lists = [value if isinstance(value, list) else [value] for value in values]
         offsets = np.zeros(len(lists) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, lists), np.int64, len(lists)), out=offsets[1:])
-        flat = pa.array(list(itertools.chain.from_iterable(lists)), type=field.type.value_type)
+        flat = list(itertools.chain.from_iterable(lists))
+        if pa.types.is_large_binary(field.type.value_type) and None in flat:
+            raise ValueError(f"{field.name}: a row holds None where text belongs")
+        flat = pa.array(flat, type=field.type.value_type)
         columns.append(pa.LargeListArray.from_arrays(pa.array(offsets), flat))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 

@@ -84,15 +84,20 @@ def plain_python_examples(snapshot: Path, config) -> tuple[int, float]:
 
 def keep_for_training(tmp: Path, keep: Path, data) -> None:
     """Move the run's data and outputs to `keep` in `bench_train.prepare`'s layout, unless it
-    already holds a transformed data set (a repeat run leaves the first run's)."""
-    if (keep / "examples" / "metadata.json").exists():
-        return
+    already holds this data set transformed (a repeat run leaves the first run's). data.json,
+    which `prepare` checks, is written last: an interrupted move leaves a folder it redoes."""
+    recorded = keep / "data.json"
+    wanted = json.loads(json.dumps(data.__dict__, default=str))
+    if recorded.exists():
+        if json.loads(recorded.read_text()) == wanted:
+            return
+        raise SystemExit(f"{keep} holds another data set ({recorded}): use another folder")
     keep.mkdir(parents=True, exist_ok=True)
-    for name in ("snapshot", "transform", "examples", "ground_truth.npz"):
+    for name in ("snapshot", "transform", "ground_truth.npz", "examples"):
         if (keep / name).exists():  # what an interrupted earlier run left
             shutil.rmtree(keep / name) if (keep / name).is_dir() else (keep / name).unlink()
         shutil.move(tmp / name, keep / name)
-    (keep / "data.json").write_text(json.dumps(data.__dict__, default=str))
+    recorded.write_text(json.dumps(wanted))
 
 
 def main(argv=None) -> int:

@@ -9,13 +9,13 @@ Each step is one of the benchmark scripts beside this file, run as its own proce
 interpreter, TensorFlow and embedded PostgreSQL each; the previous step's memory is gone) with
 the scale's sizes and `--out` into the run's work folder:
 
-    load -> transform -> train -> refresh -> serving -> monitoring -> pipeline
+    load -> transform -> train -> refresh -> serving -> realtime -> monitoring -> pipeline
 
-`train` trains the model that `refresh` and `serving` embed with (at `large` and `xl`, on the
-`default` data: a model embeds any catalogue at the real cost). Every figure the suite keeps
-(`FIGURES`) comes with the baseline its script measured in the same run and their ratio, and
-the target the project sets for it (at the catalogue size it is set for). With `--repeats N`
-each step runs N times; the summary keeps every value and their min and median.
+`train` trains the model that `refresh`, `serving` and `realtime` embed with (at `large` and
+`xl`, on the `default` data: a model embeds any catalogue at the real cost). Every figure the
+suite keeps (`FIGURES`) comes with the baseline its script measured in the same run and their
+ratio, and the target the project sets for it (at the catalogue size it is set for). With
+`--repeats N` each step runs N times; the summary keeps every value and their min and median.
 
 Results: `results/suite/<scale>.json` (the machine and its calibration at start and end, the
 figures, and each step's own results file, whole) and `results/suite/<scale>.html` (the
@@ -30,7 +30,7 @@ value (times and rates scaled by the two runs' calibrations, memory as it is; a 
 recall by its miss rate). A figure worse than the committed one by more than the noise band in
 either is flagged; the band is the larger of `--band` (default 0.25: 25 %) and the spread
 (max / min - 1) of either run's repeats. `--check` exits 1 on a flagged figure, a missing figure
-or a failed step.
+or a failed step; any run exits 2 while another suite run holds this checkout's lock.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from tests.performance.record import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = Path(__file__).parent / "results" / "suite"
-STEPS = ("load", "transform", "train", "refresh", "serving", "monitoring", "pipeline")
+STEPS = ("load", "transform", "train", "refresh", "serving", "realtime", "monitoring", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Scale:
     serving_rounds: int
     http_seconds: int  # each load run over HTTP
     naive_sample: int  # the refresh baseline's upsert sample
+    realtime_time_scale: float  # bench_realtime's load phases (60 s per rate at 1.0)
     steps: tuple[str, ...] = STEPS
 
 
@@ -77,22 +78,24 @@ SCALES = {
         videos=2_000, users=200, pseudo_users=400,
         train_videos=2_000, train_users=200, train_pseudo_users=400, epochs=2,
         served_rows=200_000, serving_rounds=2, http_seconds=5, naive_sample=200,
+        realtime_time_scale=0.5,
     ),
     "default": Scale(
         videos=32_304, users=2_000, pseudo_users=5_000, **_DEFAULT_DATA, epochs=None,
         served_rows=1_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
+        realtime_time_scale=0.5,
     ),
     # The pipeline's target is the default catalogue's; at 200k and 1M videos the model is the
     # default data's (it embeds any catalogue), and the pipeline does not run again.
     "large": Scale(
         videos=200_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
         served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
-        steps=STEPS[:-1],
+        realtime_time_scale=1.0, steps=STEPS[:-1],
     ),
     "xl": Scale(
         videos=1_000_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
         served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
-        steps=("train", "refresh", "serving"),
+        realtime_time_scale=1.0, steps=("train", "refresh", "serving"),
     ),
 }  # fmt: skip
 
@@ -116,6 +119,10 @@ def step_command(step: str, scale: Scale, work: Path, out: Path) -> list[str]:
                                       min(scale.users, 1_000), "--rounds",
                                       scale.serving_rounds, "--http-seconds",
                                       scale.http_seconds]),
+        # at least 1,000 users: at 200 swipes/s a few hundred have a swipe in flight
+        "realtime": ("bench_realtime", [*model, "--videos", scale.videos, "--users",
+                                        max(scale.users, 1_000), "--time-scale",
+                                        scale.realtime_time_scale]),
         "monitoring": ("bench_monitoring", ["--served", scale.served_rows]),
         "pipeline": ("bench_pipeline", [*sizes, *epochs]),
     }  # fmt: skip
@@ -240,6 +247,23 @@ FIGURES = (
     *_http_load("1"),
     *_http_load("8"),
     *_http_load("32"),
+    Figure("real-time: swipe to new vector served, p95 at 50 swipes/s", "realtime", "ms", "lower",
+           ("event_to_visible", "50", "visible", "p95_ms"), target="< 100",
+           target_from=200_000, calibrate="python_mops"),
+    Figure("real-time: swipe to new vector served, p95 at 200 swipes/s", "realtime", "ms",
+           "lower", ("event_to_visible", "200", "visible", "p95_ms"),
+           ("event_to_visible", "50", "visible", "p95_ms"), "at 50 swipes/s",
+           calibrate="python_mops"),
+    Figure("real-time: serving p95 while the worker embeds", "realtime", "ms", "lower",
+           ("serving_while_embedding", "busy", "p95_ms"),
+           ("serving_while_embedding", "idle", "p95_ms"), "worker idle", "<= 1.3",
+           target_from=200_000, calibrate="python_mops"),
+    Figure("real-time: burst of 5 swipes a user, users embedded per second", "realtime", "/s",
+           "higher", ("burst", "keys_per_s"), calibrate="python_mops"),
+    Figure("real-time: burst, users whose vector is not their recompute", "realtime", "",
+           "lower", ("burst", "lost"), target="<= 0"),
+    Figure("real-time: highest sustained swipes per second", "realtime", "/s", "higher",
+           ("max_sustained", "max_sustained_per_s"), calibrate="python_mops"),
     Figure("monitoring: first pass", "monitoring", "s", "lower", ("full_pass", "seconds"),
            ("baseline_aggregate_seconds",), "one aggregate over every row",
            calibrate="python_mops"),
@@ -266,7 +290,8 @@ def _summary(values: list[float]) -> dict:
 
 def _meets(ratio: float, target: str) -> bool:
     op, bound = target.split()
-    return ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+    compare = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
+    return compare[op](float(ratio), float(bound))
 
 
 def collect(runs: dict[str, list[dict]], steps: tuple[str, ...], videos: int) -> dict:
@@ -396,7 +421,7 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
 # --- running ------------------------------------------------------------------------------------
 
 
-MODEL_STEPS = ("refresh", "serving")  # they embed with the train step's model
+MODEL_STEPS = ("refresh", "serving", "realtime")  # they embed with the train step's model
 STEP_TIMEOUT_S = {"small": 1800, "default": 3 * 3600, "large": 6 * 3600, "xl": 12 * 3600}
 
 
@@ -461,15 +486,16 @@ def main(argv=None) -> int:
 
     from tests.performance.suite_report import write_html
 
-    # One run per scale at a time: two would share the log and results files, and each
-    # would time the other's load.
+    # One suite run at a time in a checkout, whatever the scales: two would time each other's
+    # load, and at one scale they would also share the log and results files.
     SUITE.mkdir(parents=True, exist_ok=True)
-    lock = open(SUITE / f"{args.scale}.lock", "w")  # noqa: SIM115 (held until the process exits)
+    lock = open(SUITE / "suite.lock", "w")  # noqa: SIM115 (held until the process exits)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print(f"another suite run at the {args.scale} scale is running: its figures and "
-              "yours would both be wrong; wait for it", file=sys.stderr)  # fmt: skip
+        lock.close()
+        print("another suite run is running in this checkout: its figures and yours would "
+              "both be wrong; wait for it", file=sys.stderr)  # fmt: skip
         return 2
 
     with tempfile.TemporaryDirectory(prefix="swiperec-suite-") as tmp:

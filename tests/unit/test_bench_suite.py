@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import fcntl
 import json
+from pathlib import Path
+
+import pytest
 
 from tests.performance import suite
 from tests.performance.suite import FIGURES, SCALES, collect, compare, step_command
 from tests.performance.suite_report import CURVES, write_html
+
+RESULTS = Path(__file__).parents[1] / "performance" / "results"
 
 
 def _transform(seconds: float, baseline: float) -> dict:
@@ -140,7 +145,7 @@ def test_step_commands_pass_the_scale_sizes_and_the_output_file(tmp_path):
 def test_the_transform_step_leaves_the_training_data_for_the_train_step_when_it_is_the_same(
     tmp_path,
 ):
-    for scale, shared in (("default", True), ("large", False)):
+    for scale, shared in (("small", True), ("default", True), ("large", False)):
         transform = step_command("transform", SCALES[scale], tmp_path, tmp_path / "t.json")
         train = step_command("train", SCALES[scale], tmp_path, tmp_path / "m.json")
         assert ("--keep" in transform) == shared
@@ -148,16 +153,58 @@ def test_the_transform_step_leaves_the_training_data_for_the_train_step_when_it_
             assert transform[transform.index("--keep") + 1] == train[train.index("--work") + 1]
 
 
-def test_a_second_run_at_one_scale_refuses_to_start_and_writes_nothing(
+def _transform_outputs(folder, marker: str):
+    for name in ("snapshot", "transform", "examples"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "metadata.json").write_text(marker)
+    (folder / "ground_truth.npz").write_text(marker)
+
+
+def test_kept_transform_outputs_land_where_the_train_step_reads_them_once(tmp_path):
+    from swiperec.data.synthetic import SyntheticConfig
+    from tests.performance.bench_transform import keep_for_training
+
+    data, keep = SyntheticConfig(videos=500), tmp_path / "keep"
+    (keep / "examples").mkdir(parents=True)  # what an interrupted move left: redone
+    first, second = tmp_path / "first", tmp_path / "second"
+    _transform_outputs(first, "first")
+    _transform_outputs(second, "second")
+    keep_for_training(first, keep, data)
+    keep_for_training(second, keep, data)  # a repeat keeps the first run's
+    assert (keep / "examples" / "metadata.json").read_text() == "first"
+    assert (keep / "ground_truth.npz").read_text() == "first"
+    assert json.loads((keep / "data.json").read_text())["videos"] == 500
+    with pytest.raises(SystemExit, match="holds another data set"):
+        keep_for_training(second, keep, SyntheticConfig(videos=600))
+
+
+def test_a_second_suite_run_refuses_to_start_and_runs_and_writes_nothing(
     tmp_path, monkeypatch, capsys
 ):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a step ran while another suite run held the lock")
+
     monkeypatch.setattr(suite, "SUITE", tmp_path)
-    with open(tmp_path / "small.lock", "w") as running:
+    monkeypatch.setattr(suite, "run_step", must_not_run)
+    with open(tmp_path / "suite.lock", "w") as running:
         fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
         code = suite.main(["--scale", "small", "--steps", "load", "--work", str(tmp_path / "w")])
     assert code == 2
-    assert "another suite run at the small scale is running" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.lock"]
+    assert "another suite run is running in this checkout" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.lock"]
+
+
+def test_the_realtime_figures_read_the_real_time_benchmarks_results():
+    results = json.loads((RESULTS / "realtime.json").read_text())
+    figures = collect({"realtime": [results]}, ("realtime",), 200_000)
+    visible = figures["real-time: swipe to new vector served, p95 at 50 swipes/s"]
+    assert visible["median"] == results["event_to_visible"]["50"]["visible"]["p95_ms"]
+    assert visible["meets_target"] == (visible["median"] < 100)
+    serving = figures["real-time: serving p95 while the worker embeds"]
+    busy_to_idle = results["serving_while_embedding"]["ratio_p95_busy_to_idle"]
+    assert abs(serving["ratio"]["median"] - busy_to_idle) < 0.01
+    assert figures["real-time: burst, users whose vector is not their recompute"]["median"] == 0
+    assert all(entry is not None for name, entry in figures.items() if "real-time" in name)
 
 
 def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
