@@ -222,3 +222,10 @@ def test_every_curve_draws_figures_the_suite_keeps():
     for _, _, series in CURVES:
         for name, size in series:
             assert name in names and size in SCALES["small"].__dict__, name
+
+
+def test_a_strict_target_is_missed_at_its_bound():
+    from tests.performance.suite import _meets
+
+    assert _meets(99.9, "< 100") and not _meets(100, "< 100") and _meets(100, "<= 100")
+    assert _meets(25.1, "> 25") and not _meets(25, "> 25") and _meets(25, ">= 25")
