@@ -48,9 +48,10 @@ the burst and the saturating steps last, so they cannot slow the others):
    " 続編"; the same description, genres, maker, performers, release date and duration) is
    inserted; the time from its commit to its row in `video_embeddings` and to the first
    `enhanced_two_tower_recommendations(user, 100)` that returns it (polled every ~10 ms;
-   30-s timeout: "not returned"), with its exact rank among the user's undecided videos and
-   cosines (to the user, to the original, the original's to the user), so a "not returned"
-   says whether the model or the serving path left it out. Control, for the path itself: 5
+   30-s timeout, scaled as the rates down to 10 s: "not returned"), with its exact rank among
+   the user's undecided videos and cosines (to the user, to the original, the original's to
+   the user), so a "not returned" says whether the model or the serving path left it out.
+   Control, for the path itself: 5
    probe users (no decisions) whose stored vector is a sequel's vector predicted by the same
    towers before the insert (its new id and title, the rest copied), so the sequel is their
    nearest video as soon as it is embedded.
@@ -865,10 +866,16 @@ def probe_sequels(conn, model, video_ids, rng: random.Random, n: int) -> list[di
 
 
 def new_video(
-    conn, user: str, original: int | None, new_id: int | None = None, predicted=None
+    conn,
+    user: str,
+    original: int | None,
+    new_id: int | None = None,
+    predicted=None,
+    timeout_s: float = NEW_VIDEO_TIMEOUT_S,
 ) -> dict:
     """Insert a sequel (title + " 続編", the other columns the same) of `original` (with id
-    `new_id`, else the next one); time until it is embedded and until serving returns it."""
+    `new_id`, else the next one); time until it is embedded and until serving returns it
+    (given up after `timeout_s`)."""
     if original is None:
         return {"user": user, "skipped": "no video to copy (no likes)"}
     conn.rollback()
@@ -887,7 +894,7 @@ def new_video(
         committed = time.perf_counter()
         embedded_at = found_at = rank = None
         polls = 0
-        while time.perf_counter() - committed < NEW_VIDEO_TIMEOUT_S:
+        while time.perf_counter() - committed < timeout_s:
             started = time.perf_counter()
             if embedded_at is None:
                 cur.execute(
@@ -1057,6 +1064,7 @@ def main(argv=None) -> int:
         parser.error("--time-scale must be above 0")
     rate_seconds = RATE_SECONDS * args.time_scale
     segment_seconds = SERVING_SEGMENT_SECONDS * args.time_scale
+    new_video_timeout_s = max(10.0, NEW_VIDEO_TIMEOUT_S * args.time_scale)
     model_dir = str(Path(args.model).resolve())
     rng = random.Random(args.seed)
     run_started = time.perf_counter()
@@ -1238,19 +1246,28 @@ def main(argv=None) -> int:
             # 5. a new video: the spec's case (a sequel of the latest like), and sequels the
             # model is predicted to rank in the user's top 50 (the path's own latency).
             wait_for_empty_queue(conn, 60)
-            figures["new_video"] = {"candidates": CANDIDATES, "timeout_s": NEW_VIDEO_TIMEOUT_S}
+            figures["new_video"] = {"candidates": CANDIDATES, "timeout_s": new_video_timeout_s}
             cases = {"latest_like": [], "probe_user": []}
             scraped = [scrape(port)]
             for user in rng.sample(users, NEW_VIDEO_USERS):
                 with conn.cursor() as cur:
                     cur.execute(LATEST_LIKE, (user,))
                     row = cur.fetchone()
-                cases["latest_like"].append(new_video(conn, user, row[0] if row else None))
+                cases["latest_like"].append(
+                    new_video(conn, user, row[0] if row else None, timeout_s=new_video_timeout_s)
+                )
             scraped.append(scrape(port))
             picks = probe_sequels(conn, current[0], video_ids, rng, NEW_VIDEO_USERS)
             for pick in picks:
                 cases["probe_user"].append(
-                    new_video(conn, pick["user"], pick["original"], pick["new_id"], pick)
+                    new_video(
+                        conn,
+                        pick["user"],
+                        pick["original"],
+                        pick["new_id"],
+                        pick,
+                        new_video_timeout_s,
+                    )
                 )
             scraped.append(scrape(port))
             with conn, conn.cursor() as cur:
