@@ -68,7 +68,7 @@ class Scale:
     serving_rounds: int
     http_seconds: int  # each load run over HTTP
     naive_sample: int  # the refresh baseline's upsert sample
-    realtime_time_scale: float  # bench_realtime's load phases (60 s per rate at 1.0)
+    realtime_time_scale: float = 1.0  # bench_realtime's load phases (60 s a rate at 1.0)
     steps: tuple[str, ...] = STEPS
 
 
@@ -90,12 +90,12 @@ SCALES = {
     "large": Scale(
         videos=200_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
         served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
-        realtime_time_scale=1.0, steps=STEPS[:-1],
+        steps=STEPS[:-1],
     ),
     "xl": Scale(
         videos=1_000_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
         served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
-        realtime_time_scale=1.0, steps=("train", "refresh", "serving"),
+        steps=("train", "refresh", "serving"),
     ),
 }  # fmt: skip
 
@@ -460,7 +460,11 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", choices=list(SCALES), default="small")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each step")
     parser.add_argument("--steps", help="comma-separated subset of the scale's steps")
-    parser.add_argument("--work", type=Path, help="folder for the steps' data (kept)")
+    parser.add_argument(
+        "--work", type=Path,
+        help="folder for the steps' data (kept: a later run with the same data set reuses its "
+             "transform for training, whatever code made it)",
+    )  # fmt: skip
     parser.add_argument(
         "--out", type=Path,
         help="results file (default: results/suite/<scale>.json for a whole run that "
