@@ -29,8 +29,10 @@ The regression check compares this run with the committed results of the same sc
 value (times and rates scaled by the two runs' calibrations, memory as it is; a share such as a
 recall by its miss rate). A figure worse than the committed one by more than the noise band in
 either is flagged; the band is the larger of `--band` (default 0.25: 25 %) and the spread
-(max / min - 1) of either run's repeats. `--check` exits 1 on a flagged figure, a missing figure
-or a failed step; any run exits 2 while another suite run holds this checkout's lock.
+(max / min - 1) of either run's repeats. A figure at the edge of the machine's capacity (the
+real-time latency at 200 swipes/s) is compared but never flagged. `--check` exits 1 on a flagged
+figure, a missing figure or a failed step; any run exits 2 while another suite run holds this
+checkout's lock.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class Figure:
     target_from: int = 0  # the target holds from this catalogue size (videos) up
     bounded: bool = False  # a share in [0, 1], higher better: compared as its miss rate 1 - x
     calibrate: str | None = None  # "python_mops" | "matmul_gflops": seconds scale with it
+    unchecked: str = ""  # why the regression check reports this figure but never flags it
 
 
 def _serving(group: str) -> list[Figure]:
@@ -253,7 +256,9 @@ FIGURES = (
     Figure("real-time: swipe to new vector served, p95 at 200 swipes/s", "realtime", "ms",
            "lower", ("event_to_visible", "200", "visible", "p95_ms"),
            ("event_to_visible", "50", "visible", "p95_ms"), "at 50 swipes/s",
-           calibrate="python_mops"),
+           calibrate="python_mops",
+           unchecked="200 swipes/s is near a 2-core machine's capacity (200-300/s): whether "
+                     "the worker keeps up, not the code, decides it; the capacity is checked"),
     Figure("real-time: serving p95 while the worker embeds", "realtime", "ms", "lower",
            ("serving_while_embedding", "busy", "p95_ms"),
            ("serving_while_embedding", "idle", "p95_ms"), "worker idle", "<= 1.3",
@@ -324,6 +329,8 @@ def collect(runs: dict[str, list[dict]], steps: tuple[str, ...], videos: int) ->
             entry["calibrate"] = figure.calibrate
         if figure.bounded:
             entry["bounded"] = True
+        if figure.unchecked:
+            entry["unchecked"] = figure.unchecked
         if figure.baseline and ratios:
             entry["baseline"] = {"name": figure.baseline_name, **_summary(baselines)}
             entry["ratio"] = _summary(ratios)
@@ -380,7 +387,7 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
     calibrations, see `calibrated`; memory and counts as they are): a slower baseline must not
     hide a slower figure. `change` is how much worse (positive) the worse of the two is. Flagged
     (`regressed`) when it exceeds the band: max(`band`, either side's spread over its repeats).
-    A figure missing now is flagged too."""
+    A figure missing now is flagged too; a figure marked `unchecked` is compared, never flagged."""
     out = {}
     now_machine = current.get("machine", {}).get("start", {})
     then_machine = committed.get("machine", {}).get("start", {})
@@ -412,9 +419,10 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
                          "band": round(allowed, 3)}  # fmt: skip
         out[name] = {
             **worst,
-            "regressed": worst["change"] > worst["band"],
-            "why": "compared" + note,
-        }
+            "regressed": worst["change"] > worst["band"] and "unchecked" not in entry,
+            "why": f"not checked: {entry['unchecked']}" if "unchecked" in entry else
+                   "compared" + note,
+        }  # fmt: skip
     return out
 
 

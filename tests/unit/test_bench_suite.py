@@ -94,6 +94,22 @@ def test_higher_is_better_figures_regress_when_they_fall():
     assert result["serving Recall@20 vs exact, 50 decisions"]["regressed"] is False
 
 
+def test_a_figure_at_the_machines_capacity_is_compared_but_never_flagged():
+    def realtime(p95_at_50, p95_at_200):
+        rates = {"50": {"visible": {"p95_ms": p95_at_50}},
+                 "200": {"visible": {"p95_ms": p95_at_200}}}  # fmt: skip
+        return {"event_to_visible": rates, "max_sustained": {"max_sustained_per_s": 300}}
+
+    committed = _report({"realtime": [realtime(50, 80)]})
+    result = compare(_report({"realtime": [realtime(50, 460)]}), committed, band=3)
+    at_200 = result["real-time: swipe to new vector served, p95 at 200 swipes/s"]
+    assert at_200["change"] > 3 and at_200["regressed"] is False
+    assert at_200["why"].startswith("not checked: ")
+    # The same slowdown at 50 swipes/s, below capacity, is flagged.
+    slower = compare(_report({"realtime": [realtime(250, 80)]}), committed, band=3)
+    assert slower["real-time: swipe to new vector served, p95 at 50 swipes/s"]["regressed"]
+
+
 def test_errors_where_there_were_none_are_a_regression():
     def load(errors):
         return {"http": {"mixed": {"8": {"errors": errors, "p95_ms": 5}, "1": {"p95_ms": 4}}}}
