@@ -264,7 +264,7 @@ def serving_base(pg_server, trained, tmp_path_factory):
     meta = take_snapshot(conn, folder / "snapshot")
     write_embeddings(
         trained.model_dir, SERVING_VERSION, str(folder / "snapshot"), database_url=url,
-        rows_per_chunk=128, users_per_chunk=32,
+        rows_per_chunk=128, decisions_per_shard=800,
         index=IndexParams(maintenance_work_mem="64MB", parallel_workers=0),
     )  # fmt: skip
     record_evaluation(conn, SERVING_VERSION, trained.model_dir, {}, {"blessed": True})

@@ -3,15 +3,17 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
 
     write_embeddings("artifacts/model", "v7", "artifacts/snapshot", database_url=url)
 
-1. Driver: read the snapshot, start both sets, the video set with the model's match weights
-   if it has them (`store.begin_set`; a set already ready is skipped: re-running a version
-   adds nothing).
-2. Beam: chunks of catalogue rows and of users are the elements. A worker builds each row's raw
-   features with the same code the transform used (`video_raw_features`, `UserHistory`), runs
-   the SavedModel tower (its TFT graph inside) on the batch, and binary-COPYs the vectors (and
-   each video's ranking terms, which the serving function ranks candidates by) into
-   the loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle
-   is skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
+1. Driver: read the snapshot's metadata, start both sets, the video set with the model's
+   match weights if it has them (`store.begin_set`; a set already ready is skipped:
+   re-running a version adds nothing).
+2. Beam: the elements are row ranges of the catalogue and the snapshot's decisions, which the
+   workers read and parse themselves (`parse_events`, the transform's parser) and deal into a
+   fixed number of user shards by a hash of the user. A worker builds each row's raw features
+   with the same code the transform used (`video_raw_features`, `UserHistory`), runs the
+   SavedModel tower (its TFT graph inside) on the chunk, and binary-COPYs the vectors (and
+   each video's ranking terms, which the serving function ranks candidates by) into the
+   loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle is
+   skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
    keyed by the auth user id); pseudo-users exist for training.
 3. Driver, after every shard is in: primary key, HNSW, ANALYZE, attach (`store.finish_set`).
    The set is then ready but serves nobody: the registry promotes a version
@@ -20,17 +22,22 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
 Beyond one machine: pass Beam options (`--runner=DataflowRunner ...` or Flink) and a database
 URL the workers can reach. Each worker COPYs its own shards into the same loading set, in
 parallel; nothing serves from it until the driver has finished it and the version is
-promoted. Workers read the catalogue from the snapshot themselves (it must be on storage they
-all see, e.g. gs://); the driver sends them row ranges and
-users' events (~50 MB at 10k users: `--experiments=upload_graph` on Dataflow; reading the
-decisions in the workers too is the step beyond that).
+promoted. The workers read the catalogue and the decisions from the snapshot (it must be on
+storage they all see, e.g. gs://): the job graph holds the snapshot's path, row ranges and
+shard numbers, whatever the number of users.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import itertools
+import math
+import os
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from swiperec.embeddings import store
 from swiperec.faults import fault_point
@@ -46,33 +53,69 @@ class WriteResult:
     skipped: list = field(default_factory=list)  # kinds already ready
 
 
-def _video_chunks(catalogue, rows_per_chunk: int):
-    for start in range(0, len(catalogue.video_id), rows_per_chunk):
-        yield ("video", f"videos-{start:09d}", (start, min(start + rows_per_chunk,
-                                                            len(catalogue.video_id))))  # fmt: skip
+def _video_chunks(videos: int, rows_per_chunk: int):
+    for start in range(0, videos, rows_per_chunk):
+        yield ("video", f"videos-{start:09d}", (start, min(start + rows_per_chunk, videos)))
 
 
-def _user_chunks(events, users_per_chunk: int):
-    """Real users' event slices, grouped `users_per_chunk` at a time, as plain arrays."""
-    chunk, first = [], None
-    for key, is_pseudo, rows in events.user_slices():
-        if is_pseudo:
-            continue
-        first = first or key
-        chunk.append((key, events.video_id[rows], events.label[rows], events.time_us[rows]))
-        if len(chunk) == users_per_chunk:
-            yield ("user", f"users-{first}", chunk)
-            chunk, first = [], None
-    if chunk:
-        yield ("user", f"users-{first}", chunk)
+def user_shard(user_keys, shards: int) -> np.ndarray:
+    """The shard (int64, 0..shards-1) of each user key: a stable hash, the same in every
+    process and run (Python's own `hash` of a str is not)."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") % shards
+         for k in user_keys],
+        dtype=np.int64,
+    )  # fmt: skip
+
+
+class DecisionsByShard:
+    """Beam DoFn body: one Parquet record batch of decisions -> (shard, event arrays) per user
+    shard it touches. Each worker reads the catalogue once: an event on a video outside it
+    is rejected by the parser, as everywhere."""
+
+    def __init__(self, snapshot, config, shards: int):
+        self.snapshot, self.config, self.shards = snapshot, config, shards
+
+    def setup(self):
+        from swiperec.features.events import load_catalogue
+
+        self.catalogue = load_catalogue(self.snapshot)
+
+    def process(self, batch):
+        from swiperec.features.events import parse_events
+
+        events = parse_events(self.catalogue, batch, None, self.config)
+        shard = user_shard(events.user_key.tolist(), self.shards)
+        for s in np.unique(shard).tolist():
+            rows = shard == s
+            yield s, (events.user_key[rows], events.video_id[rows], events.label[rows],
+                      events.time_us[rows])  # fmt: skip
+
+
+def user_chunk(keyed, shards: int):
+    """(shard, its event arrays from every batch) -> ("user", shard name, [(user key, video
+    ids, labels, times)] per user, by key, each user's events in time order)."""
+    shard, parts = keyed
+    parts = [part for part in parts if part is not None]  # None: the shard's placeholder
+    users = []
+    if parts:
+        keys, videos, labels, times = (np.concatenate(c) for c in zip(*parts, strict=True))
+        names, codes = np.unique(keys.astype(str), return_inverse=True)
+        order = np.lexsort((labels, videos, times, codes))
+        codes, videos, labels, times = codes[order], videos[order], labels[order], times[order]
+        starts = np.searchsorted(codes, np.arange(len(names) + 1))
+        users = [(str(names[u]), videos[a:b], labels[a:b], times[a:b])
+                 for u, (a, b) in enumerate(itertools.pairwise(starts.tolist()))]  # fmt: skip
+    return ("user", f"users-{shard:05d}-of-{shards:05d}", users)
 
 
 class EmbedAndCopy:
     """Beam DoFn body: one chunk -> raw features -> tower -> one COPY'd shard."""
 
-    def __init__(self, model_dir, version, database_url, snapshot, config, as_of_us):
+    def __init__(self, model_dir, version, database_url, snapshot, config, as_of_us, dimension):
         self.model_dir, self.version, self.database_url = model_dir, version, database_url
         self.snapshot, self.config, self.as_of_us = snapshot, config, as_of_us
+        self.dimension = dimension
 
     def setup(self):
         from swiperec.db import connect
@@ -98,10 +141,12 @@ class EmbedAndCopy:
             keys, vectors, ranking = embed_videos_ranked(
                 self.towers, self.catalogue, range(start, stop), self.as_of_us
             )
-        else:
+        elif payload:
             keys, vectors = embed_users(
                 self.towers, self.catalogue, self.config, payload, self.as_of_us
             )
+        else:  # a shard no user hashed to: loaded empty, so the set counts it as in
+            keys, vectors = [], np.zeros((0, self.dimension), np.float32)
         loaded = store.copy_shard(self.conn, self.version, kind, shard, keys, vectors, ranking)
         yield kind, len(keys) if loaded else 0
 
@@ -114,18 +159,20 @@ def write_embeddings(
     database_url: str | None = None,
     pipeline_args: list[str] | None = None,
     rows_per_chunk: int = 4096,
-    users_per_chunk: int = 256,
+    decisions_per_shard: int = 16_384,
     index: store.IndexParams | None = None,
 ) -> WriteResult:
-    """Embed every video and every real user of `snapshot` as set `version` (see above)."""
+    """Embed every video and every real user of `snapshot` as set `version` (see above): the
+    videos `rows_per_chunk` to a shard, the users in ceil(decisions / `decisions_per_shard`)
+    shards."""
     import apache_beam as beam
 
     from swiperec.beam_pipeline import new_pipeline
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
     from swiperec.features.config import FeatureConfig, datetime_to_us
-    from swiperec.features.events import load_snapshot
     from swiperec.model.train import read_model_card
+    from swiperec.snapshot import read_metadata
 
     url = database_url or default_url()
     result = WriteResult(version)
@@ -135,19 +182,17 @@ def write_embeddings(
     conn = connect(url)
     try:
         with store.writing(conn, version):  # a second writer of this version is refused
-            catalogue, events, meta = load_snapshot(snapshot, config)
+            meta = read_metadata(snapshot)  # the workers read the rest of the snapshot
             as_of_us = datetime_to_us(meta.cutoff)  # the time the embeddings describe
-            chunks = {
-                "video": list(_video_chunks(catalogue, rows_per_chunk)),
-                "user": list(_user_chunks(events, users_per_chunk)),
-            }
-            del events
+            video_chunks = list(_video_chunks(meta.row_counts["videos"], rows_per_chunk))
+            user_shards = max(1, math.ceil(meta.row_counts["decisions"] / decisions_per_shard))
             # The shards are counted before the load; finishing checks that all of them are in.
+            expected = {"video": len(video_chunks), "user": user_shards}
             dimension = card["embedding_dim"]
             match = match_ranking(card, config)
             kinds = [
                 k for k in ("video", "user")
-                if store.begin_set(conn, version, k, dimension, expected_shards=len(chunks[k]),
+                if store.begin_set(conn, version, k, dimension, expected_shards=expected[k],
                                    as_of=meta.cutoff, match=match if k == "video" else None)
             ]  # fmt: skip
             result.skipped = [k for k in ("video", "user") if k not in kinds]
@@ -156,13 +201,16 @@ def write_embeddings(
 
             if kinds:
                 start = time.perf_counter()
-                elements = [chunk for kind in kinds for chunk in chunks[kind]]
-                del chunks
                 pipeline = new_pipeline(pipeline_args)
-                fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us)
+                chunks = []
+                if "video" in kinds:
+                    chunks.append(pipeline | "Video chunks" >> beam.Create(video_chunks))
+                if "user" in kinds:
+                    chunks.append(_user_chunks(pipeline, snapshot, config, user_shards))
+                fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us, dimension)
                 _ = (
-                    pipeline
-                    | "Chunks" >> beam.Create(elements, reshuffle=False)
+                    chunks
+                    | "All chunks" >> beam.Flatten()
                     | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
                 )
                 outcome = pipeline.run()
@@ -188,6 +236,26 @@ def write_embeddings(
         conn.close()
 
 
+def _user_chunks(pipeline, snapshot: str, config, shards: int):
+    """The user chunks, one per shard (every shard, even one no user hashes to), from the
+    snapshot's decisions as the workers read them."""
+    import apache_beam as beam
+
+    events = (
+        pipeline
+        | "Read decisions"
+        >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, "decisions.parquet"))
+        | "By user shard" >> beam.ParDo(_as_dofn(DecisionsByShard(snapshot, config, shards)))
+    )
+    every = pipeline | "Every shard" >> beam.Create([(s, None) for s in range(shards)])
+    return (
+        (events, every)
+        | "Events and shards" >> beam.Flatten()
+        | "Per shard" >> beam.GroupByKey()
+        | "User chunks" >> beam.Map(user_chunk, shards)
+    )
+
+
 def match_ranking(card: dict, config) -> tuple[list[float], float] | None:
     """A model card's match weights (in `RANKING_FEATURE_NAMES` order; 0 for the video
     evidence of a model trained without it) and the recency half-life of `config`, the feature
@@ -201,10 +269,11 @@ def match_ranking(card: dict, config) -> tuple[list[float], float] | None:
     return weights.tolist(), config.recency_half_life_days
 
 
-def _as_dofn(body: EmbedAndCopy):
+def _as_dofn(body):
+    """A Beam DoFn of a plain body with setup / process (/ teardown)."""
     import apache_beam as beam
 
-    class EmbedAndCopyFn(beam.DoFn):
+    class BodyFn(beam.DoFn):
         def __init__(self, body):
             self.body = body
 
@@ -212,9 +281,10 @@ def _as_dofn(body: EmbedAndCopy):
             self.body.setup()
 
         def teardown(self):
-            self.body.teardown()
+            if hasattr(self.body, "teardown"):
+                self.body.teardown()
 
         def process(self, element):
             yield from self.body.process(element)
 
-    return EmbedAndCopyFn(body)
+    return BodyFn(body)

@@ -129,58 +129,76 @@ def events_from_tables(
     """The catalogue and the time-ordered events of tables shaped like the snapshot's files.
 
     `videos` needs id, external_id and title; its other columns (description, genres, maker,
-    performers, release_date, duration_sec, created_at) are optional. `decisions` has user_id
-    (UUID string or 16 raw bytes), video_id, decision ('like'/'nope') and created_at; `reviews`
-    has reviewer_id, video_id, rating (1-5) and created_at. Ratings >= like_rating are likes,
-    <= nope_rating nopes; ratings in between are dropped. Every repeated swipe is kept: each is
-    an answer given at its time. Rows that cannot be used (NULLs, unknown video, bad decision or
-    rating) are rejected and counted in `Events.stats`, never silently lost.
+    performers, release_date, duration_sec, created_at) are optional. `decisions` and
+    `reviews` are parsed by `parse_events`.
     """
     catalogue = catalogue_from_table(videos)
-    stats = {"videos": len(catalogue)}
+    events = parse_events(catalogue, decisions, reviews, config)
+    events.stats = {"videos": len(catalogue), **events.stats}
+    return catalogue, events
 
-    decision = decisions.column("decision")
-    real = pa.table(
-        {
-            "user_key": _uuid_strings(decisions.column("user_id")),
-            "is_pseudo": pa.array(np.zeros(decisions.num_rows, dtype=bool)),
-            "video_id": decisions.column("video_id").cast(pa.int64()),
-            "label": pc.equal(decision, "like").cast(pa.int8()),
-            "time_us": _time_us(decisions.column("created_at")),
-        }
-    )
-    bad_decision = pc.invert(pc.is_in(decision, pa.array(["like", "nope"])))
-    real = _keep_usable(real, bad_decision, "bad_decision", catalogue, "decisions", stats)
-    stats["decisions_used"] = real.num_rows
 
-    rating = reviews.column("rating").cast(pa.int64())
-    pseudo = pa.table(
-        {
-            "user_key": pc.binary_join_element_wise(
-                PSEUDO_USER_PREFIX, reviews.column("reviewer_id").cast(pa.string()), ""
-            ),
-            "is_pseudo": pa.array(np.ones(reviews.num_rows, dtype=bool)),
-            "video_id": reviews.column("video_id").cast(pa.int64()),
-            "label": pc.greater_equal(rating, config.like_rating).cast(pa.int8()),
-            "time_us": _time_us(reviews.column("created_at")),
-            "rating": rating,
-        }
-    )
-    bad_rating = pc.invert(pc.and_(pc.greater_equal(rating, 1), pc.less_equal(rating, 5)))
-    pseudo = _keep_usable(pseudo, bad_rating, "bad_rating", catalogue, "reviews", stats)
-    # Ratings strictly between the thresholds say neither like nor nope: dropped, counted.
-    rating = pseudo.column("rating")
-    decisive = pc.or_(
-        pc.greater_equal(rating, config.like_rating), pc.less_equal(rating, config.nope_rating)
-    )
-    stats["reviews_neutral_dropped"] = pseudo.num_rows - int(pc.sum(decisive).as_py() or 0)
-    pseudo = pseudo.filter(decisive).drop_columns(["rating"])
-    stats["reviews_used"] = pseudo.num_rows
+def parse_events(
+    catalogue: Catalogue, decisions: pa.Table | None, reviews: pa.Table | None,
+    config: FeatureConfig,
+) -> Events:  # fmt: skip
+    """The snapshot's one event parser: decisions and reviews (whole tables, or one Parquet
+    record batch of either as a Beam worker reads them; None for neither) -> `Events`.
 
-    table = pa.concat_tables([real.cast(_EVENT_SCHEMA), pseudo.cast(_EVENT_SCHEMA)])
+    `decisions` has user_id (UUID string or 16 raw bytes), video_id, decision ('like'/'nope')
+    and created_at; `reviews` has reviewer_id, video_id, rating (1-5) and created_at. Ratings
+    >= like_rating are likes, <= nope_rating nopes; ratings in between are dropped. Every
+    repeated swipe is kept: each is an answer given at its time. Rows that cannot be used
+    (NULLs, a video not in `catalogue`, bad decision or rating) are rejected and counted in
+    `Events.stats`, never silently lost.
+    """
+    stats: dict[str, int] = {}
+    parts = []
+    if decisions is not None:
+        decision = decisions.column("decision")
+        real = pa.table(
+            {
+                "user_key": _uuid_strings(decisions.column("user_id")),
+                "is_pseudo": pa.array(np.zeros(decisions.num_rows, dtype=bool)),
+                "video_id": decisions.column("video_id").cast(pa.int64()),
+                "label": pc.equal(decision, "like").cast(pa.int8()),
+                "time_us": _time_us(decisions.column("created_at")),
+            }
+        )
+        bad_decision = pc.invert(pc.is_in(decision, pa.array(["like", "nope"])))
+        real = _keep_usable(real, bad_decision, "bad_decision", catalogue, "decisions", stats)
+        stats["decisions_used"] = real.num_rows
+        parts.append(real.cast(_EVENT_SCHEMA))
+    if reviews is not None:
+        rating = reviews.column("rating").cast(pa.int64())
+        pseudo = pa.table(
+            {
+                "user_key": pc.binary_join_element_wise(
+                    PSEUDO_USER_PREFIX, reviews.column("reviewer_id").cast(pa.string()), ""
+                ),
+                "is_pseudo": pa.array(np.ones(reviews.num_rows, dtype=bool)),
+                "video_id": reviews.column("video_id").cast(pa.int64()),
+                "label": pc.greater_equal(rating, config.like_rating).cast(pa.int8()),
+                "time_us": _time_us(reviews.column("created_at")),
+                "rating": rating,
+            }
+        )
+        bad_rating = pc.invert(pc.and_(pc.greater_equal(rating, 1), pc.less_equal(rating, 5)))
+        pseudo = _keep_usable(pseudo, bad_rating, "bad_rating", catalogue, "reviews", stats)
+        # Ratings strictly between the thresholds say neither like nor nope: dropped, counted.
+        rating = pseudo.column("rating")
+        decisive = pc.or_(
+            pc.greater_equal(rating, config.like_rating), pc.less_equal(rating, config.nope_rating)
+        )
+        stats["reviews_neutral_dropped"] = pseudo.num_rows - int(pc.sum(decisive).as_py() or 0)
+        pseudo = pseudo.filter(decisive).drop_columns(["rating"])
+        stats["reviews_used"] = pseudo.num_rows
+        parts.append(pseudo.cast(_EVENT_SCHEMA))
+
+    table = pa.concat_tables(parts) if parts else _EVENT_SCHEMA.empty_table()
     table = table.sort_by([("user_key", "ascending"), ("time_us", "ascending"),
                            ("video_id", "ascending")])  # fmt: skip
-    events = Events(
+    return Events(
         user_key=table.column("user_key").to_numpy(zero_copy_only=False).astype(object),
         is_pseudo=table.column("is_pseudo").to_numpy(zero_copy_only=False),
         video_id=table.column("video_id").to_numpy(),
@@ -188,7 +206,6 @@ def events_from_tables(
         time_us=table.column("time_us").to_numpy(),
         stats=stats,
     )
-    return catalogue, events
 
 
 def catalogue_from_table(videos: pa.Table) -> Catalogue:

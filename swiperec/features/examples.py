@@ -63,14 +63,30 @@ def split_boundaries(events: Events, config: FeatureConfig) -> SplitBoundaries:
     held-out periods are for judging real users' swipes, and the boundaries must not move when
     the pseudo-user mixing weight changes. Each boundary is an event time (`method="lower"`).
     """
+    real = ~np.asarray(events.is_pseudo, dtype=bool)
+    return boundaries_from_times(events.time_us[real], events.time_us[~real], config)
+
+
+def boundaries_from_times(real_times_us, pseudo_times_us, config: FeatureConfig) -> SplitBoundaries:
+    """`split_boundaries` from the real users' and the pseudo-users' event times (UTC µs, any
+    order): what the transform's workers collect from the snapshot."""
     if config.val_start is not None:
         return SplitBoundaries(datetime_to_us(config.val_start), datetime_to_us(config.test_start))
-    real = ~events.is_pseudo
-    times = events.time_us[real] if real.any() else events.time_us
+    times = np.asarray(real_times_us, dtype=np.int64)
+    if len(times) == 0:
+        times = np.asarray(pseudo_times_us, dtype=np.int64)
     if len(times) == 0:
         raise ValueError("no events to derive split boundaries from; set val_start and test_start")
     val_start, test_start = np.percentile(times, [80, 90], method="lower")
     return SplitBoundaries(int(val_start), int(test_start))
+
+
+def train_event_counts(catalogue: Catalogue, video_ids, times_us, boundaries) -> np.ndarray:
+    """(N,) int64 by catalogue position: the events before the validation start on each
+    video, the negative sampler's popularity (sums over any partition of the events)."""
+    train = np.asarray(times_us, dtype=np.int64) < boundaries.val_start_us
+    positions = catalogue.index_of(np.asarray(video_ids, dtype=np.int64)[train])
+    return np.bincount(positions, minlength=len(catalogue)).astype(np.int64)
 
 
 class NegativeSampler:
@@ -88,8 +104,19 @@ class NegativeSampler:
         boundaries: SplitBoundaries,
         config: FeatureConfig,
     ):
-        train = events.time_us < boundaries.val_start_us
-        counts = np.bincount(catalogue.index_of(events.video_id[train]), minlength=len(catalogue))
+        counts = train_event_counts(catalogue, events.video_id, events.time_us, boundaries)
+        self._build(catalogue, counts, config)
+
+    @classmethod
+    def from_counts(
+        cls, catalogue: Catalogue, counts: np.ndarray, config: FeatureConfig
+    ) -> NegativeSampler:
+        """The sampler of `train_event_counts` (summed over the snapshot's events)."""
+        sampler = cls.__new__(cls)
+        sampler._build(catalogue, np.asarray(counts, dtype=np.int64), config)
+        return sampler
+
+    def _build(self, catalogue: Catalogue, counts: np.ndarray, config: FeatureConfig) -> None:
         weights = (counts + 1.0) ** config.popularity_alpha
         self.train_event_counts = counts  # (N,) int64, by catalogue position
         self._video_id = catalogue.video_id

@@ -87,13 +87,15 @@ def to_record_batch(rows: list[dict], schema):
 
 
 def catalogue_record_batches(
-    catalogue, at_us: int, feature_spec: dict, rows_per_batch: int = 10_000
+    catalogue, at_us: int, feature_spec: dict, rows_per_batch: int = 10_000, rows=None
 ):
-    """The whole catalogue as record batches of raw video features as of `at_us`."""
+    """The catalogue's rows (`rows`, a range of positions; all by default) as record batches
+    of raw video features as of `at_us`."""
     schema = arrow_schema(feature_spec)
+    rows = range(len(catalogue.video_id)) if rows is None else rows
     batches = []
-    for start in range(0, len(catalogue.video_id), rows_per_batch):
-        stop = min(len(catalogue.video_id), start + rows_per_batch)
-        rows = [video_raw_features(catalogue, i, at_us) for i in range(start, stop)]
-        batches.append(to_record_batch(rows, schema))
+    for start in range(rows.start, rows.stop, rows_per_batch):
+        stop = min(rows.stop, start + rows_per_batch)
+        features = [video_raw_features(catalogue, i, at_us) for i in range(start, stop)]
+        batches.append(to_record_batch(features, schema))
     return batches

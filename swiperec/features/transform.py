@@ -23,13 +23,13 @@ Outputs:
     examples_dir/{train,validation,test}/part-*.tfrecord.gz   transformed examples
     metadata.json in both: counts, vocabulary sizes, split boundaries, config, snapshot hash
 
-Beyond one machine: the same pipeline takes Beam's pipeline options. The catalogue, the
-negative sampler (~100 MB pickled at 200k videos) and the videos' swipe counts (16 bytes a real
-swipe) are side inputs created in the driver, so they travel in the job graph, which on Dataflow
-needs the graph upload experiment:
+Beyond one machine: the same pipeline takes Beam's pipeline options. The driver reads only the
+snapshot's metadata; the workers read the catalogue, the decisions and the reviews from the
+snapshot themselves and compute the side inputs (split boundaries, the sampler's popularity, the
+videos' swipe counts) inside the pipeline, so the job graph holds paths, not data: 0.3 MB and
+2.0 MB for the two pipelines at 2k, 32k or 200k videos (`job_graph_bytes`).
     Dataflow: --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
               --staging_location=gs://B/staging --sdk_container_image=<the pipeline image>
-              --experiments=upload_graph
     Flink:    --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER
               --environment_config=<the pipeline image>
     Spark:    --runner=SparkRunner --spark_master_url=spark://HOST:7077 (same environment flags)
@@ -51,8 +51,14 @@ import numpy as np
 from swiperec.beam_pipeline import new_pipeline
 from swiperec.errors import SwiperecError
 from swiperec.features.config import FeatureConfig, datetime_to_us
-from swiperec.features.events import load_snapshot
-from swiperec.features.examples import NegativeSampler, build_user_examples, split_boundaries
+from swiperec.features.events import load_catalogue, parse_events
+from swiperec.features.examples import (
+    NegativeSampler,
+    SplitBoundaries,
+    boundaries_from_times,
+    build_user_examples,
+    train_event_counts,
+)
 from swiperec.features.preprocessing import example_spec
 from swiperec.features.raw_features import (
     arrow_schema,
@@ -61,9 +67,15 @@ from swiperec.features.raw_features import (
     to_record_batch,
     video_age_days,
 )
-from swiperec.features.video_evidence import VIDEO_EVIDENCE_NAMES, VideoSwipeCounts
+from swiperec.features.video_evidence import (
+    VIDEO_EVIDENCE_NAMES,
+    VideoSwipeCounts,
+    vote_changes,
+)
+from swiperec.snapshot import read_metadata
 
 SPLITS = ("train", "validation", "test")
+_CATALOGUE_ROWS = 10_000  # videos per record batch of the catalogue's raw features
 _DAY_US = 86_400 * 1_000_000
 
 
@@ -74,28 +86,85 @@ class TransformResult:
     metadata: dict
 
 
-def _user_events(batch, kind: str, config: FeatureConfig):
-    """One Parquet record batch of decisions or reviews -> (user_key, event) pairs.
+def _parse_batch(batch, kind: str, catalogue, config: FeatureConfig):
+    """One Parquet record batch of decisions or reviews -> `Events`, by the snapshot's one
+    parser (`parse_events`); what it rejects is counted under Beam's "snapshot" metrics."""
+    from apache_beam.metrics import Metrics
 
-    An event is (time_us, video_id, label, is_pseudo). Reviews become pseudo-user events:
-    rating >= like_rating is a like, <= nope_rating a nope, anything between is dropped.
-    """
-    columns = batch.to_pydict()
-    times = np.asarray(batch.column("created_at").cast("int64").to_numpy(zero_copy_only=False))
-    if kind == "decisions":
-        keys = columns["user_id"]
-        labels = [1 if d == "like" else 0 for d in columns["decision"]]
-        pseudo = False
-    else:
-        keys = ["review:" + r for r in columns["reviewer_id"]]
-        labels = [
-            1 if r >= config.like_rating else 0 if r <= config.nope_rating else -1
-            for r in columns["rating"]
-        ]
-        pseudo = True
-    for key, time_us, video_id, label in zip(keys, times, columns["video_id"], labels, strict=True):
-        if label >= 0:
-            yield key, (int(time_us), int(video_id), label, pseudo)
+    events = parse_events(catalogue, batch if kind == "decisions" else None,
+                          batch if kind == "reviews" else None, config)  # fmt: skip
+    for name, count in events.stats.items():
+        if count:
+            Metrics.counter("snapshot", name).inc(count)
+    return events
+
+
+def _keyed_events(events):
+    """`Events` -> (user_key, (time_us, video_id, label, is_pseudo)) per event."""
+    for key, time_us, video_id, label, pseudo in zip(
+        events.user_key.tolist(), events.time_us.tolist(), events.video_id.tolist(),
+        events.label.tolist(), events.is_pseudo.tolist(), strict=True,
+    ):  # fmt: skip
+        yield key, (time_us, video_id, label, pseudo)
+
+
+def _event_times(events):
+    """`Events` -> (real users' times, pseudo-users' times): what the split boundaries need."""
+    pseudo = np.asarray(events.is_pseudo, dtype=bool)
+    return events.time_us[~pseudo], events.time_us[pseudo]
+
+
+def _user_vote_changes(keyed, catalogue):
+    """One user's grouped events -> their `vote_changes` (none for a pseudo-user)."""
+    _, events = keyed
+    real = [e for e in events if not e[3]]
+    if real:
+        positions = catalogue.index_of(np.array([e[1] for e in real], np.int64))
+        yield vote_changes(positions, np.zeros(len(real), np.int64),
+                           [e[0] for e in real], [e[2] for e in real])  # fmt: skip
+
+
+def _combine_fns():
+    import apache_beam as beam
+
+    class ConcatArrays(beam.CombineFn):
+        """Tuples of equally many arrays -> one tuple of their concatenations (None if none)."""
+
+        def create_accumulator(self):
+            return []
+
+        def add_input(self, parts, arrays):
+            parts.append(arrays)
+            return parts
+
+        def merge_accumulators(self, accumulators):
+            return [arrays for parts in accumulators for arrays in parts]
+
+        def compact(self, parts):
+            return [self.extract_output(parts)] if len(parts) > 1 else parts
+
+        def extract_output(self, parts):
+            if not parts:
+                return None
+            return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+    class SumArrays(beam.CombineFn):
+        """Arrays of one shape -> their sum (None if none)."""
+
+        def create_accumulator(self):
+            return None
+
+        def add_input(self, total, array):
+            return array if total is None else total + array
+
+        def merge_accumulators(self, accumulators):
+            totals = [a for a in accumulators if a is not None]
+            return sum(totals[1:], totals[0]) if totals else None
+
+        def extract_output(self, total):
+            return total
+
+    return ConcatArrays(), SumArrays()
 
 
 def _build_examples_fn(config: FeatureConfig):
@@ -157,39 +226,90 @@ def _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config: 
         yield example
 
 
-def _build_examples_pipeline(
-    pipeline, snapshot, raw_dir, config, catalogue, sampler, swipe_counts, boundaries
-) -> None:
+def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
     """Pipeline 1: events -> per-user examples -> raw example Parquet files per split.
+
+    The workers read everything from the snapshot: the catalogue (each worker loads
+    videos.parquet), the events (parsed per Parquet record batch), and from those the side
+    inputs the example builder needs (the split boundaries, the negative sampler's
+    popularity, the videos' swipe counts). The job graph holds the snapshot's path, not its
+    contents. The boundaries and the catalogue's size go to `raw_dir/summary.json` for the
+    driver.
 
     Raw examples go to disk between the two pipelines so that no stage has to hold them all:
     Beam's local runner keeps a PCollection that feeds two consumers (TFT's analysis and its
     transform) in memory, which does not fit at 200k videos and 10k users.
     """
     import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
 
     from swiperec.features.preprocessing import example_spec
 
-    catalogue_side = beam.pvalue.AsSingleton(pipeline | "Catalogue" >> beam.Create([catalogue]))
-    sampler_side = beam.pvalue.AsSingleton(pipeline | "Sampler" >> beam.Create([sampler]))
-    counts_side = beam.pvalue.AsSingleton(pipeline | "Swipe counts" >> beam.Create([swipe_counts]))
-    boundaries_side = beam.pvalue.AsSingleton(pipeline | "Boundaries" >> beam.Create([boundaries]))
-    sources = [
+    concat, total = _combine_fns()
+    catalogue = AsSingleton(
+        pipeline | "Snapshot" >> beam.Create([snapshot]) | "Catalogue" >> beam.Map(load_catalogue)
+    )
+    events = [
         pipeline
         | f"Read {kind}"
         >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
-        | f"Key {kind}" >> beam.FlatMap(_user_events, kind, config)
+        | f"Parse {kind}" >> beam.Map(_parse_batch, kind, catalogue, config)
         for kind in ("decisions", "reviews")
-    ]
-    raw = (
-        sources
-        | "All events" >> beam.Flatten()
-        | "Per user" >> beam.GroupByKey()
-        | "Build examples"
-        >> beam.ParDo(
-            _build_examples_fn(config), catalogue_side, sampler_side, counts_side, boundaries_side
-        ).with_outputs(*SPLITS)
+    ] | "All events" >> beam.Flatten()
+    per_user = events | "Key by user" >> beam.FlatMap(_keyed_events) | beam.GroupByKey()
+
+    boundaries = (
+        events
+        | "Event times" >> beam.Map(_event_times)
+        | "All times" >> beam.CombineGlobally(concat)
+        | "Split boundaries"
+        >> beam.Map(lambda times: boundaries_from_times(*(times or ((), ())), config))
     )
+    sampler = (
+        events
+        | "Train counts"
+        >> beam.Map(
+            lambda e, c, b: train_event_counts(c, e.video_id, e.time_us, b),
+            catalogue, AsSingleton(boundaries),
+        )
+        | "Sum counts" >> beam.CombineGlobally(total)
+        | "Sampler"
+        >> beam.Map(
+            lambda counts, c: NegativeSampler.from_counts(
+                c, np.zeros(len(c), np.int64) if counts is None else counts, config
+            ),
+            catalogue,
+        )
+    )  # fmt: skip
+    swipe_counts = (
+        per_user
+        | "Vote changes" >> beam.FlatMap(_user_vote_changes, catalogue)
+        | "All changes" >> beam.CombineGlobally(concat)
+        | "Swipe counts"
+        >> beam.Map(
+            lambda changes, c: VideoSwipeCounts.from_changes(
+                len(c), changes or tuple(np.zeros(0, np.int64) for _ in range(4))
+            ),
+            catalogue,
+        )
+    )  # fmt: skip
+    _ = (
+        boundaries
+        | "Summary"
+        >> beam.Map(
+            lambda b, c: json.dumps({"val_start_us": b.val_start_us,
+                                     "test_start_us": b.test_start_us, "videos": len(c)}),
+            catalogue,
+        )
+        | "Write summary"
+        >> beam.io.WriteToText(os.path.join(raw_dir, "summary"), file_name_suffix=".json",
+                               shard_name_template="")
+    )  # fmt: skip
+
+    raw = per_user | "Build examples" >> beam.ParDo(
+        _build_examples_fn(config), catalogue, AsSingleton(sampler),
+        AsSingleton(swipe_counts), AsSingleton(boundaries),
+    ).with_outputs(*SPLITS)  # fmt: skip
     schema = arrow_schema(example_spec())
     for split in SPLITS:
         _ = (
@@ -204,8 +324,30 @@ def _build_examples_pipeline(
         )
 
 
+def _catalogue_rows_fn(snapshot: str, cutoff_us: int):
+    import apache_beam as beam
+
+    from swiperec.features.preprocessing import video_row_spec
+
+    class CatalogueRows(beam.DoFn):
+        """A (start, stop) range of catalogue positions -> its raw video features, one record
+        batch; each worker reads the catalogue from the snapshot once."""
+
+        def setup(self):
+            self.catalogue = load_catalogue(snapshot)
+            self.spec = video_row_spec()
+
+        def process(self, rows):
+            start, stop = rows
+            yield from catalogue_record_batches(
+                self.catalogue, cutoff_us, self.spec, rows=range(start, stop)
+            )
+
+    return CatalogueRows()
+
+
 def _build_transform_pipeline(
-    pipeline, raw_dir, transform_dir, examples_dir, config, catalogue, cutoff_us: int
+    pipeline, snapshot, raw_dir, transform_dir, examples_dir, config, videos: int, cutoff_us: int
 ) -> None:
     """Pipeline 2 (inside a `tft_beam.Context`): the two TFT graphs, analysed and applied."""
     import apache_beam as beam
@@ -219,11 +361,15 @@ def _build_transform_pipeline(
     )
 
     # -- the catalogue: analysed and transformed once per video ----------------------------
-    videos = pipeline | "Catalogue rows" >> beam.Create(
-        catalogue_record_batches(catalogue, cutoff_us, video_row_spec())
+    ranges = [(start, min(start + _CATALOGUE_ROWS, videos))
+              for start in range(0, videos, _CATALOGUE_ROWS)]  # fmt: skip
+    rows = (
+        pipeline
+        | "Catalogue ranges" >> beam.Create(ranges)
+        | "Catalogue rows" >> beam.ParDo(_catalogue_rows_fn(snapshot, cutoff_us))
     )
     (transformed_videos, video_metadata), video_fn = (
-        videos,
+        rows,
         tensor_adapter_config(video_row_spec()),
     ) | "Video transform" >> tft_beam.AnalyzeAndTransformDataset(
         make_video_preprocessing_fn(config), output_record_batches=True
@@ -243,7 +389,10 @@ def _build_transform_pipeline(
         return (
             pipeline
             | f"Read raw {split} for {purpose}"
-            >> beam.io.ReadFromParquetBatched(os.path.join(raw_dir, split, "part-*.parquet"))
+            # Written by pipeline 1 before this one runs (not when it is built).
+            >> beam.io.ReadFromParquetBatched(
+                os.path.join(raw_dir, split, "part-*.parquet"), validate=False
+            )
             | f"To batches {split} for {purpose}" >> beam.FlatMap(lambda table: table.to_batches())
         )
 
@@ -296,12 +445,8 @@ def run_transform(
 
     config = config or FeatureConfig()
     started = time.time()
-    catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
-    boundaries = split_boundaries(events, config)
-    sampler = NegativeSampler(catalogue, events, boundaries, config)
-    swipe_counts = VideoSwipeCounts(catalogue, events)
+    snapshot_meta = read_metadata(snapshot)  # the workers read the rest of the snapshot
     cutoff_us = datetime_to_us(snapshot_meta.cutoff)
-    del events  # the pipeline re-reads the events; only the catalogue, sampler and counts travel
 
     raw_dir = os.path.join(examples_dir, "_raw")
     # A re-run replaces what an earlier (maybe failed) run left: stale shards would be read.
@@ -313,10 +458,11 @@ def run_transform(
         if tf.io.gfile.exists(folder):
             tf.io.gfile.rmtree(folder)
     examples_pipeline = new_pipeline(pipeline_args)
-    _build_examples_pipeline(
-        examples_pipeline, snapshot, raw_dir, config, catalogue, sampler, swipe_counts, boundaries
-    )
+    _build_examples_pipeline(examples_pipeline, snapshot, raw_dir, config)
     counts = _run(examples_pipeline, _read_counts)
+    with tf.io.gfile.GFile(os.path.join(raw_dir, "summary.json")) as handle:
+        summary = json.load(handle)
+    boundaries = SplitBoundaries(summary["val_start_us"], summary["test_start_us"])
     if counts["train"]["positive"] == 0:
         tf.io.gfile.rmtree(raw_dir)
         raise SwiperecError(
@@ -332,9 +478,8 @@ def run_transform(
     )
     transform_pipeline = new_pipeline(pipeline_args)
     with tft_beam.Context(temp_dir=temp_dir):
-        _build_transform_pipeline(
-            transform_pipeline, raw_dir, transform_dir, examples_dir, config, catalogue, cutoff_us
-        )
+        _build_transform_pipeline(transform_pipeline, snapshot, raw_dir, transform_dir,
+                                  examples_dir, config, summary["videos"], cutoff_us)  # fmt: skip
     try:
         _run(transform_pipeline)
     finally:
@@ -363,7 +508,7 @@ def run_transform(
             "test_start": _iso(boundaries.test_start_us),
         },
         "counts": counts,
-        "catalogue": {"videos": len(catalogue.video_id), "as_of": _iso(cutoff_us)},
+        "catalogue": {"videos": summary["videos"], "as_of": _iso(cutoff_us)},
         "vocabulary_sizes": _vocabulary_sizes(outputs),
         "transformed_features": {
             tower: sorted(output.transformed_feature_spec()) for tower, output in outputs.items()
@@ -374,6 +519,27 @@ def run_transform(
         with tf.io.gfile.GFile(os.path.join(folder, "metadata.json"), "w") as handle:
             handle.write(json.dumps(metadata, indent=2))
     return TransformResult(transform_dir, examples_dir, metadata)
+
+
+def job_graph_bytes(snapshot: str, config: FeatureConfig | None = None) -> dict[str, int]:
+    """The serialized size of each of the transform's two job graphs for `snapshot` (built,
+    not run): what a runner such as Dataflow receives before any worker starts. It holds
+    paths and code, not data, so it stays the same size whatever the catalogue's."""
+    import tensorflow_transform.beam as tft_beam
+
+    config = config or FeatureConfig()
+    meta = read_metadata(snapshot)
+    examples = new_pipeline([])
+    _build_examples_pipeline(examples, snapshot, "/unused/_raw", config)
+    transform = new_pipeline([])
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(prefix="swiperec-graph-")):
+        _build_transform_pipeline(transform, snapshot, "/unused/_raw", "/unused/transform",
+                                  "/unused/examples", config, meta.row_counts["videos"],
+                                  datetime_to_us(meta.cutoff))  # fmt: skip
+    return {
+        "examples": examples.to_runner_api().ByteSize(),
+        "transform": transform.to_runner_api().ByteSize(),
+    }
 
 
 def _run(pipeline, read=None):

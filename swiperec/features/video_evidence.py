@@ -55,28 +55,26 @@ class VideoSwipeCounts:
     def __init__(self, catalogue: Catalogue, events: Events):
         real = ~np.asarray(events.is_pseudo, dtype=bool)
         users = np.unique(np.asarray(events.user_key[real]), return_inverse=True)[1]
-        position = catalogue.index_of(events.video_id[real])
-        time_us = np.asarray(events.time_us[real], dtype=np.int64)
-        like = np.asarray(events.label[real], dtype=np.int64)
-        # Each swipe adds its vote and takes back the same user's previous vote on the video.
-        order = np.lexsort((time_us, position, users))
-        same_pair = np.zeros(len(order), dtype=bool)
-        same_pair[1:] = (users[order][1:] == users[order][:-1]) & (
-            position[order][1:] == position[order][:-1]
-        )
-        previous = np.zeros(len(order), dtype=np.int64)  # the previous vote: +1 like, -1 nope
-        previous[1:] = np.where(same_pair[1:], 2 * like[order][:-1] - 1, 0)
-        d_likes = np.empty(len(order), dtype=np.int64)
-        d_nopes = np.empty(len(order), dtype=np.int64)
-        d_likes[order] = like[order] - (previous == 1)
-        d_nopes[order] = (1 - like[order]) - (previous == -1)
+        changes = vote_changes(catalogue.index_of(events.video_id[real]), users,
+                               events.time_us[real], events.label[real])  # fmt: skip
+        self._build(len(catalogue), changes)
 
+    @classmethod
+    def from_changes(cls, videos: int, changes: tuple[np.ndarray, ...]) -> VideoSwipeCounts:
+        """The counts of a catalogue of `videos` from `vote_changes` (concatenated over users
+        in any order: what the transform's workers collect, one user at a time)."""
+        counts = cls.__new__(cls)
+        counts._build(videos, changes)
+        return counts
+
+    def _build(self, videos: int, changes: tuple[np.ndarray, ...]) -> None:
+        position, time_us, d_likes, d_nopes = changes
         order = np.lexsort((time_us, position))
         self._time_us = time_us[order]
         # the change of likes over each video's first k swipes: _likes[start + k] - _likes[start]
         self._likes = np.concatenate([[0], np.cumsum(d_likes[order])])
         self._nopes = np.concatenate([[0], np.cumsum(d_nopes[order])])
-        self._start = np.searchsorted(position[order], np.arange(len(catalogue) + 1))
+        self._start = np.searchsorted(position[order], np.arange(videos + 1))
 
     def counts_before(self, positions, at_us) -> tuple[np.ndarray, np.ndarray]:
         """(likes, nopes), int64 arrays shaped like `positions`: the real users' votes (their
@@ -103,3 +101,27 @@ class VideoSwipeCounts:
     def evidence(self, positions, at_us) -> np.ndarray:
         """[len(positions), 2] float64: `VIDEO_EVIDENCE_NAMES` as of `at_us`."""
         return evidence(*self.counts_before(positions, at_us))
+
+
+def vote_changes(positions, users, times_us, labels) -> tuple[np.ndarray, ...]:
+    """Real users' swipes -> (catalogue position, time_us, change of likes, change of nopes),
+    (E,) int64 arrays: each swipe adds its vote and takes back the same user's previous vote
+    on the video. `users` tells users apart (any integer code); a user's swipes may come in
+    any order, but all of them at once."""
+    position = np.asarray(positions, dtype=np.int64)
+    users = np.asarray(users, dtype=np.int64)
+    time_us = np.asarray(times_us, dtype=np.int64)
+    like = np.asarray(labels, dtype=np.int64)
+    # The label breaks ties: two swipes of one video at one instant count in one order always.
+    order = np.lexsort((like, time_us, position, users))
+    same_pair = np.zeros(len(order), dtype=bool)
+    same_pair[1:] = (users[order][1:] == users[order][:-1]) & (
+        position[order][1:] == position[order][:-1]
+    )
+    previous = np.zeros(len(order), dtype=np.int64)  # the previous vote: +1 like, -1 nope
+    previous[1:] = np.where(same_pair[1:], 2 * like[order][:-1] - 1, 0)
+    d_likes = np.empty(len(order), dtype=np.int64)
+    d_nopes = np.empty(len(order), dtype=np.int64)
+    d_likes[order] = like[order] - (previous == 1)
+    d_nopes[order] = (1 - like[order]) - (previous == -1)
+    return position, time_us, d_likes, d_nopes

@@ -225,11 +225,13 @@ def test_a_set_is_ready_only_with_all_its_shards_and_their_rows(conn, db_url):
     from swiperec.embeddings.store import writing
 
     ids, vectors = np.arange(1, 11), unit(10, 7)
-    assert begin_set(conn, "v1", "video", expected_shards=2)
+    assert begin_set(conn, "v1", "video", expected_shards=3)
     assert copy_shard(conn, "v1", "video", "0", ids[:5], vectors[:5])
-    with pytest.raises(EmbeddingSetError, match="has 1 of its 2 shards: not finished"):
+    with pytest.raises(EmbeddingSetError, match="has 1 of its 3 shards: not finished"):
         finish_set(conn, "v1", "video", SMALL_INDEX)
     assert copy_shard(conn, "v1", "video", "1", ids[5:], vectors[5:])
+    # A shard with no rows (a user shard no user hashes to) counts as in.
+    assert copy_shard(conn, "v1", "video", "2", [], vectors[:0])
     with conn, conn.cursor() as cur:  # a row no shard recorded
         cur.execute("insert into swiperec_private.\"" + _table_name(conn, "v1") + "\" "
                     "(model_version, video_id, embedding) values ('v1', 99, %s)",

@@ -31,7 +31,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
 
     first = write_embeddings(
         trained.model_dir, "v1", snapshot_dir, database_url=db_url,
-        rows_per_chunk=64, users_per_chunk=16, index=SMALL_INDEX,
+        rows_per_chunk=64, decisions_per_shard=400, index=SMALL_INDEX,
     )  # fmt: skip
     catalogue, events, _ = load_snapshot(snapshot_dir)
     real_users = {k for k, pseudo, _ in events.user_slices() if not pseudo}
@@ -41,7 +41,8 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     assert serving_version(conn) == "v1"
     with conn.cursor() as cur:
         cur.execute("select count(*) from embedding_set_shards where model_version = 'v1'")
-        assert cur.fetchone()[0] == -(-len(catalogue.video_id) // 64) + -(-len(real_users) // 16)
+        decisions = read_metadata(snapshot_dir).row_counts["decisions"]
+        assert cur.fetchone()[0] == -(-len(catalogue.video_id) // 64) + -(-decisions // 400)
         # A stored vector is the SavedModel's embedding of that video's raw features.
         cur.execute("select video_id, embedding, rank_bias, rank_scale from video_embeddings "
                     "where model_version = 'v1' order by video_id limit 3")  # fmt: skip
