@@ -15,7 +15,7 @@ DOCKERFILES := images/pipeline.Dockerfile images/serving.Dockerfile
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup deno browser wrk demo test lint format compile bench clean
+.PHONY: setup deno browser wrk demo test test-cluster lint format compile bench clean
 
 setup: $(STAMP)
 
@@ -67,7 +67,14 @@ format: setup
 TEST_WORKERS ?= 2
 
 test: setup deno browser lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not cluster" \
+		$(PYTEST_ARGS)
+
+# The cluster rehearsal (tests marked `cluster`): the Beam steps on PortableRunner with a job
+# service and SDK worker processes of their own, checked against the in-process runs. CI runs it
+# after `make test`.
+test-cluster: setup
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 # A developer's action in this checkout: the pipeline definition -> its committed YAML, which the
 # package ships (swiperec/resources/ links to it).

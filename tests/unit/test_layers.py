@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "swiperec"
 
 LAYERS = {  # sub-package (or top-level module) -> layer; imports point to lower layers only
-    "errors": 0, "version": 0, "resources": 0, "beam_pipeline": 0, "faults": 0,
+    "errors": 0, "version": 0, "resources": 0, "beam_pipeline": 0, "beam_local_cluster": 0,
+    "faults": 0,
     "db": 1,
     "data": 2, "snapshot": 2,
     "features": 3,
