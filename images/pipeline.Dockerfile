@@ -10,6 +10,13 @@
 # One stage on purpose: every dependency is a wheel or a pure-Python sdist (no compilers or -dev
 # packages to leave behind), and keeping the dependencies in their own layer means a code-only
 # change pushes and pulls a few MB instead of the multi-GB stack.
+#
+# The same image is the Beam steps' SDK worker image (Dataflow's --sdk_container_image, a Flink
+# task manager's worker-pool sidecar): it carries Beam's boot, from Beam's own SDK image of the
+# pinned Beam and Python, as its entrypoint. KFP sets each component's command, which replaces
+# the entrypoint.
+FROM apache/beam_python3.11_sdk:2.77.0 AS beam
+
 FROM python:3.11.17-slim-bookworm
 
 # No default: the tag and the label must be swiperec/version.py's version (checked below).
@@ -67,8 +74,11 @@ COPY swiperec/ swiperec/
 RUN pip install --no-cache-dir --no-deps --force-reinstall -c requirements/constraints.txt . \
     && pip check
 
+COPY --from=beam /opt/apache/beam /opt/apache/beam
+
 WORKDIR /home/swiperec
 USER 10001:10001
 
-# KFP sets each component's command; this default only says which version the image holds.
-CMD ["swiperec", "--version"]
+# A Beam SDK worker: `docker run IMAGE --worker_pool` serves a worker pool on port 50000 (the
+# EXTERNAL environment of a Flink task manager). KFP components set their own command.
+ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -7,7 +7,6 @@ and the two runs double as the determinism check. (The pipeline tests run the co
 the KFP local runner and isolated, as a cluster.)
 """
 
-import glob
 import os
 
 import numpy as np
@@ -25,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def read_examples(examples_dir, split):
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(examples_dir, split, "part-*.tfrecord.gz")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_dir, split, "part-*.tfrecord.gz")))
     return [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 

@@ -272,8 +272,16 @@ def test_retraining_submits_from_the_pipeline_image_of_this_version(tmp_path):
 
 def test_both_images_share_one_pinned_base_of_setup_pys_python():
     bases = {name: [a for k, a in dockerfile(name) if k == "FROM"] for name in DOCKERFILES}
-    assert bases["pipeline"] == bases["serving"] and len(bases["pipeline"]) == 1
-    match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-(\w+)", bases["pipeline"][0])
+    # The pipeline image's first stage is Beam's SDK image, for its boot (the workers'
+    # entrypoint), of the pinned Beam on the same Python.
+    beam = re.fullmatch(
+        r"apache/beam_python(\d+)\.(\d+)_sdk:([\d.]+) AS beam", bases["pipeline"][0]
+    )
+    pins = (ROOT / "requirements/constraints.txt").read_text().splitlines()
+    assert beam and f"apache-beam=={beam[3]}" in pins
+    assert bases["pipeline"][1:] == bases["serving"] and len(bases["serving"]) == 1
+    match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-(\w+)", bases["serving"][0])
+    assert (beam[1], beam[2]) == (match[1], match[2]), "Beam's boot for the image's Python"
     assert match, "an exact Python patch release on a named Debian release"
     requires = setup_argument("python_requires")
     assert f">={match[1]}.{match[2]}," in requires + ",", (requires, bases["pipeline"])
