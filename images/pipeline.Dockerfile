@@ -7,8 +7,8 @@
 #   docker build -f images/pipeline.Dockerfile --build-arg VERSION=0.1.0 \
 #     -t ghcr.io/swiperec/pipeline:0.1.0 .
 #
-# One stage on purpose: every dependency is a wheel or a pure-Python sdist (no compilers or -dev
-# packages to leave behind), and keeping the dependencies in their own layer means a code-only
+# One build stage on purpose (the first FROM below only lends Beam's boot): every dependency is
+# a wheel or a pure-Python sdist (no compilers or -dev packages to leave behind), and keeping the dependencies in their own layer means a code-only
 # change pushes and pulls a few MB instead of the multi-GB stack.
 #
 # The same image is the Beam steps' SDK worker image (Dataflow's --sdk_container_image, a Flink
@@ -48,6 +48,12 @@ RUN apt-get update \
     && mkdir -p /gcs /minio /s3 \
     && chown swiperec:swiperec /gcs /minio /s3
 
+# Beam's boot, in a layer of its own that code changes do not rebuild. Its workers run this
+# image's Python with the package already installed: no virtualenv (which boot would create
+# under /opt/apache, not writable by the user below).
+COPY --from=beam /opt/apache/beam /opt/apache/beam
+ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1
+
 WORKDIR /opt/swiperec
 
 # Refuse a missing or wrong VERSION before anything expensive runs.
@@ -73,8 +79,6 @@ COPY pipelines/compiled/two_tower_training.yaml pipelines/compiled/two_tower_tra
 COPY swiperec/ swiperec/
 RUN pip install --no-cache-dir --no-deps --force-reinstall -c requirements/constraints.txt . \
     && pip check
-
-COPY --from=beam /opt/apache/beam /opt/apache/beam
 
 WORKDIR /home/swiperec
 USER 10001:10001

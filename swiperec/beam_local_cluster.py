@@ -216,7 +216,7 @@ def _serve_jobs(port: int, staging_dir: str, workers_dir: str) -> None:
     class ParallelJob(local_job_service.BeamJob):
         def _invoke_runner(self):  # BeamJob's, with the two changes of the module docstring
             options = self.pipeline_options()
-            parallelism = int(options.view_as(PortableOptions).sdk_worker_parallelism or 1)
+            parallelism = int(options.view_as(PortableOptions).sdk_worker_parallelism or 0)
             runner = fn_runner.FnApiRunner(provision_info=self._provision_info)
             if not hasattr(runner, "_num_workers"):  # what run_pipeline sets; fail loudly
                 raise RuntimeError("this Beam's FnApiRunner has no _num_workers")

@@ -62,10 +62,12 @@ def add_commands(commands) -> None:
 def write_command(args) -> int:
     import tempfile
 
+    import tensorflow as tf
+
     from swiperec.db import database_url
     from swiperec.pipeline import steps
 
-    if not os.path.exists(os.path.join(args.model, "model_card.json")):
+    if not tf.io.gfile.exists(os.path.join(args.model, "model_card.json")):  # local or gs://
         raise UserError(f"{args.model} is not a trained model (no model_card.json)")
     ready_connection().close()  # the schema is up to date (or a clear error)
     url = database_url()

@@ -60,12 +60,11 @@ def _video_chunks(videos: int, rows_per_chunk: int):
 
 def user_shard(user_keys, shards: int) -> np.ndarray:
     """The shard (int64, 0..shards-1) of each user key: a stable hash, the same in every
-    process and run (Python's own `hash` of a str is not)."""
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") % shards
-         for k in user_keys],
-        dtype=np.int64,
-    )  # fmt: skip
+    process and run (Python's own `hash` of a str is not); each distinct key hashed once."""
+    keys, inverse = np.unique(np.asarray(user_keys, dtype=object).astype(str), return_inverse=True)
+    hashed = [int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little")
+              % shards for k in keys.tolist()]  # fmt: skip
+    return np.asarray(hashed, dtype=np.int64)[inverse].reshape(-1)
 
 
 class DecisionsByShard:
@@ -82,9 +81,16 @@ class DecisionsByShard:
         self.catalogue = load_catalogue(self.snapshot)
 
     def process(self, batch):
+        from apache_beam.metrics import Metrics
+
         from swiperec.features.events import parse_events
 
         events = parse_events(self.catalogue, batch, None, self.config)
+        for name, count in events.stats.items():  # rejected rows are counted, never lost
+            if count:
+                Metrics.counter("snapshot", name).inc(count)
+        if len(events) == 0:
+            return
         shard = user_shard(events.user_key.tolist(), self.shards)
         for s in np.unique(shard).tolist():
             rows = shard == s

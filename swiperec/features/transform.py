@@ -114,6 +114,13 @@ def _event_times(events):
     return events.time_us[~pseudo], events.time_us[pseudo]
 
 
+def _user_train_counts(keyed, catalogue, boundaries):
+    """One user's grouped events -> their `train_event_counts` (the sampler's popularity)."""
+    _, events = keyed
+    return train_event_counts(catalogue, [e[1] for e in events], [e[0] for e in events],
+                              boundaries)  # fmt: skip
+
+
 def _user_vote_changes(keyed, catalogue):
     """One user's grouped events -> their `vote_changes` (none for a pseudo-user)."""
     _, events = keyed
@@ -191,17 +198,8 @@ def _build_examples_fn(config: FeatureConfig):
 def _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config: FeatureConfig):
     """(user_key, events) -> the user's raw examples, each with its video's age and swipe
     evidence (`VIDEO_EVIDENCE_NAMES`) at that time."""
-    from apache_beam.metrics import Metrics
-
     user_key, events = keyed
-    # A decision on a video outside the snapshot's catalogue cannot be featurised; the
-    # snapshot makes this impossible, so count it rather than fail a whole run on it.
-    known = [e for e in events if catalogue.contains(e[1])]
-    if len(known) < len(events):
-        Metrics.counter("events", "unknown_video").inc(len(events) - len(known))
-    if not known:
-        return
-    events = sorted(known)  # time, then video id: a deterministic order for equal times
+    events = sorted(events)  # time, then video id: a deterministic order for equal times
     times = np.array([e[0] for e in events], dtype=np.int64)
     videos = np.array([e[1] for e in events], dtype=np.int64)
     labels = np.array([e[2] for e in events], dtype=np.int8)
@@ -229,12 +227,12 @@ def _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config: 
 def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
     """Pipeline 1: events -> per-user examples -> raw example Parquet files per split.
 
-    The workers read everything from the snapshot: the catalogue (each worker loads
-    videos.parquet), the events (parsed per Parquet record batch), and from those the side
-    inputs the example builder needs (the split boundaries, the negative sampler's
-    popularity, the videos' swipe counts). The job graph holds the snapshot's path, not its
-    contents. The boundaries and the catalogue's size go to `raw_dir/summary.json` for the
-    driver.
+    The workers read everything from the snapshot: the catalogue (one worker loads
+    videos.parquet; the runner hands it to the others as a side input), the events (parsed
+    per Parquet record batch), and from those the side inputs the example builder needs (the
+    split boundaries, the negative sampler's popularity, the videos' swipe counts). The job
+    graph holds the snapshot's path, not its contents. The boundaries and the catalogue's
+    size go to `raw_dir/summary.json` for the driver.
 
     Raw examples go to disk between the two pipelines so that no stage has to hold them all:
     Beam's local runner keeps a PCollection that feeds two consumers (TFT's analysis and its
@@ -256,7 +254,9 @@ def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
         | f"Parse {kind}" >> beam.Map(_parse_batch, kind, catalogue, config)
         for kind in ("decisions", "reviews")
     ] | "All events" >> beam.Flatten()
-    per_user = events | "Key by user" >> beam.FlatMap(_keyed_events) | beam.GroupByKey()
+    per_user = (
+        events | "Key by user" >> beam.FlatMap(_keyed_events) | "Per user" >> beam.GroupByKey()
+    )
 
     boundaries = (
         events
@@ -266,12 +266,9 @@ def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
         >> beam.Map(lambda times: boundaries_from_times(*(times or ((), ())), config))
     )
     sampler = (
-        events
+        per_user  # already materialised by the grouping: nothing more to buffer for the wait
         | "Train counts"
-        >> beam.Map(
-            lambda e, c, b: train_event_counts(c, e.video_id, e.time_us, b),
-            catalogue, AsSingleton(boundaries),
-        )
+        >> beam.Map(_user_train_counts, catalogue, AsSingleton(boundaries))
         | "Sum counts" >> beam.CombineGlobally(total)
         | "Sampler"
         >> beam.Map(
@@ -389,7 +386,7 @@ def _build_transform_pipeline(
         return (
             pipeline
             | f"Read raw {split} for {purpose}"
-            # Written by pipeline 1 before this one runs (not when it is built).
+            # Not checked when built: `job_graph_bytes` builds this before pipeline 1 has run.
             >> beam.io.ReadFromParquetBatched(
                 os.path.join(raw_dir, split, "part-*.parquet"), validate=False
             )
@@ -447,6 +444,9 @@ def run_transform(
     started = time.time()
     snapshot_meta = read_metadata(snapshot)  # the workers read the rest of the snapshot
     cutoff_us = datetime_to_us(snapshot_meta.cutoff)
+    rows = snapshot_meta.row_counts
+    if config.val_start is None and rows.get("decisions", 0) + rows.get("reviews", 0) == 0:
+        raise ValueError("no events to derive split boundaries from; set val_start and test_start")
 
     raw_dir = os.path.join(examples_dir, "_raw")
     # A re-run replaces what an earlier (maybe failed) run left: stale shards would be read.

@@ -281,8 +281,8 @@ def test_both_images_share_one_pinned_base_of_setup_pys_python():
     assert beam and f"apache-beam=={beam[3]}" in pins
     assert bases["pipeline"][1:] == bases["serving"] and len(bases["serving"]) == 1
     match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-(\w+)", bases["serving"][0])
-    assert (beam[1], beam[2]) == (match[1], match[2]), "Beam's boot for the image's Python"
     assert match, "an exact Python patch release on a named Debian release"
+    assert (beam[1], beam[2]) == (match[1], match[2]), "Beam's boot for the image's Python"
     requires = setup_argument("python_requires")
     assert f">={match[1]}.{match[2]}," in requires + ",", (requires, bases["pipeline"])
     assert f"<{match[1]}.{int(match[2]) + 1}" in requires
