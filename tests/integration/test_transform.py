@@ -302,3 +302,15 @@ def test_no_training_likes_is_a_clear_error(snapshot_dir, tmp_path):
     with pytest.raises(SwiperecError, match="no training examples"):
         run_transform(snapshot_dir, str(tmp_path / "t"), str(tmp_path / "e"), early)
     assert not (tmp_path / "e" / "_raw").exists()
+
+
+def test_a_snapshot_without_events_is_a_clear_error_before_any_pipeline(snapshot_dir, tmp_path):
+    from swiperec.snapshot import read_tables, write_tables
+
+    tables = read_tables(snapshot_dir)
+    empty = {name: table.slice(0, 0) if name != "videos" else table
+             for name, table in tables.items()}  # fmt: skip
+    write_tables(tmp_path / "s", empty)
+    with pytest.raises(ValueError, match="no events to derive split boundaries from"):
+        run_transform(str(tmp_path / "s"), str(tmp_path / "t"), str(tmp_path / "e"))
+    assert not (tmp_path / "e").exists()  # refused before anything was written
