@@ -532,14 +532,17 @@ def job_graph_bytes(snapshot: str, config: FeatureConfig | None = None) -> dict[
     examples = new_pipeline([])
     _build_examples_pipeline(examples, snapshot, "/unused/_raw", config)
     transform = new_pipeline([])
-    with tft_beam.Context(temp_dir=tempfile.mkdtemp(prefix="swiperec-graph-")):
+    with (
+        tempfile.TemporaryDirectory(prefix="swiperec-graph-") as scratch,
+        tft_beam.Context(temp_dir=scratch),
+    ):
         _build_transform_pipeline(transform, snapshot, "/unused/_raw", "/unused/transform",
                                   "/unused/examples", config, meta.row_counts["videos"],
                                   datetime_to_us(meta.cutoff))  # fmt: skip
-    return {
-        "examples": examples.to_runner_api().ByteSize(),
-        "transform": transform.to_runner_api().ByteSize(),
-    }
+        return {
+            "examples": examples.to_runner_api().ByteSize(),
+            "transform": transform.to_runner_api().ByteSize(),
+        }
 
 
 def _run(pipeline, read=None):
