@@ -14,14 +14,19 @@ driver's and the workers' peak RSS (sampled every 0.2 s; each run's driver is a 
 process), and for the transform its two job
 graphs' size (`job_graph_bytes`, the same for every N). On two cores expect the curve to
 flatten from two workers. The refresh needs a trained model (`--model`; any: its towers embed
-any catalogue); without one only the transform runs. Writes
+any catalogue); without one only the transform runs. `--steps refresh` (or `transform`) runs
+one step and keeps the other's figures from the results file already there, each step with
+the machine and calibration of its own run. Writes
 tests/performance/results/workers_<scale>.json.
+
+    python -m tests.performance.bench_workers --model DIR --scale large --steps refresh
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import sys
@@ -34,7 +39,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.performance.bench_transform import SCALES, write_snapshot
-from tests.performance.record import add_out_argument, save
+from tests.performance.record import RESULTS, add_out_argument, machine, save
 
 
 class PeakRss:
@@ -149,9 +154,17 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, help="instead of the scale's")
     parser.add_argument("--pseudo-users", type=int, help="instead of the scale's")
     parser.add_argument("--model", help="a trained model folder: also the refresh")
+    parser.add_argument(
+        "--steps", default="transform,refresh", help="comma-separated: transform, refresh"
+    )
     add_out_argument(parser, "workers_<scale or videos>.json")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
+    steps = set(args.steps.split(","))
+    if not steps or steps - {"transform", "refresh"}:
+        parser.error(f"--steps: transform and/or refresh, got {args.steps!r}")
+    if steps == {"refresh"} and not args.model:
+        parser.error("--steps refresh needs --model")
 
     sizes = {"videos": args.videos, "users": args.users, "pseudo_users": args.pseudo_users}
     data = SyntheticConfig(
@@ -170,19 +183,32 @@ def main(argv=None) -> int:
         figures["job_graph_bytes"] = job_graph_bytes(str(snapshot))
         print(f"job graphs: {figures['job_graph_bytes']}", flush=True)
 
-        baseline = isolated(transform_step, snapshot, Path(tmp) / "in-process")
-        print(f"transform in-process: {baseline}", flush=True)
-        runs = {}
-        for n in counts:
-            runs[str(n)] = isolated(transform_step, snapshot, Path(tmp) / f"w{n}", workers=n)
-            print(f"transform, {n} worker(s): {runs[str(n)]}", flush=True)
-        figures["transform"] = {"in_process": baseline, "workers": with_ratios(runs, baseline)}
-
-        if args.model:
+        if "transform" in steps:
+            baseline = isolated(transform_step, snapshot, Path(tmp) / "in-process")
+            print(f"transform in-process: {baseline}", flush=True)
+            runs = {}
+            for n in counts:
+                runs[str(n)] = isolated(transform_step, snapshot, Path(tmp) / f"w{n}", workers=n)
+                print(f"transform, {n} worker(s): {runs[str(n)]}", flush=True)
+            figures["transform"] = {
+                "in_process": baseline,
+                "workers": with_ratios(runs, baseline),
+                "machine": machine(),
+            }
+        if args.model and "refresh" in steps:
             figures["refresh"] = refresh_figures(args.model, snapshot, Path(tmp), counts)
+            figures["refresh"]["machine"] = machine()
 
     name = args.scale if data == SyntheticConfig(**SCALES[args.scale]) else str(data.videos)
-    path = save(figures, args.out, f"workers_{name}.json")
+    default = f"workers_{name}.json"
+    earlier = Path(args.out) if args.out else RESULTS / default
+    if earlier.exists():  # keep the steps not run now, with their own machine records
+        kept = json.loads(earlier.read_text())
+        if kept.get("data") == json.loads(json.dumps(figures["data"], default=str)):
+            for step in {"transform", "refresh"} - steps:
+                if step in kept:
+                    figures[step] = kept[step]
+    path = save(figures, args.out, default)
     print_table(figures)
     print(f"saved {path}")
     return 0
