@@ -176,14 +176,14 @@ def write_embeddings(
     from swiperec.beam_pipeline import new_pipeline
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
-    from swiperec.features.config import FeatureConfig, datetime_to_us
+    from swiperec.features.config import datetime_to_us, stored_feature_config
     from swiperec.model.train import read_model_card
     from swiperec.snapshot import read_metadata
 
     url = database_url or default_url()
     result = WriteResult(version)
     card = read_model_card(model_dir)
-    config = FeatureConfig.from_dict(card["input"]["feature_config"])
+    config = stored_feature_config(card["input"]["feature_config"])
     started = time.perf_counter()
     conn = connect(url)
     try:
@@ -263,13 +263,13 @@ def _user_chunks(pipeline, snapshot: str, config, shards: int):
 
 
 def match_ranking(card: dict, config) -> tuple[list[float], float] | None:
-    """A model card's match weights (in `RANKING_FEATURE_NAMES` order; 0 for the video
-    evidence of a model trained without it) and the recency half-life of `config`, the feature
-    config its features were made with, for the video set (`store.begin_set`); None without
-    them."""
-    from swiperec.model.data import card_ranking_weights
+    """A model card's served ranking weights (`served_ranking_weights`: in
+    `RANKING_FEATURE_NAMES` order, 0 for the video evidence of a model trained without it, plus
+    its exposure prior) and the recency half-life of `config`, the feature config its features
+    were made with, for the video set (`store.begin_set`); None without them."""
+    from swiperec.model.data import served_ranking_weights
 
-    weights = card_ranking_weights(card)
+    weights = served_ranking_weights(card)
     if weights is None:
         return None
     return weights.tolist(), config.recency_half_life_days

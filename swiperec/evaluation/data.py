@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from swiperec.features.config import FeatureConfig
+from swiperec.features.config import stored_feature_config
 from swiperec.features.events import PSEUDO_USER_PREFIX, load_snapshot
 from swiperec.features.user_history import UserHistory
 from swiperec.features.video_evidence import VideoSwipeCounts
@@ -47,6 +47,9 @@ class EvaluationData:
     # history at the test period's start (for the match of any video in their served list) and
     # `video_evidence` every video's swipe evidence then
     match_weights: np.ndarray | None
+    # the same as serving weighs them in served lists (`served_ranking_weights`: plus the
+    # exposure prior); the like/nope pair scores use `match_weights`
+    served_weights: np.ndarray | None
     video_evidence: np.ndarray | None  # [N, 2] float64: `VIDEO_EVIDENCE_NAMES` at test start
     genres: list  # [N] frozenset of genre names
     makers: list  # [N] frozenset holding the maker (empty when unknown)
@@ -92,15 +95,26 @@ def iso_us(iso: str) -> int:
     return int(np.datetime64(iso.rstrip("Z"), "us").astype(np.int64))
 
 
-def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, snapshot: str):
+def load_evaluation_data(
+    model_dir: str, examples_dir: str, transform_dir: str, snapshot: str, period: str = "test"
+):
     """Embed the test period with the model in `model_dir` (its `.keras` towers) over the
     examples and transform graph the transform step wrote, and read the history before it from
-    `snapshot`, the snapshot the examples were made from. Reads these four and nothing else."""
+    `snapshot`, the snapshot the examples were made from. Reads these four and nothing else.
+    `period="validation"` measures the validation period instead, as of its start (its
+    examples, users and likes; `test_start` then holds the validation start, and new videos are
+    those released from one period's length before it): for choosing serving settings without
+    looking at the test period."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from swiperec.features.transform import read_transform_metadata
-    from swiperec.model.data import Catalogue, card_ranking_weights, example_dataset
+    from swiperec.model.data import (
+        Catalogue,
+        card_ranking_weights,
+        example_dataset,
+        served_ranking_weights,
+    )
     from swiperec.model.embed import embed_catalogue, embed_examples, rank_catalogue
     from swiperec.model.export import load_keras_tower
     from swiperec.model.train import read_model_card
@@ -108,10 +122,18 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     meta = read_transform_metadata(examples_dir)
     card = read_model_card(model_dir)  # a clear error for a model that did not finish
     match_weights = card_ranking_weights(card)
-    config = FeatureConfig.from_dict(meta["config"])
+    served_weights = served_ranking_weights(card)
+    config = stored_feature_config(meta["config"])
     test_start = meta["split_boundaries"]["test_start"]
     validation_start = meta["split_boundaries"]["validation_start"]
     test_start_us, validation_start_us = iso_us(test_start), iso_us(validation_start)
+    if period not in ("test", "validation"):
+        raise ValueError(f"period: 'test' or 'validation', got {period!r}")
+    # New videos: released from one validation period's length before the test start on
+    new_from_us = validation_start_us
+    if period == "validation":  # the period measured, as of its start; new videos alike
+        new_from_us = validation_start_us - (test_start_us - validation_start_us)
+        test_start, test_start_us = validation_start, validation_start_us
 
     catalogue, events, snapshot_meta = load_snapshot(snapshot, config)
     made_from = {
@@ -154,7 +176,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
     spec = outputs["user"].transformed_feature_spec()
     examples = embed_examples(
         user_tower,
-        example_dataset(examples_dir, "test", spec, table, batch_size=4096),
+        example_dataset(examples_dir, period, spec, table, batch_size=4096),
     )
     example_rows = catalogue.index_of(examples.video_id)
     if match_weights is not None and examples.match is None:
@@ -218,6 +240,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         video_rank_scale=ranking[:, 1],
         ranked=ranker is not None,
         match_weights=match_weights,
+        served_weights=served_weights,
         video_evidence=None
         if match_weights is None
         else VideoSwipeCounts(catalogue, events).evidence(np.arange(len(catalogue)), test_start_us),
@@ -225,7 +248,7 @@ def load_evaluation_data(model_dir: str, examples_dir: str, transform_dir: str, 
         makers=[frozenset([m]) if m else frozenset() for m in catalogue.maker],
         like_counts=like_counts,
         nope_counts=nope_counts,
-        is_new_video=catalogue.released_us >= validation_start_us,
+        is_new_video=catalogue.released_us >= new_from_us,
         released_us=np.asarray(catalogue.released_us, np.int64),
         example_user=examples.user,
         example_video_row=example_rows,

@@ -159,7 +159,8 @@ def scorers(data: EvaluationData, truth=None, baseline: BaselineConfig | None = 
 def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDIDATES):
     """[N] scores of what serving serves user `u` at the test period's start: the `candidates`
     videos nearest by cosine among those the user has not decided, plus the nearest new releases
-    (`NEW_RELEASE`), scored by the ranking stage (new releases with the exploration bonus);
+    (`NEW_RELEASE`), scored by the ranking stage as serving weighs it (`served_weights`: with
+    the exposure prior; new releases with the exploration bonus);
     every other video -inf (never served). A model without the ranking stage is served as
     serving serves its set: the nearest by cosine alone."""
     cosine = data.video_embeddings @ data.user_embeddings[u]
@@ -181,12 +182,12 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     scores[retrieved] = (data.video_rank_scale[retrieved] * cosine[retrieved]
                          + data.video_rank_bias[retrieved]
                          + NEW_RELEASE["bonus"] * new[retrieved])  # fmt: skip
-    if data.match_weights is not None:
+    if data.served_weights is not None:
         history = data.user_histories[u]
         match = np.array([history.match(row) for row in retrieved.tolist()], np.float64)
         match = match.reshape(len(retrieved), len(MATCH_FEATURE_NAMES))  # also for none
         match = np.hstack([match, data.video_evidence[retrieved]])
-        scores[retrieved] += match @ data.match_weights
+        scores[retrieved] += match @ data.served_weights
     return scores
 
 

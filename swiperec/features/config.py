@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 
 _INT_FIELDS = ("like_rating", "nope_rating", "history_titles", "title_profile_size",
-               "user_vocab_size",
+               "history_profile_size", "user_vocab_size",
                "history_videos", "seed",
                "title_vocab_size", "ngram_min", "ngram_max")  # fmt: skip
 _FLOAT_FIELDS = ("pseudo_user_weight", "real_user_weight", "negatives_per_positive",
@@ -43,6 +43,10 @@ class FeatureConfig:
     history_titles: int = 20  # last N liked titles characterise the user
     title_profile_size: int = 32  # ... through their K most frequent character n-grams
     history_videos: int = 20  # last N liked video ids
+    # Liked and noped genres, makers and performers: the K with the largest shares (0: all).
+    # Without a cap every example carries every performer its user ever swiped (hundreds),
+    # and the examples grow with the square of a user's history.
+    history_profile_size: int = 32
     seed: int = 42
     title_vocab_size: int = 1000  # character n-gram vocabulary (TF-IDF of titles)
     # Cap of the user-side vocabularies (genres, makers, title n-grams, videos). Above the
@@ -86,7 +90,8 @@ class FeatureConfig:
             problems.append(
                 f"recency_half_life_days must be positive, got {self.recency_half_life_days}"
             )
-        for name in ("history_titles", "title_profile_size", "history_videos", "seed"):
+        for name in ("history_titles", "title_profile_size", "history_profile_size",
+                     "history_videos", "seed"):  # fmt: skip
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
         for name in ("title_vocab_size", "user_vocab_size"):
@@ -141,6 +146,13 @@ class FeatureConfig:
                 except ValueError as error:
                     raise ValueError(f"{name}: not an ISO 8601 time: {values[name]!r}") from error
         return cls(**values)
+
+
+def stored_feature_config(values: dict) -> FeatureConfig:
+    """The config an artifact (a transform's metadata, a model card) recorded: `from_dict`,
+    except that a config written before `history_profile_size` existed made uncapped
+    profiles, so the features its model is served with stay the ones it was trained on."""
+    return FeatureConfig.from_dict({"history_profile_size": 0, **values})
 
 
 def _as_utc(value: datetime) -> datetime:

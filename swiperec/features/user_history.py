@@ -94,6 +94,7 @@ class UserHistory:
         # liked makers, noped performers, liked performers; None when the dict changed since:
         # a nope leaves the liked lists alone.
         self._shares: list[tuple[list[str], list[float]] | None] = [None] * 6
+        self._totals: list[float | None] = [None] * 6  # the same dicts' weight sums
         # Most recent first; each entry is one liked title's n-gram list.
         self._title_ngrams: deque[list[str]] = deque(maxlen=config.history_titles)
         self._liked_videos: deque[str] = deque(maxlen=config.history_videos)
@@ -135,8 +136,9 @@ class UserHistory:
         weight = math.exp2(exponent)
 
         label = int(label)
-        shares = self._shares
+        shares, totals = self._shares, self._totals
         shares[label] = shares[2 + label] = shares[4 + label] = None
+        totals[label] = totals[2 + label] = totals[4 + label] = None
         self._counts[label] += 1
         self._scaled[label] += weight
         genres = self._genres[label]
@@ -162,24 +164,38 @@ class UserHistory:
         """The `MATCH_FEATURE_NAMES` of the video at catalogue `position` against the events
         added so far: for likes and for nopes, the share of the recency weight that went to
         the video's maker, and the mean share of its genres and of its performers (0 for a
-        video without any, or a user without likes / nopes). The shares are those `features`
-        lists, so the same as of any query time."""
+        video without any, or a user without likes / nopes). The shares are those of the
+        `features` lists (of every name, before the `history_profile_size` cut), so the same
+        as of any query time."""
         catalogue = self._catalogue
         maker = catalogue.maker[position]
         makers = [maker] if maker else []
         genres, performers = catalogue.genres[position], catalogue.performers[position]
-        return [  # MATCH_FEATURE_NAMES: liked, then noped, for each kind
-            _share_of(weights[label], names)
-            for weights, names in ((self._makers, makers), (self._genres, genres),
-                                   (self._performers, performers))
-            for label in (1, 0)
-        ]  # fmt: skip
+        dicts = (*self._genres, *self._makers, *self._performers)  # the `_shares` order
+        totals = self._totals
+        matched = []
+        for k, names in (
+            (3, makers),
+            (2, makers),
+            (1, genres),
+            (0, genres),
+            (5, performers),
+            (4, performers),
+        ):  # MATCH_FEATURE_NAMES: liked, then noped, per kind
+            weights = dicts[k]
+            if not names or not weights:
+                matched.append(0.0)
+                continue
+            if totals[k] is None:
+                totals[k] = sum(weights.values())
+            matched.append(sum(weights.get(name, 0.0) for name in names) / totals[k] / len(names))
+        return matched
 
     def _rescale(self, time_us: int) -> None:
         """Move the anchor to `time_us`, multiplying every stored weight by the same factor."""
         factor = math.exp2(-(time_us - self._anchor_us) / self._half_life_us)
         self._anchor_us = time_us
-        self._shares = [None] * 6
+        self._shares, self._totals = [None] * 6, [None] * 6
         self._scaled = [value * factor for value in self._scaled]
         for weights in (*self._genres, *self._makers, *self._performers):
             for key, value in list(weights.items()):
@@ -197,12 +213,14 @@ class UserHistory:
         counts, smoothed ratios `(likes + 1) / (likes + nopes + 2)`, recency-decayed counts
         and their smoothed ratio; `days_since_last_decision`, `tenure_days` (days, 0 with no
         history) and `has_history` (0/1); liked/noped genres, makers and performers with their
-        recency-weighted shares (each list's weights sum to 1; sorted by weight descending,
-        then name); `liked_title_ngrams` / `liked_title_ngram_weights`: the `title_profile_size`
-        most frequent char n-grams of the last `history_titles` liked titles (by count, then
-        n-gram) and their shares of those counts; `recent_liked_videos`: external ids of
-        the last `history_videos` likes, most recent first. Lists may be empty. Raises
-        ValueError if `at_us` is before the last added event (that would leak it).
+        recency-weighted shares of all the user's likes / nopes, sorted by weight descending,
+        then name, the `history_profile_size` largest of each (the weights sum to 1 when a
+        list holds every name); `liked_title_ngrams` / `liked_title_ngram_weights`: the
+        `title_profile_size` most frequent char n-grams of the last `history_titles` liked
+        titles (by count, then n-gram) and their shares of those counts;
+        `recent_liked_videos`: external ids of the last `history_videos` likes, most recent
+        first. Lists may be empty. Raises ValueError if `at_us` is before the last added
+        event (that would leak it).
         """
         at_us = int(at_us)
         nopes, likes = self._counts
@@ -219,9 +237,10 @@ class UserHistory:
             recency_likes = self._scaled[1] * decay
             days_since_last = (at_us - self._last_us) / DAY_US
             tenure = (at_us - self._first_us) / DAY_US
+        size = self._config.history_profile_size
         for k, weights in enumerate((*self._genres, *self._makers, *self._performers)):
             if self._shares[k] is None:
-                self._shares[k] = _shares(weights)
+                self._shares[k] = _shares(weights, size)
         if self._title_profile is None:
             self._title_profile = _title_profile(
                 self._title_ngrams, self._config.title_profile_size
@@ -268,21 +287,17 @@ def _title_profile(titles, size: int) -> tuple[list[str], list[float]]:
     and carrying those on every training example costs gigabytes at the catalogue's size.
     """
     counts = Counter(chain.from_iterable(titles))
-    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:size]
-    total = sum(count for _, count in top)
-    return [ngram for ngram, _ in top], [count / total for _, count in top]
+    # By n-gram, then stably by count descending: as `_shares` sorts.
+    top = sorted(counts)
+    top.sort(key=counts.__getitem__, reverse=True)
+    del top[size:]
+    total = sum(counts[ngram] for ngram in top)
+    return top, [counts[ngram] / total for ngram in top]
 
 
-def _share_of(weights: dict[str, float], names) -> float:
-    """The mean share of `names` in `weights` (0 when either is empty)."""
-    if not names or not weights:
-        return 0.0
-    total = sum(weights.values())
-    return sum(weights.get(name, 0.0) for name in names) / total / len(names)
-
-
-def _shares(weights: dict[str, float]) -> tuple[list[str], list[float]]:
-    """Names sorted by weight (descending, then name) and their shares of the total.
+def _shares(weights: dict[str, float], size: int = 0) -> tuple[list[str], list[float]]:
+    """The `size` (0: all) names of the largest weights, sorted by weight (descending, then
+    name), and their shares of the total.
 
     The shares need no decay factor: every stored weight carries the same one, so it cancels.
     """
@@ -293,4 +308,6 @@ def _shares(weights: dict[str, float]) -> tuple[list[str], list[float]]:
     # sorts with C-level keys, no (weight, name) tuple per entry.
     names = sorted(weights)
     names.sort(key=weights.__getitem__, reverse=True)
+    if size:
+        del names[size:]
     return names, [weights[name] / total for name in names]

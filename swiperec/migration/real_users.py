@@ -85,7 +85,7 @@ def compare_on_real_users(
     model_card.json) on the real users of `snapshot` from `test_start_us` on; differences to
     `reference` (default: the last model named). JSON-ready; see the module."""
     from swiperec.embeddings.towers import embed_users, embed_videos, load_towers
-    from swiperec.features.config import FeatureConfig
+    from swiperec.features.config import FeatureConfig, stored_feature_config
     from swiperec.features.events import load_snapshot
     from swiperec.model.train import read_model_card
 
@@ -114,7 +114,7 @@ def compare_on_real_users(
     ]
     per_model = {}
     for name, model_dir in model_dirs.items():
-        config = FeatureConfig.from_dict(read_model_card(model_dir)["input"]["feature_config"])
+        config = stored_feature_config(read_model_card(model_dir)["input"]["feature_config"])
         towers = load_towers(model_dir)
         _, user_vectors = embed_users(towers, catalogue, config, history, test_start_us)
         _, video_vectors = embed_videos(towers, catalogue, range(len(catalogue)), test_start_us)

@@ -50,6 +50,13 @@ class TrainConfig:
     # With the match features, also the video's own swipe evidence as of the example (its
     # like log-odds and how many real swipes: `VIDEO_EVIDENCE_NAMES`).
     video_evidence: bool = True
+    # Serving only: added to the weight of `video_swipes` (ln(1 + the video's real swipes))
+    # in served lists, not in the like/nope score the ranking stage trains. The like/nope loss
+    # scores a video as if it were shown; which videos the app's users engage with at all
+    # (the swipe logs the lists are measured on) follows how widely each was swiped. Chosen on
+    # the validation period: the largest Recall@50 that keeps new videos' Recall@50 at half
+    # of theirs without it or more, over three seeds (results/ranking_exposure_prior.json).
+    exposure_prior: float = 0.2
     patience: int = 3  # epochs without a better validation AUC before stopping
     shuffle_buffer: int = 100_000  # examples
     steps_per_epoch: int | None = None  # None: one pass over the training examples
@@ -75,7 +82,7 @@ class TrainConfig:
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number, got {value!r}")
         for name in ("retrieval_weight", "pointwise_weight", "warmup_epochs", "weight_decay",
-                     "bag_l2"):  # fmt: skip
+                     "bag_l2", "exposure_prior"):  # fmt: skip
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 problems.append(f"{name} must be a number >= 0, got {value!r}")

@@ -203,6 +203,20 @@ def card_ranking_weights(card: dict) -> np.ndarray | None:
     return np.array([weights.get(n, 0.0) for n in RANKING_FEATURE_NAMES], np.float32)
 
 
+def served_ranking_weights(card: dict) -> np.ndarray | None:
+    """`card_ranking_weights` as serving weighs them: plus the model's `exposure_prior` on
+    `video_swipes` (0 for a card from before it existed). What the video set stores and the
+    evaluator's served lists use; the like/nope score keeps `card_ranking_weights`."""
+    from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
+
+    weights = card_ranking_weights(card)
+    if weights is None:
+        return None
+    prior = float(card.get("hyperparameters", {}).get("exposure_prior", 0.0))
+    weights[RANKING_FEATURE_NAMES.index("video_swipes")] += prior
+    return weights
+
+
 def require_match_features(available, names) -> None:
     """Raise a ValueError naming the pair features `names` missing from `available` (the
     features of a batch or of the examples' spec), if any."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from swiperec.embeddings.towers import load_towers
 from swiperec.errors import SwiperecError
-from swiperec.features.config import FeatureConfig
+from swiperec.features.config import FeatureConfig, stored_feature_config
 from swiperec.model.train import read_model_card
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Models:
                 if key not in self._loaded:
                     try:
                         card = read_model_card(uri)
-                        config = FeatureConfig.from_dict(card["input"]["feature_config"])
+                        config = stored_feature_config(card["input"]["feature_config"])
                         self._loaded[key] = (self._loader(uri), config)
                         log.info("loaded the towers of %s from %s", version, uri)
                     except Exception as err:  # any failure to load: reported, others go on

@@ -63,8 +63,8 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     # Beside each vector, the video's ranking terms that the serving function ranks by.
     np.testing.assert_allclose([r[2] for r in stored], expected["rank_bias"].numpy(), atol=1e-6)
     np.testing.assert_allclose([r[3] for r in stored], expected["rank_scale"].numpy(), rtol=1e-6)
-    # The video set carries the model's match weights and their recency half-life; the user
-    # set none.
+    # The video set carries the model's match weights (the swipes' with the exposure prior
+    # added) and their recency half-life; the user set none.
     with conn.cursor() as cur:
         cur.execute("select kind, match_weights, match_half_life_days from embedding_sets "
                     "where model_version = 'v1' order by kind")  # fmt: skip
@@ -74,6 +74,9 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     assert sets[0] == ("user", None, None)
     assert sets[1][0] == "video"
     weights = [card["match_weights"][name] for name in RANKING_FEATURE_NAMES]
+    weights[-1] += card["hyperparameters"]["exposure_prior"]
+    assert RANKING_FEATURE_NAMES[-1] == "video_swipes"
+    assert card["hyperparameters"]["exposure_prior"] > 0
     np.testing.assert_allclose(sets[1][1], weights, rtol=1e-6)
     assert sets[1][2] == card["input"]["feature_config"]["recency_half_life_days"]
     assert any(w != 0 for w in weights)

@@ -85,6 +85,39 @@ def test_served_lists_weigh_each_videos_swipe_evidence_at_the_test_start(data, s
     assert (likes + nopes).max() > 0
 
 
+def test_served_lists_add_the_exposure_prior_to_the_swipes_weight_only(data, trained):
+    from swiperec.model.train import read_model_card
+
+    prior = read_model_card(trained.model_dir)["hyperparameters"]["exposure_prior"]
+    assert prior > 0
+    np.testing.assert_array_equal(data.served_weights[:7], data.match_weights[:7])
+    assert data.served_weights[7] == pytest.approx(data.match_weights[7] + prior)
+
+
+def test_the_validation_period_is_measured_as_of_its_start(
+    data, trained, transformed, snapshot_dir
+):
+    from swiperec.evaluation.data import load_evaluation_data
+    from swiperec.features.config import FeatureConfig
+    from swiperec.features.events import load_snapshot
+
+    validation = load_evaluation_data(trained.model_dir, transformed.examples_dir,
+                                      transformed.transform_dir, snapshot_dir,
+                                      period="validation")  # fmt: skip
+    assert validation.test_start == data.validation_start
+    start = int(np.datetime64(data.validation_start.rstrip("Z"), "us").astype(np.int64))
+    # Its users and their histories as of its start: every decision before it, none after.
+    _, events, _ = load_snapshot(snapshot_dir, FeatureConfig())
+    before = {}
+    for key, time_us in zip(events.user_key.tolist(), events.time_us.tolist(), strict=True):
+        before[key] = before.get(key, 0) + (time_us < start)
+    assert validation.decisions_before.tolist() == [before[k] for k in validation.user_keys]
+    assert validation.example_label.max() == 1 and validation.example_label.min() == 0
+    with pytest.raises(ValueError, match="period"):
+        load_evaluation_data(trained.model_dir, transformed.examples_dir,
+                             transformed.transform_dir, snapshot_dir, period="train")  # fmt: skip
+
+
 def test_no_ranking_returns_a_video_the_user_already_decided(data, truth):
     for name, (_, users) in scorers(data, truth).items():
         top = top_lists(data, users)

@@ -24,7 +24,12 @@ on both regimes. Each records every epoch's train and validation AUC: the epoch 
 validation peaks and how far training runs ahead of it say which part overfits. `match_off`
 and `match_features` train without and with the match features (the default), each also with
 a second seed (`_seed_43`); `evidence_off` keeps the match features but leaves out the
-videos' swipe evidence (`TrainConfig.video_evidence`).
+videos' swipe evidence (`TrainConfig.video_evidence`); `exposure_off` serves the default
+model's lists without the exposure prior (`TrainConfig.exposure_prior`: a serving setting, so
+the trained model of the same seed is copied with its card changed, not trained again).
+
+`--validation-priors 0,0.2,...` also scores each variant's served lists in the validation
+period with each exposure prior: the choice of `TrainConfig.exposure_prior`.
 
 Writes tests/performance/results/ranking.json (--out: another file) after every model.
 """
@@ -75,6 +80,12 @@ VARIANTS = {
     # The match features without the videos' swipe evidence (`TrainConfig.video_evidence`).
     "evidence_off": {"video_evidence": False},
     "evidence_off_seed_43": {"video_evidence": False, "seed": 43},
+    "match_features_seed_44": {"match_features": True, "seed": 44},
+    # Served lists without the exposure prior (`TrainConfig.exposure_prior`, serving only: the
+    # same trained model, its card's prior changed).
+    "exposure_off": {"exposure_prior": 0.0},
+    "exposure_off_seed_43": {"exposure_prior": 0.0, "seed": 43},
+    "exposure_off_seed_44": {"exposure_prior": 0.0, "seed": 44},
     # The towers' share of the like/nope loss, lowered: the ranking stage's own terms train
     # as before (Adam scales each parameter's steps), the towers lean towards retrieval.
     "pointwise_0.5": {"pointwise_weight": 0.5},
@@ -146,6 +157,37 @@ def goals(fig: dict, share: dict | None) -> dict:
     }
 
 
+SERVING_ONLY = ("exposure_prior",)  # TrainConfig fields that do not change the training
+
+
+def _card_config(card: dict):
+    from swiperec.model.config import TrainConfig
+
+    # Older cards lack later fields: their defaults, but the match features, the video evidence
+    # and the exposure prior were off before they came.
+    return TrainConfig.from_dict({"match_features": False, "video_evidence": False,
+                                  "exposure_prior": 0.0, **card["hyperparameters"]})  # fmt: skip
+
+
+def _copy_if_only_serving_differs(models: Path, model_dir: Path, config) -> None:
+    """A variant that differs from a model already trained only in `SERVING_ONLY` fields is
+    that model with its card's fields changed: copied, not trained again."""
+    import dataclasses
+    import shutil
+
+    from swiperec.model.train import read_model_card
+
+    trains_as = {name: getattr(config, name) for name in SERVING_ONLY}
+    for other in sorted(models.glob("*/model_card.json")) if models.exists() else []:
+        card = read_model_card(str(other.parent))
+        if dataclasses.replace(_card_config(card), **trains_as) == config:
+            shutil.copytree(other.parent, model_dir)
+            card["hyperparameters"].update(trains_as)
+            (model_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+            log(f"{model_dir.name}: {other.parent.name}'s model, served with {trains_as}")
+            return
+
+
 def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     from swiperec.evaluation.evaluate import evaluate
     from swiperec.model.config import TrainConfig
@@ -153,15 +195,13 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
 
     model_dir = models / name
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides})
+    if not (model_dir / "model_card.json").exists():
+        _copy_if_only_serving_differs(models, model_dir, config)
     if (model_dir / "model_card.json").exists():  # trained by an earlier run: evaluate it again
         card = read_model_card(str(model_dir))
-        # Older cards lack later fields: their defaults, but the match features and the video
-        # evidence were off before they came.
-        trained_with = {"match_features": False, "video_evidence": False,
-                        **card["hyperparameters"]}  # fmt: skip
-        if TrainConfig.from_dict(trained_with) != config:
-            raise SystemExit(f"{model_dir} was trained with another config: remove it")
         seconds = card["training"]["seconds"]
+        if _card_config(card) != config:
+            raise SystemExit(f"{model_dir} was trained with another config: remove it")
     else:
         started = time.perf_counter()
         card = train(str(work / "transform"), str(work / "examples"), str(model_dir), config,
@@ -190,6 +230,34 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     }
 
 
+def validation_recall_by_prior(work: Path, model_dir: Path, priors: list[float]) -> dict:
+    """Recall@10/@50 of the model's served lists in the **validation** period, as of its start,
+    with each exposure prior in `priors` in place of the card's: how `TrainConfig.exposure_prior`
+    is chosen without looking at the test period."""
+    from swiperec.evaluation.data import load_evaluation_data
+    from swiperec.evaluation.evaluate import retrieval, served_scores, top_lists
+    from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
+
+    data = load_evaluation_data(str(model_dir), str(work / "examples"), str(work / "transform"),
+                                str(work / "snapshot"), period="validation")  # fmt: skip
+    if data.served_weights is None:
+        return {}  # a model without the ranking stage's weights has no prior to choose
+    swipes = RANKING_FEATURE_NAMES.index("video_swipes")
+    trained = data.match_weights[swipes]
+    new = [r[data.is_new_video[r]] for r in data.relevant]
+    old = [r[~data.is_new_video[r]] for r in data.relevant]
+    out = {}
+    for prior in priors:
+        data.served_weights[swipes] = trained + prior
+        top = top_lists(data, lambda u: served_scores(data, u))
+        ranked = retrieval(top, data.relevant)
+        out[str(prior)] = {k: ranked[k] for k in ("recall@10", "recall@50")}
+        out[str(prior)]["new_videos_recall@50"] = retrieval(top, new)["recall@50"]
+        out[str(prior)]["old_videos_recall@50"] = retrieval(top, old)["recall@50"]
+        log(f"  validation, exposure prior {prior}: {out[str(prior)]}")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="data and models folder (default: temporary)")
@@ -197,6 +265,11 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--what", default="", help="what the run compares, kept in the results")
+    parser.add_argument(
+        "--validation-priors",
+        default="",
+        help="comma-separated exposure priors: each variant's validation-period Recall with each",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-ranking-") as scratch:
         work = args.work or Path(scratch)
@@ -211,6 +284,12 @@ def main(argv=None) -> int:
                 log(f"{regime}: training {name}")
                 entry[name] = run_variant(data, name, VARIANTS[name], work / regime / "models")
                 log(f"{regime} {name}: {json.dumps(entry[name]['goals'])}")
+                # a serving-only variant shares its model's validation figures
+                if args.validation_priors and not set(VARIANTS[name]) & set(SERVING_ONLY):
+                    priors = [float(p) for p in args.validation_priors.split(",")]
+                    entry[name]["validation_recall_by_exposure_prior"] = validation_recall_by_prior(
+                        data, work / regime / "models" / name, priors
+                    )
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(report, indent=1))
         report["machine_after"] = machine()

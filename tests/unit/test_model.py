@@ -15,7 +15,12 @@ from swiperec.features.preprocessing import AGE_SCALE_DAYS
 from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
 from swiperec.model.config import TrainConfig
-from swiperec.model.data import Catalogue, card_ranking_weights, ranking_feature_names
+from swiperec.model.data import (
+    Catalogue,
+    card_ranking_weights,
+    ranking_feature_names,
+    served_ranking_weights,
+)
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
 from swiperec.model.towers import (
     USER_BAGS,
@@ -314,6 +319,13 @@ def test_a_cards_match_weights_in_serving_order_with_the_evidence_0_when_untrain
     del history_only["match_noped_genres"]
     with pytest.raises(ValueError, match="match_noped_genres"):
         card_ranking_weights({"match_weights": history_only})
+    # Served lists add the exposure prior to the swipes' weight; a card from before the prior
+    # existed serves as it was trained.
+    card = {"match_weights": weights, "hyperparameters": {"exposure_prior": 0.5}}
+    np.testing.assert_array_equal(served_ranking_weights(card), [1, 2, 3, 4, 5, 6, 7, 8.5])
+    np.testing.assert_array_equal(card_ranking_weights(card), range(1, 9))
+    np.testing.assert_array_equal(served_ranking_weights({"match_weights": weights}), range(1, 9))
+    assert served_ranking_weights({"hyperparameters": {"exposure_prior": 0.5}}) is None
     # Which features a config trains with, in that order.
     assert ranking_feature_names(TrainConfig()) == RANKING_FEATURE_NAMES
     assert ranking_feature_names(TrainConfig(video_evidence=False)) == MATCH_FEATURE_NAMES

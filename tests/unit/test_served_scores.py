@@ -45,7 +45,7 @@ def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
         video_rank_scale=np.array([2.0, 2.0, 2.0, 2.0, 2.0]),
         video_rank_bias=np.array([0.0, 0.0, 1.0, 0.0, 5.0]),
         ranked=True,
-        match_weights=None,
+        served_weights=None,
     )
     scores = served_scores(data, 0, candidates=2)
     # Retrieved: the 2 nearest not decided (videos 2, 3) and the nearest new release (4);
@@ -76,7 +76,7 @@ def test_served_scores_add_the_weighted_match_of_each_candidate():
         video_rank_scale=np.ones(3),
         video_rank_bias=np.zeros(3),
         ranked=True,
-        match_weights=np.array([2.0, 0, 0, -4.0, 0, 0, 0.0, 0.0]),
+        served_weights=np.array([2.0, 0, 0, -4.0, 0, 0, 0.0, 0.0]),
         user_histories=[SimpleNamespace(match=lambda row: match[row])],
         # like log-odds and log swipes of each video at the test start
         video_evidence=np.array([[0.5, 3.0], [-1.0, 2.0], [0.0, 0.0]]),
@@ -85,7 +85,14 @@ def test_served_scores_add_the_weighted_match_of_each_candidate():
     np.testing.assert_allclose(scores, [1.0, 0.9 - 2.0, 0.8 + 1.6])
     assert list(np.argsort(-scores)) == [2, 0, 1]
     # The videos' swipe evidence joins with its own weights: video 1's like log-odds lifts it.
-    data.match_weights = np.array([2.0, 0, 0, -4.0, 0, 0, 3.0, 0.1])
+    data.served_weights = np.array([2.0, 0, 0, -4.0, 0, 0, 3.0, 0.1])
     scores = served_scores(data, 0, candidates=3)
     np.testing.assert_allclose(scores, [1.0 + 1.5 + 0.3, 0.9 - 2.0 - 3.0 + 0.2, 0.8 + 1.6])
+    assert list(np.argsort(-scores)) == [0, 2, 1]
+    # Served lists weigh the swipes with the exposure prior (`served_ranking_weights`), not
+    # the like/nope score's weights: the most swiped video, 1, comes first.
+    data.match_weights = data.served_weights.copy()
+    data.served_weights[7] += 1.0
+    scores = served_scores(data, 0, candidates=3)
+    np.testing.assert_allclose(scores, [1.0 + 1.5 + 3.3, 0.9 - 2.0 - 3.0 + 2.2, 0.8 + 1.6])
     assert list(np.argsort(-scores)) == [0, 2, 1]

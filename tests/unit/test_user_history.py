@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
-from swiperec.features.config import FeatureConfig, char_ngrams, datetime_to_us
+from swiperec.features.config import (
+    FeatureConfig,
+    char_ngrams,
+    datetime_to_us,
+    stored_feature_config,
+)
 from swiperec.features.events import catalogue_from_table
 from swiperec.features.user_history import (
     DAY_US,
@@ -68,6 +74,9 @@ def test_config_round_trips_through_json():
     restored = FeatureConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config
     assert FeatureConfig.from_dict({}) == FeatureConfig()
+    # An artifact's config from before the profile cap existed made uncapped profiles.
+    assert stored_feature_config({}) == FeatureConfig(history_profile_size=0)
+    assert stored_feature_config(config.to_dict()) == config
 
 
 def test_config_reads_naive_datetimes_as_utc():
@@ -84,6 +93,7 @@ def test_config_reads_naive_datetimes_as_utc():
         ({"negatives_per_positive": float("nan")}, "must be finite"),
         ({"recency_half_life_days": 0}, "recency_half_life_days must be positive"),
         ({"history_titles": 2.5}, "history_titles must be an int"),
+        ({"history_profile_size": -1}, "history_profile_size must not be negative"),
         ({"seed": True}, "seed must be an int"),
         ({"ngram_min": 3, "ngram_max": 2}, "ngram_min <= ngram_max"),
         ({"val_start": datetime(2026, 3, 1)}, "give both val_start and test_start"),
@@ -228,6 +238,28 @@ def test_performer_shares_follow_recency_and_likes_and_nopes_apart(catalogue):
     again = history.features(at)
     assert again["liked_performers"] == ["Q", "P"]
     assert again["noped_performer_weights"] == pytest.approx([9 / 14, 2 / 7, 1 / 14])
+
+
+def test_profiles_keep_the_largest_shares_of_the_whole_history(catalogue):
+    capped = UserHistory(catalogue, replace(CONFIG, history_profile_size=1), is_pseudo=False)
+    whole = UserHistory(catalogue, replace(CONFIG, history_profile_size=0), is_pseudo=False)
+    for history in (capped, whole):
+        history.add(1, 1, T0)  # P, Q; 恋愛, ドラマ; maker A: weight 1 each
+        history.add(2, 1, T0)  # Q; 恋愛; B: 1
+        history.add(4, 1, T0 + DAY_US)  # R; アクション; A: 2 (a day later)
+    features, every = capped.features(T0 + 2 * DAY_US), whole.features(T0 + 2 * DAY_US)
+    # Q (1 + 1) and R (2) tie on 2 of 5 and sort by name; P has 1 of 5.
+    assert every["liked_performers"] == ["Q", "R", "P"]
+    assert every["liked_performer_weights"] == pytest.approx([0.4, 0.4, 0.2])
+    assert features["liked_performers"] == ["Q"]
+    assert features["liked_performer_weights"] == pytest.approx([0.4])  # of all five, still
+    assert every["liked_genres"] == ["アクション", "恋愛", "ドラマ"]
+    assert features["liked_genres"] == ["アクション"]
+    assert features["liked_maker_weights"] == pytest.approx([0.75])  # A: 3 of 4
+    # The match features weigh every name, not only the profile's.
+    for position in range(4):
+        assert capped.match(position) == whole.match(position)
+    assert capped.match(0)[4] == pytest.approx((0.2 + 0.4) / 2)  # P and Q
 
 
 def test_decayed_count_halves_after_one_half_life(catalogue):
