@@ -54,8 +54,11 @@ class TrainConfig:
     # in served lists, not in the like/nope score the ranking stage trains. The like/nope loss
     # scores a video as if it were shown; which videos the app's users engage with at all
     # (the swipe logs the lists are measured on) follows how widely each was swiped. Chosen on
-    # the validation period: the largest Recall@50 that keeps new videos' Recall@50 at half
-    # of theirs without it or more, over three seeds (results/ranking_exposure_prior.json).
+    # the validation period: the largest mean Recall@50 over three seeds that keeps new
+    # videos' mean Recall@50 at half of theirs without it or more
+    # (results/ranking_exposure_prior.json). Recorded in the model card and, added to the
+    # weight, in each video set written: a new value serves with the next version written.
+    # A model trained without the swipe evidence serves without it.
     exposure_prior: float = 0.2
     patience: int = 3  # epochs without a better validation AUC before stopping
     shuffle_buffer: int = 100_000  # examples

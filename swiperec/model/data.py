@@ -205,13 +205,14 @@ def card_ranking_weights(card: dict) -> np.ndarray | None:
 
 def served_ranking_weights(card: dict) -> np.ndarray | None:
     """`card_ranking_weights` as serving weighs them: plus the model's `exposure_prior` on
-    `video_swipes` (0 for a card from before it existed). What the video set stores and the
+    `video_swipes` (0 for a card from before it existed, and for a model trained without the
+    videos' swipe evidence, which serves without it). What the video set stores and the
     evaluator's served lists use; the like/nope score keeps `card_ranking_weights`."""
     from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 
     weights = card_ranking_weights(card)
-    if weights is None:
-        return None
+    if weights is None or "video_swipes" not in card["match_weights"]:
+        return weights
     prior = float(card.get("hyperparameters", {}).get("exposure_prior", 0.0))
     weights[RANKING_FEATURE_NAMES.index("video_swipes")] += prior
     return weights

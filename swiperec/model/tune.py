@@ -65,6 +65,8 @@ _INT_FIELDS = {
     if isinstance(f.default, int) and not isinstance(f.default, bool)
 } | {"steps_per_epoch"}  # int | None
 _BOOL_FIELDS = {f.name for f in fields(TrainConfig) if isinstance(f.default, bool)}
+# TrainConfig fields that change what serving serves, not what trains (`exposure_prior`).
+SERVING_ONLY_FIELDS = frozenset({"exposure_prior"})
 _SCALAR_FIELDS = (
     _INT_FIELDS | _BOOL_FIELDS | {f.name for f in fields(TrainConfig) if type(f.default) is float}
 )
@@ -95,6 +97,10 @@ def parse_search_space(
     for name, spec in space.items():
         if name not in known:
             problems.append(f"{name!r} is not a TrainConfig field")
+            continue
+        if name in SERVING_ONLY_FIELDS:
+            problems.append(f"{name}: a serving setting, which the trials' validation AUC does "
+                            "not measure")  # fmt: skip
             continue
         if name not in _SCALAR_FIELDS:
             problems.append(f"{name}: only fields with a number or boolean value can be searched")

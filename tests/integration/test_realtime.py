@@ -305,7 +305,7 @@ def test_sigterm_finishes_and_exits(rt, rt_url):
 
 def test_realtime_vectors_equal_the_batch_writers(rt, prepared):
     from swiperec.embeddings.towers import embed_users, embed_videos_ranked, load_towers
-    from swiperec.features.config import FeatureConfig
+    from swiperec.features.config import stored_feature_config
     from swiperec.features.events import load_catalogue
     from swiperec.model.train import read_model_card
 
@@ -317,7 +317,7 @@ def test_realtime_vectors_equal_the_batch_writers(rt, prepared):
         np.testing.assert_allclose(realtime[user], stored[user], atol=1e-5)
 
     towers = load_towers(prepared["model_dir"])
-    config = FeatureConfig.from_dict(
+    config = stored_feature_config(
         read_model_card(prepared["model_dir"])["input"]["feature_config"]
     )
     catalogue = load_catalogue(prepared["snapshot"])

@@ -24,7 +24,8 @@ on both regimes. Each records every epoch's train and validation AUC: the epoch 
 validation peaks and how far training runs ahead of it say which part overfits. `match_off`
 and `match_features` train without and with the match features (the default), each also with
 a second seed (`_seed_43`); `evidence_off` keeps the match features but leaves out the
-videos' swipe evidence (`TrainConfig.video_evidence`); `exposure_off` serves the default
+videos' swipe evidence (`TrainConfig.video_evidence`); `match_features_seed_44` is a third
+seed; `exposure_off` serves the default
 model's lists without the exposure prior (`TrainConfig.exposure_prior`: a serving setting, so
 the trained model of the same seed is copied with its card changed, not trained again).
 
@@ -278,6 +279,9 @@ def main(argv=None) -> int:
             log(f"{regime}: preparing the data")
             data = prepare(work / regime, regime)
             entry = report["regimes"].setdefault(regime, {})
+            report.setdefault("feature_config", {})[regime] = json.loads(
+                (data / "examples" / "metadata.json").read_text()
+            )["config"]
             for name in args.variants.split(","):
                 if regime != "default" and name.startswith("no_"):
                     continue  # the ablation runs on the default data only

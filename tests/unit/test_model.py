@@ -326,6 +326,10 @@ def test_a_cards_match_weights_in_serving_order_with_the_evidence_0_when_untrain
     np.testing.assert_array_equal(card_ranking_weights(card), range(1, 9))
     np.testing.assert_array_equal(served_ranking_weights({"match_weights": weights}), range(1, 9))
     assert served_ranking_weights({"hyperparameters": {"exposure_prior": 0.5}}) is None
+    # A model trained without the swipe evidence serves without it, prior included.
+    history_only = {n: weights[n] for n in MATCH_FEATURE_NAMES}
+    card = {"match_weights": history_only, "hyperparameters": {"exposure_prior": 0.5}}
+    np.testing.assert_array_equal(served_ranking_weights(card), [1, 2, 3, 4, 5, 6, 0, 0])
     # Which features a config trains with, in that order.
     assert ranking_feature_names(TrainConfig()) == RANKING_FEATURE_NAMES
     assert ranking_feature_names(TrainConfig(video_evidence=False)) == MATCH_FEATURE_NAMES

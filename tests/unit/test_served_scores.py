@@ -90,9 +90,10 @@ def test_served_scores_add_the_weighted_match_of_each_candidate():
     np.testing.assert_allclose(scores, [1.0 + 1.5 + 0.3, 0.9 - 2.0 - 3.0 + 0.2, 0.8 + 1.6])
     assert list(np.argsort(-scores)) == [0, 2, 1]
     # Served lists weigh the swipes with the exposure prior (`served_ranking_weights`), not
-    # the like/nope score's weights: the most swiped video, 1, comes first.
+    # the like/nope score's weights: with 4 more per log swipe, video 2 (2.0 against 0)
+    # overtakes video 3.
     data.match_weights = data.served_weights.copy()
-    data.served_weights[7] += 1.0
+    data.served_weights[7] += 4.0
     scores = served_scores(data, 0, candidates=3)
-    np.testing.assert_allclose(scores, [1.0 + 1.5 + 3.3, 0.9 - 2.0 - 3.0 + 2.2, 0.8 + 1.6])
-    assert list(np.argsort(-scores)) == [0, 2, 1]
+    np.testing.assert_allclose(scores, [1.0 + 1.5 + 12.3, 0.9 - 2.0 - 3.0 + 8.2, 0.8 + 1.6])
+    assert list(np.argsort(-scores)) == [0, 1, 2]
