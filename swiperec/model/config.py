@@ -8,6 +8,11 @@ from dataclasses import asdict, dataclass, fields
 EMBEDDING_DIM = 768  # the dimension of `video_embeddings.embedding` / `user_embeddings.embedding`
 
 
+# TrainConfig fields that change what serving serves, not what trains (`exposure_prior`):
+# the tuner cannot measure them, and two configs that differ only in them train alike.
+SERVING_ONLY_FIELDS = frozenset({"exposure_prior"})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the two-tower model is built and trained.

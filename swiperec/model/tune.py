@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 
 from swiperec.errors import SwiperecError
-from swiperec.model.config import TrainConfig
+from swiperec.model.config import SERVING_ONLY_FIELDS, TrainConfig
 from swiperec.model.train import MODEL_CARD, TrainResult, publish, train
 
 # The default search space (names are TrainConfig fields): the learning rate, the regularisers,
@@ -65,8 +65,6 @@ _INT_FIELDS = {
     if isinstance(f.default, int) and not isinstance(f.default, bool)
 } | {"steps_per_epoch"}  # int | None
 _BOOL_FIELDS = {f.name for f in fields(TrainConfig) if isinstance(f.default, bool)}
-# TrainConfig fields that change what serving serves, not what trains (`exposure_prior`).
-SERVING_ONLY_FIELDS = frozenset({"exposure_prior"})
 _SCALAR_FIELDS = (
     _INT_FIELDS | _BOOL_FIELDS | {f.name for f in fields(TrainConfig) if type(f.default) is float}
 )

@@ -158,9 +158,6 @@ def goals(fig: dict, share: dict | None) -> dict:
     }
 
 
-SERVING_ONLY = ("exposure_prior",)  # TrainConfig fields that do not change the training
-
-
 def _card_config(card: dict):
     from swiperec.model.config import TrainConfig
 
@@ -171,14 +168,15 @@ def _card_config(card: dict):
 
 
 def _copy_if_only_serving_differs(models: Path, model_dir: Path, config) -> None:
-    """A variant that differs from a model already trained only in `SERVING_ONLY` fields is
+    """A variant that differs from a model already trained only in `SERVING_ONLY_FIELDS` is
     that model with its card's fields changed: copied, not trained again."""
     import dataclasses
     import shutil
 
+    from swiperec.model.config import SERVING_ONLY_FIELDS
     from swiperec.model.train import read_model_card
 
-    trains_as = {name: getattr(config, name) for name in SERVING_ONLY}
+    trains_as = {name: getattr(config, name) for name in SERVING_ONLY_FIELDS}
     for other in sorted(models.glob("*/model_card.json")) if models.exists() else []:
         card = read_model_card(str(other.parent))
         if dataclasses.replace(_card_config(card), **trains_as) == config:
@@ -260,6 +258,8 @@ def validation_recall_by_prior(work: Path, model_dir: Path, priors: list[float])
 
 
 def main(argv=None) -> int:
+    from swiperec.model.config import SERVING_ONLY_FIELDS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="data and models folder (default: temporary)")
     parser.add_argument("--regimes", default="default,quality")
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
                 entry[name] = run_variant(data, name, VARIANTS[name], work / regime / "models")
                 log(f"{regime} {name}: {json.dumps(entry[name]['goals'])}")
                 # a serving-only variant shares its model's validation figures
-                if args.validation_priors and not set(VARIANTS[name]) & set(SERVING_ONLY):
+                if args.validation_priors and not set(VARIANTS[name]) & SERVING_ONLY_FIELDS:
                     priors = [float(p) for p in args.validation_priors.split(",")]
                     entry[name]["validation_recall_by_exposure_prior"] = validation_recall_by_prior(
                         data, work / regime / "models" / name, priors
