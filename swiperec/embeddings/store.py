@@ -127,6 +127,7 @@ def begin_set(
     expected_shards: int,
     as_of=None,
     match: tuple[list[float], float] | None = None,
+    new_release_bonus: float | None = None,
 ) -> bool:
     """Start loading `version`'s set of `kind`, of `expected_shards` shards (checked when it is
     finished); False when it is already ready (nothing to do). `as_of`: the time the vectors
@@ -134,11 +135,14 @@ def begin_set(
     after it is queued for the real-time worker. `match`: a video set's (weights of the
     `RANKING_FEATURE_NAMES`, the match shares' recency half-life in days), which the serving
     function adds to each candidate's like logit; None: the model has none.
+    `new_release_bonus`: a video set's exploration bonus for new releases among the candidates
+    (`TrainConfig.new_release_bonus`); None: the one sets had before it (the SQL function's).
 
     A set left `loading` by an earlier run is started afresh: its table is dropped. Only one
     writer may load a version at a time (`writing`)."""
     _check_kind(kind)
     weights, half_life = _check_match(kind, match)
+    _check_new_release_bonus(kind, new_release_bonus)
     table, name = _table(version, kind)
     key = KINDS[kind][0]
     with conn, conn.cursor() as cur:
@@ -171,10 +175,10 @@ def begin_set(
         cur.execute(sql.SQL("alter table {} enable row level security").format(table))
         cur.execute(
             "insert into embedding_sets (model_version, kind, state, table_name, dimension, "
-            "expected_shards, as_of, match_weights, match_half_life_days) "
-            "values (%s, %s, 'loading', %s, %s, %s, %s, %s, %s)",
+            "expected_shards, as_of, match_weights, match_half_life_days, new_release_bonus) "
+            "values (%s, %s, 'loading', %s, %s, %s, %s, %s, %s, %s)",
             (version, kind, f"swiperec_private.{name}", int(dimension), expected_shards, as_of,
-             weights, half_life),
+             weights, half_life, new_release_bonus),
         )  # fmt: skip
     return True
 
@@ -192,6 +196,15 @@ def _check_match(kind: str, match) -> tuple[list[float] | None, float | None]:
     if not (np.isfinite(half_life) and half_life > 0):
         raise ValueError(f"the match half-life must be a positive number of days, got {half_life}")
     return weights, half_life
+
+
+def _check_new_release_bonus(kind: str, bonus) -> None:
+    if bonus is None:
+        return
+    if kind != "video":
+        raise ValueError("a new-release bonus belongs to a video set")
+    if not (np.isfinite(bonus) and bonus >= 0):
+        raise ValueError(f"the new-release bonus must be a finite number >= 0, got {bonus!r}")
 
 
 def copy_shard(conn, version: str, kind: str, shard: str, ids, vectors, ranking=None) -> bool:

@@ -177,6 +177,7 @@ def write_embeddings(
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
     from swiperec.features.config import datetime_to_us, stored_feature_config
+    from swiperec.model.data import served_new_release_bonus
     from swiperec.model.train import read_model_card
     from swiperec.snapshot import read_metadata
 
@@ -196,10 +197,12 @@ def write_embeddings(
             expected = {"video": len(video_chunks), "user": user_shards}
             dimension = card["embedding_dim"]
             match = match_ranking(card, config)
+            bonus = served_new_release_bonus(card)
             kinds = [
                 k for k in ("video", "user")
                 if store.begin_set(conn, version, k, dimension, expected_shards=expected[k],
-                                   as_of=meta.cutoff, match=match if k == "video" else None)
+                                   as_of=meta.cutoff, match=match if k == "video" else None,
+                                   new_release_bonus=bonus if k == "video" else None)
             ]  # fmt: skip
             result.skipped = [k for k in ("video", "user") if k not in kinds]
             result.seconds["read"] = round(time.perf_counter() - started, 2)

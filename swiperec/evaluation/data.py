@@ -50,6 +50,9 @@ class EvaluationData:
     # the same as serving weighs them in served lists (`served_ranking_weights`: plus the
     # exposure prior); the like/nope pair scores use `match_weights`
     served_weights: np.ndarray | None
+    # what serving adds to a new release's like logit in served lists (exploration:
+    # `served_new_release_bonus`)
+    new_release_bonus: float
     video_evidence: np.ndarray | None  # [N, 2] float64: `VIDEO_EVIDENCE_NAMES` at test start
     genres: list  # [N] frozenset of genre names
     makers: list  # [N] frozenset holding the maker (empty when unknown)
@@ -113,6 +116,7 @@ def load_evaluation_data(
         Catalogue,
         card_ranking_weights,
         example_dataset,
+        served_new_release_bonus,
         served_ranking_weights,
     )
     from swiperec.model.embed import embed_catalogue, embed_examples, rank_catalogue
@@ -241,6 +245,7 @@ def load_evaluation_data(
         ranked=ranker is not None,
         match_weights=match_weights,
         served_weights=served_weights,
+        new_release_bonus=served_new_release_bonus(card),
         video_evidence=None
         if match_weights is None
         else VideoSwipeCounts(catalogue, events).evidence(np.arange(len(catalogue)), test_start_us),

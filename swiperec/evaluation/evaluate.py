@@ -58,8 +58,8 @@ SERVING_CANDIDATES = 100
 # Serving's exploration of new releases (the constants of enhanced_two_tower_recommendations in
 # the newest migration that defines it, under supabase/migrations/): of the `pool` most recent
 # videos released in the last `days` days, the nearest `candidates` join the candidates, their
-# like logit plus `bonus`.
-NEW_RELEASE = {"days": 60, "pool": 500, "candidates": 20, "bonus": 1.0}
+# like logit plus the video set's bonus (`EvaluationData.new_release_bonus`).
+NEW_RELEASE = {"days": 60, "pool": 500, "candidates": 20}
 _DAY_US = 86_400 * 1_000_000
 EVALUATION_FILE = "evaluation.json"
 BLESSING_FILE = "blessing.json"
@@ -160,7 +160,7 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     """[N] scores of what serving serves user `u` at the test period's start: the `candidates`
     videos nearest by cosine among those the user has not decided, plus the nearest new releases
     (`NEW_RELEASE`), scored by the ranking stage as serving weighs it (`served_weights`: with
-    the exposure prior; new releases with the exploration bonus);
+    the exposure prior; new releases with the model's exploration bonus, `new_release_bonus`);
     every other video -inf (never served). A model without the ranking stage is served as
     serving serves its set: the nearest by cosine alone."""
     cosine = data.video_embeddings @ data.user_embeddings[u]
@@ -181,7 +181,7 @@ def served_scores(data: EvaluationData, u: int, candidates: int = SERVING_CANDID
     scores = np.full(len(cosine), -np.inf)
     scores[retrieved] = (data.video_rank_scale[retrieved] * cosine[retrieved]
                          + data.video_rank_bias[retrieved]
-                         + NEW_RELEASE["bonus"] * new[retrieved])  # fmt: skip
+                         + data.new_release_bonus * new[retrieved])  # fmt: skip
     if data.served_weights is not None:
         history = data.user_histories[u]
         match = np.array([history.match(row) for row in retrieved.tolist()], np.float64)

@@ -218,6 +218,19 @@ def served_ranking_weights(card: dict) -> np.ndarray | None:
     return weights
 
 
+# The new-release bonus of a model card from before `TrainConfig.new_release_bonus`: the
+# constant the SQL function used then.
+EARLIER_NEW_RELEASE_BONUS = 1.0
+
+
+def served_new_release_bonus(card: dict) -> float:
+    """The exploration bonus serving adds to a new release's like logit for the model of
+    `card` (`TrainConfig.new_release_bonus`; `EARLIER_NEW_RELEASE_BONUS` for a card from before
+    it). What the video set stores and the evaluator's served lists use."""
+    hyperparameters = card.get("hyperparameters", {})
+    return float(hyperparameters.get("new_release_bonus", EARLIER_NEW_RELEASE_BONUS))
+
+
 def require_match_features(available, names) -> None:
     """Raise a ValueError naming the pair features `names` missing from `available` (the
     features of a batch or of the examples' spec), if any."""

@@ -64,14 +64,16 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     np.testing.assert_allclose([r[2] for r in stored], expected["rank_bias"].numpy(), atol=1e-6)
     np.testing.assert_allclose([r[3] for r in stored], expected["rank_scale"].numpy(), rtol=1e-6)
     # The video set carries the model's match weights (the swipes' with the exposure prior
-    # added) and their recency half-life; the user set none.
+    # added), their recency half-life and the new releases' exploration bonus; the user set
+    # none.
     with conn.cursor() as cur:
-        cur.execute("select kind, match_weights, match_half_life_days from embedding_sets "
-                    "where model_version = 'v1' order by kind")  # fmt: skip
+        cur.execute("select kind, match_weights, match_half_life_days, new_release_bonus "
+                    "from embedding_sets where model_version = 'v1' order by kind")  # fmt: skip
         sets = cur.fetchall()
     conn.rollback()
     card = read_model_card(trained.model_dir)
-    assert sets[0] == ("user", None, None)
+    assert sets[0] == ("user", None, None, None)
+    assert sets[1][3] == pytest.approx(card["hyperparameters"]["new_release_bonus"])
     assert sets[1][0] == "video"
     weights = [card["match_weights"][name] for name in RANKING_FEATURE_NAMES]
     weights[-1] += card["hyperparameters"]["exposure_prior"]

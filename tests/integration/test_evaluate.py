@@ -92,6 +92,9 @@ def test_served_lists_add_the_exposure_prior_to_the_swipes_weight_only(data, tra
     assert prior > 0
     np.testing.assert_array_equal(data.served_weights[:7], data.match_weights[:7])
     assert data.served_weights[7] == pytest.approx(data.match_weights[7] + prior)
+    # and new releases with the model's exploration bonus
+    card = read_model_card(trained.model_dir)
+    assert data.new_release_bonus == card["hyperparameters"]["new_release_bonus"] > 0
 
 
 def test_the_validation_period_is_measured_as_of_its_start(

@@ -34,14 +34,15 @@ def vectors() -> np.ndarray:
     return x
 
 
-def serve(conn, version: str, ranking) -> None:
+def serve(conn, version: str, ranking, new_release_bonus: float | None = None) -> None:
     user = np.zeros((1, 768), np.float32)
     user[0, 0] = 1.0
     ids = list(range(1, len(COSINES) + 1))
     with store.writing(conn, version):
         sets = (("video", ids, vectors(), ranking), ("user", [USER], user, None))
         for kind, keys, x, terms in sets:
-            store.begin_set(conn, version, kind, expected_shards=1)
+            bonus = new_release_bonus if kind == "video" else None
+            store.begin_set(conn, version, kind, expected_shards=1, new_release_bonus=bonus)
             store.copy_shard(conn, version, kind, "0", keys, x, terms)
             store.finish_set(conn, version, kind, SMALL_INDEX)
     with conn, conn.cursor() as cur:
@@ -131,6 +132,46 @@ def test_new_releases_join_the_candidates_with_an_exploration_bonus(catalogue):
     with catalogue, catalogue.cursor() as cur:
         cur.execute("update videos set release_date = current_date + 30 where id = 5")
     assert 5 not in dict(recommend(catalogue, 3))
+
+
+def test_the_exploration_bonus_is_the_video_sets(catalogue):
+    # A version written with its model's bonus serves with it (v1 without one: 1.0, as the sets
+    # written before the setting); each version keeps its own.
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    serve(catalogue, "v2", np.array(TERMS, np.float32), new_release_bonus=2.5)
+    with catalogue, catalogue.cursor() as cur:
+        cur.execute("update videos set release_date = case id when 4 then current_date - 7 "
+                    "else date '2020-01-01' end")  # fmt: skip
+    # v2 serves: video 4's logit 4 * 0.3 + 2.5 puts it above video 1 (4 * 0.9 = 3.6), below
+    # video 3 (4 * 0.6 + 2).
+    ranked = recommend(catalogue, 3)
+    assert [v for v, _ in ranked] == [3, 4, 1, 2]
+    assert ranked[1][1] == pytest.approx(1 / (1 + math.exp(-(4 * 0.3 + 2.5))), abs=1e-3)
+    with catalogue, catalogue.cursor() as cur:
+        store.switch_serving(cur, "v1")
+    assert dict(recommend(catalogue, 3))[4] == pytest.approx(
+        1 / (1 + math.exp(-(4 * 0.3 + 1.0))), abs=1e-3
+    )
+
+
+def test_the_exploration_bonus_belongs_to_a_video_set_and_must_be_finite_and_not_negative(conn):
+    for kind, bonus, problem in (("user", 1.0, "video set"), ("video", -0.5, ">= 0"),
+                                 ("video", float("nan"), "finite")):  # fmt: skip
+        with pytest.raises(ValueError, match=problem):
+            store.begin_set(conn, "v1", kind, expected_shards=1, new_release_bonus=bonus)
+    assert store.set_state(conn, "v1", "video") is None  # nothing was started
+    # The table refuses it too, whoever writes it.
+    store.begin_set(conn, "v1", "video", expected_shards=1, new_release_bonus=0.0)
+    store.begin_set(conn, "v1", "user", expected_shards=1)
+    for kind, bonus in (("video", -1.0), ("video", float("nan")), ("video", float("inf")),
+                        ("user", 1.0)):  # fmt: skip
+        with pytest.raises(psycopg2.errors.CheckViolation), conn, conn.cursor() as cur:
+            cur.execute("update embedding_sets set new_release_bonus = %s "
+                        "where model_version = 'v1' and kind = %s", (bonus, kind))  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute("select kind, new_release_bonus from embedding_sets order by kind")
+        assert cur.fetchall() == [("user", None), ("video", 0.0)]
+    conn.rollback()
 
 
 def test_a_set_without_ranking_terms_explores_nothing(catalogue):

@@ -30,7 +30,10 @@ model's lists without the exposure prior (`TrainConfig.exposure_prior`: a servin
 the trained model of the same seed is copied with its card changed, not trained again).
 
 `--validation-priors 0,0.2,...` also scores each variant's served lists in the validation
-period with each exposure prior: the choice of `TrainConfig.exposure_prior`.
+period with each exposure prior: the choice of `TrainConfig.exposure_prior`; with
+`--validation-bonuses 1,1.5,...`, with each pair of a prior and a new-release bonus: the choice of
+`TrainConfig.new_release_bonus`. `bonus_1` (and its `_seed_43`, `_seed_44`) serves the default
+models with the bonus the SQL function had as a constant before (1.0).
 
 Writes tests/performance/results/ranking.json (--out: another file) after every model.
 """
@@ -87,6 +90,11 @@ VARIANTS = {
     "exposure_off": {"exposure_prior": 0.0},
     "exposure_off_seed_43": {"exposure_prior": 0.0, "seed": 43},
     "exposure_off_seed_44": {"exposure_prior": 0.0, "seed": 44},
+    # Served lists with the new releases' earlier exploration bonus (`new_release_bonus`,
+    # serving only, as above).
+    "bonus_1": {"new_release_bonus": 1.0},
+    "bonus_1_seed_43": {"new_release_bonus": 1.0, "seed": 43},
+    "bonus_1_seed_44": {"new_release_bonus": 1.0, "seed": 44},
     # The towers' share of the like/nope loss, lowered: the ranking stage's own terms train
     # as before (Adam scales each parameter's steps), the towers lean towards retrieval.
     "pointwise_0.5": {"pointwise_weight": 0.5},
@@ -160,11 +168,22 @@ def goals(fig: dict, share: dict | None) -> dict:
 
 def _card_config(card: dict):
     from swiperec.model.config import TrainConfig
+    from swiperec.model.data import EARLIER_NEW_RELEASE_BONUS
 
     # Older cards lack later fields: their defaults, but the match features, the video evidence
-    # and the exposure prior were off before they came.
+    # and the exposure prior were off before they came, and the new-release bonus was 1.
     return TrainConfig.from_dict({"match_features": False, "video_evidence": False,
-                                  "exposure_prior": 0.0, **card["hyperparameters"]})  # fmt: skip
+                                  "exposure_prior": 0.0,
+                                  "new_release_bonus": EARLIER_NEW_RELEASE_BONUS,
+                                  **card["hyperparameters"]})  # fmt: skip
+
+
+def _serve_as(model_dir: Path, card: dict, config) -> None:
+    """Rewrite the card of the model in `model_dir` with `config`'s `SERVING_ONLY_FIELDS`."""
+    from swiperec.model.config import SERVING_ONLY_FIELDS
+
+    card["hyperparameters"].update({name: getattr(config, name) for name in SERVING_ONLY_FIELDS})
+    (model_dir / "model_card.json").write_text(json.dumps(card, indent=2))
 
 
 def _copy_if_only_serving_differs(models: Path, model_dir: Path, config) -> None:
@@ -181,15 +200,16 @@ def _copy_if_only_serving_differs(models: Path, model_dir: Path, config) -> None
         card = read_model_card(str(other.parent))
         if dataclasses.replace(_card_config(card), **trains_as) == config:
             shutil.copytree(other.parent, model_dir)
-            card["hyperparameters"].update(trains_as)
-            (model_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+            _serve_as(model_dir, card, config)
             log(f"{model_dir.name}: {other.parent.name}'s model, served with {trains_as}")
             return
 
 
 def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
+    import dataclasses
+
     from swiperec.evaluation.evaluate import evaluate
-    from swiperec.model.config import TrainConfig
+    from swiperec.model.config import SERVING_ONLY_FIELDS, TrainConfig
     from swiperec.model.train import read_model_card, train
 
     model_dir = models / name
@@ -199,8 +219,11 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     if (model_dir / "model_card.json").exists():  # trained by an earlier run: evaluate it again
         card = read_model_card(str(model_dir))
         seconds = card["training"]["seconds"]
-        if _card_config(card) != config:
+        serves_as = {name: getattr(config, name) for name in SERVING_ONLY_FIELDS}
+        if dataclasses.replace(_card_config(card), **serves_as) != config:
             raise SystemExit(f"{model_dir} was trained with another config: remove it")
+        if _card_config(card) != config:  # a serving setting changed since: served with it
+            _serve_as(model_dir, card, config)
     else:
         started = time.perf_counter()
         card = train(str(work / "transform"), str(work / "examples"), str(model_dir), config,
@@ -229,10 +252,14 @@ def run_variant(work: Path, name: str, overrides: dict, models: Path) -> dict:
     }
 
 
-def validation_recall_by_prior(work: Path, model_dir: Path, priors: list[float]) -> dict:
+def validation_recall_by_setting(
+    work: Path, model_dir: Path, priors: list[float], bonuses: list[float | None]
+) -> dict:
     """Recall@10/@50 of the model's served lists in the **validation** period, as of its start,
-    with each exposure prior in `priors` in place of the card's: how `TrainConfig.exposure_prior`
-    is chosen without looking at the test period."""
+    with each exposure prior in `priors` and each new-release bonus in `bonuses` (None: the
+    card's) in place of the card's: how `TrainConfig.exposure_prior` and
+    `TrainConfig.new_release_bonus` are chosen without looking at the test period. Keyed by the
+    prior, or by "prior,bonus" when `bonuses` are given."""
     from swiperec.evaluation.data import load_evaluation_data
     from swiperec.evaluation.evaluate import retrieval, served_scores, top_lists
     from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
@@ -245,15 +272,19 @@ def validation_recall_by_prior(work: Path, model_dir: Path, priors: list[float])
     trained = data.match_weights[swipes]
     new = [r[data.is_new_video[r]] for r in data.relevant]
     old = [r[~data.is_new_video[r]] for r in data.relevant]
+    card_bonus = data.new_release_bonus
     out = {}
     for prior in priors:
-        data.served_weights[swipes] = trained + prior
-        top = top_lists(data, lambda u: served_scores(data, u))
-        ranked = retrieval(top, data.relevant)
-        out[str(prior)] = {k: ranked[k] for k in ("recall@10", "recall@50")}
-        out[str(prior)]["new_videos_recall@50"] = retrieval(top, new)["recall@50"]
-        out[str(prior)]["old_videos_recall@50"] = retrieval(top, old)["recall@50"]
-        log(f"  validation, exposure prior {prior}: {out[str(prior)]}")
+        for bonus in bonuses:
+            data.served_weights[swipes] = trained + prior
+            data.new_release_bonus = card_bonus if bonus is None else bonus
+            top = top_lists(data, lambda u: served_scores(data, u))
+            ranked = retrieval(top, data.relevant)
+            key = str(prior) if bonus is None else f"{prior},{bonus}"
+            out[key] = {k: ranked[k] for k in ("recall@10", "recall@50")}
+            out[key]["new_videos_recall@50"] = retrieval(top, new)["recall@50"]
+            out[key]["old_videos_recall@50"] = retrieval(top, old)["recall@50"]
+            log(f"  validation, exposure prior {prior}, bonus {data.new_release_bonus}: {out[key]}")
     return out
 
 
@@ -270,6 +301,11 @@ def main(argv=None) -> int:
         "--validation-priors",
         default="",
         help="comma-separated exposure priors: each variant's validation-period Recall with each",
+    )
+    parser.add_argument(
+        "--validation-bonuses",
+        default="",
+        help="comma-separated new-release bonuses: with --validation-priors, each pair's",
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-ranking-") as scratch:
@@ -291,8 +327,10 @@ def main(argv=None) -> int:
                 # a serving-only variant shares its model's validation figures
                 if args.validation_priors and not set(VARIANTS[name]) & SERVING_ONLY_FIELDS:
                     priors = [float(p) for p in args.validation_priors.split(",")]
-                    entry[name]["validation_recall_by_exposure_prior"] = validation_recall_by_prior(
-                        data, work / regime / "models" / name, priors
+                    bonuses = [float(b) for b in args.validation_bonuses.split(",") if b] or [None]
+                    key = "serving_setting" if args.validation_bonuses else "exposure_prior"
+                    entry[name][f"validation_recall_by_{key}"] = validation_recall_by_setting(
+                        data, work / regime / "models" / name, priors, bonuses
                     )
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(report, indent=1))

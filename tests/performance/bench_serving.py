@@ -95,13 +95,16 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
     """Each user's exact top-k videos, decided videos excluded (numpy): what the handler serves
     with MMR off, by exact search: the CANDIDATES nearest by cosine and the nearest new
     releases (`NEW_RELEASE`, the SQL function's exploration), ranked by their ranking terms
-    plus the new releases' bonus (by the cosine in a set without terms)."""
+    plus the set's new-release bonus (by the cosine in a set without terms)."""
     from swiperec.evaluation.evaluate import NEW_RELEASE
 
     ids, vectors, terms, new, in_pool = video_vectors(conn, version)
     match = match_logits(conn, version, ids)
     out = {}
     with conn.cursor() as cur:
+        cur.execute("select coalesce(new_release_bonus, 1.0) from embedding_sets "
+                    "where model_version = %s and kind = 'video'", (version,))  # fmt: skip
+        bonus = cur.fetchone()[0]
         for user in users:
             query, decided = user_and_decided(cur, version, user)
             cosine = vectors @ query
@@ -114,7 +117,7 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
             ranked = np.where(
                 np.isnan(terms[retrieved, 1]), cosine[retrieved],
                 terms[retrieved, 1] * cosine[retrieved] + terms[retrieved, 0]
-                + NEW_RELEASE["bonus"] * new[retrieved],
+                + bonus * new[retrieved],
             )  # fmt: skip
             if match is not None:
                 ranked = ranked + match(cur, user, retrieved)

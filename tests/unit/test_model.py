@@ -16,9 +16,11 @@ from swiperec.features.user_history import MATCH_FEATURE_NAMES
 from swiperec.features.video_evidence import RANKING_FEATURE_NAMES, VIDEO_EVIDENCE_NAMES
 from swiperec.model.config import TrainConfig
 from swiperec.model.data import (
+    EARLIER_NEW_RELEASE_BONUS,
     Catalogue,
     card_ranking_weights,
     ranking_feature_names,
+    served_new_release_bonus,
     served_ranking_weights,
 )
 from swiperec.model.layers import EmbeddingBag, IdDropout, KnownOnly, VideoRanking
@@ -330,6 +332,11 @@ def test_a_cards_match_weights_in_serving_order_with_the_evidence_0_when_untrain
     history_only = {n: weights[n] for n in MATCH_FEATURE_NAMES}
     card = {"match_weights": history_only, "hyperparameters": {"exposure_prior": 0.5}}
     np.testing.assert_array_equal(served_ranking_weights(card), [1, 2, 3, 4, 5, 6, 0, 0])
+    # The new releases' exploration bonus is the card's; a card from before it serves with the
+    # constant serving used then.
+    assert served_new_release_bonus({"hyperparameters": {"new_release_bonus": 2.5}}) == 2.5
+    assert served_new_release_bonus(card) == EARLIER_NEW_RELEASE_BONUS == 1.0
+    assert TrainConfig().new_release_bonus > EARLIER_NEW_RELEASE_BONUS
     # Which features a config trains with, in that order.
     assert ranking_feature_names(TrainConfig()) == RANKING_FEATURE_NAMES
     assert ranking_feature_names(TrainConfig(video_evidence=False)) == MATCH_FEATURE_NAMES
@@ -413,6 +420,8 @@ def test_train_config_rejects_bad_values_with_their_names():
         TrainConfig(temperature=0)
     with pytest.raises(ValueError, match="dropout"):
         TrainConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="new_release_bonus must be a number >= 0"):
+        TrainConfig(new_release_bonus=-1.0)
     config = TrainConfig(hidden_units=(32, 16), epochs=3)
     assert TrainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown TrainConfig fields: colour"):

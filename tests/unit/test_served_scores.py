@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from swiperec.evaluation.evaluate import NEW_RELEASE, served_scores
+from swiperec.model.data import EARLIER_NEW_RELEASE_BONUS
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 DAY_US = 86_400 * 1_000_000
@@ -19,12 +20,16 @@ DAY_US = 86_400 * 1_000_000
 def test_the_exploration_constants_are_the_sql_functions():
     # the newest migration that defines the serving function's constants
     text = [t for p in sorted(MIGRATIONS.glob("*.sql"))
-            if "c_new_release_bonus" in (t := p.read_text())][-1]  # fmt: skip
+            if "c_new_release_pool" in (t := p.read_text())][-1]  # fmt: skip
     found = {
         name: float(re.search(rf"c_new_release_{name}\s+constant \w+ := ([0-9.]+);", text)[1])
-        for name in ("days", "pool", "candidates", "bonus")
+        for name in ("days", "pool", "candidates")
     }
     assert found == {k: float(v) for k, v in NEW_RELEASE.items()}
+    # The bonus is the video set's, a setting of the model (the constant it replaced: gone), and
+    # a set without one serves with the constant of the sets written before it.
+    assert "c_new_release_bonus" not in text
+    assert f"coalesce(s.new_release_bonus, {EARLIER_NEW_RELEASE_BONUS})" in text
 
 
 def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
@@ -46,12 +51,17 @@ def test_served_scores_rank_the_nearest_and_the_nearest_new_releases():
         video_rank_bias=np.array([0.0, 0.0, 1.0, 0.0, 5.0]),
         ranked=True,
         served_weights=None,
+        new_release_bonus=1.5,
     )
     scores = served_scores(data, 0, candidates=2)
     # Retrieved: the 2 nearest not decided (videos 2, 3) and the nearest new release (4);
     # video 1 is decided and video 5, whatever its bias, neither near nor new.
     assert np.isneginf(scores[[0, 4]]).all()
-    np.testing.assert_allclose(scores[1:4], [1.8, 2.2, 0.2 + NEW_RELEASE["bonus"]])
+    np.testing.assert_allclose(scores[1:4], [1.8, 2.2, 0.2 + 1.5])
+    # The bonus is the model's: without one the new release ranks by its terms alone.
+    data.new_release_bonus = 0.0
+    np.testing.assert_allclose(served_scores(data, 0, candidates=2)[3], 0.2)
+    data.new_release_bonus = 1.5
     # A release date still to come is no new release.
     data.released_us[3] = start + 5 * DAY_US
     assert np.isneginf(served_scores(data, 0, candidates=2)[3])
@@ -77,6 +87,7 @@ def test_served_scores_add_the_weighted_match_of_each_candidate():
         video_rank_bias=np.zeros(3),
         ranked=True,
         served_weights=np.array([2.0, 0, 0, -4.0, 0, 0, 0.0, 0.0]),
+        new_release_bonus=1.5,
         user_histories=[SimpleNamespace(match=lambda row: match[row])],
         # like log-odds and log swipes of each video at the test start
         video_evidence=np.array([[0.5, 3.0], [-1.0, 2.0], [0.0, 0.0]]),
