@@ -236,8 +236,8 @@ begin
         -- The ranking stage: sigmoid(scale * cosine + bias + w . match + w7 * like log-odds
         -- + w8 * swipes) of the video's ranking terms, its match with the user's history and its
         -- own swipe evidence (w8 with the model's exposure prior), plus the set's exploration
-        -- bonus for a new release (a set written without ranking terms ranks by the cosine; one with 6 weights
-        -- has no evidence terms: v_match[7] and [8] are null).
+        -- bonus for a new release (a set written without ranking terms ranks by the cosine; one
+        -- with 6 weights has no evidence terms: v_match[7] and [8] are null).
         select c.video_id, c.embedding::halfvec as embedding,
                (case when c.rank_scale is null then c.cosine
                      else 1 / (1 + exp(-least(greatest(

@@ -4,8 +4,8 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
     write_embeddings("artifacts/model", "v7", "artifacts/snapshot", database_url=url)
 
 1. Driver: read the snapshot's metadata, start both sets, the video set with the model's
-   match weights if it has them (`store.begin_set`; a set already ready is skipped:
-   re-running a version adds nothing).
+   match weights if it has them and its new-release bonus (`store.begin_set`; a set already
+   ready is skipped: re-running a version adds nothing).
 2. Beam: the elements are row ranges of the catalogue and the snapshot's decisions, which the
    workers read and parse themselves (`parse_events`, the transform's parser) and deal into a
    fixed number of user shards by a hash of the user. A worker builds each row's raw features

@@ -1,6 +1,8 @@
 """The batch embedding refresh end to end: trained towers + snapshot -> Beam -> pgvector."""
 
+import json
 import os
+import shutil
 from datetime import datetime
 
 import numpy as np
@@ -17,7 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMALL_INDEX = IndexParams(maintenance_work_mem="64MB", parallel_workers=0)
 
 
-def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot_dir, conn, db_url):
+def test_refresh_writes_every_video_and_real_user_and_switches(
+    trained, snapshot_dir, conn, db_url, tmp_path
+):
     import tensorflow as tf
 
     from swiperec.features.config import datetime_to_us
@@ -29,8 +33,17 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     from swiperec.model.train import read_model_card
     from swiperec.snapshot import read_metadata
 
+    # The trained model, served with a new-release bonus of its own (not the default), which
+    # its video set must carry.
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(trained.model_dir, model_dir)
+    card = read_model_card(model_dir)
+    card["hyperparameters"]["new_release_bonus"] = 2.5
+    with open(os.path.join(model_dir, "model_card.json"), "w") as f:
+        json.dump(card, f)
+
     first = write_embeddings(
-        trained.model_dir, "v1", snapshot_dir, database_url=db_url,
+        model_dir, "v1", snapshot_dir, database_url=db_url,
         rows_per_chunk=64, decisions_per_shard=400, index=SMALL_INDEX,
     )  # fmt: skip
     catalogue, events, _ = load_snapshot(snapshot_dir)
@@ -55,7 +68,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     cutoff = read_metadata(snapshot_dir).cutoff
     as_of = datetime_to_us(datetime.fromisoformat(cutoff.isoformat()))
     rows = [video_raw_features(catalogue, i, as_of) for i in range(3)]
-    tower = load_serving_tower(os.path.join(trained.model_dir, "video_tower"))
+    tower = load_serving_tower(os.path.join(model_dir, "video_tower"))
     expected = tower(examples=tf.constant(serialize_raw(rows, video_row_spec())))
     assert [r[0] for r in stored] == catalogue.video_id[:3].tolist()
     vectors = np.stack([r[1].to_numpy() for r in stored])
@@ -71,9 +84,9 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
                     "from embedding_sets where model_version = 'v1' order by kind")  # fmt: skip
         sets = cur.fetchall()
     conn.rollback()
-    card = read_model_card(trained.model_dir)
+    card = read_model_card(model_dir)
     assert sets[0] == ("user", None, None, None)
-    assert sets[1][3] == pytest.approx(card["hyperparameters"]["new_release_bonus"])
+    assert sets[1][3] == 2.5
     assert sets[1][0] == "video"
     weights = [card["match_weights"][name] for name in RANKING_FEATURE_NAMES]
     weights[-1] += card["hyperparameters"]["exposure_prior"]
@@ -84,7 +97,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     assert any(w != 0 for w in weights)
 
     # The same version again: nothing to do, nothing added.
-    again = write_embeddings(trained.model_dir, "v1", snapshot_dir, database_url=db_url,
+    again = write_embeddings(model_dir, "v1", snapshot_dir, database_url=db_url,
                              index=SMALL_INDEX)  # fmt: skip
     assert sorted(again.skipped) == ["user", "video"] and again.rows == {}
     with conn.cursor() as cur:
@@ -93,7 +106,7 @@ def test_refresh_writes_every_video_and_real_user_and_switches(trained, snapshot
     conn.rollback()
 
     # A second version loads beside the first and takes over only when promoted.
-    write_embeddings(trained.model_dir, "v2", snapshot_dir, database_url=db_url,
+    write_embeddings(model_dir, "v2", snapshot_dir, database_url=db_url,
                      index=SMALL_INDEX)  # fmt: skip
     assert serving_version(conn) == "v1"
     assert {(s["version"], s["state"]) for s in status(conn)} == {("v1", "ready"), ("v2", "ready")}

@@ -305,9 +305,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--validation-bonuses",
         default="",
-        help="comma-separated new-release bonuses: with --validation-priors, each pair's",
+        help="comma-separated new-release bonuses: with --validation-priors, each pair of a "
+        "prior and a bonus",
     )
     args = parser.parse_args(argv)
+    if args.validation_bonuses and not args.validation_priors:
+        parser.error("--validation-bonuses needs --validation-priors (e.g. the default, 0.2)")
     with tempfile.TemporaryDirectory(prefix="bench-ranking-") as scratch:
         work = args.work or Path(scratch)
         report = {"what": args.what, "machine": machine(), "data": DATA, "regimes": {}}

@@ -97,14 +97,16 @@ def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[
     releases (`NEW_RELEASE`, the SQL function's exploration), ranked by their ranking terms
     plus the set's new-release bonus (by the cosine in a set without terms)."""
     from swiperec.evaluation.evaluate import NEW_RELEASE
+    from swiperec.model.data import EARLIER_NEW_RELEASE_BONUS
 
     ids, vectors, terms, new, in_pool = video_vectors(conn, version)
     match = match_logits(conn, version, ids)
     out = {}
     with conn.cursor() as cur:
-        cur.execute("select coalesce(new_release_bonus, 1.0) from embedding_sets "
+        cur.execute("select new_release_bonus from embedding_sets "
                     "where model_version = %s and kind = 'video'", (version,))  # fmt: skip
         bonus = cur.fetchone()[0]
+        bonus = EARLIER_NEW_RELEASE_BONUS if bonus is None else bonus  # as the SQL function
         for user in users:
             query, decided = user_and_decided(cur, version, user)
             cosine = vectors @ query

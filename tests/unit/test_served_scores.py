@@ -1,6 +1,6 @@
 """The evaluator serves as serving does: retrieval by cosine, the new releases' exploration, then
 the ranking stage (`swiperec.evaluation.evaluate.served_scores`), with the SQL function's own
-constants."""
+constants and the model's exploration bonus."""
 
 from __future__ import annotations
 

@@ -77,6 +77,7 @@ def test_a_given_space_replaces_the_default_and_int_fields_sample_ints():
         ('{"hidden_units": {"choices": [32]}}', "hidden_units: only fields with a number"),
         ('{"logq_correction": {"low": 0, "high": 1}}', "a boolean field takes"),
         ('{"exposure_prior": {"low": 0, "high": 1}}', "exposure_prior: a serving setting"),
+        ('{"new_release_bonus": {"low": 0, "high": 3}}', "new_release_bonus: a serving setting"),
     ],
 )  # fmt: skip
 def test_a_bad_search_space_is_a_clear_value_error(space, message):

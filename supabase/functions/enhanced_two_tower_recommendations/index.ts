@@ -7,7 +7,8 @@
 // Flow: verify the JWT (the user is always its `sub`) -> parse the parameters -> one call of the
 // SQL function public.enhanced_two_tower_recommendations (ANN candidates without the user's
 // decided videos plus the nearest new releases, scored by the ranking stage: `score` is the
-// ranking score (the like score with the exposure prior) MMR takes as relevance; their
+// ranking score (the like score with the exposure prior and the new-release bonus) MMR takes
+// as relevance; their
 // pairwise similarities, evidence for reasons; up to
 // the candidate count + 20 rows), each row with its reason
 // worded by public.recommendation_reason (the one home of that wording) -> MMR re-ranking with
