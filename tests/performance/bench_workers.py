@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from queue import Empty
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,7 +86,21 @@ def isolated(step, *args, workers: int = 0) -> dict:
     queue = spawn.Queue()
     process = spawn.Process(target=_run_as_driver, args=(queue, step, args, workers))
     process.start()
-    outcome = queue.get()
+    while True:
+        try:
+            outcome = queue.get(timeout=5)
+            break
+        except Empty:
+            if process.is_alive():
+                continue
+            try:  # it may have put its outcome just before it ended
+                outcome = queue.get(timeout=5)
+                break
+            except Empty:
+                raise RuntimeError(
+                    f"the driver process ended without a result (exit code {process.exitcode}: "
+                    "a negative code is the signal that killed it, e.g. -9 when out of memory)"
+                ) from None
     process.join()
     if isinstance(outcome, BaseException):
         raise outcome
