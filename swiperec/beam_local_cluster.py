@@ -78,6 +78,10 @@ class ClusterStartError(RuntimeError):
     """The job service or the worker pool did not come up."""
 
 
+# The longest a job may run before its driver stops following it (`--job_server_timeout`).
+JOB_SERVER_TIMEOUT_S = 7 * 86_400
+
+
 @contextlib.contextmanager
 def local_portable_cluster(
     workers: int = 2, work_dir: str | os.PathLike | None = None, timeout: float = 60.0
@@ -120,6 +124,10 @@ def local_portable_cluster(
         yield [
             "--runner=PortableRunner",
             f"--job_endpoint=localhost:{job_port}",
+            # Beam's PortableRunner opens the job's state and message streams with this as
+            # their gRPC deadline: with its default (300 s) the driver loses every job that
+            # runs longer than five minutes (DEADLINE_EXCEEDED), though the job goes on.
+            f"--job_server_timeout={JOB_SERVER_TIMEOUT_S}",
             "--environment_type=EXTERNAL",
             f"--environment_config=localhost:{pool_port}",
             f"--sdk_worker_parallelism={workers}",

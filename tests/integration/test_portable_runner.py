@@ -28,7 +28,11 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from swiperec import beam_local_cluster
-from swiperec.beam_local_cluster import local_portable_cluster, tag_with_process
+from swiperec.beam_local_cluster import (
+    JOB_SERVER_TIMEOUT_S,
+    local_portable_cluster,
+    tag_with_process,
+)
 from swiperec.beam_pipeline import new_pipeline
 from swiperec.features.config import FeatureConfig
 from swiperec.features.transform import run_transform
@@ -46,6 +50,37 @@ def portable_cluster(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("beam-cluster")
     with local_portable_cluster(workers=WORKERS, work_dir=work_dir) as args:
         yield SimpleNamespace(args=args, work_dir=work_dir)
+
+
+def _sleep_then(seconds: float):
+    def body(x):
+        import time
+
+        time.sleep(seconds)
+        return x
+
+    return body
+
+
+# the lost stream's reader thread dies with the deadline's error, as it does in the driver
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_driver_follows_a_job_past_beams_stream_deadline(portable_cluster):
+    # Beam's PortableRunner gives the job's state and message streams `--job_server_timeout`
+    # as their gRPC deadline: a job longer than it loses its driver (Beam's default: 300 s).
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    def run(extra_args):
+        pipeline = new_pipeline([*portable_cluster.args, *extra_args])
+        _ = pipeline | beam.Create([1]) | beam.Map(_sleep_then(4))
+        return pipeline.run().wait_until_finish()
+
+    with pytest.raises(Exception, match=r"DEADLINE_EXCEEDED|Deadline Exceeded"):
+        run(["--job_server_timeout=2"])
+    # The cluster's options allow a job a week; the same 4 s job finishes.
+    options = PipelineOptions(portable_cluster.args).view_as(PortableOptions)
+    assert options.job_server_timeout == JOB_SERVER_TIMEOUT_S >= 86_400
+    assert run([]) == "DONE"
 
 
 def started_workers(cluster) -> set[str]:

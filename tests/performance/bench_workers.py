@@ -29,10 +29,12 @@ import contextlib
 import json
 import multiprocessing
 import os
+import pickle
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from queue import Empty
 
@@ -119,6 +121,10 @@ def _run_as_driver(queue, step, args, workers: int) -> None:
                 figures = step(*args, pipeline_args)
         queue.put({**figures, **rss.figures()})
     except BaseException as error:  # the parent re-raises it
+        try:
+            pickle.dumps(error)
+        except Exception:  # e.g. a gRPC error: the queue would drop it, and the parent wait
+            error = RuntimeError("".join(traceback.format_exception(error)))
         queue.put(error)
 
 
