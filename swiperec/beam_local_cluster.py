@@ -125,8 +125,11 @@ def local_portable_cluster(
             "--runner=PortableRunner",
             f"--job_endpoint=localhost:{job_port}",
             # Beam's PortableRunner opens the job's state and message streams with this as
-            # their gRPC deadline: with its default (300 s) the driver loses every job that
-            # runs longer than five minutes (DEADLINE_EXCEEDED), though the job goes on.
+            # their gRPC deadline when the job service's job id is its preparation id, as
+            # Beam's Python job services' is (not the Java Flink/Spark job servers'): with its
+            # default (300 s) the driver loses every job that runs longer than five minutes
+            # (DEADLINE_EXCEEDED), though the job goes on. It also bounds how long a
+            # submission to a job service that does not answer waits.
             f"--job_server_timeout={JOB_SERVER_TIMEOUT_S}",
             "--environment_type=EXTERNAL",
             f"--environment_config=localhost:{pool_port}",

@@ -122,8 +122,8 @@ def _run_as_driver(queue, step, args, workers: int) -> None:
         queue.put({**figures, **rss.figures()})
     except BaseException as error:  # the parent re-raises it
         try:
-            pickle.dumps(error)
-        except Exception:  # e.g. a gRPC error: the queue would drop it, and the parent wait
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # e.g. a gRPC error: the queue's feeder thread would drop it
             error = RuntimeError("".join(traceback.format_exception(error)))
         queue.put(error)
 
