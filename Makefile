@@ -65,10 +65,14 @@ format: setup
 # own embedded server and session fixtures; the slowest files start first (SLOW_FILES_FIRST in
 # tests/conftest.py). `make test TEST_WORKERS=0` runs them in this process.
 TEST_WORKERS ?= 2
+# A marker expression narrows the run: `make test MARKERS="not integration"`. The cluster
+# rehearsal stays out of `make test` whatever it says (a `-m` in PYTEST_ARGS would replace the
+# whole expression: pytest keeps the last `-m`).
+MARKERS ?=
 
 test: setup deno browser lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not cluster" \
-		$(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not cluster$(if $(MARKERS), and ($(MARKERS)))" $(PYTEST_ARGS)
 
 # The cluster rehearsal (tests marked `cluster`): the Beam steps on PortableRunner with a job
 # service and SDK worker processes of their own, checked against the in-process runs. CI runs it

@@ -16,7 +16,8 @@ graphs' size (`job_graph_bytes`, the same for every N). On two cores expect the 
 flatten from two workers. The refresh needs a trained model (`--model`; any: its towers embed
 any catalogue); without one only the transform runs. `--steps refresh` (or `transform`) runs
 one step and keeps the other's figures from the results file already there, each step with
-the machine and calibration of its own run. Writes
+the machine and calibration of its own run. A worker count whose run fails (a worker killed
+when memory runs out, say) is recorded with its error, and the next count runs. Writes
 tests/performance/results/workers_<scale>.json.
 
     python -m tests.performance.bench_workers --model DIR --scale large --steps refresh
@@ -109,6 +110,17 @@ def isolated(step, *args, workers: int = 0) -> dict:
     return outcome
 
 
+def recorded(step, *args, workers: int) -> dict:
+    """`isolated(step, *args, workers=workers)`, or `{"failed": why}` when the run fails (a
+    worker killed for memory, say): one worker count's failure is a figure too, and the counts
+    measured before it are kept. The in-process baseline is not run through this: without it
+    there is nothing to compare."""
+    try:
+        return isolated(step, *args, workers=workers)
+    except Exception as error:
+        return {"failed": f"{type(error).__name__}: {str(error)[-2000:]}"}
+
+
 def _run_as_driver(queue, step, args, workers: int) -> None:
     from swiperec.beam_local_cluster import local_portable_cluster
 
@@ -152,6 +164,8 @@ def refresh_step(model: str, version: str, snapshot: Path, url: str, pipeline_ar
 def with_ratios(runs: dict, baseline: dict, key: str = "seconds") -> dict:
     one = runs.get("1", {}).get(key)
     for run in runs.values():
+        if "failed" in run:
+            continue
         run["vs_in_process"] = round(run[key] / baseline[key], 2)
         if one:
             run["speedup_over_1_worker"] = round(one / run[key], 2)
@@ -209,7 +223,7 @@ def main(argv=None) -> int:
             print(f"transform in-process: {baseline}", flush=True)
             runs = {}
             for n in counts:
-                runs[str(n)] = isolated(transform_step, snapshot, Path(tmp) / f"w{n}", workers=n)
+                runs[str(n)] = recorded(transform_step, snapshot, Path(tmp) / f"w{n}", workers=n)
                 print(f"transform, {n} worker(s): {runs[str(n)]}", flush=True)
             figures["transform"] = {
                 "in_process": baseline,
@@ -250,7 +264,7 @@ def refresh_figures(model: str, snapshot: Path, tmp: Path, counts: list[int]) ->
         print(f"refresh in-process: {baseline}", flush=True)
         runs = {}
         for n in counts:
-            runs[str(n)] = isolated(refresh_step, model, f"workers-{n}", snapshot, url, workers=n)
+            runs[str(n)] = recorded(refresh_step, model, f"workers-{n}", snapshot, url, workers=n)
             print(f"refresh, {n} worker(s): {runs[str(n)]}", flush=True)
         return {"in_process": baseline, "workers": with_ratios(runs, baseline, "beam_seconds")}
     finally:
@@ -267,6 +281,9 @@ def print_table(figures: dict) -> None:
         base = figures[step]["in_process"]
         print(f"  {step} ({key}): in-process {base[key]} s, driver {base['driver_peak_rss_mb']} MB")
         for n, run in figures[step]["workers"].items():
+            if "failed" in run:
+                print(f"    {n} worker(s): failed: {run['failed'].splitlines()[-1][:200]}")
+                continue
             speedup = run.get("speedup_over_1_worker", "-")
             print(f"    {n} worker(s): {run[key]:>8} s  {speedup}x over 1 worker, "
                   f"{run['vs_in_process']}x in-process; driver {run['driver_peak_rss_mb']} MB, "
