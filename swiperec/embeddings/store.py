@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ SEARCHED_BY_DISTANCE = ("video",)  # the kinds that get an HNSW index
 # Serving switches and retention take this transaction lock, so they never interleave: a set
 # being promoted is never dropped by a retirement that decided before the switch.
 _SERVING_LOCK = "swiperec: serving sets"
+# pgvector's notice when an HNSW build's graph no longer fits in maintenance_work_mem
+_GRAPH_SPILLED = "hnsw graph no longer fits into maintenance_work_mem"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class IndexParams:
     bench_embeddings.py): m 16 (pgvector's default); ef_construction 32, the least pgvector
     allows at m 16 (2 m), gives Recall@10 ~0.98 against exact search at ef_search 100; the
     memory budget keeps the graph in RAM (200k x 768-d float4 is ~0.6 GB, the graph ~1.5x).
+    It is a floor: the build takes the database's own `maintenance_work_mem` when that is
+    larger, so a bigger catalogue's budget is set where PostgreSQL keeps it (`alter database
+    ... set maintenance_work_mem = '6GB'` for 1M videos). A graph that outgrows the budget is
+    built on disk, several times slower: `finish_set` records it and logs a warning.
 
     No parallel workers: the build takes one core and leaves the other to the queries against
     the serving set. Measured: the leader alone at ef_construction 32 builds as fast (40 s) as
@@ -80,12 +88,19 @@ class IndexParams:
                 "maintenance_work_mem": self.maintenance_work_mem,
                 "parallel_workers": self.parallel_workers}  # fmt: skip
 
-    def apply(self, cur) -> None:
-        """Set this session's index-build memory and parallel workers (`reset` undoes it)."""
-        cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
-            sql.Literal(self.maintenance_work_mem)))  # fmt: skip
+    def apply(self, cur) -> str:
+        """Set this session's index-build memory (the larger of `maintenance_work_mem` and the
+        database's own) and parallel workers; `reset` undoes it. Returns the memory set."""
+        cur.execute(
+            "select greatest(pg_size_bytes(current_setting('maintenance_work_mem')),"
+            " pg_size_bytes(%s)) / 1024",
+            (self.maintenance_work_mem,),
+        )
+        budget = f"{cur.fetchone()[0]}kB"
+        cur.execute(sql.SQL("set maintenance_work_mem = {}").format(sql.Literal(budget)))
         cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
             sql.Literal(self.parallel_workers)))  # fmt: skip
+        return budget
 
     @staticmethod
     def reset(cur) -> None:
@@ -298,13 +313,14 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     conn.autocommit = True  # each step commits; a crash between them leaves the set loading
     try:
         with conn.cursor() as cur:
-            index.apply(cur)
+            params = {**index.to_dict(), "maintenance_work_mem": index.apply(cur)}
             start = time.perf_counter()
             cur.execute(sql.SQL("alter table {t} add primary key (model_version, {key})").format(
                 t=table, key=sql.Identifier(key)))  # fmt: skip
             timings["primary_key_s"] = round(time.perf_counter() - start, 2)
             fault_point("store.primary_key")
             if kind in SEARCHED_BY_DISTANCE:
+                del conn.notices[:]
                 start = time.perf_counter()
                 cur.execute(sql.SQL(
                     "create index if not exists {i} on {t} using hnsw (embedding vector_cosine_ops)"
@@ -312,6 +328,13 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
                 ).format(i=sql.Identifier(f"{name}_hnsw"), t=table, m=sql.Literal(index.m),
                          ef=sql.Literal(index.ef_construction)))  # fmt: skip
                 timings["hnsw_s"] = round(time.perf_counter() - start, 2)
+                params["graph_in_memory"] = not any(_GRAPH_SPILLED in n for n in conn.notices)
+                if not params["graph_in_memory"]:
+                    log.warning(
+                        "the HNSW graph of the %s set of %s outgrew maintenance_work_mem (%s) "
+                        "and was built on disk, several times slower: raise the database's "
+                        "maintenance_work_mem", kind, version, params["maintenance_work_mem"],
+                    )  # fmt: skip
             fault_point("store.hnsw")
             start = time.perf_counter()
             cur.execute(sql.SQL("analyze {}").format(table))
@@ -325,7 +348,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
             cur.execute(
                 "update embedding_sets set state = 'ready', row_count = %s, index_params = %s, "
                 "ready_at = now() where model_version = %s and kind = %s",
-                (rows, json.dumps(index.to_dict()), version, kind),
+                (rows, json.dumps(params), version, kind),
             )
         timings["analyze_attach_s"] = round(time.perf_counter() - start, 2)
     finally:

@@ -95,6 +95,38 @@ def test_a_set_is_loaded_indexed_attached_and_switched(conn):
     assert states[("v1", "user")]["rows"] == N_USERS
 
 
+def index_params(conn, version):
+    with conn.cursor() as cur:
+        cur.execute("select index_params from embedding_sets where model_version = %s "
+                    "and kind = 'video'", (version,))  # fmt: skip
+        return cur.fetchone()[0]
+
+
+def test_the_hnsw_build_takes_the_larger_memory_budget_and_records_a_graph_that_spilled(
+    conn, caplog
+):
+    # The database's setting (this session's, here) is larger than the params': it is used.
+    with conn.cursor() as cur:
+        cur.execute("set maintenance_work_mem = '96MB'")
+    conn.commit()  # a session setting, kept past the sets' own transactions
+    load_version(conn, "roomy")
+    assert index_params(conn, "roomy")["maintenance_work_mem"] == f"{96 * 1024}kB"
+    assert index_params(conn, "roomy")["graph_in_memory"] is True
+    # 1 MB (PostgreSQL's least) holds a few hundred 768-d vectors' graph: 1,500 outgrow it.
+    with conn.cursor() as cur:
+        cur.execute("set maintenance_work_mem = '1MB'")
+    conn.commit()
+    vectors = unit(1_500, 5)
+    assert begin_set(conn, "tight", "video", expected_shards=1)
+    assert copy_shard(conn, "tight", "video", "0", np.arange(1, 1_501), vectors)
+    with caplog.at_level("WARNING", logger="swiperec.embeddings.store"):
+        finish_set(conn, "tight", "video", IndexParams(maintenance_work_mem="1MB"))
+    assert index_params(conn, "tight")["maintenance_work_mem"] == "1024kB"
+    assert index_params(conn, "tight")["graph_in_memory"] is False
+    assert "outgrew maintenance_work_mem" in caplog.text
+    conn.rollback()
+
+
 def test_rerunning_a_version_adds_nothing_and_a_retried_shard_is_skipped(conn):
     load_version(conn, "v1")
     assert begin_set(conn, "v1", "video", expected_shards=2) is False  # ready: nothing to do

@@ -314,6 +314,12 @@ def main(argv=None) -> int:
         help="the embedded server's shared_buffers (default %(default)s)",
     )
     parser.add_argument(
+        "--maintenance-work-mem",
+        default=SERVER_SETTINGS["maintenance_work_mem"],
+        help="the embedded server's maintenance_work_mem, which the HNSW builds take when it is "
+        "larger than the refresh's own 2GB (default %(default)s; 1M videos need ~5GB)",
+    )
+    parser.add_argument(
         "--parallel-workers",
         type=int,
         default=IndexParams.parallel_workers,
@@ -328,6 +334,7 @@ def main(argv=None) -> int:
     add_out_argument(parser, "embeddings_refresh.json")
     args = parser.parse_args(argv)
     SERVER_SETTINGS["shared_buffers"] = args.shared_buffers
+    SERVER_SETTINGS["maintenance_work_mem"] = args.maintenance_work_mem
     index = IndexParams(
         parallel_workers=args.parallel_workers, ef_construction=args.ef_construction
     )
@@ -346,7 +353,8 @@ def main(argv=None) -> int:
             conn = connect(url)  # again: the vector type exists now, so it is registered
             figures = {"videos": args.videos, "users": args.users, "ef_search": EF_SEARCH,
                        "beam_workers": args.beam_workers, "index": index.to_dict(),
-                       "shared_buffers": args.shared_buffers}  # fmt: skip
+                       "shared_buffers": args.shared_buffers,
+                       "server_maintenance_work_mem": args.maintenance_work_mem}  # fmt: skip
             beam_args = []
             if args.beam_workers > 1:
                 beam_args = [f"--direct_num_workers={args.beam_workers}",
@@ -391,6 +399,11 @@ def main(argv=None) -> int:
                 "postgres_peak_rss_mb": _postgres_rss_mb(server),
                 "goal_seconds": 120,
             }
+            with conn.cursor() as cur:  # the budget the build took, and whether it fit
+                cur.execute("select index_params from embedding_sets "
+                            "where model_version = 'bench-v2' and kind = 'video'")  # fmt: skip
+                figures["refresh"]["index_params"] = cur.fetchone()[0]
+            conn.rollback()
             figures["query_during"] = during
             during["by_stage"] = by_stage(during.pop("samples"), start, second.seconds)
             figures["query_p95_ratio"] = round(

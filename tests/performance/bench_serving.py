@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     from swiperec.data.load import load_synthetic
     from swiperec.data.synthetic import SyntheticConfig, generate
     from swiperec.db import connect
-    from swiperec.db.embedded import EmbeddedServer
+    from swiperec.db.embedded import SERVER_SETTINGS, EmbeddedServer
     from swiperec.db.migrate import migrate
     from swiperec.embeddings.writer import write_embeddings
     from swiperec.registry.versions import promote
@@ -246,8 +246,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="requests per user and mode")
     parser.add_argument("--http-seconds", type=float, default=20,
                         help="seconds of each load run over HTTP")  # fmt: skip
+    parser.add_argument(
+        "--maintenance-work-mem", default=SERVER_SETTINGS["maintenance_work_mem"],
+        help="the embedded server's maintenance_work_mem, which the HNSW build takes when it is "
+             "larger than the writer's own 2GB (default %(default)s; 1M videos need ~5GB)",
+    )  # fmt: skip
     add_out_argument(parser, "serving.json")
     args = parser.parse_args(argv)
+    SERVER_SETTINGS["maintenance_work_mem"] = args.maintenance_work_mem
     if not DENO.exists():
         sys.exit(f"Deno is not installed at {DENO}: run `make deno`")
     if not shutil.which("wrk"):
@@ -272,6 +278,11 @@ def main(argv=None) -> int:
             write_embeddings(args.model, "serving-bench", str(snapshot), database_url=url)
             promote(conn, "serving-bench", force=True, reason="benchmark")
             prepare_s = time.perf_counter() - start
+            with conn.cursor() as cur:  # the budget the HNSW build took, and whether it fit
+                cur.execute("select index_params from embedding_sets "
+                            "where model_version = 'serving-bench' and kind = 'video'")  # fmt: skip
+                index_params = cur.fetchone()[0]
+            conn.rollback()
             groups = make_groups(conn, "serving-bench")
             exact = exact_top_k(conn, "serving-bench", groups["50"] + groups["1000"], LIMIT)
             baseline = {
@@ -305,7 +316,8 @@ def main(argv=None) -> int:
 
     figures = {"videos": args.videos, "dimension": 768, "limit": LIMIT,
                "users_per_group": GROUP_SIZE, "rounds": args.rounds,
-               "embeddings_written_seconds": round(prepare_s, 1), "modes": {},
+               "embeddings_written_seconds": round(prepare_s, 1), "index_params": index_params,
+               "modes": {},
                "baseline_exact_scan": baseline}  # fmt: skip
     figures["modes"] = handler_figures(measured, exact, groups)
     for name, run in set_aside.items():

@@ -71,6 +71,9 @@ class Scale:
     http_seconds: int  # each load run over HTTP
     naive_sample: int  # the refresh baseline's upsert sample
     realtime_time_scale: float = 1.0  # bench_realtime's load phases (60 s a rate at 1.0)
+    # the database's maintenance_work_mem for the HNSW builds ("": the embedded default, 2GB):
+    # 1M videos' graph needs ~4 GB in memory, or pgvector builds it on disk, several times slower
+    maintenance_work_mem: str = ""
     steps: tuple[str, ...] = STEPS
 
 
@@ -97,7 +100,7 @@ SCALES = {
     "xl": Scale(
         videos=1_000_000, users=10_000, pseudo_users=20_000, **_DEFAULT_DATA, epochs=None,
         served_rows=10_000_000, serving_rounds=5, http_seconds=20, naive_sample=2_000,
-        steps=("train", "refresh", "serving"),
+        maintenance_work_mem="6GB", steps=("train", "refresh", "serving"),
     ),
 }  # fmt: skip
 
@@ -109,15 +112,17 @@ def step_command(step: str, scale: Scale, work: Path, out: Path) -> list[str]:
                    "--pseudo-users", scale.train_pseudo_users]  # fmt: skip
     epochs = ["--epochs", scale.epochs] if scale.epochs else []
     model = ["--model", work / "train" / "model"]
+    memory = scale.maintenance_work_mem
+    hnsw = ["--maintenance-work-mem", memory] if memory else []
     args = {
         "load": ("bench_synthetic_load", sizes),
         # the training data when it is the same: the train step reuses this transform
         "transform": ("bench_transform", [*sizes, *(["--keep", work / "train"]
                                                     if sizes[1::2] == train_sizes[1::2] else [])]),
         "train": ("bench_train", ["--work", work / "train", *train_sizes, *epochs]),
-        "refresh": ("bench_embeddings", [*model, "--videos", scale.videos, "--users",
+        "refresh": ("bench_embeddings", [*model, *hnsw, "--videos", scale.videos, "--users",
                                          scale.users, "--naive-sample", scale.naive_sample]),
-        "serving": ("bench_serving", [*model, "--videos", scale.videos, "--users",
+        "serving": ("bench_serving", [*model, *hnsw, "--videos", scale.videos, "--users",
                                       min(scale.users, 1_000), "--rounds",
                                       scale.serving_rounds, "--http-seconds",
                                       scale.http_seconds]),

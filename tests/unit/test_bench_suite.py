@@ -158,6 +158,14 @@ def test_step_commands_pass_the_scale_sizes_and_the_output_file(tmp_path):
     assert command[-2:] == ["--out", str(tmp_path / "out.json")]
 
 
+def test_the_1m_catalogue_gives_its_hnsw_builds_the_memory_its_graph_needs(tmp_path):
+    for step in ("refresh", "serving"):
+        xl = step_command(step, SCALES["xl"], tmp_path, tmp_path / "out.json")
+        assert xl[xl.index("--maintenance-work-mem") + 1] == "6GB"
+        large = step_command(step, SCALES["large"], tmp_path, tmp_path / "out.json")
+        assert "--maintenance-work-mem" not in large  # the embedded server's 2GB
+
+
 def test_the_transform_step_leaves_the_training_data_for_the_train_step_when_it_is_the_same(
     tmp_path,
 ):
