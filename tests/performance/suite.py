@@ -12,7 +12,8 @@ the scale's sizes and `--out` into the run's work folder:
     load -> transform -> train -> refresh -> serving -> realtime -> monitoring -> pipeline
 
 `train` trains the model that `refresh`, `serving` and `realtime` embed with (at `large` and
-`xl`, on the `default` data: a model embeds any catalogue at the real cost). Every figure the
+`xl`, on the `default` data: a model embeds any catalogue at the real cost; `--steps` without
+`train` embeds with the model an earlier run left in `--work`). Every figure the
 suite keeps (`FIGURES`) comes with the baseline its script measured in the same run and their
 ratio, and the target the project sets for it (at the catalogue size it is set for). With
 `--repeats N` each step runs N times; the summary keeps every value and their min and median.
@@ -494,9 +495,13 @@ def main(argv=None) -> int:
     unknown = wanted - set(scale.steps)
     if unknown:
         parser.error(f"not steps of {args.scale}: {', '.join(sorted(unknown))}")
-    if wanted & set(MODEL_STEPS) and "train" not in wanted:
+    # Without the train step, the model steps embed with the one `--work` kept from a run
+    # before (the same data's: training does not depend on the catalogue they embed).
+    trained = args.work is not None and (args.work / "train" / "model" / "model_card.json").exists()
+    if wanted & set(MODEL_STEPS) and "train" not in wanted and not trained:
         parser.error(f"{', '.join(sorted(wanted & set(MODEL_STEPS)))} embed with the model the "
-                     "train step trains: add train to --steps")  # fmt: skip
+                     "train step trains: add train to --steps, or pass the --work of a run "
+                     "that trained it")  # fmt: skip
     steps = tuple(step for step in scale.steps if step in wanted)  # in the suite's order
     against = args.against or SUITE / f"{args.scale}.json"
     committed = json.loads(against.read_text()) if against.exists() else None
@@ -526,7 +531,7 @@ def main(argv=None) -> int:
         print(f"suite, {args.scale} scale ({scale.videos:,} videos), log: {log}", flush=True)
         runs: dict[str, list[dict]] = {}
         for step in steps:
-            if step in MODEL_STEPS and not runs.get("train"):
+            if step in MODEL_STEPS and "train" in steps and not runs.get("train"):
                 print(f"  {step:<11} not run: training failed, there is no model to embed with")
                 report["steps"][step] = {"seconds": [], "exit_codes": ["no model"]}
                 continue

@@ -218,6 +218,29 @@ def test_a_second_suite_run_refuses_to_start_and_runs_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.lock"]
 
 
+def test_without_the_train_step_the_model_steps_embed_with_the_model_work_kept(
+    tmp_path, monkeypatch
+):
+    ran = []
+
+    def record(command, log, timeout):
+        ran.append(command)
+        return 1, 0.0  # no results: the run is partial
+
+    monkeypatch.setattr(suite, "SUITE", tmp_path / "suite")
+    monkeypatch.setattr(suite, "run_step", record)
+    work = tmp_path / "w"
+    with pytest.raises(SystemExit):  # no model to embed with: refused before anything runs
+        suite.main(["--scale", "small", "--steps", "serving", "--work", str(work)])
+    assert ran == []
+    (work / "train" / "model").mkdir(parents=True)
+    (work / "train" / "model" / "model_card.json").write_text("{}")
+    assert suite.main(["--scale", "small", "--steps", "serving", "--work", str(work)]) == 0
+    assert [c[2] for c in ran] == ["tests.performance.bench_serving"]
+    assert ran[0][ran[0].index("--model") + 1] == str(work / "train" / "model")
+    assert (tmp_path / "suite" / "small.partial.json").exists()
+
+
 def test_the_realtime_figures_read_the_real_time_benchmarks_results():
     results = json.loads((RESULTS / "realtime.json").read_text())
     figures = collect({"realtime": [results]}, ("realtime",), 200_000)
