@@ -65,11 +65,12 @@ class IndexParams:
     """HNSW build settings, chosen on 2 cores for 200k videos (tests/performance/
     bench_embeddings.py): m 16 (pgvector's default); ef_construction 32, the least pgvector
     allows at m 16 (2 m), gives Recall@10 ~0.98 against exact search at ef_search 100; the
-    memory budget keeps the graph in RAM (200k x 768-d float4 is ~0.6 GB, the graph ~1.5x).
-    It is a floor: the build takes the database's own `maintenance_work_mem` when that is
-    larger, so a bigger catalogue's budget is set where PostgreSQL keeps it (`alter database
-    ... set maintenance_work_mem = '6GB'` for 1M videos). A graph that outgrows the budget is
-    built on disk, several times slower: `finish_set` records it and logs a warning.
+    memory budget keeps the graph in RAM (pgvector's graph takes 3.8 KB a 768-d row: 2 GB
+    holds ~550k videos). It is a floor: the build takes the database's own
+    `maintenance_work_mem` when that is larger, so a bigger catalogue's budget is set where
+    PostgreSQL keeps it (`alter database ... set maintenance_work_mem = '6GB'` for 1M videos).
+    A graph that outgrows the budget is built on disk, several times slower: `finish_set`
+    records it and logs a warning.
 
     No parallel workers: the build takes one core and leaves the other to the queries against
     the serving set. Measured: the leader alone at ef_construction 32 builds as fast (40 s) as

@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         "--maintenance-work-mem",
         default=SERVER_SETTINGS["maintenance_work_mem"],
         help="the embedded server's maintenance_work_mem, which the HNSW builds take when it is "
-        "larger than the refresh's own 2GB (default %(default)s; 1M videos need ~5GB)",
+        "larger than the refresh's own 2GB (default %(default)s; 1M videos need ~4GB)",
     )
     parser.add_argument(
         "--parallel-workers",
