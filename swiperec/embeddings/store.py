@@ -89,24 +89,31 @@ class IndexParams:
                 "maintenance_work_mem": self.maintenance_work_mem,
                 "parallel_workers": self.parallel_workers}  # fmt: skip
 
-    def apply(self, cur) -> str:
-        """Set this session's index-build memory (the larger of `maintenance_work_mem` and the
-        database's own) and parallel workers; `reset` undoes it. Returns the memory set."""
+    def apply(self, cur) -> int:
+        """Set this session's index build: its memory, the larger of `maintenance_work_mem`
+        (kB without a unit, as PostgreSQL reads it) and the database's (or role's, or the
+        connection's) own, its parallel workers, and notices on (`finish_set` reads pgvector's
+        about the graph). `reset` undoes it. Returns the memory set, in MB."""
+        floor = self.maintenance_work_mem.strip()
         cur.execute(
-            "select greatest(pg_size_bytes(current_setting('maintenance_work_mem')),"
-            " pg_size_bytes(%s)) / 1024",
-            (self.maintenance_work_mem,),
+            "select greatest(s.reset_val::bigint * pg_size_bytes('1' || s.unit),"
+            " pg_size_bytes(%s)) / 1048576 from pg_settings s"
+            " where s.name = 'maintenance_work_mem'",
+            (floor + "kB" if floor.isdigit() else floor,),
         )
-        budget = f"{cur.fetchone()[0]}kB"
-        cur.execute(sql.SQL("set maintenance_work_mem = {}").format(sql.Literal(budget)))
+        budget_mb = int(cur.fetchone()[0])
+        cur.execute(sql.SQL("set maintenance_work_mem = {}").format(
+            sql.Literal(f"{budget_mb}MB")))  # fmt: skip
         cur.execute(sql.SQL("set max_parallel_maintenance_workers = {}").format(
             sql.Literal(self.parallel_workers)))  # fmt: skip
-        return budget
+        cur.execute("set client_min_messages = notice")
+        return budget_mb
 
     @staticmethod
     def reset(cur) -> None:
         cur.execute("reset maintenance_work_mem")
         cur.execute("reset max_parallel_maintenance_workers")
+        cur.execute("reset client_min_messages")
 
 
 class EmbeddingSetError(RuntimeError):
@@ -314,7 +321,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     conn.autocommit = True  # each step commits; a crash between them leaves the set loading
     try:
         with conn.cursor() as cur:
-            params = {**index.to_dict(), "maintenance_work_mem": index.apply(cur)}
+            params = {**index.to_dict(), "build_memory_mb": index.apply(cur)}
             start = time.perf_counter()
             cur.execute(sql.SQL("alter table {t} add primary key (model_version, {key})").format(
                 t=table, key=sql.Identifier(key)))  # fmt: skip
@@ -332,9 +339,9 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
                 params["graph_in_memory"] = not any(_GRAPH_SPILLED in n for n in conn.notices)
                 if not params["graph_in_memory"]:
                     log.warning(
-                        "the HNSW graph of the %s set of %s outgrew maintenance_work_mem (%s) "
-                        "and was built on disk, several times slower: raise the database's "
-                        "maintenance_work_mem", kind, version, params["maintenance_work_mem"],
+                        "the HNSW graph of the %s set of %s outgrew maintenance_work_mem (%s MB)"
+                        " and was built on disk, several times slower: raise the database's "
+                        "maintenance_work_mem", kind, version, params["build_memory_mb"],
                     )  # fmt: skip
             fault_point("store.hnsw")
             start = time.perf_counter()

@@ -102,29 +102,44 @@ def index_params(conn, version):
         return cur.fetchone()[0]
 
 
+def database_setting(conn, db_url, value):
+    """Set this database's maintenance_work_mem to `value`; a new connection to it."""
+    from psycopg2 import sql
+
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("select current_database()")
+        cur.execute(sql.SQL("alter database {} set maintenance_work_mem = {}").format(
+            sql.Identifier(cur.fetchone()[0]), sql.Literal(value)))  # fmt: skip
+    conn.autocommit = False
+    return connect(db_url)
+
+
 def test_the_hnsw_build_takes_the_larger_memory_budget_and_records_a_graph_that_spilled(
-    conn, caplog
+    conn, db_url, caplog
 ):
-    # The database's setting (this session's, here) is larger than the params': it is used.
-    with conn.cursor() as cur:
-        cur.execute("set maintenance_work_mem = '96MB'")
-    conn.commit()  # a session setting, kept past the sets' own transactions
-    load_version(conn, "roomy")
-    assert index_params(conn, "roomy")["maintenance_work_mem"] == f"{96 * 1024}kB"
-    assert index_params(conn, "roomy")["graph_in_memory"] is True
+    # The database's setting is larger than the params' (64MB): it is used.
+    roomy = database_setting(conn, db_url, "96MB")
+    load_version(roomy, "roomy")
+    assert index_params(roomy, "roomy")["build_memory_mb"] == 96
+    assert index_params(roomy, "roomy")["graph_in_memory"] is True
+    # The database's is smaller: the params' is a floor (a session SET does not count).
+    tight = database_setting(conn, db_url, "1MB")
+    with tight.cursor() as cur:
+        cur.execute("set maintenance_work_mem = '512MB'")
+    tight.commit()
+    load_version(tight, "floor")
+    assert index_params(tight, "floor")["build_memory_mb"] == 64
     # 1 MB (PostgreSQL's least) holds a few hundred 768-d vectors' graph: 1,500 outgrow it.
-    with conn.cursor() as cur:
-        cur.execute("set maintenance_work_mem = '1MB'")
-    conn.commit()
-    vectors = unit(1_500, 5)
-    assert begin_set(conn, "tight", "video", expected_shards=1)
-    assert copy_shard(conn, "tight", "video", "0", np.arange(1, 1_501), vectors)
+    assert begin_set(tight, "tight", "video", expected_shards=1)
+    assert copy_shard(tight, "tight", "video", "0", np.arange(1, 1_501), unit(1_500, 5))
     with caplog.at_level("WARNING", logger="swiperec.embeddings.store"):
-        finish_set(conn, "tight", "video", IndexParams(maintenance_work_mem="1MB"))
-    assert index_params(conn, "tight")["maintenance_work_mem"] == "1024kB"
-    assert index_params(conn, "tight")["graph_in_memory"] is False
+        finish_set(tight, "tight", "video", IndexParams(maintenance_work_mem="1024"))  # kB
+    assert index_params(tight, "tight")["build_memory_mb"] == 1
+    assert index_params(tight, "tight")["graph_in_memory"] is False
     assert "outgrew maintenance_work_mem" in caplog.text
-    conn.rollback()
+    for connection in (roomy, tight):
+        connection.close()
 
 
 def test_rerunning_a_version_adds_nothing_and_a_retried_shard_is_skipped(conn):

@@ -249,7 +249,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--maintenance-work-mem", default=SERVER_SETTINGS["maintenance_work_mem"],
         help="the embedded server's maintenance_work_mem, which the HNSW build takes when it is "
-             "larger than the writer's own 2GB (default %(default)s; 1M videos need ~4GB)",
+             "larger than the writer's own 2GB (default %(default)s; 1M videos' graph takes "
+             "~3.8GB)",
     )  # fmt: skip
     add_out_argument(parser, "serving.json")
     args = parser.parse_args(argv)

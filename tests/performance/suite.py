@@ -73,7 +73,8 @@ class Scale:
     naive_sample: int  # the refresh baseline's upsert sample
     realtime_time_scale: float = 1.0  # bench_realtime's load phases (60 s a rate at 1.0)
     # the database's maintenance_work_mem for the HNSW builds ("": the embedded default, 2GB):
-    # 1M videos' graph needs ~4 GB in memory, or pgvector builds it on disk, several times slower
+    # 1M videos' graph takes ~3.8 GB in memory (else pgvector builds it on disk, several times
+    # slower); 6GB leaves headroom
     maintenance_work_mem: str = ""
     steps: tuple[str, ...] = STEPS
 
@@ -497,11 +498,18 @@ def main(argv=None) -> int:
         parser.error(f"not steps of {args.scale}: {', '.join(sorted(unknown))}")
     # Without the train step, the model steps embed with the one `--work` kept from a run
     # before (the same data's: training does not depend on the catalogue they embed).
-    trained = args.work is not None and (args.work / "train" / "model" / "model_card.json").exists()
-    if wanted & set(MODEL_STEPS) and "train" not in wanted and not trained:
-        parser.error(f"{', '.join(sorted(wanted & set(MODEL_STEPS)))} embed with the model the "
-                     "train step trains: add train to --steps, or pass the --work of a run "
-                     "that trained it")  # fmt: skip
+    card_path = args.work / "train" / "model" / "model_card.json" if args.work else None
+    trained = card_path is not None and card_path.exists()
+    if wanted & set(MODEL_STEPS) and "train" not in wanted:
+        if not trained:
+            parser.error(f"{', '.join(sorted(wanted & set(MODEL_STEPS)))} embed with the model "
+                         "the train step trains: add train to --steps, or pass the --work of a "
+                         "run that trained it")  # fmt: skip
+        card = json.loads(card_path.read_text())
+        trained_on = card.get("training", {}).get("catalogue_videos")
+        if trained_on != scale.train_videos:
+            parser.error(f"the model in {card_path.parent} was trained on {trained_on} videos; "
+                         f"{args.scale} trains on {scale.train_videos:,}")  # fmt: skip
     steps = tuple(step for step in scale.steps if step in wanted)  # in the suite's order
     against = args.against or SUITE / f"{args.scale}.json"
     committed = json.loads(against.read_text()) if against.exists() else None
@@ -529,6 +537,11 @@ def main(argv=None) -> int:
         report = {"scale": args.scale, "sizes": scale.__dict__, "repeats": args.repeats,
                   "commit": _commit(), "machine": {"start": machine()}, "steps": {}}  # fmt: skip
         print(f"suite, {args.scale} scale ({scale.videos:,} videos), log: {log}", flush=True)
+        if "train" not in steps and set(steps) & set(MODEL_STEPS):
+            report["model"] = {"kept_from_an_earlier_run": str(card_path.parent),
+                               "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
+                                   card_path.stat().st_mtime)),
+                               "trained_on_videos": trained_on}  # fmt: skip
         runs: dict[str, list[dict]] = {}
         for step in steps:
             if step in MODEL_STEPS and "train" in steps and not runs.get("train"):

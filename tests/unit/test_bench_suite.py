@@ -234,11 +234,37 @@ def test_without_the_train_step_the_model_steps_embed_with_the_model_work_kept(
         suite.main(["--scale", "small", "--steps", "serving", "--work", str(work)])
     assert ran == []
     (work / "train" / "model").mkdir(parents=True)
-    (work / "train" / "model" / "model_card.json").write_text("{}")
+    card = work / "train" / "model" / "model_card.json"
+    card.write_text(json.dumps({"training": {"catalogue_videos": 32_304}}))
+    with pytest.raises(SystemExit):  # trained on another scale's data
+        suite.main(["--scale", "small", "--steps", "serving", "--work", str(work)])
+    card.write_text(json.dumps({"training": {"catalogue_videos": 2_000}}))
     assert suite.main(["--scale", "small", "--steps", "serving", "--work", str(work)]) == 0
     assert [c[2] for c in ran] == ["tests.performance.bench_serving"]
     assert ran[0][ran[0].index("--model") + 1] == str(work / "train" / "model")
-    assert (tmp_path / "suite" / "small.partial.json").exists()
+    partial = json.loads((tmp_path / "suite" / "small.partial.json").read_text())
+    assert partial["model"]["kept_from_an_earlier_run"] == str(work / "train" / "model")
+
+
+def test_when_training_fails_the_model_steps_do_not_embed_with_an_older_model(
+    tmp_path, monkeypatch
+):
+    ran = []
+
+    def record(command, log, timeout):
+        ran.append(command[2])
+        return 1, 0.0  # every step fails, training too
+
+    monkeypatch.setattr(suite, "SUITE", tmp_path / "suite")
+    monkeypatch.setattr(suite, "run_step", record)
+    work = tmp_path / "w"
+    (work / "train" / "model").mkdir(parents=True)
+    (work / "train" / "model" / "model_card.json").write_text(
+        json.dumps({"training": {"catalogue_videos": 2_000}}))  # fmt: skip
+    suite.main(["--scale", "small", "--steps", "train,serving", "--work", str(work)])
+    assert ran == ["tests.performance.bench_train"]
+    partial = json.loads((tmp_path / "suite" / "small.partial.json").read_text())
+    assert partial["steps"]["serving"]["exit_codes"] == ["no model"]
 
 
 def test_the_realtime_figures_read_the_real_time_benchmarks_results():
