@@ -144,28 +144,41 @@ def read_video_vectors(conn, version: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(ids), np.concatenate(parts)
 
 
-def exact_top10(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Each query's 10 nearest ids by cosine (unit vectors: the dot product), exactly; in
-    chunks of queries, so the score matrix stays small at 1M videos."""
-    top = []
+def exact_top10(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray):
+    """Each query's 10 nearest ids by cosine (unit vectors: the dot product), exactly, and the
+    10th one's cosine distance; in chunks of queries, so the score matrix stays small at 1M
+    videos."""
+    top, tenth = [], []
     for chunk in np.array_split(queries.astype(np.float32), max(1, len(queries) // 64)):
         scores = chunk @ vectors.T
         best = np.argpartition(-scores, 10, axis=1)[:, :10]
         order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1)
-        top.append(ids[np.take_along_axis(best, order, axis=1)])
-    return np.concatenate(top)
+        best = np.take_along_axis(best, order, axis=1)
+        top.append(ids[best])
+        tenth.append(1 - np.take_along_axis(scores, best[:, 9:], axis=1)[:, 0])
+    return np.concatenate(top), np.concatenate(tenth)
 
 
-def hnsw_recall(conn, version: str, queries: np.ndarray, exact: np.ndarray) -> float:
+def hnsw_recall(conn, version: str, queries: np.ndarray, exact: np.ndarray, tenth: np.ndarray):
     """Recall@10 of the index (ef_search = EF_SEARCH) against `exact` (`exact_top10`),
-    averaged over the queries."""
+    averaged over the queries, twice: by id, and by distance (a result counts when it is no
+    farther than the exact 10th, `tenth`: among videos at the same distance, any is right). The
+    two part when many vectors tie, e.g. a catalogue whose videos the model tells apart by
+    features they share."""
+    hits = close = 0
     with conn.cursor() as cur:
         cur.execute(f"set hnsw.ef_search = {EF_SEARCH}")
-        hits = 0
-        for q, truth in zip(queries, exact, strict=True):
-            hits += len(set(top20(cur, version, q)[:10]) & set(truth.tolist()))
+        for q, truth, bound in zip(queries, exact, tenth, strict=True):
+            cur.execute(
+                "select video_id, embedding <=> %s from video_embeddings "
+                "where model_version = %s order by embedding <=> %s limit 10",
+                (q, version, q),
+            )
+            found = cur.fetchall()
+            hits += len({r[0] for r in found} & set(truth.tolist()))
+            close += sum(1 for r in found if r[1] <= bound + 1e-6)
     conn.rollback()
-    return hits / (10 * len(queries))
+    return hits / (10 * len(queries)), close / (10 * len(queries))
 
 
 def naive_upsert_seconds(conn, version: str, vectors: np.ndarray) -> float:
@@ -420,10 +433,11 @@ def main(argv=None) -> int:
             }
             ids, vectors = read_video_vectors(conn, "bench-v2")
             sample = queries[rng.choice(len(queries), size=1000, replace=True)]
-            exact = exact_top10(sample, ids, vectors)
+            exact, tenth = exact_top10(sample, ids, vectors)
             del vectors
-            recall = hnsw_recall(conn, "bench-v2", sample, exact)
+            recall, by_distance = hnsw_recall(conn, "bench-v2", sample, exact, tenth)
             figures["hnsw_recall@10"] = round(recall, 4)
+            figures["hnsw_recall@10_by_distance"] = round(by_distance, 4)
             # Its own generator: the recall's sample above stays the one earlier runs drew.
             half = np.random.default_rng(1).choice(len(sample), HALFVEC_QUERIES, replace=False)
             figures["halfvec"] = halfvec_comparison(
@@ -502,7 +516,10 @@ def main(argv=None) -> int:
             f"  {kind:<8} HNSW: build {h['build_seconds']} s, {h['index_mb']} MB, Recall@10 "
             f"{h['recall@10']}, top-10 p50 {h['p50_ms']} ms p95 {h['p95_ms']} ms"
         )
-    print(f"  HNSW recall@10         {figures['hnsw_recall@10']:.4f} at ef_search {EF_SEARCH}")
+    print(
+        f"  HNSW recall@10         {figures['hnsw_recall@10']:.4f} at ef_search {EF_SEARCH} "
+        f"({figures['hnsw_recall@10_by_distance']:.4f} by distance)"
+    )
     n = figures["baseline_naive_upsert"]
     print(
         f"  baseline naive UPSERT  {n['extrapolated_seconds']:,.0f} s extrapolated from "

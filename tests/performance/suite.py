@@ -243,6 +243,8 @@ FIGURES = (
            ("refresh", "postgres_peak_rss_mb")),
     Figure("refresh: HNSW Recall@10", "refresh", "", "higher", ("hnsw_recall@10",),
            bounded=True),
+    Figure("refresh: HNSW Recall@10 by distance", "refresh", "", "higher",
+           ("hnsw_recall@10_by_distance",), bounded=True),
     Figure("halfvec HNSW build", "refresh", "s", "lower", ("halfvec", "halfvec", "build_seconds"),
            ("halfvec", "vector", "build_seconds"), "vector HNSW build", calibrate="python_mops"),
     Figure("halfvec HNSW size", "refresh", "MB", "lower", ("halfvec", "halfvec", "index_mb"),
