@@ -63,7 +63,8 @@ format: setup
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time, so a
 # module's shared set-up (the demo run in test_pipeline.py) happens once; each worker starts its
 # own embedded server and session fixtures; the slowest files start first (SLOW_FILES_FIRST in
-# tests/conftest.py). `make test TEST_WORKERS=0` runs them in this process.
+# tests/conftest.py); the 15 slowest are listed at the end. `make test TEST_WORKERS=0` runs them
+# in this process.
 TEST_WORKERS ?= 2
 # A marker expression narrows the run: `make test MARKERS="not integration"`. The cluster
 # rehearsal stays out of `make test` whatever it says (a `-m` in PYTEST_ARGS would replace the
@@ -71,7 +72,7 @@ TEST_WORKERS ?= 2
 MARKERS ?=
 
 test: setup deno browser lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 \
 		-m "not cluster$(if $(MARKERS), and ($(MARKERS)))" $(PYTEST_ARGS)
 
 # The cluster rehearsal (tests marked `cluster`): the Beam steps on PortableRunner with a job
