@@ -65,8 +65,8 @@ class IndexParams:
     """HNSW build settings, chosen on 2 cores for 200k videos (tests/performance/
     bench_embeddings.py): m 16 (pgvector's default); ef_construction 32, the least pgvector
     allows at m 16 (2 m), gave Recall@10 ~0.98 against exact search at ef_search 100 with an
-    earlier model and gives 0.82-0.87 with today's on the 200k synthetic catalogue (64: 0.92,
-    for a 1.4x longer build; serving reranks 100 candidates, so its top 20 loses less); the
+    earlier model and gives 0.80-0.89 with today's on the 200k synthetic catalogue (64: 0.92,
+    for a 1.3-1.4x longer build; serving reranks 100 candidates, so its top 20 loses less); the
     memory budget keeps the graph in RAM (pgvector's graph takes 3.8 KB a 768-d row: 2 GB
     holds ~550k videos). It is a floor: the build takes the database's own
     `maintenance_work_mem` when that is larger, so a bigger catalogue's budget is set where
@@ -75,11 +75,11 @@ class IndexParams:
     records it and logs a warning.
 
     No parallel workers: the build takes one core and leaves the other to the queries against
-    the serving set. Measured: the leader alone at ef_construction 32 builds as fast (40 s) as
-    leader + worker at 48, and the queries' p95 during the build stays at ~1.6 ms instead of
-    6.5-8 ms (two or three build processes on two cores); lowering the build's CPU priority
-    (nice, SCHED_IDLE) did not help. On a database host with spare cores, raise
-    `parallel_workers` to what the build may take."""
+    the serving set. Measured with an earlier model: the leader alone at ef_construction 32
+    builds as fast (40 s) as leader + worker at 48, and the queries' p95 during the build
+    stays at ~1.6 ms instead of 6.5-8 ms (two or three build processes on two cores);
+    lowering the build's CPU priority (nice, SCHED_IDLE) did not help. On a database host with
+    spare cores, raise `parallel_workers` to what the build may take."""
 
     m: int = 16
     ef_construction: int = 32
