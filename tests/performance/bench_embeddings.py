@@ -163,8 +163,7 @@ def hnsw_recall(conn, version: str, queries: np.ndarray, exact: np.ndarray, tent
     """Recall@10 of the index (ef_search = EF_SEARCH) against `exact` (`exact_top10`),
     averaged over the queries, twice: by id, and by distance (a result counts when it is no
     farther than the exact 10th, `tenth`: among videos at the same distance, any is right). The
-    two part when many vectors tie, e.g. a catalogue whose videos the model tells apart by
-    features they share."""
+    two part only when vectors tie."""
     hits = close = 0
     with conn.cursor() as cur:
         cur.execute(f"set hnsw.ef_search = {EF_SEARCH}")
