@@ -26,8 +26,12 @@ Baseline in the same run: the same top-k by exact search in PostgreSQL (sequenti
 index), p50/p95, and its ratio to the handler's and to the HTTP p95 (goal: >= 25x faster for
 every group; the original requirement: 500 ms); under load, p95 at 32 clients <= 3x one
 client. A model with match features is measured again in the same run with its set's
-swipe-evidence weights set aside, then all its match weights: what each costs. Writes
-tests/performance/results/serving.json.
+swipe-evidence weights set aside, then all its match weights: what each costs.
+
+Then `hnsw.ef_search` (--ef-search, default 100,200,400): the SQL function alone (no Deno, no
+MMR) called at each value for the users with decisions, p50/p95 of the call and Recall@20 of
+its top 20 against the same exact top-20: what a wider HNSW search buys in recall and costs
+in time (the Edge Function passes 100). Writes tests/performance/results/serving.json.
 """
 
 from __future__ import annotations
@@ -252,8 +256,14 @@ def main(argv=None) -> int:
              "larger than the writer's own 2GB (default %(default)s; 1M videos' graph takes "
              "~3.8GB)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ef-search",
+        default="100,200,400",
+        help="comma-separated hnsw.ef_search values to sweep (empty: none)",
+    )
     add_out_argument(parser, "serving.json")
     args = parser.parse_args(argv)
+    ef_values = [int(v) for v in args.ef_search.split(",") if v.strip()]
     SERVER_SETTINGS["maintenance_work_mem"] = args.maintenance_work_mem
     if not DENO.exists():
         sys.exit(f"Deno is not installed at {DENO}: run `make deno`")
@@ -292,6 +302,7 @@ def main(argv=None) -> int:
             }
             measured = run_handler(url, Path(tmp), groups, args.rounds)
             http = over_http(url, groups, exact, args.http_seconds, Path(tmp))
+            sweep = ef_search_sweep(conn, groups, exact, ef_values, args.rounds)
             # The same run with parts of the ranking stage set aside, one after the other: what
             # each costs.
             set_aside = {}
@@ -331,6 +342,7 @@ def main(argv=None) -> int:
         base["ratio_to_handler_p95"] = round(base["p95_ms"] / handler_p95, 1)
         base["ratio_to_http_p95"] = round(base["p95_ms"] / http["by_group"][group]["p95_ms"], 1)
     figures["http"] = http
+    figures["ef_search_sweep"] = sweep
 
     name = "serving.json" if args.videos == 200_000 else f"serving_{args.videos}.json"
     path = save(figures, args.out, name)
@@ -367,6 +379,10 @@ def main(argv=None) -> int:
     print(f"    p95 at {HTTP_CONNECTIONS[-1]} clients / 1 client: "
           f"{http['ratio_p95_most_clients_to_one']} (target <= 3)")  # fmt: skip
     print("  goal: exact search / serving p95 >= 25 for every group")
+    for ef, by_group in sweep.items():
+        print(f"  SQL function alone at ef_search {ef}: " + "; ".join(
+            f"{group} decisions p95 {e['p95_ms']} ms, recall@20 {e['recall@20_vs_exact']}"
+            for group, e in by_group.items()))  # fmt: skip
     print(f"saved {path}")
     return 0
 
@@ -439,6 +455,34 @@ def over_http(database_url: str, groups: dict, exact: dict, seconds: float, tmp:
     one, most = figures["mixed"]["1"], figures["mixed"][str(HTTP_CONNECTIONS[-1])]
     figures["ratio_p95_most_clients_to_one"] = round(most["p95_ms"] / one["p95_ms"], 2)
     return figures
+
+
+def ef_search_sweep(conn, groups: dict, exact: dict, values: list[int], rounds: int) -> dict:
+    """Per `hnsw.ef_search` value and group with decisions: p50/p95 of the SQL function's call
+    on the serving version (CANDIDATES candidates, as the Edge Function asks for LIMIT) and
+    Recall@20 of its top 20 by rank against `exact`."""
+    sweep = {}
+    with conn.cursor() as cur:
+        for ef in values:
+            sweep[str(ef)] = {}
+            for group in ("50", "1000"):
+                latencies, recalls = [], []
+                for _ in range(rounds):
+                    for user in groups[group]:
+                        start = time.perf_counter()
+                        cur.execute(
+                            "select video_id from public.enhanced_two_tower_recommendations("
+                            "%s::uuid, %s, null, null, '{}', %s) order by rank limit %s",
+                            (user, CANDIDATES, ef, LIMIT),
+                        )
+                        items = {row[0] for row in cur.fetchall()}
+                        latencies.append((time.perf_counter() - start) * 1000)
+                        recalls.append(len(items & set(exact[user])) / LIMIT)
+                    conn.rollback()
+                entry = percentiles(latencies)
+                entry["recall@20_vs_exact"] = round(float(np.mean(recalls)), 4)
+                sweep[str(ef)][group] = entry
+    return sweep
 
 
 def run_handler(url: str, tmp: Path, groups: dict, rounds: int) -> dict:
