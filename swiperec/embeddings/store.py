@@ -65,8 +65,9 @@ class IndexParams:
     """HNSW build settings, chosen on 2 cores for 200k videos (tests/performance/
     bench_embeddings.py): m 16 (pgvector's default); ef_construction 32, the least pgvector
     allows at m 16 (2 m), gave Recall@10 ~0.98 against exact search at ef_search 100 with an
-    earlier model and gives 0.80-0.89 with today's on the 200k synthetic catalogue (64: 0.92,
-    for a 1.3-1.4x longer build; serving reranks 100 candidates, so its top 20 loses less); the
+    earlier model and gives 0.80-0.89 with today's on the 200k synthetic catalogue, 0.67 at
+    1M (64: 0.92 at 200k, for a 1.3-1.4x longer build; serving reranks 100 candidates, so its
+    top 20 loses less); the
     memory budget keeps the graph in RAM (pgvector's graph takes 3.8 KB a 768-d row: 2 GB
     holds ~550k videos). It is a floor: the build takes the database's own
     `maintenance_work_mem` when that is larger, so a bigger catalogue's budget is set where
