@@ -240,6 +240,7 @@ def main(argv=None) -> int:
     from swiperec.db import connect
     from swiperec.db.embedded import SERVER_SETTINGS, EmbeddedServer
     from swiperec.db.migrate import migrate
+    from swiperec.embeddings.store import IndexParams
     from swiperec.embeddings.writer import write_embeddings
     from swiperec.registry.versions import promote
     from tests.performance.bench_transform import write_snapshot
@@ -257,6 +258,12 @@ def main(argv=None) -> int:
              "larger than the writer's own 2GB (default %(default)s; 1M videos' graph takes "
              "~3.8GB)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        default=None,
+        help="the HNSW build's ef_construction (default: IndexParams', as the writer builds)",
+    )
     parser.add_argument(
         "--ef-search",
         default="100,200,400",
@@ -287,7 +294,10 @@ def main(argv=None) -> int:
             load_synthetic(conn, dataset, replace=True)
             del dataset
             start = time.perf_counter()
-            write_embeddings(args.model, "serving-bench", str(snapshot), database_url=url)
+            index = IndexParams() if args.ef_construction is None else IndexParams(
+                ef_construction=args.ef_construction)  # fmt: skip
+            write_embeddings(args.model, "serving-bench", str(snapshot), database_url=url,
+                             index=index)  # fmt: skip
             promote(conn, "serving-bench", force=True, reason="benchmark")
             prepare_s = time.perf_counter() - start
             with conn.cursor() as cur:  # the budget the HNSW build took, and whether it fit
