@@ -101,6 +101,23 @@ def test_a_set_without_ranking_terms_ranks_by_cosine(catalogue):
         assert score == pytest.approx(COSINES[video - 1], abs=1e-3)
 
 
+def test_each_row_carries_its_cosines_to_the_rows_ranked_after_it(catalogue):
+    # The upper triangle of the candidates' cosine matrix, in rank order, for the Edge
+    # Function's MMR to mirror; video i . video j = cos_i * cos_j (their other axes differ).
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    with catalogue.cursor() as cur:
+        cur.execute("select video_id, similarities from enhanced_two_tower_recommendations(%s, 5)"
+                    " order by rank", (USER,))  # fmt: skip
+        rows = cur.fetchall()
+    catalogue.rollback()
+    ranked = [int(v) for v, _ in rows]
+    assert ranked == [5, 3, 1, 2, 4]
+    for i, (_, similarities) in enumerate(rows):
+        expected = [COSINES[ranked[i] - 1] * COSINES[j - 1] for j in ranked[i + 1 :]]
+        assert similarities == pytest.approx(expected, abs=1e-3)
+    assert rows[-1][1] == []  # the last row: nothing ranked after it
+
+
 def test_live_writes_replace_a_videos_terms_and_refuse_bad_ones(catalogue):
     serve(catalogue, "v1", np.array(TERMS, np.float32))
     # The real-time worker re-embeds video 4 with a strong appeal: it now ranks first.

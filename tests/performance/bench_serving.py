@@ -31,8 +31,10 @@ swipe-evidence weights set aside, then all its match weights: what each costs.
 Then `hnsw.ef_search` (--ef-search, default 100,200,400): the SQL function alone (no Deno, no
 MMR) called at each value for the users with decisions, p50/p95 of the call and Recall@20 of
 its top 20 against the same exact top-20: what a wider HNSW search buys in recall and costs
-in time (the Edge Function passes 100). Writes tests/performance/results/serving.json
-(serving_<videos>.json at another --videos).
+in time (the Edge Function passes 100). --ef-construction builds the serving set's HNSW index
+with another ef_construction than the writer's (IndexParams), for the same sweep over a better
+graph. Writes tests/performance/results/serving.json (serving_<videos>.json at another
+--videos; --out to name another).
 """
 
 from __future__ import annotations

@@ -89,3 +89,29 @@ export function mmrSelect(
   }
   return picked;
 }
+
+/**
+ * The n x n similarity matrix from its upper triangle: `upper[i]` holds the similarities of
+ * candidate i to candidates i + 1 .. n - 1, in that order (the SQL function's
+ * `similarities`, one row per candidate in rank order; the last is empty). The diagonal is 1.
+ */
+export function symmetricSimilarity(
+  upper: readonly (readonly number[])[],
+): number[][] {
+  const n = upper.length;
+  const full = Array.from({ length: n }, () => new Array<number>(n).fill(1));
+  upper.forEach((row, i) => {
+    if (row.length !== n - 1 - i) {
+      throw new RangeError(
+        `row ${i} of the upper triangle must hold ${
+          n - 1 - i
+        } similarities, got ${row.length}`,
+      );
+    }
+    row.forEach((value, k) => {
+      full[i][i + 1 + k] = value;
+      full[i + 1 + k][i] = value;
+    });
+  });
+  return full;
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type MmrCandidate, mmrSelect } from "./mmr.ts";
+import { type MmrCandidate, mmrSelect, symmetricSimilarity } from "./mmr.ts";
 
 const NO_CAPS = { maxPerMaker: 100, maxPerGenre: 100 };
 
@@ -254,5 +254,33 @@ Deno.test("edge cases: no candidates, limit larger than the pool, bad input", ()
         ...NO_CAPS,
       }),
     RangeError,
+  );
+});
+
+Deno.test("symmetricSimilarity mirrors the upper triangle, 1 on the diagonal", () => {
+  assert.deepEqual(
+    symmetricSimilarity([[0.95, 0.1], [0.2], []]),
+    THREE_SIM,
+  );
+  assert.deepEqual(symmetricSimilarity([[]]), [[1]]);
+  assert.deepEqual(symmetricSimilarity([]), []);
+});
+
+Deno.test("symmetricSimilarity rejects a row of the wrong length", () => {
+  assert.throws(
+    () => symmetricSimilarity([[0.95, 0.1], [0.2, 0.3], []]),
+    /row 1 of the upper triangle must hold 1 similarities, got 2/,
+  );
+  assert.throws(
+    () => symmetricSimilarity([[0.95], [], []]),
+    /row 0 of the upper triangle must hold 2 similarities, got 1/,
+  );
+});
+
+Deno.test("MMR over the mirrored triangle picks as over the whole matrix", () => {
+  const options = { limit: 3, lambda: 0.5, ...NO_CAPS };
+  assert.deepEqual(
+    mmrSelect(THREE, symmetricSimilarity([[0.95, 0.1], [0.2], []]), options),
+    mmrSelect(THREE, THREE_SIM, options),
   );
 });

@@ -9,7 +9,7 @@
 // decided videos plus the nearest new releases, scored by the ranking stage: `score` is the
 // ranking score (the like score with the exposure prior and the new-release bonus) MMR takes
 // as relevance; their
-// pairwise similarities, evidence for reasons; up to
+// pairwise similarities (each row's to the rows ranked after it), evidence for reasons; up to
 // the candidate count + 20 rows), each row with its reason
 // worded by public.recommendation_reason (the one home of that wording) -> MMR re-ranking with
 // per-maker / per-genre caps -> JSON. Every request is logged off the critical path: its status
@@ -41,7 +41,7 @@ import {
   type TokenOptions,
   tokenOptionsFromEnv,
 } from "../_shared/jwt.ts";
-import { mmrSelect } from "../_shared/mmr.ts";
+import { mmrSelect, symmetricSimilarity } from "../_shared/mmr.ts";
 import {
   ParamsError,
   parseRequestParams,
@@ -110,6 +110,7 @@ interface CandidateRow {
   maker: string | null;
   score: number;
   rank: number;
+  /** Cosines to the candidates ranked after this one, in rank order (the upper triangle). */
   similarities: number[];
   liked_video_id: string | null;
   liked_title: string | null;
@@ -376,7 +377,10 @@ export function createHandler(
       };
     }
     rows.forEach((row, i) => {
-      if (row.rank !== i + 1 || row.similarities?.length !== rows.length) {
+      if (
+        row.rank !== i + 1 ||
+        row.similarities?.length !== rows.length - 1 - i
+      ) {
         throw new Error(
           `candidate ${i} breaks the SQL contract (rank ${row.rank})`,
         );
@@ -388,7 +392,7 @@ export function createHandler(
         maker: row.maker,
         genres: row.genres ?? [],
       })),
-      rows.map((row) => row.similarities),
+      symmetricSimilarity(rows.map((row) => row.similarities)),
       {
         limit: params.limit,
         lambda: params.mmrLambda,
