@@ -10,9 +10,10 @@
 --    20261208000000_video_swipe_counts.sql meant: the planner had chosen a hash join over the
 --    whole of video_swipe_counts, whose rows grow with the videos anyone has swiped.
 --
--- Measured on 200,000 videos x 768-d (HNSW, the large run's model, 20 users per group; the
--- server-side call, p50): ~50 decisions 27 -> 21 ms, 1,000 decisions 51 -> 46 ms, no
--- decisions (popular) 12 -> 10 ms. The function is otherwise the previous migration's.
+-- Measured over HTTP on 200,000 videos x 768-d (tests/performance/bench_serving.py, the same
+-- model, sizes and machine as the run before it; 2 cores): p95 for users with no decisions,
+-- ~50 and 1,000, 17 / 33 / 61 -> 14 / 29 / 50 ms; mixed users at 32 clients 65 -> 75
+-- requests/s. The function is otherwise the previous migration's.
 
 create or replace function public.enhanced_two_tower_recommendations(
     p_user_id    uuid,
