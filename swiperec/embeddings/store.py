@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import psycopg2
@@ -60,15 +60,24 @@ _GRAPH_SPILLED = "hnsw graph no longer fits into maintenance_work_mem"
 log = logging.getLogger(__name__)
 
 
+# From this many rows a set's HNSW graph is built with ef_construction 64 (IndexParams).
+LARGE_SET_ROWS = 500_000
+
+
 @dataclass(frozen=True)
 class IndexParams:
-    """HNSW build settings, chosen on 2 cores for 200k videos (tests/performance/
-    bench_embeddings.py): m 16 (pgvector's default); ef_construction 32, the least pgvector
-    allows at m 16 (2 m), gave Recall@10 ~0.98 against exact search at ef_search 100 with an
-    earlier model and gives 0.80-0.89 with today's on the 200k synthetic catalogue, 0.67 at
-    1M (64: 0.92 at 200k, for a 1.3-1.4x longer build; serving reranks 100 candidates, so its
-    top 20 loses less); the
-    memory budget keeps the graph in RAM (pgvector's graph takes 3.8 KB a 768-d row: 2 GB
+    """HNSW build settings, chosen on 2 cores (tests/performance/bench_embeddings.py and
+    bench_serving.py): m 16 (pgvector's default), and ef_construction by the set's size when
+    not given (`for_rows`):
+    - 32, the least pgvector allows at m 16 (2 m), below LARGE_SET_ROWS: Recall@10 against
+      exact search at ef_search 100 is 0.999 at 32k videos and 0.80-0.89 on the 200k synthetic
+      catalogue (64 there: 0.92, for a 1.3-1.4x longer build), but serving reranks 100
+      candidates, so its Recall@20 holds at 0.93-0.96 at 200k;
+    - 64 from LARGE_SET_ROWS: at 1M videos, 32 builds a graph whose Recall@10 is 0.67 and
+      serving's Recall@20 0.90-0.95 (by build); 64 lifts serving's to 0.993 / 0.955 (the
+      ~50- / 1,000-decision users, results/serving_1000000_efc64.json) for a ~1.2x longer
+      write and index (655 s against 549).
+    The memory budget keeps the graph in RAM (pgvector's graph takes 3.8 KB a 768-d row: 2 GB
     holds ~550k videos). It is a floor: the build takes the database's own
     `maintenance_work_mem` when that is larger, so a bigger catalogue's budget is set where
     PostgreSQL keeps it (`alter database ... set maintenance_work_mem = '6GB'` for 1M videos).
@@ -83,9 +92,16 @@ class IndexParams:
     spare cores, raise `parallel_workers` to what the build may take."""
 
     m: int = 16
-    ef_construction: int = 32
+    ef_construction: int | None = None  # None: by the set's size (for_rows)
     maintenance_work_mem: str = "2GB"
     parallel_workers: int = 0
+
+    def for_rows(self, rows: int) -> IndexParams:
+        """These settings for a set of `rows` rows: ef_construction, when not given, 32 below
+        LARGE_SET_ROWS and 64 from it."""
+        if self.ef_construction is not None:
+            return self
+        return replace(self, ef_construction=64 if rows >= LARGE_SET_ROWS else 32)
 
     def to_dict(self) -> dict:
         return {"m": self.m, "ef_construction": self.ef_construction,
@@ -309,9 +325,10 @@ def _uuid_bytes(ids) -> np.ndarray:
 
 def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) -> dict:
     """Index, analyse and attach a loaded set: it becomes `ready`. Returns its row count and
-    timings. Duplicate ids (a shard loaded under two names) fail here, leaving it loading."""
+    timings. Duplicate ids (a shard loaded under two names) fail here, leaving it loading.
+    `index`: the HNSW build's settings (default IndexParams(); an ef_construction left unset
+    is chosen by the set's row count, `IndexParams.for_rows`, and recorded as built)."""
     _check_kind(kind)
-    index = index or IndexParams()
     table, name = _table(version, kind)
     key = KINDS[kind][0]
     parent = sql.Identifier(f"{kind}_embeddings")
@@ -319,7 +336,7 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     if set_state(conn, version, kind) != "loading":
         conn.rollback()
         raise EmbeddingSetError(f"the {kind} set of {version!r} is not loading")
-    _check_complete(conn, version, kind, table)
+    index = (index or IndexParams()).for_rows(_check_complete(conn, version, kind, table))
     old_autocommit = conn.autocommit
     conn.autocommit = True  # each step commits; a crash between them leaves the set loading
     try:
@@ -367,9 +384,10 @@ def finish_set(conn, version: str, kind: str, index: IndexParams | None = None) 
     return {"rows": rows, **timings}
 
 
-def _check_complete(conn, version: str, kind: str, table) -> None:
-    """EmbeddingSetError unless the loading set holds exactly its expected shards, and the rows
-    they recorded: a set missing a shard, or holding one twice, is never finished."""
+def _check_complete(conn, version: str, kind: str, table) -> int:
+    """The loading set's row count; EmbeddingSetError unless it holds exactly its expected
+    shards, and the rows they recorded: a set missing a shard, or holding one twice, is never
+    finished."""
     with conn.cursor() as cur:
         cur.execute(
             "select s.expected_shards, count(h.shard), coalesce(sum(h.row_count), 0) "
@@ -390,6 +408,7 @@ def _check_complete(conn, version: str, kind: str, table) -> None:
             f"the {kind} set of {version!r} holds {rows} rows, its shards recorded {recorded}: "
             "not finished (write the version again)"
         )
+    return rows
 
 
 @contextmanager

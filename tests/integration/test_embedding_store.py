@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from swiperec.db import connect
+from swiperec.embeddings import store
 from swiperec.embeddings.store import (
     EmbeddingSetError,
     IndexParams,
@@ -140,6 +141,25 @@ def test_the_hnsw_build_takes_the_larger_memory_budget_and_records_a_graph_that_
     assert "outgrew maintenance_work_mem" in caplog.text
     for connection in (roomy, tight):
         connection.close()
+
+
+def test_the_graphs_ef_construction_follows_the_sets_size_unless_given(conn, monkeypatch):
+    # Below LARGE_SET_ROWS a set's graph is built with ef_construction 32, from it with 64
+    # (the threshold lowered to this test's 300 videos); a value given is kept. The index is
+    # built with it and the set records it.
+    load_version(conn, "small")
+    monkeypatch.setattr(store, "LARGE_SET_ROWS", N_VIDEOS)
+    load_version(conn, "large")
+    assert begin_set(conn, "given", "video", expected_shards=1)
+    assert copy_shard(conn, "given", "video", "0", np.arange(1, N_VIDEOS + 1), unit(N_VIDEOS, 3))
+    finish_set(conn, "given", "video", IndexParams(maintenance_work_mem="64MB", ef_construction=48))
+    for version, ef in (("small", 32), ("large", 64), ("given", 48)):
+        assert index_params(conn, version)["ef_construction"] == ef
+        with conn.cursor() as cur:
+            cur.execute("select reloptions from pg_class where relname = %s",
+                        (store._table(version, "video")[1] + "_hnsw",))  # fmt: skip
+            assert f"ef_construction={ef}" in cur.fetchone()[0]
+        conn.rollback()
 
 
 def test_rerunning_a_version_adds_nothing_and_a_retried_shard_is_skipped(conn):

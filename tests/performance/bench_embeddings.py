@@ -342,7 +342,8 @@ def main(argv=None) -> int:
         "--ef-construction",
         type=int,
         default=IndexParams.ef_construction,
-        help="the HNSW build's ef_construction (default %(default)s)",
+        help="the HNSW build's ef_construction (default: by the set's size, as the writer "
+        "chooses it: IndexParams.for_rows)",
     )
     add_out_argument(parser, "embeddings_refresh.json")
     args = parser.parse_args(argv)
@@ -350,7 +351,7 @@ def main(argv=None) -> int:
     SERVER_SETTINGS["maintenance_work_mem"] = args.maintenance_work_mem
     index = IndexParams(
         parallel_workers=args.parallel_workers, ef_construction=args.ef_construction
-    )
+    ).for_rows(args.videos)
 
     with tempfile.TemporaryDirectory(prefix="swiperec-bench-") as tmp:
         data = SyntheticConfig(videos=args.videos, users=args.users, pseudo_users=0,

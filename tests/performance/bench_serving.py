@@ -264,7 +264,8 @@ def main(argv=None) -> int:
         "--ef-construction",
         type=int,
         default=None,
-        help="the HNSW build's ef_construction (default: IndexParams', as the writer builds)",
+        help="the HNSW build's ef_construction (default: by the set's size, as the writer "
+        "chooses it: IndexParams.for_rows)",
     )
     parser.add_argument(
         "--ef-search",
@@ -296,10 +297,8 @@ def main(argv=None) -> int:
             load_synthetic(conn, dataset, replace=True)
             del dataset
             start = time.perf_counter()
-            index = IndexParams() if args.ef_construction is None else IndexParams(
-                ef_construction=args.ef_construction)  # fmt: skip
             write_embeddings(args.model, "serving-bench", str(snapshot), database_url=url,
-                             index=index)  # fmt: skip
+                             index=IndexParams(ef_construction=args.ef_construction))  # fmt: skip
             promote(conn, "serving-bench", force=True, reason="benchmark")
             prepare_s = time.perf_counter() - start
             with conn.cursor() as cur:  # the budget the HNSW build took, and whether it fit
