@@ -5,7 +5,8 @@
 --    each row now holds its cosines to the candidates ranked after it (the upper triangle; the
 --    last row's is empty) and the Edge Function mirrors them (`symmetricSimilarity` in
 --    supabase/functions/_shared/mmr.ts): half the distances computed and half the bytes sent
---    and parsed per request (~120 rows of up to 120 reals).
+--    and parsed per request (~120 rows of up to 120 reals). The Edge Function reads both
+--    shapes (`similarityMatrix`), so it is deployed first and this migration applied after.
 -- 2. The candidates' swipe counts are read by one primary-key lookup per candidate, as
 --    20261208000000_video_swipe_counts.sql meant: the planner had chosen a hash join over the
 --    whole of video_swipe_counts, whose rows grow with the videos anyone has swiped.
@@ -110,9 +111,10 @@ begin
           on e.model_version = v_version and e.video_id = recent.video_id;
     end if;
 
-    -- Candidates and likes carry their vectors as halfvec, once: the similarity matrix and the
-    -- nearest-like search compare each of them N times, and pgvector's halfvec distances are
-    -- ~10x faster than vector's here (SIMD), at an error of ~3e-5 in cosine.
+    -- Candidates and likes carry their vectors as halfvec, once: the similarities' upper
+    -- triangle and the nearest-like search compare each of them many times, and pgvector's
+    -- halfvec distances are ~10x faster than vector's here (SIMD), at an error of ~3e-5 in
+    -- cosine.
     return query
     with nearest as materialized (
         -- ANN over the HNSW index, ordered by the distance expression itself; iterative

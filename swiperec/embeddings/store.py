@@ -72,11 +72,11 @@ class IndexParams:
     - 32, the least pgvector allows at m 16 (2 m), below LARGE_SET_ROWS: Recall@10 against
       exact search at ef_search 100 is 0.999 at 32k videos and 0.80-0.89 on the 200k synthetic
       catalogue (64 there: 0.92, for a 1.3-1.4x longer build), but serving reranks 100
-      candidates, so its Recall@20 holds at 0.93-0.96 at 200k;
+      candidates, so its Recall@20 holds at 0.94-0.96 at 200k;
     - 64 from LARGE_SET_ROWS: at 1M videos, 32 builds a graph whose Recall@10 is 0.67 and
-      serving's Recall@20 0.90-0.95 (by build); 64 lifts serving's to 0.993 / 0.955 (the
-      ~50- / 1,000-decision users, results/serving_1000000_efc64.json) for a ~1.2x longer
-      write and index (655 s against 549).
+      serving's Recall@20 0.89-0.95 (by build); 64 lifts serving's to 0.993 / 0.955 (the
+      ~50- / 1,000-decision users, results/serving_1000000_efc64.json) for a 1.2-1.3x longer
+      write and index (656 s against 496-549 s in three builds at 32).
     The memory budget keeps the graph in RAM (pgvector's graph takes 3.8 KB a 768-d row: 2 GB
     holds ~550k videos). It is a floor: the build takes the database's own
     `maintenance_work_mem` when that is larger, so a bigger catalogue's budget is set where

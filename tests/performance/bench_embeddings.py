@@ -479,7 +479,7 @@ def main(argv=None) -> int:
     suffix = "" if args.beam_workers == 1 else f"_w{args.beam_workers}"
     default_workers = args.parallel_workers == IndexParams.parallel_workers
     suffix += "" if default_workers else f"_pw{args.parallel_workers}"
-    default_ef = args.ef_construction == IndexParams.ef_construction
+    default_ef = args.ef_construction in (None, IndexParams().for_rows(args.videos).ef_construction)
     suffix += "" if default_ef else f"_efc{args.ef_construction}"
     default_buffers = args.shared_buffers == _DEFAULT_SHARED_BUFFERS
     suffix += "" if default_buffers else f"_sb{args.shared_buffers}"

@@ -32,9 +32,10 @@ Then `hnsw.ef_search` (--ef-search, default 100,200,400): the SQL function alone
 MMR) called at each value for the users with decisions, p50/p95 of the call and Recall@20 of
 its top 20 against the same exact top-20: what a wider HNSW search buys in recall and costs
 in time (the Edge Function passes 100). --ef-construction builds the serving set's HNSW index
-with another ef_construction than the writer's (IndexParams), for the same sweep over a better
-graph. Writes tests/performance/results/serving.json (serving_<videos>.json at another
---videos; --out to name another).
+with another ef_construction than the writer would choose for its size (IndexParams.for_rows),
+for the same sweep over another graph. Writes tests/performance/results/serving.json
+(serving_<videos>.json at another --videos, with _efc<N> for --ef-construction N; --out to
+name another).
 """
 
 from __future__ import annotations
@@ -356,7 +357,9 @@ def main(argv=None) -> int:
     figures["http"] = http
     figures["ef_search_sweep"] = sweep
 
-    name = "serving.json" if args.videos == 200_000 else f"serving_{args.videos}.json"
+    name = "serving" if args.videos == 200_000 else f"serving_{args.videos}"
+    name += "" if args.ef_construction is None else f"_efc{args.ef_construction}"
+    name += ".json"
     path = save(figures, args.out, name)
     print(f"Edge Function handler, {args.videos:,} videos x 768-d, HNSW, 2 cores, limit {LIMIT}")
     print(f"  {'mode':<8} {'decisions':>9} {'p50 ms':>8} {'p95 ms':>8} {'recall@20':>10}")

@@ -115,3 +115,20 @@ export function symmetricSimilarity(
   });
   return full;
 }
+
+/**
+ * The n x n similarity matrix from the SQL function's `similarities`, one row per candidate in
+ * rank order: either each row's similarities to the candidates ranked after it (the upper
+ * triangle, `symmetricSimilarity`), or, from a database not yet migrated to it, each row's to
+ * every candidate (the whole matrix, as it is). So the function can be deployed before the
+ * migration. Throws a RangeError when the rows are neither.
+ */
+export function similarityMatrix(
+  rows: readonly (readonly number[])[],
+): number[][] {
+  const n = rows.length;
+  if (rows.every((row) => row.length === n)) {
+    return rows.map((row) => [...row]);
+  }
+  return symmetricSimilarity(rows);
+}

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { type MmrCandidate, mmrSelect, symmetricSimilarity } from "./mmr.ts";
+import {
+  type MmrCandidate,
+  mmrSelect,
+  similarityMatrix,
+  symmetricSimilarity,
+} from "./mmr.ts";
 
 const NO_CAPS = { maxPerMaker: 100, maxPerGenre: 100 };
 
@@ -278,9 +283,42 @@ Deno.test("symmetricSimilarity rejects a row of the wrong length", () => {
 });
 
 Deno.test("MMR over the mirrored triangle picks as over the whole matrix", () => {
-  const options = { limit: 3, lambda: 0.5, ...NO_CAPS };
-  assert.deepEqual(
-    mmrSelect(THREE, symmetricSimilarity([[0.95, 0.1], [0.2], []]), options),
-    mmrSelect(THREE, THREE_SIM, options),
+  // 30 candidates, a random symmetric matrix (a fixed-seed generator), few makers and genres
+  // so the caps bind: every lambda and cap picks the same from its upper triangle.
+  let seed = 7;
+  const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+  const n = 30;
+  const candidates: MmrCandidate[] = Array.from({ length: n }, (_, i) => ({
+    relevance: random(),
+    maker: `maker${i % 4}`,
+    genres: [`genre${i % 3}`, `genre${(i * 7) % 5}`],
+  }));
+  const whole = Array.from({ length: n }, () => new Array<number>(n).fill(1));
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      whole[i][j] = whole[j][i] = 2 * random() - 1;
+    }
+  }
+  const upper = whole.map((row, i) => row.slice(i + 1));
+  for (const lambda of [0, 0.3, 0.7, 1]) {
+    for (const [maxPerMaker, maxPerGenre] of [[100, 100], [2, 3], [1, 2]]) {
+      const options = { limit: 12, lambda, maxPerMaker, maxPerGenre };
+      assert.deepEqual(
+        mmrSelect(candidates, symmetricSimilarity(upper), options),
+        mmrSelect(candidates, whole, options),
+      );
+    }
+  }
+});
+
+Deno.test("similarityMatrix reads the triangle or, before the migration, the whole matrix", () => {
+  const triangle = [[0.95, 0.1], [0.2], []];
+  assert.deepEqual(similarityMatrix(triangle), THREE_SIM);
+  assert.deepEqual(similarityMatrix(THREE_SIM), THREE_SIM);
+  assert.deepEqual(similarityMatrix([[]]), [[1]]);
+  assert.deepEqual(similarityMatrix([[1]]), [[1]]);
+  assert.throws(
+    () => similarityMatrix([[1, 0.95, 0.1], [0.2], []]),
+    /row 0 of the upper triangle must hold 2 similarities, got 3/,
   );
 });

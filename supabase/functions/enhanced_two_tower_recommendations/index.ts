@@ -41,7 +41,7 @@ import {
   type TokenOptions,
   tokenOptionsFromEnv,
 } from "../_shared/jwt.ts";
-import { mmrSelect, symmetricSimilarity } from "../_shared/mmr.ts";
+import { mmrSelect, similarityMatrix } from "../_shared/mmr.ts";
 import {
   ParamsError,
   parseRequestParams,
@@ -377,10 +377,7 @@ export function createHandler(
       };
     }
     rows.forEach((row, i) => {
-      if (
-        row.rank !== i + 1 ||
-        row.similarities?.length !== rows.length - 1 - i
-      ) {
+      if (row.rank !== i + 1 || !Array.isArray(row.similarities)) {
         throw new Error(
           `candidate ${i} breaks the SQL contract (rank ${row.rank})`,
         );
@@ -392,7 +389,7 @@ export function createHandler(
         maker: row.maker,
         genres: row.genres ?? [],
       })),
-      symmetricSimilarity(rows.map((row) => row.similarities)),
+      similarityMatrix(rows.map((row) => row.similarities)),
       {
         limit: params.limit,
         lambda: params.mmrLambda,
