@@ -125,10 +125,9 @@ export function symmetricSimilarity(
  */
 export function similarityMatrix(
   rows: readonly (readonly number[])[],
-): number[][] {
+): readonly (readonly number[])[] {
   const n = rows.length;
-  if (rows.every((row) => row.length === n)) {
-    return rows.map((row) => [...row]);
-  }
-  return symmetricSimilarity(rows);
+  return rows.every((row) => row.length === n)
+    ? rows
+    : symmetricSimilarity(rows);
 }
