@@ -153,7 +153,14 @@ def example_dataset(
     the transform writes each user's examples together, and a batch of a few users' rows makes
     a poor in-batch softmax (their other likes become negatives). With `repeat=False` and a
     shuffle, each pass reshuffles (training); `reshuffle=False` keeps one order (validation,
-    so its in-batch metrics compare across epochs)."""
+    so its in-batch metrics compare across epochs).
+
+    tf.data's autotuning is off: deleting an autotuned iterator waits for its tuning thread,
+    which sleeps for seconds between rounds (the native stack of a stalled fit:
+    `RootDataset::Iterator::~Iterator` waiting on that thread). Keras makes a new iterator for
+    every epoch and every validation pass, and a fit of the default data stalled there for up
+    to 30 s at random, a third of an epoch. Without autotuning, each parallel map runs one call
+    per core, which keeps the model fed as well (an epoch in ~50 s, no stalls)."""
     files = tfrecord_files(examples_dir, split)
     if shuffle_buffer:
         files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
@@ -172,7 +179,12 @@ def example_dataset(
         .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
         .map(catalogue.join, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
+        .with_options(_NOT_AUTOTUNED)
     )
+
+
+_NOT_AUTOTUNED = tf.data.Options()
+_NOT_AUTOTUNED.autotune.enabled = False
 
 
 def ranking_feature_names(config) -> tuple[str, ...]:
