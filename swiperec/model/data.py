@@ -155,12 +155,11 @@ def example_dataset(
     shuffle, each pass reshuffles (training); `reshuffle=False` keeps one order (validation,
     so its in-batch metrics compare across epochs).
 
-    tf.data's autotuning is off: deleting an autotuned iterator waits for its tuning thread,
-    which sleeps for seconds between rounds (the native stack of a stalled fit:
-    `RootDataset::Iterator::~Iterator` waiting on that thread). Keras makes a new iterator for
-    every epoch and every validation pass, and a fit of the default data stalled there for up
-    to 30 s at random, a third of an epoch. Without autotuning, each parallel map runs one call
-    per core, which keeps the model fed as well (an epoch in ~50 s, no stalls)."""
+    tf.data's autotuning is off: deleting an autotuned iterator waits for its tuning thread
+    (`RootDataset::Iterator::~Iterator`), which can be asleep for seconds between rounds, and
+    Keras makes a new iterator for every epoch and every validation pass; a fit of the default
+    data lost up to 30 s an epoch there, at random. Without autotuning, each parallel map runs
+    one call per core, which keeps the model fed as well (an epoch in ~50 s, no stalls)."""
     files = tfrecord_files(examples_dir, split)
     if shuffle_buffer:
         files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)

@@ -42,16 +42,8 @@ class EmbeddingBag(tf.keras.layers.Layer):
             used = tf.unique(tf.boolean_mask(ids.values, ids.values >= 0)).y
             rows = tf.cast(tf.maximum(ids.dense_shape[0], 1), tf.float32)
             self.add_loss(self.l2 * tf.reduce_sum(tf.square(tf.gather(self.table, used))) / rows)
-        # allow_fast_lookup: each id's row gathered directly, without finding the unique ids
-        # first; its gradient may come dense, as the trainer's Adam takes them anyway
-        # (`swiperec.model.train.fused_adam`).
         return tf.nn.safe_embedding_lookup_sparse(
-            self.table,
-            ids,
-            weights,
-            combiner=self.combiner,
-            default_id=None,
-            allow_fast_lookup=True,
+            self.table, ids, weights, combiner=self.combiner, default_id=None
         )
 
     def get_config(self):
