@@ -137,6 +137,10 @@ class Catalogue:
         return ids.map(features)
 
 
+_NOT_AUTOTUNED = tf.data.Options()
+_NOT_AUTOTUNED.autotune.enabled = False
+
+
 def example_dataset(
     examples_dir: str,
     split: str,
@@ -180,10 +184,6 @@ def example_dataset(
         .prefetch(tf.data.AUTOTUNE)
         .with_options(_NOT_AUTOTUNED)
     )
-
-
-_NOT_AUTOTUNED = tf.data.Options()
-_NOT_AUTOTUNED.autotune.enabled = False
 
 
 def ranking_feature_names(config) -> tuple[str, ...]:
