@@ -30,8 +30,15 @@ def tfrecord_files(examples_dir: str, split: str) -> list[str]:
     return files
 
 
+# tf.data's autotuning is off in every pipeline here: deleting an autotuned iterator waits for
+# its tuning thread (`RootDataset::Iterator::~Iterator`), which can be asleep for seconds
+# between rounds. Without it, each parallel map runs one call per core.
+_NOT_AUTOTUNED = tf.data.Options()
+_NOT_AUTOTUNED.autotune.enabled = False
+
+
 def _records(files: list[str]) -> tf.data.Dataset:
-    return tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return tf.data.TFRecordDataset(files, compression_type="GZIP").with_options(_NOT_AUTOTUNED)
 
 
 def count_video_rows(examples_dir: str, split: str = "train") -> dict[int, int]:
@@ -134,11 +141,7 @@ class Catalogue:
                 out[name] = taken.to_sparse() if isinstance(taken, tf.RaggedTensor) else taken
             return out
 
-        return ids.map(features)
-
-
-_NOT_AUTOTUNED = tf.data.Options()
-_NOT_AUTOTUNED.autotune.enabled = False
+        return ids.map(features).with_options(_NOT_AUTOTUNED)
 
 
 def example_dataset(
@@ -159,11 +162,10 @@ def example_dataset(
     shuffle, each pass reshuffles (training); `reshuffle=False` keeps one order (validation,
     so its in-batch metrics compare across epochs).
 
-    tf.data's autotuning is off: deleting an autotuned iterator waits for its tuning thread
-    (`RootDataset::Iterator::~Iterator`), which can be asleep for seconds between rounds, and
-    Keras makes a new iterator for every epoch and every validation pass; a fit of the default
-    data lost up to 30 s an epoch there, at random. Without autotuning, each parallel map runs
-    one call per core, which keeps the model fed as well (an epoch in ~50 s, no stalls)."""
+    Not autotuned (`_NOT_AUTOTUNED`): Keras makes a new iterator for every epoch and every
+    validation pass, and with autotuning a fit of the default data lost up to 30 s an epoch
+    at random waiting for their deletion; without it the model is fed as well (an epoch in
+    ~50 s, no stalls)."""
     files = tfrecord_files(examples_dir, split)
     if shuffle_buffer:
         files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)

@@ -85,6 +85,29 @@ def test_fit_smoke_on_ten_rows(transformed):
     np.testing.assert_allclose(np.linalg.norm(video, axis=1), 1.0, atol=1e-5)
 
 
+def test_the_input_pipelines_are_not_autotuned(transformed):
+    """Deleting an autotuned iterator waits for its tuning thread, seconds at random; Keras
+    makes one for every epoch and validation pass, the catalogue's embedding one per call."""
+    from swiperec.model.data import _records, tfrecord_files
+
+    graphs = outputs(transformed)
+    catalogue = Catalogue.load(
+        transformed.examples_dir, graphs["video"].transformed_feature_spec(), {}
+    )
+    spec = graphs["user"].transformed_feature_spec()
+    pipelines = [
+        example_dataset(transformed.examples_dir, "train", spec, catalogue, 64, 1000, seed=1),
+        example_dataset(transformed.examples_dir, "validation", spec, catalogue, 64),
+        catalogue.all_rows(64),
+        _records(tfrecord_files(transformed.examples_dir, "train")).batch(64),
+    ]
+    assert [p.options().autotune.enabled for p in pipelines] == [False] * 4
+    # and still every example, once
+    total = sum(int(b["label"].shape[0]) for b in pipelines[1])
+    validation_files = tfrecord_files(transformed.examples_dir, "validation")
+    assert total == sum(1 for _ in _records(validation_files))
+
+
 def test_training_writes_towers_and_a_model_card(trained, transformed):
     model_dir = trained.model_dir
     for name in ("user_tower", "video_tower"):
