@@ -22,7 +22,7 @@ from typing import ClassVar
 import pytest
 
 from swiperec.monitoring import alerts
-from swiperec.monitoring.compute import floor_to_bucket, run_pass
+from swiperec.monitoring.compute import analyze_changed_partitions, floor_to_bucket, run_pass
 from swiperec.monitoring.config import AlertRule, ConfigError, load_config
 
 pytestmark = pytest.mark.integration
@@ -157,6 +157,33 @@ def test_passes_are_incremental_and_final_buckets_are_not_read_again(conn):
     second = run_pass(conn, config(), now=later)
     assert old not in second.buckets and second.buckets[0] >= first.final_through
     assert metrics(conn, old)["swipe_through"] == (0.0, 2)
+
+
+def test_a_pass_analyzes_the_day_partitions_it_reads_once_they_changed(conn):
+    """The newest buckets' rows arrive after their partition's statistics; without fresh ones
+    the planner takes the newest hour for nearly empty."""
+    setup_catalogue(conn)
+    now = datetime.now(UTC)
+    today = [f"served_recommendations_{now:%Y%m%d}", f"serving_requests_{now:%Y%m%d}"]
+
+    def changed_since_analyze() -> dict:
+        with conn.cursor() as cur:
+            cur.execute("select relname, n_mod_since_analyze from pg_stat_user_tables"
+                        " where relname = any(%s)", (today,))  # fmt: skip
+            rows = dict(cur.fetchall())
+        conn.rollback()
+        return rows
+
+    run_pass(conn, config(), now=now)
+    with conn, conn.cursor() as cur:
+        serve(cur, str(uuid.uuid4()), now - timedelta(minutes=5), [1, 2, 3])
+        cur.execute("select pg_stat_force_next_flush()")
+    assert changed_since_analyze() == {today[0]: 3, today[1]: 1}
+    summary = run_pass(conn, config(), now=now)
+    assert summary.buckets[-1] == floor_to_bucket(now, HOUR)
+    assert changed_since_analyze() == {today[0]: 0, today[1]: 0}
+    # Nothing changed since: the next pass samples nothing again.
+    assert analyze_changed_partitions(conn, now - timedelta(days=1), now) == []
 
 
 def test_partitions_ahead_and_retention(conn):
