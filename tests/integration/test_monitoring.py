@@ -176,7 +176,7 @@ def test_a_pass_analyzes_the_day_partitions_it_reads_once_they_changed(conn):
 
     run_pass(conn, config(), now=now)
     with conn, conn.cursor() as cur:
-        serve(cur, str(uuid.uuid4()), now - timedelta(minutes=5), [1, 2, 3])
+        serve(cur, str(uuid.uuid4()), floor_to_bucket(now, HOUR), [1, 2, 3])  # today
         cur.execute("select pg_stat_force_next_flush()")
     assert changed_since_analyze() == {today[0]: 3, today[1]: 1}
     summary = run_pass(conn, config(), now=now)
