@@ -9,7 +9,7 @@
    (`metrics.sql`) and replaces what that bucket had (idempotent). A bucket is final once its
    end is `attribution_seconds` in the past: no later swipe can change its outcomes, so no later
    pass reads it again. The first pass starts at the first served row. The day partitions the
-   buckets read are analyzed first when they changed since their last statistics.
+   buckets read are analyzed first when more than 1 % of them changed since their statistics.
 4. Alerts: the rules are evaluated on the settled buckets (`swiperec.monitoring.alerts`).
 
 Safe to run every minute from cron or a Kubernetes CronJob: a pass that finds another one

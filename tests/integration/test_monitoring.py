@@ -161,7 +161,7 @@ def test_passes_are_incremental_and_final_buckets_are_not_read_again(conn):
 
 def test_a_pass_analyzes_the_day_partitions_it_reads_once_they_changed(conn):
     """The newest buckets' rows arrive after their partition's statistics; without fresh ones
-    the planner takes the newest hour for nearly empty."""
+    the planner plans the newest hour on statistics that do not count it."""
     setup_catalogue(conn)
     now = datetime.now(UTC)
     today = [f"served_recommendations_{now:%Y%m%d}", f"serving_requests_{now:%Y%m%d}"]
