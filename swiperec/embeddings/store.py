@@ -214,6 +214,13 @@ def begin_set(
                  type=sql.SQL("bigint" if kind == "video" else "uuid"),
                  dim=sql.Literal(int(dimension)), ranking=ranking,
                  check=sql.Identifier(f"{name}_bound"), v=sql.Literal(version)))  # fmt: skip
+        # The vector in its row, not in TOAST: a vector(768) is 3,080 bytes, over the ~2 KB at
+        # which PostgreSQL moves a wide value into the table's TOAST relation, where every read
+        # is an index lookup and two chunk fetches and every write two chunk inserts with their
+        # index entries. `plain` keeps it inline, two rows a page (the parent tables say the
+        # same, 20261211000000_embeddings_inline.sql, but ATTACH keeps a table's own storage).
+        cur.execute(sql.SQL("alter table {} alter column embedding set storage plain")
+                    .format(table))  # fmt: skip
         cur.execute(sql.SQL("alter table {} enable row level security").format(table))
         cur.execute(
             "insert into embedding_sets (model_version, kind, state, table_name, dimension, "

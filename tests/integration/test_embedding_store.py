@@ -464,3 +464,32 @@ def test_the_migration_drops_hnsw_indexes_that_older_user_sets_have(conn):
         assert cur.fetchone()[0] == 0
         cur.execute(f"select count(*) from {table}")
         assert cur.fetchone()[0] == N_USERS  # the rows stay
+
+
+def test_embeddings_are_stored_in_their_rows_not_in_toast(conn):
+    """A vector(768) is wider than the ~2 KB at which PostgreSQL would move it to TOAST; the
+    sets keep it in the row (`plain`), whether copied by the writer, upserted live, or written
+    into a partition the parent created."""
+    load_version(conn, "v1")
+    activate(conn, "v1")
+    upsert(conn, "v1", "video", [N_VIDEOS + 1], unit(1, 42))  # a new row
+    upsert(conn, "v1", "user", [USERS[0]], unit(1, 43))  # a replaced one
+    with conn, conn.cursor() as cur:
+        cur.execute("select swiperec_private.embedding_partition('video', 'live')")
+        cur.execute("insert into video_embeddings (model_version, video_id, embedding) "
+                    "values ('live', 1, %s)", (unit(1, 44)[0],))  # fmt: skip
+        cur.execute(
+            "select c.oid::regclass::text, a.attstorage, "
+            "       coalesce(pg_relation_size(nullif(c.reltoastrelid, 0)), 0) "
+            "from pg_class c join pg_attribute a on a.attrelid = c.oid "
+            "where a.attname = 'embedding' and c.relkind in ('r', 'p') "
+            "  and c.relname ~ '^(video|user)_embeddings'"
+        )
+        tables = cur.fetchall()
+        # both parents and three partitions: v1's two sets and the parent-made one
+        assert len(tables) == 5, tables
+        assert all(storage == "p" for _, storage, _ in tables), tables
+        assert all(toasted == 0 for *_, toasted in tables), tables
+        cur.execute("select pg_column_size(embedding) from video_embeddings "
+                    "where model_version = 'v1' and video_id = %s", (N_VIDEOS + 1,))  # fmt: skip
+        assert cur.fetchone()[0] == 4 * DIM + 8  # the whole vector, uncompressed, in the row

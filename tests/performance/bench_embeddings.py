@@ -198,11 +198,12 @@ def naive_upsert_seconds(conn, version: str, vectors: np.ndarray) -> float:
 def floor_seconds(conn, version: str, index) -> dict:
     """The refresh's floor: the database work no refresh can skip, on the same vectors. The
     video and user rows (id, vector) of `version` are read out in COPY's binary format (not
-    timed), then COPYed alone into bare tables (no inference, no Beam, no encoding, no keys, no
-    statistics) and the videos' HNSW index is built alone with the refresh's parameters, after
-    an untimed VACUUM (the refresh's primary key has read the table before its HNSW build, so
-    its hint bits are set too). `floor_user` is dropped; `floor_video` is left, with its index,
-    for `halfvec_comparison`, which drops it."""
+    timed), then COPYed alone into bare tables stored as the sets are, the vector in its row
+    (no inference, no Beam, no encoding, no keys, no statistics), and the videos' HNSW index is
+    built alone with the refresh's parameters, after an untimed VACUUM (the refresh's primary
+    key has read the table before its HNSW build, so its hint bits are set too). `floor_user`
+    is dropped; `floor_video` is left, with its index, for `halfvec_comparison`, which drops
+    it."""
     from psycopg2 import sql
 
     keys = {"video": ("video_id", "int8"), "user": ("user_id", "uuid")}
@@ -221,8 +222,9 @@ def floor_seconds(conn, version: str, index) -> dict:
                 rows.seek(0)
                 table = sql.Identifier(f"floor_{kind}")
                 cur.execute(sql.SQL("drop table if exists {}").format(table))
-                cur.execute(sql.SQL("create table {} ({} {}, embedding vector(768))").format(
-                    table, sql.Identifier(key), sql.SQL(key_type)))  # fmt: skip
+                cur.execute(sql.SQL(
+                    "create table {} ({} {}, embedding vector(768) storage plain)"
+                ).format(table, sql.Identifier(key), sql.SQL(key_type)))  # fmt: skip
                 start = time.perf_counter()
                 cur.copy_expert(sql.SQL("copy {} from stdin (format binary)").format(table), rows)
                 seconds["copy"] += time.perf_counter() - start
