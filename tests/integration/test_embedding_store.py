@@ -493,3 +493,22 @@ def test_embeddings_are_stored_in_their_rows_not_in_toast(conn):
         cur.execute("select pg_column_size(embedding) from video_embeddings "
                     "where model_version = 'v1' and video_id = %s", (N_VIDEOS + 1,))  # fmt: skip
         assert cur.fetchone()[0] == 4 * DIM + 8  # the whole vector, uncompressed, in the row
+
+
+def test_the_migration_keeps_the_vectors_of_partitions_attached_before_it_in_their_rows(conn):
+    """A set attached before `20261211000000_embeddings_inline.sql` ran has pgvector's default
+    storage (TOAST); the migration, run again (it is idempotent), reaches it through its parent."""
+    from swiperec.db.migrate import list_migrations
+
+    load_version(conn, "v1")
+    with conn, conn.cursor() as cur:
+        cur.execute("select inhrelid::regclass::text from pg_inherits "
+                    "where inhparent = 'public.video_embeddings'::regclass")  # fmt: skip
+        (table,) = cur.fetchone()
+        cur.execute(f"alter table {table} alter column embedding set storage external")
+    (migration,) = [m for m in list_migrations() if "embeddings_inline" in m.path.name]
+    with conn, conn.cursor() as cur:
+        cur.execute(migration.path.read_text())
+        cur.execute("select attstorage from pg_attribute where attrelid = %s::regclass "
+                    "and attname = 'embedding'", (table,))  # fmt: skip
+        assert cur.fetchone()[0] == "p"
