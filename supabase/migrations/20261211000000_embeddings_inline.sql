@@ -23,8 +23,9 @@
 -- a table's storage (swiperec/embeddings/store.py, begin_set). Rows written before this
 -- migration stay in TOAST until they are written again: the next refresh writes a new set.
 
--- SET STORAGE locks each table briefly but exclusively: rather than queue behind a long
--- query (and hold up serving behind it), give up; running the migration again is safe.
-set local lock_timeout = '10s';
+-- SET STORAGE locks each table exclusively (briefly: it changes the catalogue alone). While
+-- it waits behind a long query, serving's reads queue behind it, so it gives up after 2 s
+-- rather than hold them longer; running the migration again is safe.
+set local lock_timeout = '2s';
 alter table public.video_embeddings alter column embedding set storage plain;
 alter table public.user_embeddings alter column embedding set storage plain;

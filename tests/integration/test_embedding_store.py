@@ -512,3 +512,9 @@ def test_the_migration_keeps_the_vectors_of_partitions_attached_before_it_in_the
         cur.execute("select attstorage from pg_attribute where attrelid = %s::regclass "
                     "and attname = 'embedding'", (table,))  # fmt: skip
         assert cur.fetchone()[0] == "p"
+    upsert(conn, "v1", "video", [N_VIDEOS + 1], unit(1, 42))  # a row written after it
+    with conn.cursor() as cur:
+        cur.execute("select pg_relation_size(reltoastrelid) from pg_class where oid = %s::regclass",
+                    (table,))  # fmt: skip
+        assert cur.fetchone()[0] == 0  # in its row, not in TOAST
+    conn.rollback()

@@ -13,21 +13,22 @@ sets have their column set back to `external` before the COPY):
 
 - the load: binary COPY of every shard, then the primary key, HNSW build, ANALYZE and attach
   (`--rounds` sets of each storage, alternating which goes first, so drift on a shared machine
-  falls on both; each round's sets are dropped before the next);
-- reads, on the last set of each storage, alternating query by query (and which goes first),
-  p50/p95 over `--queries` queries each, all after one warm-up pass. Both sets share the
-  server's 1 GB of shared buffers: the HNSW index (~0.8 GB at 200k) and, in their rows, the
-  vectors (~0.8 GB of heap) do not fit in it together, where TOAST leaves a heap of ids
-  (~20 MB) beside the index. A sequential scan of a heap over a quarter of the buffers goes
-  through a small ring of them, so `exact` reads the plain heap from the OS's page cache,
-  while TOAST's chunks come through its index into the buffers;
-  - `exact`: the top 20 by cosine over the whole set, no index (the serving benchmark's
-    baseline: every vector read);
-  - `ids`: the HNSW top 20, ids only (the heap row fetched for its id alone);
+  falls on both; each storage's set before is dropped before its next is loaded);
+- reads, on the last set of each storage, one kind of read at a time: a warm-up pass over
+  `--queries` queries, then the same queries measured, the storages alternating query by query
+  (and which goes first), p50/p95; without parallel workers, so each storage's scan is the same
+  one-core work. Both sets share the server's 1 GB of shared buffers: in their rows, the
+  vectors make a ~0.8 GB heap beside the ~0.8 GB HNSW index, where TOAST leaves a heap of ids
+  (~17 MB). The exact scan runs last, since reading every TOAST chunk through the buffers
+  would evict the indexes the other reads use (a sequential scan of a heap over a quarter of
+  the buffers goes through a small ring of them instead, as the plain heap's does):
+  - `ids`: the HNSW top 20, ids only (no vector in the result);
   - `nearest`: the HNSW top 100 with their vectors, which a second expression reads (the
     serving call's candidates);
   - `lookup`: 500 videos by primary key, their cosines to the query (the serving call's
     new-release pool);
+  - `exact`: the top 20 by cosine over the whole set, no index (the serving benchmark's
+    baseline: every vector read);
 - writes: one user's vector replaced at a time (the real-time worker's upsert), p50/p95;
 - sizes: heap, TOAST and indexes of each set.
 
@@ -130,14 +131,10 @@ def sizes_mb(conn, version: str) -> dict:
     return out
 
 
-READS = {
+READS = {  # in the order they run
     "ids": (
         "select video_id from video_embeddings where model_version = %(v)s "
         "order by embedding <=> %(q)s limit 20"
-    ),
-    "exact": (
-        "select video_id from video_embeddings where model_version = %(v)s "
-        "order by (embedding <=> %(q)s) + 0 limit 20"  # `+ 0`: no index serves it
     ),
     "nearest": (
         "select sum(x.embedding <=> %(q2)s) from ("
@@ -148,21 +145,26 @@ READS = {
         "select min(embedding <=> %(q)s) from video_embeddings "
         "where model_version = %(v)s and video_id = any(%(ids)s)"
     ),
+    "exact": (
+        "select video_id from video_embeddings where model_version = %(v)s "
+        "order by (embedding <=> %(q)s) + 0 limit 20"  # `+ 0`: no index serves it
+    ),
 }
 
 
 def reads(conn, versions: dict, queries: np.ndarray, videos: int, rng) -> dict:
-    """Each read of READS against each storage's set, alternating storage query by query."""
+    """Each read of READS in turn against each storage's set: a warm-up pass, then the same
+    queries measured, alternating storage query by query."""
     samples = {name: {storage: [] for storage in versions} for name in READS}
+    lookups = [(rng.choice(videos, LOOKUP_ROWS, replace=False) + 1).tolist()  # keys are 1..n
+               for _ in queries]  # fmt: skip
     with conn.cursor() as cur:
-        cur.execute("set hnsw.ef_search = 100")
-        for warm_up in (True, False):
-            for i, q in enumerate(queries):
-                ids = rng.choice(videos, LOOKUP_ROWS, replace=False) + 1  # the keys are 1..n
-                params = {"q": q, "q2": queries[i - 1], "ids": ids.tolist()}
-                order = list(versions.items())[:: 1 if i % 2 else -1]
-                for name, query in READS.items():
-                    for storage, version in order:
+        cur.execute("set hnsw.ef_search = 100; set max_parallel_workers_per_gather = 0")
+        for name, query in READS.items():
+            for warm_up in (True, False):
+                for i, q in enumerate(queries):
+                    params = {"q": q, "q2": queries[i - 1], "ids": lookups[i]}
+                    for storage, version in list(versions.items())[:: 1 if i % 2 else -1]:
                         start = time.perf_counter()
                         cur.execute(query, {**params, "v": version})
                         cur.fetchall()
