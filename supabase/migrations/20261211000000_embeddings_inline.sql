@@ -9,14 +9,14 @@
 -- page, the same bytes on disk as before).
 --
 -- Measured on 200,000 random unit vectors x 768-d, each storage loaded twice by the store's own
--- path on one server (tests/performance/bench_storage.py, results/storage.json; 2 cores):
--- binary COPY 16.4 s against 22.8 s (0.72x); keys, HNSW and attach the same (164 s against
--- 163 s); the exact top 20 over every vector p50 186 ms against 346 ms; 500 vectors by primary
--- key 6.2 ms against 7.3 ms; the HNSW top 100 with their vectors and the HNSW top 20 ids alone
--- 0.95x and 1.0x; a user's vector replaced 0.98x. The heap holds the vectors now (782 MB
--- against 17 MB of ids beside 790 MB of TOAST), so a query that wants ids alone reads wider
--- rows: on the large benchmark's model vectors, top-20 id queries took 1.2x longer once the
--- heap and the HNSW index no longer fitted in shared buffers together.
+-- path on one server, reads alternating (tests/performance/bench_storage.py,
+-- results/storage.json; 2 cores): the load the same within the noise (COPY 17.4 s against
+-- 19.2 s, keys, HNSW and attach 169 s against 160 s); 500 vectors by primary key 0.61x; the
+-- HNSW top 100 with their vectors 0.96x; the exact top 20 over every vector 0.37x (219 ms
+-- against 596 ms at p50); the HNSW top 20 ids alone and a user's vector replaced 0.99x and
+-- 0.98x. The heap holds the vectors now (782 MB against 17 MB of ids beside 790 MB of TOAST),
+-- so with the HNSW index it needs twice the shared buffers to stay cached: in the large
+-- benchmark, whose 1 GB held the index but not both, top-20 id queries took 1.2x longer.
 --
 -- The parents' storage reaches their partitions (those attached now and those created later
 -- with PARTITION OF); the embedding writer sets it on each set's own table, since ATTACH keeps
