@@ -410,9 +410,10 @@ def register(
     `artifacts`: the run's artifacts by name (snapshot, transform_graph, examples, model,
     evaluation, and embedding_set when one was written), each stamped by the step that wrote it.
     Recording the same run again adds nothing; the version is refused when another run owns
-    it. Serving switches last, after the run is recorded."""
+    it. Serving switches last, after the run is recorded; the register execution's end is then
+    moved to when all of that is done, so its time counts the promotion too."""
     from swiperec.db import connect
-    from swiperec.registry.lineage import record_run
+    from swiperec.registry.lineage import finish_execution, record_run
 
     if promotion not in ("instant", "canary"):
         raise ValueError(f"promotion is 'instant' or 'canary', got {promotion!r}")
@@ -430,8 +431,7 @@ def register(
             from swiperec.experiments.design import ExperimentError, start_rollout
 
             try:
-                started = start_rollout(conn, model_version, actor=f"pipeline run {run_id}")
-                rollout = started["name"]
+                rollout = start_rollout(conn, model_version, actor=f"pipeline run {run_id}")["name"]
             except ExperimentError as e:  # e.g. an experiment holds some of the users
                 refused = f"no rollout started: {e}"
             promoted, retired = False, retire(conn, keep)
@@ -444,11 +444,14 @@ def register(
                         (model_version,))  # fmt: skip
             stage = cur.fetchone()[0]
         conn.rollback()
+        finished = datetime.now(UTC)
+        finish_execution(conn, run_id, "register", finished)
     finally:
         conn.close()
     return {"model_version": model_version, "stage": stage, "promoted": promoted,
             "previous_version": previous, "retired": retired, "recorded": added,
-            "rollout": rollout, "rollout_refused": refused}  # fmt: skip
+            "rollout": rollout, "rollout_refused": refused,
+            "seconds": round((finished - started).total_seconds(), 2)}  # fmt: skip
 
 
 def _serving(conn) -> str | None:
@@ -549,7 +552,7 @@ def run_executions(
             parameters=parameters,
             inputs=tuple(records.values()),
             started_at=register_started,
-            finished_at=datetime.now(UTC),  # the moment it records the run
+            finished_at=datetime.now(UTC),  # moved to its end once it has promoted
         )
     )
     return executions

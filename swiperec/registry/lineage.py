@@ -275,6 +275,18 @@ def _upsert_execution(cur, run_id: str, execution: Execution) -> tuple[int, bool
     return cur.fetchone()[0], False
 
 
+def finish_execution(conn, run_id: str, step: str, finished_at: datetime) -> None:
+    """Move a recorded execution's end to `finished_at`: for a step that records its run before
+    its own work is done (`register`, whose promotion follows the recording)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update lineage_executions set finished_at = %s where run_id = %s and step = %s",
+            (finished_at, run_id, step),
+        )
+        if cur.rowcount != 1:
+            raise ValueError(f"run {run_id!r} has no recorded execution {step!r}")
+
+
 def _register_version(cur, version: str, run_id: str, model: Artifact, artifact_id: int) -> None:
     claim_version(cur, version, run_id)  # VersionTaken when another run owns the name
     cur.execute(

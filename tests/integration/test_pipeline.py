@@ -116,6 +116,13 @@ def test_the_lineage_runs_from_the_snapshot_to_the_serving_embeddings(demo):
     assert by_type["model"][0] in steps["write_embeddings"]["inputs"]
     for execution in found["executions"]:
         assert execution["started_at"] and execution["finished_at"]
+    # register's span covers its promotion: it ends after serving switched to the version
+    with conn.cursor() as cur:
+        cur.execute("select max(activated_at) from embedding_activations where model_version = %s",
+                    (version,))  # fmt: skip
+        activated = cur.fetchone()[0]
+    conn.rollback()
+    assert activated is not None and steps["register"]["finished_at"] >= activated
     assert steps["train"]["parameters"]["epochs"] == 3  # the demo's --param epochs=3
     assert found["serving"]["now"]
     assert found["serving"]["embedding_set"] == by_type["embedding_set"][0]
