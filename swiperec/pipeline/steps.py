@@ -411,7 +411,8 @@ def register(
     evaluation, and embedding_set when one was written), each stamped by the step that wrote it.
     Recording the same run again adds nothing; the version is refused when another run owns
     it. Serving switches last, after the run is recorded; the register execution's end is then
-    moved to when all of that is done, so its time counts the promotion too."""
+    moved to when all of that is done, so its time counts the promotion too (a register that
+    fails after recording keeps the recording's moment as its end)."""
     from swiperec.db import connect
     from swiperec.registry.lineage import finish_execution, record_run
 
@@ -552,7 +553,7 @@ def run_executions(
             parameters=parameters,
             inputs=tuple(records.values()),
             started_at=register_started,
-            finished_at=datetime.now(UTC),  # moved to its end once it has promoted
+            finished_at=datetime.now(UTC),  # moved to register's end by finish_execution
         )
     )
     return executions

@@ -11,7 +11,8 @@ start to the end of its promotion, without its RSS), and the run's wall time.
 
 Baseline in the same run: the steps' own time summed, against the run's wall time; the
 difference is what the local runner costs (a subprocess per step, artifact bookkeeping).
-Writes tests/performance/results/pipeline_default.json (or pipeline_<videos>.json).
+Writes tests/performance/results/pipeline_default.json (or pipeline_<videos>.json); the
+committed figures are the performance suite's (results/suite/<scale>.json), which runs this.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
         outputs = [found["artifacts"][i]["metadata"] for i in execution["outputs"]]
         record = outputs[0] if outputs else {}
         seconds = record.get("step/seconds")
-        if seconds is None:  # register writes no artifact: its time is its execution's span
+        if seconds is None and execution["started_at"] and execution["finished_at"]:
+            # register writes no artifact: its time is its execution's span
             span = execution["finished_at"] - execution["started_at"]
             seconds = round(span.total_seconds(), 2)
         steps[execution["step"]] = {

@@ -24,7 +24,8 @@ Baselines in the same run:
 
 --mixes trains once per (retrieval_weight, pointwise_weight) and reports the same quality
 figures, to choose the default mix. Results: tests/performance/results/train_default.json
-(train_<videos>.json for another size), train_mixes.json.
+(train_<videos>.json for another size), train_mixes.json; the committed training figures are
+the performance suite's (results/suite/<scale>.json), which runs this.
 """
 
 from __future__ import annotations
