@@ -445,14 +445,12 @@ def register(
                         (model_version,))  # fmt: skip
             stage = cur.fetchone()[0]
         conn.rollback()
-        finished = datetime.now(UTC)
-        finish_execution(conn, run_id, "register", finished)
+        finish_execution(conn, run_id, "register", datetime.now(UTC))
     finally:
         conn.close()
     return {"model_version": model_version, "stage": stage, "promoted": promoted,
             "previous_version": previous, "retired": retired, "recorded": added,
-            "rollout": rollout, "rollout_refused": refused,
-            "seconds": round((finished - started).total_seconds(), 2)}  # fmt: skip
+            "rollout": rollout, "rollout_refused": refused}  # fmt: skip
 
 
 def _serving(conn) -> str | None:
