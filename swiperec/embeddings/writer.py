@@ -6,17 +6,20 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
 1. Driver: read the snapshot's metadata, start both sets, the video set with the model's
    match weights if it has them and its new-release bonus (`store.begin_set`; a set already
    ready is skipped: re-running a version adds nothing).
-2. Beam: the elements are row ranges of the catalogue and the snapshot's decisions, which the
-   workers read and parse themselves (`parse_events`, the transform's parser) and deal into a
-   fixed number of user shards by a hash of the user. A worker builds each row's raw features
+2. Beam, one pipeline for the videos, then one for the users: the elements are row ranges
+   of the catalogue and the snapshot's decisions, which the workers read and parse
+   themselves (`parse_events`, the transform's parser) and deal into a fixed number of user
+   shards by a hash of the user. A worker builds each row's raw features
    with the same code the transform used (`video_raw_features`, `UserHistory`), runs the
    SavedModel tower (its TFT graph inside) on the chunk, and binary-COPYs the vectors (and
    each video's ranking terms, which the serving function ranks candidates by) into the
    loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle is
    skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
    keyed by the auth user id); pseudo-users exist for training.
-3. Driver, after every shard is in: primary key, HNSW, ANALYZE, attach (`store.finish_set`).
-   The set is then ready but serves nobody: the registry promotes a version
+3. Driver, once a set's shards are all in: primary key, HNSW, ANALYZE, attach
+   (`store.finish_set`). The video set's, which takes longest (its HNSW build is one
+   PostgreSQL backend on one core), runs on a second connection while Beam embeds the users
+   on the other. A set is then ready but serves nobody: the registry promotes a version
    (`swiperec.registry.versions.promote`), which switches serving to it.
 
 Beyond one machine: pass Beam options (`--runner=DataflowRunner ...` or Flink) and a database
@@ -35,6 +38,8 @@ import itertools
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,8 +54,16 @@ DAY_US = 86_400 * 1_000_000
 class WriteResult:
     version: str
     rows: dict = field(default_factory=dict)  # kind -> rows in the set
-    seconds: dict = field(default_factory=dict)  # stage -> seconds
+    # stage -> seconds; the video set's index build overlaps the users' embedding, so the
+    # stages may sum to more than "total"
+    seconds: dict = field(default_factory=dict)
+    began: dict = field(default_factory=dict)  # stage -> seconds from the start of the write
     skipped: list = field(default_factory=list)  # kinds already ready
+
+    def stage(self, name: str, write_start: float, stage_start: float) -> None:
+        """Record stage `name` as from `stage_start` to now (perf_counter seconds)."""
+        self.began[name] = round(stage_start - write_start, 2)
+        self.seconds[name] = round(time.perf_counter() - stage_start, 2)
 
 
 def _video_chunks(videos: int, rows_per_chunk: int):
@@ -173,7 +186,6 @@ def write_embeddings(
     shards."""
     import apache_beam as beam
 
-    from swiperec.beam_pipeline import new_pipeline
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
     from swiperec.features.config import datetime_to_us, stored_feature_config
@@ -205,44 +217,88 @@ def write_embeddings(
                                    new_release_bonus=bonus if k == "video" else None)
             ]  # fmt: skip
             result.skipped = [k for k in ("video", "user") if k not in kinds]
-            result.seconds["read"] = round(time.perf_counter() - started, 2)
+            result.stage("read", started, started)
             fault_point("writer.before_first_shard")
 
             if kinds:
-                start = time.perf_counter()
-                pipeline = new_pipeline(pipeline_args)
-                chunks = []
-                if "video" in kinds:
-                    chunks.append(pipeline | "Video chunks" >> beam.Create(video_chunks))
-                if "user" in kinds:
-                    chunks.append(_user_chunks(pipeline, snapshot, config, user_shards))
                 fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us, dimension)
-                _ = (
-                    chunks
-                    | "All chunks" >> beam.Flatten()
-                    | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
-                )
-                outcome = pipeline.run()
-                outcome.wait_until_finish()
-                del pipeline, outcome
-                gc.collect()
-                result.seconds["embed_and_copy"] = round(time.perf_counter() - start, 2)
-                fault_point("writer.after_all_shards")
-
-                for kind in kinds:
-                    if kind != kinds[0]:
-                        fault_point("writer.between_sets")
-                    start = time.perf_counter()
-                    finished = store.finish_set(conn, version, kind, index)
-                    result.rows[kind] = finished["rows"]
-                    result.seconds[f"index_{kind}"] = round(time.perf_counter() - start, 2)
+                load = _Loader(result, started, fn, pipeline_args)
+                if "video" in kinds:
+                    load("video", lambda p: p | "Video chunks" >> beam.Create(video_chunks))
+                # The video set's primary key and HNSW build, the longest stage and a single
+                # PostgreSQL backend, run on their own connection while this process embeds
+                # the users on another core (`_finishing`).
+                with _finishing(result, started, url, "video" in kinds, index):
+                    if "user" in kinds:
+                        load("user", lambda p: _user_chunks(p, snapshot, config, user_shards))
+                if "user" in kinds:
+                    fault_point("writer.between_sets")
+                    _finish(result, started, conn, "user", index)
             start = time.perf_counter()
             store.refresh_popularity(conn)  # the serving fallback's order, as of this refresh
-            result.seconds["popularity"] = round(time.perf_counter() - start, 2)
+            result.stage("popularity", started, start)
             result.seconds["total"] = round(time.perf_counter() - started, 2)
         return result
     finally:
         conn.close()
+
+
+class _Loader:
+    """Embed and COPY one kind's chunks (`chunks(pipeline)` makes them) through the
+    `EmbedAndCopy` body `fn`, in a Beam pipeline of their own, timed as stage embed_<kind>s."""
+
+    def __init__(self, result, started, fn, pipeline_args):
+        self.result, self.started, self.fn, self.pipeline_args = result, started, fn, pipeline_args
+
+    def __call__(self, kind: str, chunks) -> None:
+        import apache_beam as beam
+
+        from swiperec.beam_pipeline import new_pipeline
+
+        start = time.perf_counter()
+        pipeline = new_pipeline(self.pipeline_args)
+        _ = chunks(pipeline) | "Embed and copy" >> beam.ParDo(_as_dofn(self.fn))
+        outcome = pipeline.run()
+        outcome.wait_until_finish()
+        del pipeline, outcome
+        gc.collect()
+        self.result.stage(f"embed_{kind}s", self.started, start)
+        fault_point(f"writer.{kind}s_loaded")
+
+
+def _finish(result, started, conn, kind: str, index) -> None:
+    """`store.finish_set` of `kind`, timed as stage index_<kind> of `result`."""
+    start = time.perf_counter()
+    result.rows[kind] = store.finish_set(conn, result.version, kind, index)["rows"]
+    result.stage(f"index_{kind}", started, start)
+
+
+@contextmanager
+def _finishing(result, started, url: str, videos: bool, index):
+    """Finish the video set (when `videos`) in a thread on its own connection while the `with`
+    block runs; the block's end waits for it and raises its error. If the block fails, the
+    build is cancelled: the set stays loading, and the next write starts it afresh (serving
+    reads a set only once it is ready and promoted)."""
+    if not videos:
+        yield
+        return
+    from swiperec.db import connect
+
+    indexer = connect(url)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="swiperec-index")
+    try:
+        finishing = pool.submit(_finish, result, started, indexer, "video", index)
+        try:
+            yield
+        except BaseException:
+            indexer.cancel()
+            with suppress(Exception):
+                finishing.result()
+            raise
+        finishing.result()
+    finally:
+        pool.shutdown()
+        indexer.close()
 
 
 def _user_chunks(pipeline, snapshot: str, config, shards: int):

@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAULT_POINTS = [  # in the order a refresh reaches them
     "writer.before_first_shard",
     "store.mid_copy",
-    "writer.after_all_shards",
-    "store.primary_key",
+    "writer.videos_loaded",
+    "store.primary_key",  # the video set's, in its thread, while the users load
     "store.hnsw",
+    "writer.users_loaded",
     "writer.between_sets",
     "store.attach",
     "cli.before_switch",

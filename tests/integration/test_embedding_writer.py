@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 from datetime import datetime
 
 import numpy as np
@@ -49,6 +50,10 @@ def test_refresh_writes_every_video_and_real_user_and_switches(
     catalogue, events, _ = load_snapshot(snapshot_dir)
     real_users = {k for k, pseudo, _ in events.user_slices() if not pseudo}
     assert first.rows == {"video": len(catalogue.video_id), "user": len(real_users)}
+    # The video set's index build began once the videos were in, before the users were.
+    began = first.began
+    assert began["embed_videos"] + first.seconds["embed_videos"] <= began["index_video"]
+    assert began["index_video"] <= began["embed_users"] < began["index_user"]
     assert serving_version(conn) is None  # written, ready, not serving: promotion switches
     assert promote(conn, "v1", force=True, reason="not evaluated: a test") is None
     assert serving_version(conn) == "v1"
@@ -110,6 +115,48 @@ def test_refresh_writes_every_video_and_real_user_and_switches(
                      index=SMALL_INDEX)  # fmt: skip
     assert serving_version(conn) == "v1"
     assert {(s["version"], s["state"]) for s in status(conn)} == {("v1", "ready"), ("v2", "ready")}
+
+
+def test_a_failed_user_load_cancels_the_video_index_build(
+    trained, snapshot_dir, conn, db_url, monkeypatch
+):
+    from swiperec.embeddings import store, writer
+
+    # The video set's finish begins with a long statement on its connection, and the users'
+    # pipeline fails: the write must cancel that statement and fail at once with the users'
+    # error, the video set still loading, never ready; the next write completes it.
+    real_finish = store.finish_set
+
+    def slow_finish(on, version, kind, index=None):
+        with on.cursor() as cur:
+            cur.execute("select pg_sleep(300)")
+        return real_finish(on, version, kind, index)
+
+    def failing_chunk(keyed, shards):
+        raise ValueError("a user shard that cannot be built")
+
+    monkeypatch.setattr(store, "finish_set", slow_finish)
+    monkeypatch.setattr(writer, "user_chunk", failing_chunk)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="a user shard that cannot be built"):
+        write_embeddings(trained.model_dir, "broken", snapshot_dir, database_url=db_url,
+                         index=SMALL_INDEX)  # fmt: skip
+    assert time.monotonic() - started < 200  # not after the 300 s statement
+    assert {(s["kind"], s["state"]) for s in status(conn) if s["version"] == "broken"} == {
+        ("video", "loading"),
+        ("user", "loading"),
+    }
+    with conn.cursor() as cur:  # nothing of the write still runs in the database
+        cur.execute("select count(*) from pg_stat_activity where query like '%pg_sleep(300)%' "
+                    "and pid <> pg_backend_pid()")  # fmt: skip
+        assert cur.fetchone()[0] == 0
+    conn.rollback()
+
+    monkeypatch.undo()
+    again = write_embeddings(trained.model_dir, "broken", snapshot_dir, database_url=db_url,
+                             index=SMALL_INDEX)  # fmt: skip
+    assert again.skipped == [] and set(again.rows) == {"video", "user"}
+    assert {s["state"] for s in status(conn) if s["version"] == "broken"} == {"ready"}
 
 
 def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
