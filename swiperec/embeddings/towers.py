@@ -43,9 +43,9 @@ def user_rows(catalogue, config, users, as_of_us: int) -> tuple[list, list[dict]
             # catalogue or after `as_of_us` are skipped.
             position = np.minimum(np.searchsorted(catalogue_ids, videos), len(catalogue_ids) - 1)
             keep = (catalogue_ids[position] == videos) & (times <= as_of_us)
-            for at, label, t in zip(position[keep].tolist(), labels[keep].tolist(),
-                                    times[keep].tolist(), strict=True):  # fmt: skip
-                history.add_at_position(at, label, t)
+            history.extend_at_positions(
+                position[keep].tolist(), labels[keep].tolist(), times[keep].tolist()
+            )
         rows.append(history.features(as_of_us))
         keys.append(key)
     return keys, rows

@@ -219,11 +219,11 @@ def load_evaluation_data(
             decisions_before[u] = len(decided)
             if histories is not None:
                 histories[u] = UserHistory(catalogue, config, is_pseudo)
-                decided_labels = events.label[rows.start : early].tolist()
-                decided_at = events.time_us[rows.start : early].tolist()
-                for position, label, time_us in zip(decided.tolist(), decided_labels, decided_at,
-                                                    strict=True):  # fmt: skip
-                    histories[u].add_at_position(position, label, time_us)
+                histories[u].extend_at_positions(
+                    decided.tolist(),
+                    events.label[rows.start : early].tolist(),
+                    events.time_us[rows.start : early].tolist(),
+                )
         liked = decided[events.label[rows.start : early] == 1]
         if len(liked):
             if key not in history_index:

@@ -160,6 +160,76 @@ class UserHistory:
                 )
             self._liked_videos.appendleft(self._catalogue.external_id[position])
 
+    def extend_at_positions(self, positions, labels, times_us) -> None:
+        """`add_at_position` of each event in turn (sequences of ints, in time order), with
+        the same arithmetic in the same order, so the same features to the last bit; faster
+        for a whole history (the batch refresh's users): the loop keeps its lookups local,
+        and only the liked titles the profile keeps are split into n-grams. Nothing is added
+        when an event is bad (the errors are `add`'s)."""
+        if not len(positions):
+            return
+        for label in set(labels):
+            if label not in (0, 1):
+                raise ValueError(f"label must be 1 (like) or 0 (nope), got {label!r}")
+        times_us = [int(t) for t in times_us]
+        previous = times_us[0] if self._last_us is None else self._last_us
+        for time_us in times_us:
+            if time_us < previous:
+                raise ValueError(
+                    f"events must be added in time order: {time_us} µs is before the last "
+                    f"event at {previous} µs"
+                )
+            previous = time_us
+        if self._last_us is None:
+            self._first_us = self._anchor_us = times_us[0]
+        catalogue = self._catalogue
+        genres_of, makers_of, performers_of = (
+            catalogue.genres,
+            catalogue.maker,
+            catalogue.performers,
+        )
+        genre_weights, maker_weights, performer_weights = (
+            self._genres,
+            self._makers,
+            self._performers,
+        )
+        counts, half_life, exp2 = self._counts, self._half_life_us, math.exp2
+        anchor, scaled = self._anchor_us, self._scaled
+        liked = []
+        for position, label, time_us in zip(positions, labels, times_us, strict=True):
+            exponent = (time_us - anchor) / half_life
+            if exponent > _RESCALE_HALF_LIVES:
+                self._rescale(time_us)
+                anchor, scaled, exponent = self._anchor_us, self._scaled, 0.0
+            weight = exp2(exponent)
+            label = int(label)
+            counts[label] += 1
+            scaled[label] += weight
+            genres = genre_weights[label]
+            for genre in genres_of[position]:
+                genres[genre] = genres.get(genre, 0.0) + weight
+            maker = makers_of[position]
+            if maker:  # '' is a NULL maker
+                makers = maker_weights[label]
+                makers[maker] = makers.get(maker, 0.0) + weight
+            performers = performer_weights[label]
+            for performer in performers_of[position]:
+                performers[performer] = performers.get(performer, 0.0) + weight
+            if label == 1:
+                liked.append(position)
+        self._last_us = times_us[-1]
+        self._shares, self._totals = [None] * 6, [None] * 6
+        if liked:
+            config = self._config
+            self._title_profile = None
+            if config.history_titles:  # the deque keeps the last `history_titles` alone
+                for position in liked[-config.history_titles :]:
+                    self._title_ngrams.appendleft(
+                        char_ngrams(catalogue.title[position], config.ngram_min, config.ngram_max)
+                    )
+            for position in liked[-config.history_videos :] if config.history_videos else ():
+                self._liked_videos.appendleft(catalogue.external_id[position])
+
     def match(self, position: int) -> list[float]:
         """The `MATCH_FEATURE_NAMES` of the video at catalogue `position` against the events
         added so far: for likes and for nopes, the share of the recency weight that went to

@@ -352,3 +352,37 @@ def test_history_pickles(catalogue):
     history.add(4, 0, T0 + DAY_US)
     restored = pickle.loads(pickle.dumps(history))
     assert restored.features(T0 + 2 * DAY_US) == history.features(T0 + 2 * DAY_US)
+
+
+def test_a_whole_history_at_once_gives_the_same_features_to_the_last_bit(catalogue):
+    import random
+
+    rng = random.Random(3)
+    positions = [rng.randrange(4) for _ in range(300)]
+    labels = [rng.randrange(2) for _ in range(300)]
+    # Hours apart, with ties and one jump of 600 half-lives, across which the weights rescale.
+    times = sorted(T0 + rng.randrange(0, 40) * 3_600_000_000 for _ in range(300))
+    times = times[:150] + [t + 600 * DAY_US for t in times[150:]]
+    one_by_one = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    for position, label, time_us in zip(positions, labels, times, strict=True):
+        one_by_one.add_at_position(position, label, time_us)
+    at_once = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    at_once.extend_at_positions(positions[:100], labels[:100], times[:100])  # and then the rest
+    at_once.extend_at_positions(positions[100:], labels[100:], times[100:])
+    at = times[-1] + DAY_US
+    assert at_once.features(at) == one_by_one.features(at)  # floats equal, not approximately
+    assert [at_once.match(p) for p in range(4)] == [one_by_one.match(p) for p in range(4)]
+    assert len(at_once) == 300
+
+
+def test_a_whole_history_with_a_bad_event_adds_nothing(catalogue):
+    history = UserHistory(catalogue, CONFIG, is_pseudo=False)
+    history.add(1, 1, T0 + DAY_US)
+    with pytest.raises(ValueError, match="time order"):
+        history.extend_at_positions([0, 1], [1, 1], [T0 + 2 * DAY_US, T0])
+    with pytest.raises(ValueError, match="time order"):  # before the events already added
+        history.extend_at_positions([0], [1], [T0])
+    with pytest.raises(ValueError, match="label"):
+        history.extend_at_positions([0, 1], [1, 2], [T0 + 2 * DAY_US, T0 + 3 * DAY_US])
+    assert len(history) == 1
+    assert history.features(T0 + DAY_US)["like_count"] == 1.0
