@@ -38,8 +38,8 @@ import itertools
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,17 +222,22 @@ def write_embeddings(
 
             if kinds:
                 fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us, dimension)
-                load = _Loader(result, started, fn, pipeline_args)
                 if "video" in kinds:
-                    load("video", lambda p: p | "Video chunks" >> beam.Create(video_chunks))
+                    videos = lambda p: p | "Video chunks" >> beam.Create(video_chunks)  # noqa: E731
+                    _load(result, started, "video", videos, fn, pipeline_args,
+                          "writer.videos_loaded")  # fmt: skip
                 # The video set's primary key and HNSW build, the longest stage and a single
                 # PostgreSQL backend, run on their own connection while this process embeds
-                # the users on another core (`_finishing`).
-                with _finishing(result, started, url, "video" in kinds, index):
+                # the users on the other core.
+                finishing = (_finishing_videos(result, started, url, index)
+                             if "video" in kinds else nullcontext())  # fmt: skip
+                with finishing:
                     if "user" in kinds:
-                        load("user", lambda p: _user_chunks(p, snapshot, config, user_shards))
+                        users = lambda p: _user_chunks(p, snapshot, config, user_shards)  # noqa: E731
+                        _load(result, started, "user", users, fn, pipeline_args,
+                              "writer.users_loaded")  # fmt: skip
                 if "user" in kinds:
-                    fault_point("writer.between_sets")
+                    fault_point("writer.between_sets")  # the video set ready, the user set not
                     _finish(result, started, conn, "user", index)
             start = time.perf_counter()
             store.refresh_popularity(conn)  # the serving fallback's order, as of this refresh
@@ -243,27 +248,23 @@ def write_embeddings(
         conn.close()
 
 
-class _Loader:
+def _load(result, started, kind: str, chunks, fn, pipeline_args, loaded_point: str) -> None:
     """Embed and COPY one kind's chunks (`chunks(pipeline)` makes them) through the
-    `EmbedAndCopy` body `fn`, in a Beam pipeline of their own, timed as stage embed_<kind>s."""
+    `EmbedAndCopy` body `fn`, in a Beam pipeline of their own, timed as stage embed_<kind>s;
+    then the fault point `loaded_point`."""
+    import apache_beam as beam
 
-    def __init__(self, result, started, fn, pipeline_args):
-        self.result, self.started, self.fn, self.pipeline_args = result, started, fn, pipeline_args
+    from swiperec.beam_pipeline import new_pipeline
 
-    def __call__(self, kind: str, chunks) -> None:
-        import apache_beam as beam
-
-        from swiperec.beam_pipeline import new_pipeline
-
-        start = time.perf_counter()
-        pipeline = new_pipeline(self.pipeline_args)
-        _ = chunks(pipeline) | "Embed and copy" >> beam.ParDo(_as_dofn(self.fn))
-        outcome = pipeline.run()
-        outcome.wait_until_finish()
-        del pipeline, outcome
-        gc.collect()
-        self.result.stage(f"embed_{kind}s", self.started, start)
-        fault_point(f"writer.{kind}s_loaded")
+    start = time.perf_counter()
+    pipeline = new_pipeline(pipeline_args)
+    _ = chunks(pipeline) | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
+    outcome = pipeline.run()
+    outcome.wait_until_finish()
+    del pipeline, outcome
+    gc.collect()
+    result.stage(f"embed_{kind}s", started, start)
+    fault_point(loaded_point)
 
 
 def _finish(result, started, conn, kind: str, index) -> None:
@@ -274,14 +275,12 @@ def _finish(result, started, conn, kind: str, index) -> None:
 
 
 @contextmanager
-def _finishing(result, started, url: str, videos: bool, index):
-    """Finish the video set (when `videos`) in a thread on its own connection while the `with`
-    block runs; the block's end waits for it and raises its error. If the block fails, the
-    build is cancelled: the set stays loading, and the next write starts it afresh (serving
-    reads a set only once it is ready and promoted)."""
-    if not videos:
-        yield
-        return
+def _finishing_videos(result, started, url: str, index):
+    """Finish the video set in a thread on its own connection while the `with` block runs; the
+    block's end waits for it and raises its error. If the block fails (or is interrupted), the
+    build is cancelled, again until the thread has stopped (a cancel that falls between two
+    statements is lost): the set stays loading, and the next write starts it afresh. Serving
+    reads a set only once it is ready and promoted."""
     from swiperec.db import connect
 
     indexer = connect(url)
@@ -290,12 +289,12 @@ def _finishing(result, started, url: str, videos: bool, index):
         finishing = pool.submit(_finish, result, started, indexer, "video", index)
         try:
             yield
+            finishing.result()
         except BaseException:
-            indexer.cancel()
-            with suppress(Exception):
-                finishing.result()
+            while not finishing.done():
+                indexer.cancel()
+                wait([finishing], timeout=0.5)
             raise
-        finishing.result()
     finally:
         pool.shutdown()
         indexer.close()

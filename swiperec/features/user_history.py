@@ -165,9 +165,17 @@ class UserHistory:
         the same arithmetic in the same order, so the same features to the last bit; faster
         for a whole history (the batch refresh's users): the loop keeps its lookups local,
         and only the liked titles the profile keeps are split into n-grams. Nothing is added
-        when an event is bad (the errors are `add`'s)."""
+        when an event is bad: a label or time as `add` refuses it (ValueError), a position
+        outside the catalogue (IndexError), or sequences of different lengths."""
+        if not len(positions) == len(labels) == len(times_us):
+            raise ValueError(
+                f"{len(positions)} positions, {len(labels)} labels and {len(times_us)} times: "
+                "one of each per event"
+            )
         if not len(positions):
             return
+        if min(positions) < 0 or max(positions) >= len(self._catalogue.title):
+            raise IndexError(f"a catalogue position outside 0..{len(self._catalogue.title) - 1}")
         for label in set(labels):
             if label not in (0, 1):
                 raise ValueError(f"label must be 1 (like) or 0 (nope), got {label!r}")

@@ -377,7 +377,9 @@ def main(argv=None) -> int:
                 beam_args = [f"--direct_num_workers={args.beam_workers}",
                              "--direct_running_mode=multi_processing"]  # fmt: skip
 
-            first = write_embeddings(args.model, "bench-v1", str(snapshot), database_url=url)
+            # Alone, with the measured refresh's settings: the floor's comparison.
+            first = write_embeddings(args.model, "bench-v1", str(snapshot), database_url=url,
+                                     pipeline_args=beam_args, index=index)  # fmt: skip
             promote(conn, "bench-v1", force=True, reason="benchmark")
             figures["first_refresh"] = {"rows": first.rows, "seconds": first.seconds}
             rng = np.random.default_rng(0)

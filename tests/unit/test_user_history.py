@@ -384,5 +384,9 @@ def test_a_whole_history_with_a_bad_event_adds_nothing(catalogue):
         history.extend_at_positions([0], [1], [T0])
     with pytest.raises(ValueError, match="label"):
         history.extend_at_positions([0, 1], [1, 2], [T0 + 2 * DAY_US, T0 + 3 * DAY_US])
+    with pytest.raises(ValueError, match="one of each per event"):
+        history.extend_at_positions([0, 1], [1, 1], [T0 + 2 * DAY_US])
+    with pytest.raises(IndexError, match="catalogue position"):
+        history.extend_at_positions([0, 4], [1, 1], [T0 + 2 * DAY_US, T0 + 3 * DAY_US])
     assert len(history) == 1
     assert history.features(T0 + DAY_US)["like_count"] == 1.0
