@@ -138,13 +138,13 @@ class EmbedAndCopy:
 
     def setup(self):
         from swiperec.db import connect
-        from swiperec.embeddings.towers import load_towers
+        from swiperec.embeddings.towers import shared_towers
         from swiperec.features.events import load_catalogue
 
         # Each worker reads the catalogue from the snapshot: shipping it inside the DoFn costs
         # a compressed pickle of every title (~15 s at 200k videos) and a large job graph.
         self.catalogue = load_catalogue(self.snapshot)
-        self.towers = load_towers(self.model_dir)
+        self.towers = shared_towers(self.model_dir)  # one load for the videos' and users' pipelines
         self.conn = connect(self.database_url)
 
     def teardown(self):

@@ -218,3 +218,16 @@ def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
     assert serving_version(conn) == "c2" and last_promotion(conn)["forced"] is False
     missing = swiperec("activate", "nope", "--force", "--reason", "no such set")
     assert missing.returncode == 2 and "cannot serve" in missing.stderr
+
+
+def test_the_towers_load_once_per_process_until_the_model_changes(trained, tmp_path):
+    from swiperec.embeddings.towers import shared_towers
+
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(trained.model_dir, model_dir)
+    first = shared_towers(model_dir)
+    assert shared_towers(model_dir) is first  # the users' pipeline takes the videos' towers
+    # The folder trained again (its SavedModel rewritten): loaded again.
+    saved = os.path.join(model_dir, "video_tower", "saved_model.pb")
+    os.utime(saved, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    assert shared_towers(model_dir) is not first
