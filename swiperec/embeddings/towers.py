@@ -47,6 +47,11 @@ def _towers_as_of(model_dir: str, stamps: tuple) -> dict:
     return load_towers(model_dir)
 
 
+def forget_shared_towers() -> None:
+    """Drop the towers `shared_towers` holds: the next call loads them."""
+    _towers_as_of.cache_clear()
+
+
 def user_rows(catalogue, config, users, as_of_us: int) -> tuple[list, list[dict]]:
     """(keys, raw feature rows) of `users` as of `as_of_us`: each user's `UserHistory` built
     from their decisions on catalogue videos at or before that time."""

@@ -314,6 +314,7 @@ def main(argv=None) -> int:
     from swiperec.db.embedded import SERVER_SETTINGS, EmbeddedServer
     from swiperec.db.migrate import migrate
     from swiperec.embeddings.store import IndexParams
+    from swiperec.embeddings.towers import forget_shared_towers
     from swiperec.embeddings.writer import write_embeddings
     from swiperec.registry.versions import promote
     from tests.performance.bench_transform import write_snapshot
@@ -397,7 +398,9 @@ def main(argv=None) -> int:
             figures["query_before"] = start_reader(url, queries, n=BEFORE_QUERIES)[1]()
             figures["query_before"].pop("samples")
 
-            # The measured refresh: a second version while a reader queries the first.
+            # The measured refresh: a second version while a reader queries the first. It loads
+            # the towers again, as a write in a process of its own would.
+            forget_shared_towers()
             _, during_result = start_reader(url, queries)
             os.nice(10)  # as `swiperec embeddings write` does; the reader keeps its priority
             start = time.perf_counter()
