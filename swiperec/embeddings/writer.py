@@ -9,13 +9,13 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
 2. Beam, one pipeline for the videos, then one for the users: the elements are row ranges
    of the catalogue and the snapshot's decisions, which the workers read and parse
    themselves (`parse_events`, the transform's parser) and deal into a fixed number of user
-   shards by a hash of the user. A worker builds each row's raw features
-   with the same code the transform used (`video_raw_features`, `UserHistory`), runs the
-   SavedModel tower (its TFT graph inside) on the chunk, and binary-COPYs the vectors (and
-   each video's ranking terms, which the serving function ranks candidates by) into the
-   loading set as one shard named by the chunk (`store.copy_shard`), so a retried bundle is
-   skipped instead of loaded twice. Only real users get embeddings (`user_embeddings` is
-   keyed by the auth user id); pseudo-users exist for training.
+   shards by a hash of the user. A worker builds each row's raw features with the same code
+   the transform used (`video_raw_features`, `UserHistory`), runs the SavedModel tower (its
+   TFT graph inside) on the chunk, and binary-COPYs the vectors (and each video's ranking
+   terms, which the serving function ranks candidates by) into the loading set as one shard
+   named by the chunk (`store.copy_shard`), so a retried bundle is skipped instead of loaded
+   twice. Only real users get embeddings (`user_embeddings` is keyed by the auth user id);
+   pseudo-users exist for training.
 3. Driver, once a set's shards are all in: primary key, HNSW, ANALYZE, attach
    (`store.finish_set`). The video set's, which takes longest (its HNSW build is one
    PostgreSQL backend on one core), runs on a second connection while Beam embeds the users
