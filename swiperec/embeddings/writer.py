@@ -281,9 +281,7 @@ def _finishing_videos(result, started, url: str, index):
     build is cancelled, again until the thread has stopped (a cancel that falls between two
     statements is lost): the set stays loading, and the next write starts it afresh. Serving
     reads a set only once it is ready and promoted."""
-    from swiperec.db import connect
-
-    indexer = connect(url)
+    indexer = index_connection(url)
     pool = ThreadPoolExecutor(1, thread_name_prefix="swiperec-index")
     try:
         finishing = pool.submit(_finish, result, started, indexer, "video", index)
@@ -298,6 +296,21 @@ def _finishing_videos(result, started, url: str, index):
     finally:
         pool.shutdown()
         indexer.close()
+
+
+def index_connection(url: str):
+    """A connection for a set's index build whose statements end soon after this process does:
+    PostgreSQL checks every second that the client is still there while a statement runs. A
+    writer killed mid-build would otherwise leave its backend building on, a core and up to
+    `maintenance_work_mem` for minutes at 1M videos, until the build ends and it finds no one
+    to answer; the next write of the version waits for it to drop the set."""
+    from swiperec.db import connect
+
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute("set client_connection_check_interval = '1s'")
+    conn.commit()
+    return conn
 
 
 def _user_chunks(pipeline, snapshot: str, config, shards: int):

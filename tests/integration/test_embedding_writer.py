@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from datetime import datetime
 
@@ -218,6 +220,34 @@ def test_commands_and_component(trained, snapshot_dir, conn, db_url, tmp_path):
     assert serving_version(conn) == "c2" and last_promotion(conn)["forced"] is False
     missing = swiperec("activate", "nope", "--force", "--reason", "no such set")
     assert missing.returncode == 2 and "cannot serve" in missing.stderr
+
+
+def test_a_killed_writers_index_build_does_not_run_on(conn, db_url):
+    # The connection the video set's build runs on, in a process killed in mid-statement: the
+    # server ends the statement within seconds, not when it would have finished.
+    script = (
+        "import sys\n"
+        "from swiperec.embeddings.writer import index_connection\n"
+        "cur = index_connection(sys.argv[1]).cursor()\n"
+        "cur.execute('select pg_backend_pid()')\n"
+        "print(cur.fetchone()[0], flush=True)\n"
+        "cur.execute('select pg_sleep(300)')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, db_url], stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    backend = int(child.stdout.readline())
+    time.sleep(1)  # the sleep has begun
+    child.kill()
+    child.wait()
+    child.stdout.close()
+    deadline, alive = time.monotonic() + 30, True
+    while alive and time.monotonic() < deadline:
+        with conn.cursor() as cur:
+            cur.execute("select count(*) from pg_stat_activity where pid = %s", (backend,))
+            alive = cur.fetchone()[0] > 0
+        conn.rollback()
+        time.sleep(0.2)
+    assert not alive, "the killed writer's statement ran on"
 
 
 def test_the_towers_load_once_per_process_until_the_model_changes(trained, tmp_path):
