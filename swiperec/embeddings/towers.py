@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -32,14 +34,26 @@ def load_towers(model_dir: str) -> dict:
 def shared_towers(model_dir: str) -> dict:
     """`load_towers`, loaded once per process while the folder's SavedModels stay the same (a
     model trained again into the folder is loaded again): the batch refresh runs a Beam
-    pipeline per kind, and on the in-process runner each would load the towers anew (~2 s)."""
+    pipeline per kind, and on the in-process runner each would load the towers anew (~2 s).
+
+    A SavedModel is known by its fingerprint (`fingerprint.pb`, which TensorFlow writes with
+    it: checksums of its graph and its variables) and its graph file's size and mtime, so a
+    model written into the folder again within the same second is not taken for the last."""
     import tensorflow as tf
 
-    stamps = tuple(
-        tf.io.gfile.stat(os.path.join(model_dir, f"{kind}_tower", "saved_model.pb")).mtime_nsec
-        for kind in KINDS
-    )
-    return _towers_as_of(model_dir, stamps)
+    stamps = []
+    for kind in KINDS:
+        folder = os.path.join(model_dir, f"{kind}_tower")
+        graph = tf.io.gfile.stat(os.path.join(folder, "saved_model.pb"))
+        fingerprint = os.path.join(folder, "fingerprint.pb")
+        fingerprinted = tf.io.gfile.exists(fingerprint)
+        with tf.io.gfile.GFile(fingerprint, "rb") if fingerprinted else nullcontext() as handle:
+            stamps.append((graph.length, graph.mtime_nsec, handle.read() if handle else b""))
+    with _loading:  # the in-process runner's threads: one loads, the others take its towers
+        return _towers_as_of(model_dir, tuple(stamps))
+
+
+_loading = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)

@@ -277,10 +277,12 @@ def _finish(result, started, conn, kind: str, index) -> None:
 @contextmanager
 def _finishing_videos(result, started, url: str, index):
     """Finish the video set in a thread on its own connection while the `with` block runs; the
-    block's end waits for it and raises its error. If the block fails (or is interrupted), the
-    build is cancelled, again until the thread has stopped (a cancel that falls between two
-    statements is lost): the set stays loading, and the next write starts it afresh. Serving
-    reads a set only once it is ready and promoted."""
+    block's end waits for it and raises its error (a failed build is reported then, once the
+    users are embedded). If the block fails (or is interrupted), the build is cancelled, again
+    until the thread has stopped (a cancel that falls between two statements is lost): a set
+    still building stays loading, and the next write starts it afresh; one whose build had
+    already committed is ready, and the next write keeps it. Serving reads a set only once it
+    is promoted."""
     indexer = index_connection(url)
     pool = ThreadPoolExecutor(1, thread_name_prefix="swiperec-index")
     try:
@@ -307,9 +309,13 @@ def index_connection(url: str):
     from swiperec.db import connect
 
     conn = connect(url)
-    with conn.cursor() as cur:
-        cur.execute("set client_connection_check_interval = '1s'")
-    conn.commit()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("set client_connection_check_interval = '1s'")
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -152,7 +152,7 @@ def test_a_failed_user_load_cancels_the_video_index_build(
     }
     with conn.cursor() as cur:  # nothing of the write still runs in the database
         cur.execute("select count(*) from pg_stat_activity where query like '%pg_sleep(300)%' "
-                    "and pid <> pg_backend_pid()")  # fmt: skip
+                    "and state = 'active' and pid <> pg_backend_pid()")  # fmt: skip
         assert cur.fetchone()[0] == 0
     conn.rollback()
 
@@ -236,7 +236,15 @@ def test_a_killed_writers_index_build_does_not_run_on(conn, db_url):
     child = subprocess.Popen([sys.executable, "-c", script, db_url], stdout=subprocess.PIPE,
                              text=True)  # fmt: skip
     backend = int(child.stdout.readline())
-    time.sleep(1)  # the sleep has begun
+    deadline, sleeping = time.monotonic() + 30, False
+    while not sleeping and time.monotonic() < deadline:  # the statement has begun
+        with conn.cursor() as cur:
+            cur.execute("select count(*) from pg_stat_activity where pid = %s and state = 'active'"
+                        " and query like '%%pg_sleep(300)%%'", (backend,))  # fmt: skip
+            sleeping = cur.fetchone()[0] > 0
+        conn.rollback()
+        time.sleep(0.05)
+    assert sleeping, "the statement never began"
     child.kill()
     child.wait()
     child.stdout.close()
@@ -260,4 +268,13 @@ def test_the_towers_load_once_per_process_until_the_model_changes(trained, tmp_p
     # The folder trained again (its SavedModel rewritten): loaded again.
     saved = os.path.join(model_dir, "video_tower", "saved_model.pb")
     os.utime(saved, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
-    assert shared_towers(model_dir) is not first
+    second = shared_towers(model_dir)
+    assert second is not first and shared_towers(model_dir) is second
+    # New variables under a graph file with the same size and mtime (written within the same
+    # second): the fingerprint differs, and the towers are loaded again.
+    fingerprint = os.path.join(model_dir, "user_tower", "fingerprint.pb")
+    graph = os.stat(os.path.join(model_dir, "user_tower", "saved_model.pb"))
+    with open(fingerprint, "ab") as handle:
+        handle.write(b"\x00")
+    assert os.stat(os.path.join(model_dir, "user_tower", "saved_model.pb")) == graph
+    assert shared_towers(model_dir) is not second

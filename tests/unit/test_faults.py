@@ -7,10 +7,45 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
+
+from swiperec import faults
 
 STOP_AT = (
     "from swiperec.faults import fault_point; fault_point('a'); fault_point('b'); print('done')"
 )
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_the_marker_is_renamed_into_place_with_the_whole_pid(tmp_path, monkeypatch):
+    marker = tmp_path / "pid"
+    monkeypatch.setenv("SWIPEREC_FAULT_POINT", "here")
+    monkeypatch.setenv("SWIPEREC_FAULT_MARKER", str(marker))
+    renamed = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        # Before the rename, the marker's name holds nothing and the partial file all of it.
+        renamed.append((not marker.exists(), Path(source).read_text(), target))
+        real_replace(source, target)
+
+    def sleep(seconds):
+        raise Stopped  # instead of waiting to be killed
+
+    monkeypatch.setattr(faults.os, "replace", replace)
+    monkeypatch.setattr(faults.time, "sleep", sleep)
+    faults.fault_point("elsewhere")
+    assert not renamed and not marker.exists()
+    with pytest.raises(Stopped):
+        faults.fault_point("here")
+    assert renamed == [(True, str(os.getpid()), str(marker))]
+    assert marker.read_text() == str(os.getpid())
+    assert [path.name for path in tmp_path.iterdir()] == ["pid"]  # no partial file left
 
 
 def run(tmp_path, point: str | None):
@@ -24,22 +59,21 @@ def run(tmp_path, point: str | None):
     return process, marker
 
 
-def test_a_process_stops_at_its_point_and_the_marker_holds_its_whole_pid(tmp_path):
+def test_a_process_waits_at_its_point_to_be_killed(tmp_path):
     process, marker = run(tmp_path, "b")
     try:
         deadline = time.monotonic() + 60
-        while not marker.exists():  # the first moment it is there, the pid is whole
+        while not marker.exists():
             assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.001)
+            time.sleep(0.01)
         assert int(marker.read_text()) == process.pid
-        assert [path.name for path in tmp_path.iterdir()] == ["pid"]  # no partial file left
         time.sleep(0.2)
-        assert process.poll() is None  # waiting at the point, to be killed
+        assert process.poll() is None  # waiting at the point
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(30)
     assert process.returncode == -signal.SIGKILL
-    assert process.stdout.read() == ""
+    assert process.stdout.read() == ""  # it never went past the point
 
 
 def test_without_a_point_named_nothing_stops(tmp_path):
