@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -46,9 +45,11 @@ def shared_towers(model_dir: str) -> dict:
         folder = os.path.join(model_dir, f"{kind}_tower")
         graph = tf.io.gfile.stat(os.path.join(folder, "saved_model.pb"))
         fingerprint = os.path.join(folder, "fingerprint.pb")
-        fingerprinted = tf.io.gfile.exists(fingerprint)
-        with tf.io.gfile.GFile(fingerprint, "rb") if fingerprinted else nullcontext() as handle:
-            stamps.append((graph.length, graph.mtime_nsec, handle.read() if handle else b""))
+        checksums = b""
+        if tf.io.gfile.exists(fingerprint):
+            with tf.io.gfile.GFile(fingerprint, "rb") as handle:
+                checksums = handle.read()
+        stamps.append((graph.length, graph.mtime_nsec, checksums))
     with _loading:  # the in-process runner's threads: one loads, the others take its towers
         return _towers_as_of(model_dir, tuple(stamps))
 
