@@ -69,20 +69,25 @@ def to_record_batch(rows: list[dict], schema):
     """Row dicts (str, float, int or lists of them) -> one record batch of `schema`.
 
     Column by column: every row's values in one flat array plus the rows' offsets into it,
-    so Arrow converts each column in one call (str goes to binary as UTF-8)."""
+    so Arrow converts each column in one call (str goes to binary as UTF-8). A column of
+    scalars needs no flattening: its offsets are 0, 1, 2, ..."""
     import pyarrow as pa
 
     columns = []
+    scalar_offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int64))
     for field in schema:
         values = [row[field.name] for row in rows]
-        lists = [value if isinstance(value, list) else [value] for value in values]
-        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, lists), np.int64, len(lists)), out=offsets[1:])
-        flat = list(itertools.chain.from_iterable(lists))
-        if pa.types.is_large_binary(field.type.value_type) and None in flat:
-            raise ValueError(f"{field.name}: a row holds None where text belongs")
+        if not any(type(value) is list for value in values):
+            flat, offsets = values, scalar_offsets
+        else:
+            lists = [value if type(value) is list else [value] for value in values]
+            counts = np.fromiter(map(len, lists), np.int64, len(lists))
+            offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]))
+            flat = list(itertools.chain.from_iterable(lists))
         flat = pa.array(flat, type=field.type.value_type)
-        columns.append(pa.LargeListArray.from_arrays(pa.array(offsets), flat))
+        if flat.null_count and pa.types.is_large_binary(field.type.value_type):
+            raise ValueError(f"{field.name}: a row holds None where text belongs")
+        columns.append(pa.LargeListArray.from_arrays(offsets, flat))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -23,11 +23,22 @@ CATALOGUE_FOLDER = "videos"
 
 
 def tfrecord_files(examples_dir: str, split: str) -> list[str]:
-    """The gzipped TFRecord shards of one split (or `videos`), sorted; raises if there are none."""
-    files = sorted(tf.io.gfile.glob(os.path.join(examples_dir, split, "part-*.tfrecord.gz")))
-    if not files:
-        raise FileNotFoundError(f"no examples in {os.path.join(examples_dir, split)}")
-    return files
+    """The TFRecord shards of one split (or `videos`), sorted; raises if there are none.
+
+    The transform writes them uncompressed (`part-*.tfrecord`); outputs of earlier versions,
+    gzipped (`part-*.tfrecord.gz`), are read as well, one kind per folder."""
+    folder = os.path.join(examples_dir, split)
+    plain = sorted(tf.io.gfile.glob(os.path.join(folder, "part-*.tfrecord")))
+    gzipped = sorted(tf.io.gfile.glob(os.path.join(folder, "part-*.tfrecord.gz")))
+    if plain and gzipped:
+        raise ValueError(f"{folder} holds both gzipped and plain TFRecord shards")
+    if not plain and not gzipped:
+        raise FileNotFoundError(f"no examples in {folder}")
+    return plain or gzipped
+
+
+def _compression(files: list[str]) -> str:
+    return "GZIP" if files[0].endswith(".gz") else ""
 
 
 # tf.data's autotuning is off in every pipeline here: deleting an autotuned iterator waits for
@@ -38,7 +49,7 @@ _NOT_AUTOTUNED.autotune.enabled = False
 
 
 def _records(files: list[str]) -> tf.data.Dataset:
-    return tf.data.TFRecordDataset(files, compression_type="GZIP").with_options(_NOT_AUTOTUNED)
+    return tf.data.TFRecordDataset(files, _compression(files)).with_options(_NOT_AUTOTUNED)
 
 
 def count_video_rows(examples_dir: str, split: str = "train") -> dict[int, int]:
@@ -168,9 +179,10 @@ def example_dataset(
     ~50 s, no stalls)."""
     files = tfrecord_files(examples_dir, split)
     if shuffle_buffer:
+        compression = _compression(files)
         files = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
         records = files.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
             cycle_length=4,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,

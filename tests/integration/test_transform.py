@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def read_examples(examples_dir, split):
     import tensorflow as tf
 
-    files = sorted(tf.io.gfile.glob(os.path.join(examples_dir, split, "part-*.tfrecord.gz")))
-    return [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_dir, split, "part-*.tfrecord")))
+    assert files, f"no TFRecord shards in {examples_dir}/{split}"
+    return [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files)]
 
 
 def parse(transform_dir, records, tower="user"):

@@ -1,0 +1,104 @@
+"""Raw examples on their way to TFT: Arrow columns, per-user event grouping, TFRecord shards."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from swiperec.features.raw_features import to_record_batch
+
+
+def _schema():
+    return pa.schema(
+        [
+            pa.field("title", pa.large_list(pa.large_binary())),
+            pa.field("performers", pa.large_list(pa.large_binary())),
+            pa.field("weights", pa.large_list(pa.float32())),
+            pa.field("video_id", pa.large_list(pa.int64())),
+        ]
+    )
+
+
+def test_scalars_become_lists_of_one_and_lists_keep_their_rows():
+    rows = [
+        {"title": "猫の動画", "performers": ["a", "b"], "weights": [0.5, 0.25], "video_id": 7},
+        {"title": "", "performers": [], "weights": [], "video_id": 8},
+        {"title": "x", "performers": "c", "weights": [1.0], "video_id": 9},  # a bare str: [c]
+    ]
+    batch = to_record_batch(rows, _schema())
+    assert batch.schema == _schema()
+    assert batch.column("title").to_pylist() == [["猫の動画".encode()], [b""], [b"x"]]
+    assert batch.column("performers").to_pylist() == [[b"a", b"b"], [], [b"c"]]
+    assert batch.column("weights").to_pylist() == [[0.5, 0.25], [], [1.0]]
+    assert batch.column("video_id").to_pylist() == [[7], [8], [9]]
+
+
+def test_no_rows_make_an_empty_batch():
+    batch = to_record_batch([], _schema())
+    assert batch.num_rows == 0 and batch.schema == _schema()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"title": None, "performers": [], "weights": [], "video_id": 1},
+        {"title": "t", "performers": ["a", None], "weights": [], "video_id": 1},
+    ],
+)
+def test_none_where_text_belongs_is_an_error_naming_the_feature(row):
+    good = {"title": "t", "performers": ["a"], "weights": [1.0], "video_id": 2}
+    with pytest.raises(ValueError, match="None where text belongs"):
+        to_record_batch([good, row], _schema())
+
+
+def test_a_users_events_from_several_batches_come_out_in_one_order():
+    """The grouping hands a user's per-batch chunks over in any order; the examples must not
+    depend on it: time, then video id, then label, as sorting (time, video, label) tuples."""
+    from swiperec.features.events import Events
+    from swiperec.features.transform import _keyed_events, _user_events
+
+    rng = np.random.default_rng(3)
+    n = 40
+    time_us = rng.integers(0, 5, n).astype(np.int64)  # many equal times
+    video_id = rng.integers(0, 4, n).astype(np.int64)
+    label = rng.integers(0, 2, n).astype(np.int8)
+    expected = sorted(zip(time_us.tolist(), video_id.tolist(), label.tolist(), strict=True))
+
+    def batch(rows):
+        order = np.lexsort((video_id[rows], time_us[rows]))  # a batch is sorted per user
+        rows = rows[order]
+        return Events(np.array(["u"] * len(rows), dtype=object), np.zeros(len(rows), bool),
+                      video_id[rows], label[rows], time_us[rows])  # fmt: skip
+
+    halves = np.array_split(rng.permutation(n), 2)
+    for chunks in ([halves[0], halves[1]], [halves[1], halves[0]]):
+        grouped = [value for batch_rows in chunks for _, value in _keyed_events(batch(batch_rows))]
+        key, times, videos, labels, pseudo = _user_events(("u", grouped))
+        assert key == "u" and not pseudo.any()
+        got = list(zip(times.tolist(), videos.tolist(), labels.tolist(), strict=True))
+        assert got == expected
+
+
+def test_examples_are_read_from_plain_or_gzipped_shards_but_not_both(tmp_path):
+    import tensorflow as tf
+
+    from swiperec.model.data import _records, tfrecord_files
+
+    def write(path, records, compression):
+        with tf.io.TFRecordWriter(str(path), options=compression) as writer:
+            for record in records:
+                writer.write(record)
+
+    plain, gzipped = tmp_path / "plain" / "train", tmp_path / "gzipped" / "train"
+    for folder in (plain, gzipped):
+        folder.mkdir(parents=True)
+    write(plain / "part-00000-of-00001.tfrecord", [b"a", b"b"], "")
+    write(gzipped / "part-00000-of-00001.tfrecord.gz", [b"c"], "GZIP")
+    for root, records in ((plain.parent, [b"a", b"b"]), (gzipped.parent, [b"c"])):
+        files = tfrecord_files(str(root), "train")
+        assert [bytes(r.numpy()) for r in _records(files)] == records
+
+    write(plain / "part-00001-of-00001.tfrecord.gz", [b"d"], "GZIP")
+    with pytest.raises(ValueError, match="both gzipped and plain"):
+        tfrecord_files(str(plain.parent), "train")
+    with pytest.raises(FileNotFoundError, match="no examples"):
+        tfrecord_files(str(tmp_path), "validation")
