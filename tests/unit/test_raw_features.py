@@ -102,3 +102,29 @@ def test_examples_are_read_from_plain_or_gzipped_shards_but_not_both(tmp_path):
         tfrecord_files(str(plain.parent), "train")
     with pytest.raises(FileNotFoundError, match="no examples"):
         tfrecord_files(str(tmp_path), "validation")
+
+
+def test_record_lists_become_tfrecord_shards_and_an_empty_split_one_empty_shard(tmp_path):
+    import apache_beam as beam
+
+    from swiperec.features.transform import _check_shards, _write_tfrecords
+    from swiperec.model.data import _records, tfrecord_files
+
+    out = tmp_path / "examples"
+    for split, lists in (("train", [[b"a", b"b"], [b"c"]]), ("test", [])):
+        with beam.Pipeline() as pipeline:
+            records = pipeline | beam.Create(lists)
+            _ = records | _write_tfrecords(str(out / split), str(tmp_path / "temp" / split))
+        _check_shards(str(out / split))
+    train = [bytes(r.numpy()) for r in _records(tfrecord_files(str(out), "train"))]
+    assert sorted(train) == [b"a", b"b", b"c"]
+    assert list(_records(tfrecord_files(str(out), "test"))) == []
+
+
+def test_a_shard_that_never_arrived_fails_the_check(tmp_path):
+    from swiperec.errors import SwiperecError
+    from swiperec.features.transform import _check_shards
+
+    (tmp_path / "part-00000-of-00002.tfrecord").write_bytes(b"")
+    with pytest.raises(SwiperecError, match="1 TFRecord shards, not the 2"):
+        _check_shards(str(tmp_path))
