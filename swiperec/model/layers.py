@@ -8,7 +8,7 @@ import tensorflow as tf
 
 @tf.keras.utils.register_keras_serializable("swiperec")
 class EmbeddingBag(tf.keras.layers.Layer):
-    """Sparse ids (+ optional weights) -> one vector per row, without densifying the ids.
+    """Sparse ids (+ optional weights) -> one vector per row: a weighted bag of table rows.
 
     Call with `ids` or `[ids, weights]`: `ids` a `SparseTensor` [B, None] int64 in
     [0, vocab_size), `weights` a `SparseTensor` with the same indices, float32. Returns
@@ -20,7 +20,15 @@ class EmbeddingBag(tf.keras.layers.Layer):
     norms / batch rows` (each distinct row once per step, so a row is penalised as often as it
     is used). A penalty on the whole table would make every step's gradient dense over the
     vocabulary (up to 200k rows), where the lookup's gradient touches only the batch's rows.
+
+    A table of at most `DENSE_ROWS` rows is multiplied instead: the batch's (combined) weights
+    scattered into a [B, vocab_size] matrix, times the table. A TF-IDF row holds ~100 ids of a
+    1,001-row vocabulary, and the lookup's gather, scale and scatter-add of the gradient run
+    one thread each; the matmul and its gradient (one more matmul) use every core: 5 ms against
+    13-14 ms a step at batch 1024 on two cores, the same sums to float32 rounding.
     """
+
+    DENSE_ROWS = 2048  # at batch 1024, an 8 MB matrix; larger vocabularies keep the lookup
 
     def __init__(self, vocab_size: int, dim: int, combiner: str = "sqrtn", l2: float = 0.0,
                  **kwargs):  # fmt: skip
@@ -42,9 +50,32 @@ class EmbeddingBag(tf.keras.layers.Layer):
             used = tf.unique(tf.boolean_mask(ids.values, ids.values >= 0)).y
             rows = tf.cast(tf.maximum(ids.dense_shape[0], 1), tf.float32)
             self.add_loss(self.l2 * tf.reduce_sum(tf.square(tf.gather(self.table, used))) / rows)
-        return tf.nn.safe_embedding_lookup_sparse(
-            self.table, ids, weights, combiner=self.combiner, default_id=None
-        )
+        if self.vocab_size > self.DENSE_ROWS:
+            return tf.nn.safe_embedding_lookup_sparse(
+                self.table, ids, weights, combiner=self.combiner, default_id=None
+            )
+        return tf.matmul(self._dense_weights(ids, weights), self.table)
+
+    def _dense_weights(self, ids: tf.SparseTensor, weights) -> tf.Tensor:
+        """[B, vocab_size] float32: each row's combined weight of every id, as
+        `safe_embedding_lookup_sparse` combines them: negative ids and weights <= 0 dropped,
+        a repeated id summed, "mean" dividing by the row's weight sum, "sqrtn" by the square
+        root of its sum of squared weights."""
+        values = ids.values
+        keep = values >= 0
+        if weights is None:
+            w = tf.ones(tf.shape(values), tf.float32)
+        else:
+            w = tf.cast(weights.values, tf.float32)
+            keep &= w > 0
+        indices, values, w = (tf.boolean_mask(x, keep) for x in (ids.indices, values, w))
+        rows, batch = indices[:, 0], ids.dense_shape[0]
+        if self.combiner == "mean":
+            w /= tf.gather(tf.math.unsorted_segment_sum(w, rows, batch), rows)
+        elif self.combiner == "sqrtn":
+            w /= tf.gather(tf.sqrt(tf.math.unsorted_segment_sum(w * w, rows, batch)), rows)
+        shape = tf.stack([batch, tf.constant(self.vocab_size, tf.int64)])
+        return tf.scatter_nd(tf.stack([rows, values], axis=1), w, shape)
 
     def get_config(self):
         return {

@@ -9,8 +9,10 @@ is what pgvector's `<=>` serves.
     single ids      --Embedding-----> [B, bag_dim] each   > concat -> Dense(ReLU) ... -> 768 -> L2
     scalars (z-scores, ratios, flags) -> [B, k]          /
 
-Sparse inputs stay sparse (`SparseTensor` [B, None]): a TF-IDF row is a handful of
-(id, weight) pairs looked up in a table, never a 1,000-column dense vector.
+Sparse inputs stay sparse (`SparseTensor` [B, None]) on their way in: a TF-IDF row is a
+handful of (id, weight) pairs. A bag over a small vocabulary (the text n-grams' 1,001 rows,
+the genres) multiplies the batch's weights by its table, which trains faster on CPU than
+looking the rows up (`EmbeddingBag`); a large one looks them up.
 """
 
 from __future__ import annotations

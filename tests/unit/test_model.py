@@ -139,6 +139,39 @@ def test_embedding_bag_weighted_sum_mean_and_empty_rows():
     np.testing.assert_allclose(mean(ids).numpy(), [[1.5, 1], [0, 1], [0, 0]])
 
 
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_a_small_embedding_bag_multiplies_as_the_lookup_combines(combiner, weighted):
+    rng = np.random.default_rng(5)
+    # Row 0 repeats id 2, row 1 holds a negative id and a zero weight (both dropped), row 2
+    # is empty, row 3 holds only a dropped id: the cases the lookup prunes or fills.
+    ids = sparse([[2, 0, 2, 7], [-1, 3, 5], [], [-1], [1]], tf.int64)
+    weights = sparse([[0.5, 1.5, 2.0, 0.25], [4.0, 0.0, 3.0], [], [1.0], [0.75]], tf.float32)
+    table = rng.normal(size=(8, 3)).astype(np.float32)
+    results = []
+    for dense_rows in (EmbeddingBag.DENSE_ROWS, 0):  # the matrix product, then the lookup
+        bag = EmbeddingBag(8, 3, combiner)
+        bag.DENSE_ROWS = dense_rows
+        bag.build(None)
+        bag.table.assign(table)
+        with tf.GradientTape() as tape:
+            out = bag([ids, weights] if weighted else ids)
+            loss = tf.reduce_sum(out * tf.range(1.0, 4.0))
+        results.append((out.numpy(), tf.convert_to_tensor(tape.gradient(loss, bag.table))))
+    (dense_out, dense_grad), (lookup_out, lookup_grad) = results
+    np.testing.assert_allclose(dense_out, lookup_out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dense_grad, lookup_grad, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(dense_out[2], 0.0)  # an empty row is zeros
+    np.testing.assert_array_equal(dense_out[3], 0.0)  # as is one whose ids were all dropped
+
+
+def test_a_small_embedding_bag_refuses_an_id_outside_its_table():
+    bag = EmbeddingBag(3, 2, combiner="sum")
+    bag.build(None)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        bag(sparse([[0, 3]], tf.int64))
+
+
 def test_embedding_bag_l2_penalises_each_row_the_batch_uses_once_and_only_in_training():
     bag = EmbeddingBag(3, 2, combiner="sum", l2=0.5)
     bag.build(None)
@@ -501,8 +534,9 @@ def test_the_rankers_share_the_towers_feature_weights():
 def test_the_fused_adam_steps_as_keras_adam_does_the_embedding_tables_included():
     def train_three_steps(optimizer):
         tf.keras.utils.set_random_seed(3)
+        # A table the lookup serves (more than DENSE_ROWS rows), so its gradient is sparse;
         # l2 > 0: the penalty's gather adds a second sparse gradient over the same rows.
-        bag = EmbeddingBag(20, 4, "sum", l2=0.5, name="bag")
+        bag = EmbeddingBag(EmbeddingBag.DENSE_ROWS + 1, 4, "sum", l2=0.5, name="bag")
         head = tf.keras.layers.Dense(1, name="head")
         indices = [[0, 0], [0, 1], [1, 0], [2, 0]]
         ids = tf.SparseTensor(indices, tf.constant([3, 5, 3, 17], tf.int64), [3, 2])
