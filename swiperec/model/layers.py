@@ -19,13 +19,14 @@ class EmbeddingBag(tf.keras.layers.Layer):
     `l2` > 0 penalises, while training, the rows the batch looks up: `l2 * sum of their squared
     norms / batch rows` (each distinct row once per step, so a row is penalised as often as it
     is used). A penalty on the whole table would make every step's gradient dense over the
-    vocabulary (up to 200k rows), where the lookup's gradient touches only the batch's rows.
+    vocabulary (up to 200k rows), where a large table's lookup touches only the batch's rows.
 
     A table of at most `DENSE_ROWS` rows is multiplied instead: the batch's (combined) weights
-    scattered into a [B, vocab_size] matrix, times the table. A TF-IDF row holds ~100 ids of a
-    1,001-row vocabulary, and the lookup's gather, scale and scatter-add of the gradient run
-    one thread each; the matmul and its gradient (one more matmul) use every core: 5 ms against
-    13-14 ms a step at batch 1024 on two cores, the same sums to float32 rounding.
+    scattered into a [B, vocab_size] matrix, times the table; its gradient is then dense (a
+    small table's). A TF-IDF row holds ~100 ids of a 1,001-row vocabulary, and the lookup's
+    gather, scale and scatter-add of the gradient run one thread each; the matmul and its
+    gradient (one more matmul) use every core: 5 ms against 13-14 ms a step at batch 1024 on
+    two cores, the same sums to float32 rounding.
     """
 
     DENSE_ROWS = 2048  # at batch 1024, an 8 MB matrix; larger vocabularies keep the lookup
@@ -58,22 +59,27 @@ class EmbeddingBag(tf.keras.layers.Layer):
 
     def _dense_weights(self, ids: tf.SparseTensor, weights) -> tf.Tensor:
         """[B, vocab_size] float32: each row's combined weight of every id, as
-        `safe_embedding_lookup_sparse` combines them: negative ids and weights <= 0 dropped,
-        a repeated id summed, "mean" dividing by the row's weight sum, "sqrtn" by the square
-        root of its sum of squared weights."""
+        `safe_embedding_lookup_sparse` combines them: negative ids dropped, and weights <= 0
+        for "mean" and "sqrtn" (a "sum" keeps every weight); a repeated id summed; "mean"
+        dividing by the row's weight sum, "sqrtn" by the square root of its sum of squared
+        weights (0 where that is 0)."""
         values = ids.values
         keep = values >= 0
         if weights is None:
             w = tf.ones(tf.shape(values), tf.float32)
         else:
             w = tf.cast(weights.values, tf.float32)
-            keep &= w > 0
+            if self.combiner != "sum":
+                keep &= w > 0
         indices, values, w = (tf.boolean_mask(x, keep) for x in (ids.indices, values, w))
         rows, batch = indices[:, 0], ids.dense_shape[0]
         if self.combiner == "mean":
-            w /= tf.gather(tf.math.unsorted_segment_sum(w, rows, batch), rows)
+            w = tf.math.divide_no_nan(
+                w, tf.gather(tf.math.unsorted_segment_sum(w, rows, batch), rows)
+            )
         elif self.combiner == "sqrtn":
-            w /= tf.gather(tf.sqrt(tf.math.unsorted_segment_sum(w * w, rows, batch)), rows)
+            norms = tf.sqrt(tf.math.unsorted_segment_sum(w * w, rows, batch))
+            w = tf.math.divide_no_nan(w, tf.gather(norms, rows))
         shape = tf.stack([batch, tf.constant(self.vocab_size, tf.int64)])
         return tf.scatter_nd(tf.stack([rows, values], axis=1), w, shape)
 

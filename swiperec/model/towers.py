@@ -10,9 +10,10 @@ is what pgvector's `<=>` serves.
     scalars (z-scores, ratios, flags) -> [B, k]          /
 
 Sparse inputs stay sparse (`SparseTensor` [B, None]) on their way in: a TF-IDF row is a
-handful of (id, weight) pairs. A bag over a small vocabulary (the text n-grams' 1,001 rows,
-the genres) multiplies the batch's weights by its table, which trains faster on CPU than
-looking the rows up (`EmbeddingBag`); a large one looks them up.
+handful of (id, weight) pairs. A bag over a vocabulary of at most 2,048 rows (on the default
+data the text n-grams' 1,001, the genres, the users' makers) multiplies the batch's weights by
+its table, which trains faster on CPU than looking the rows up (`EmbeddingBag`); a larger one
+looks them up.
 """
 
 from __future__ import annotations

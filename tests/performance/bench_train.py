@@ -105,8 +105,10 @@ def flop_utilisation(model_dir: Path, card: dict) -> dict:
 
     Per example, forward: 2 x in x out for every dense layer of both towers, plus the example's
     row of in-batch logits (2 x batch x dimension); a training step is ~3x its forward pass
-    (forward, and backward for activations and weights), validation 1x. Embedding-bag lookups
-    are memory traffic, not FLOPs, and are left out, as the ranking heads' few parameters."""
+    (forward, and backward for activations and weights), validation 1x. Embedding bags are
+    left out, as the ranking heads' few parameters: a lookup is memory traffic, and a small
+    bag's product with its [B, vocab] matrix of weights (`EmbeddingBag`) multiplies mostly
+    zeros, work the model does not need."""
     import tensorflow as tf
 
     from swiperec.model.export import load_keras_tower

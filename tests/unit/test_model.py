@@ -141,12 +141,15 @@ def test_embedding_bag_weighted_sum_mean_and_empty_rows():
 
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
 @pytest.mark.parametrize("weighted", [True, False])
-def test_a_small_embedding_bag_multiplies_as_the_lookup_combines(combiner, weighted):
+@pytest.mark.parametrize("id_dtype", [tf.int64, tf.int32])
+def test_a_small_embedding_bag_multiplies_as_the_lookup_combines(combiner, weighted, id_dtype):
     rng = np.random.default_rng(5)
-    # Row 0 repeats id 2, row 1 holds a negative id and a zero weight (both dropped), row 2
-    # is empty, row 3 holds only a dropped id: the cases the lookup prunes or fills.
-    ids = sparse([[2, 0, 2, 7], [-1, 3, 5], [], [-1], [1]], tf.int64)
-    weights = sparse([[0.5, 1.5, 2.0, 0.25], [4.0, 0.0, 3.0], [], [1.0], [0.75]], tf.float32)
+    # Row 0 repeats id 2; row 1 holds a negative id (dropped), a zero and a negative weight
+    # (dropped by "mean" and "sqrtn", kept by "sum"); row 2 is empty; row 3 holds only a
+    # dropped id: the cases the lookup prunes or fills.
+    ids = sparse([[2, 0, 2, 7], [-1, 3, 5, 6], [], [-1], [1]], id_dtype)
+    weights = sparse([[0.5, 1.5, 2.0, 0.25], [4.0, 0.0, 3.0, -0.5], [], [1.0], [0.75]],
+                     tf.float32)  # fmt: skip
     table = rng.normal(size=(8, 3)).astype(np.float32)
     results = []
     for dense_rows in (EmbeddingBag.DENSE_ROWS, 0):  # the matrix product, then the lookup
@@ -157,10 +160,15 @@ def test_a_small_embedding_bag_multiplies_as_the_lookup_combines(combiner, weigh
         with tf.GradientTape() as tape:
             out = bag([ids, weights] if weighted else ids)
             loss = tf.reduce_sum(out * tf.range(1.0, 4.0))
-        results.append((out.numpy(), tf.convert_to_tensor(tape.gradient(loss, bag.table))))
+        results.append((out.numpy(), tape.gradient(loss, bag.table)))
     (dense_out, dense_grad), (lookup_out, lookup_grad) = results
+    # Which path ran shows in the gradient: the product's is dense, the lookup's sparse.
+    assert not isinstance(dense_grad, tf.IndexedSlices)
+    assert isinstance(lookup_grad, tf.IndexedSlices)
     np.testing.assert_allclose(dense_out, lookup_out, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(dense_grad, lookup_grad, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        dense_grad.numpy(), tf.convert_to_tensor(lookup_grad).numpy(), rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_array_equal(dense_out[2], 0.0)  # an empty row is zeros
     np.testing.assert_array_equal(dense_out[3], 0.0)  # as is one whose ids were all dropped
 
@@ -168,8 +176,12 @@ def test_a_small_embedding_bag_multiplies_as_the_lookup_combines(combiner, weigh
 def test_a_small_embedding_bag_refuses_an_id_outside_its_table():
     bag = EmbeddingBag(3, 2, combiner="sum")
     bag.build(None)
+    ids, weights = sparse([[0, 3]], tf.int64), sparse([[1.0, 1.0]], tf.float32)
+    with tf.GradientTape() as tape:
+        out = bag([sparse([[0, 2]], tf.int64), weights])
+    assert not isinstance(tape.gradient(out, bag.table), tf.IndexedSlices)  # the product ran
     with pytest.raises(tf.errors.InvalidArgumentError):
-        bag(sparse([[0, 3]], tf.int64))
+        bag([ids, weights])
 
 
 def test_embedding_bag_l2_penalises_each_row_the_batch_uses_once_and_only_in_training():
@@ -197,11 +209,11 @@ SIZES = {
     "text_ngrams": 5,
     "genres": 3,
     "makers": 3,
-    "performers": 6,
+    "performers": EmbeddingBag.DENSE_ROWS + 6,  # the lookup's bags; the others multiply
     "user_genres": 3,
     "user_makers": 3,
     "user_performers": 7,
-    "user_title_ngrams": 5,
+    "user_title_ngrams": EmbeddingBag.DENSE_ROWS + 5,
     "recent_videos": 6,
 }
 SMALL = TrainConfig(hidden_units=(16,), bag_dim=4, dropout=0.0)
@@ -531,12 +543,14 @@ def test_the_rankers_share_the_towers_feature_weights():
     np.testing.assert_allclose(ranking, [[0.0, 5.0], [0.0, 5.0]], atol=1e-6)
 
 
-def test_the_fused_adam_steps_as_keras_adam_does_the_embedding_tables_included():
+@pytest.mark.parametrize("rows", [20, EmbeddingBag.DENSE_ROWS + 1])
+def test_the_fused_adam_steps_as_keras_adam_does_the_embedding_tables_included(rows):
     def train_three_steps(optimizer):
         tf.keras.utils.set_random_seed(3)
-        # A table the lookup serves (more than DENSE_ROWS rows), so its gradient is sparse;
-        # l2 > 0: the penalty's gather adds a second sparse gradient over the same rows.
-        bag = EmbeddingBag(EmbeddingBag.DENSE_ROWS + 1, 4, "sum", l2=0.5, name="bag")
+        # A table the lookup serves (more than DENSE_ROWS rows) gets a sparse gradient, a
+        # small one a dense gradient plus the penalty's sparse one (l2 > 0: its gather adds a
+        # sparse gradient over the rows used).
+        bag = EmbeddingBag(rows, 4, "sum", l2=0.5, name="bag")
         head = tf.keras.layers.Dense(1, name="head")
         indices = [[0, 0], [0, 1], [1, 0], [2, 0]]
         ids = tf.SparseTensor(indices, tf.constant([3, 5, 3, 17], tf.int64), [3, 2])
@@ -547,7 +561,8 @@ def test_the_fused_adam_steps_as_keras_adam_does_the_embedding_tables_included()
                 loss = tf.reduce_sum(tf.square(out - float(step))) + tf.add_n(bag.losses)
             variables = [bag.table, *head.trainable_variables]
             gradients = tape.gradient(loss, variables)
-            assert isinstance(gradients[0], tf.IndexedSlices)  # the table's gradient is sparse
+            sparse_gradient = isinstance(gradients[0], tf.IndexedSlices)
+            assert sparse_gradient == (rows > EmbeddingBag.DENSE_ROWS)
             optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return [v.numpy() for v in variables]
 
