@@ -13,8 +13,8 @@ class EmbeddingBag(tf.keras.layers.Layer):
     Call with `ids` or `[ids, weights]`: `ids` a `SparseTensor` [B, None] int64 in
     [0, vocab_size), `weights` a `SparseTensor` with the same indices, float32. Returns
     [B, dim] float32: the `combiner` ("sqrtn", "mean" or "sum") of the rows' embeddings, zeros
-    for a row with no ids. Negative ids are dropped; an id >= `vocab_size` is an error (TFT's
-    vocabularies and OOV buckets size the table, so one means a mismatched graph).
+    for a row with no ids. Negative ids are dropped; an id >= `vocab_size` is an error on CPU
+    (TFT's vocabularies and OOV buckets size the table, so one means a mismatched graph).
 
     `l2` > 0 penalises, while training, the rows the batch looks up: `l2 * sum of their squared
     norms / batch rows` (each distinct row once per step, so a row is penalised as often as it
