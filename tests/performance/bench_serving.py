@@ -33,7 +33,11 @@ MMR) called at each value for the users with decisions, p50/p95 of the call and 
 its top 20 against the same exact top-20: what a wider HNSW search buys in recall and costs
 in time (the Edge Function passes 100). --ef-construction builds the serving set's HNSW index
 with another ef_construction than the writer would choose for its size (IndexParams.for_rows),
-for the same sweep over another graph. Writes tests/performance/results/serving.json
+for the same sweep over another graph. And the HNSW index alone (`query_gap`): Recall@100 of
+users' vectors as queries against that of videos' vectors (the baseline in the same run), with
+where the users' vectors sit against the videos' (two cones apart leave each user's nearest
+videos at the edge of the videos', which the graph reaches less often: what bounds serving's
+Recall@20 on a large catalogue). Writes tests/performance/results/serving.json
 (serving_<videos>.json at another --videos, with _efc<N> for --ef-construction N; --out to
 name another).
 """
@@ -65,6 +69,7 @@ DENO = ROOT / "tools" / "deno" / "node_modules" / ".bin" / "deno"
 GROUP_SIZE = 20
 LIMIT = 20
 CANDIDATES = 100  # candidateCount(LIMIT) in the Edge Function
+GAP_PROBES = 50  # users' (and videos') vectors queried for `query_gap`
 # Over HTTP: MMR off (the handler's default mode is measured in-process), and the client counts.
 HTTP_QUERY = f"limit={LIMIT}&mmr_lambda=1&max_per_maker=100&max_per_genre=100"
 HTTP_CONNECTIONS = (1, 8, 32)
@@ -97,6 +102,56 @@ def user_and_decided(cur, version: str, user: str) -> tuple[np.ndarray, set[int]
     query = cur.fetchone()[0].to_numpy()
     cur.execute("select video_id from user_video_decisions where user_id = %s", (user,))
     return query / np.linalg.norm(query), {r[0] for r in cur.fetchall()}
+
+
+def cone_statistics(users: np.ndarray, videos: np.ndarray) -> dict:
+    """Where the users' vectors sit against the videos' (rows of unit length): the length of
+    each side's mean vector (1: every vector the same direction; ~0: spread over the sphere),
+    the cosine between the two means, and the median over `users` of each one's best cosine
+    to any video. Two tight cones apart leave every user far from every video."""
+    user_mean, video_mean = users.mean(0), videos.mean(0)
+    return {
+        "user_mean_length": round(float(np.linalg.norm(user_mean)), 4),
+        "video_mean_length": round(float(np.linalg.norm(video_mean)), 4),
+        "cosine_between_means": round(float(
+            user_mean @ video_mean / np.linalg.norm(user_mean) / np.linalg.norm(video_mean)), 4),
+        "users_best_cosine_p50": round(float(np.median((users @ videos.T).max(1))), 4),
+    }  # fmt: skip
+
+
+def query_gap(conn, version: str, probes: int = GAP_PROBES, ef_search: int = 100) -> dict:
+    """The HNSW index alone (no filters, no iterative scan) at `ef_search`: Recall@100 against
+    exact search of `probes` users' vectors as queries, and, the baseline in the same run, of
+    as many videos' vectors (what the graph was built from), with `cone_statistics` of the
+    same users against every video. A two-tower model trained by in-batch softmax over
+    normalised vectors can leave the users' vectors in a cone of their own, away from the
+    videos': each user's nearest videos are then the edge of the videos' cone, which a graph
+    built from the videos' own neighbourhoods reaches less often. A wider search does not fix
+    what this shows; serving's Recall@20 is bounded by it."""
+    ids, vectors, *_ = video_vectors(conn, version)
+    with conn.cursor() as cur:
+        cur.execute("select embedding from user_embeddings where model_version = %s "
+                    "order by user_id limit %s", (version, probes))  # fmt: skip
+        users = np.stack([row[0].to_numpy() for row in cur.fetchall()]).astype(np.float32)
+    conn.rollback()
+    users /= np.linalg.norm(users, axis=1, keepdims=True)
+    picked = np.random.default_rng(0).choice(len(ids), min(probes, len(ids)), replace=False)
+    k = min(100, len(ids))
+    recall = {}
+    with conn.cursor() as cur:
+        cur.execute("set local hnsw.iterative_scan = off")
+        cur.execute("set local hnsw.ef_search = %s", (ef_search,))
+        for side, queries in (("users", users), ("videos", vectors[picked])):
+            hits = []
+            for query in queries:
+                exact = ids[np.argpartition(-(vectors @ query), k - 1)[:k]]
+                cur.execute("select video_id from video_embeddings where model_version = %s "
+                            "order by embedding <=> %s limit %s", (version, query, k))  # fmt: skip
+                hits.append(len({row[0] for row in cur.fetchall()} & set(exact.tolist())) / k)
+            recall[side] = round(float(np.mean(hits)), 4)
+    conn.rollback()
+    return {"probes": len(users), "ef_search": ef_search, "hnsw_recall@100": recall,
+            **cone_statistics(users, vectors)}  # fmt: skip
 
 
 def exact_top_k(conn, version: str, users: list[str], k: int) -> dict[str, list[int]]:
@@ -308,6 +363,7 @@ def main(argv=None) -> int:
                 index_params = cur.fetchone()[0]
             conn.rollback()
             groups = make_groups(conn, "serving-bench")
+            gap = query_gap(conn, "serving-bench")
             exact = exact_top_k(conn, "serving-bench", groups["50"] + groups["1000"], LIMIT)
             baseline = {
                 g: exact_scan_latency(conn, "serving-bench", groups[g], LIMIT, 2)
@@ -358,6 +414,7 @@ def main(argv=None) -> int:
         base["ratio_to_http_p95"] = round(base["p95_ms"] / http["by_group"][group]["p95_ms"], 3)
     figures["http"] = http
     figures["ef_search_sweep"] = sweep
+    figures["query_gap"] = gap
 
     name = "serving" if args.videos == 200_000 else f"serving_{args.videos}"
     name += "" if args.ef_construction is None else f"_efc{args.ef_construction}"
@@ -400,6 +457,12 @@ def main(argv=None) -> int:
         print(f"  SQL function alone at ef_search {ef}: " + "; ".join(
             f"{group} decisions p95 {e['p95_ms']} ms, recall@20 {e['recall@20_vs_exact']}"
             for group, e in by_group.items()))  # fmt: skip
+    print(f"  HNSW alone at ef_search {gap['ef_search']}, Recall@100 of {gap['probes']} users' "
+          f"vectors {gap['hnsw_recall@100']['users']} against videos' vectors "
+          f"{gap['hnsw_recall@100']['videos']}; mean vector's length: users "
+          f"{gap['user_mean_length']}, videos {gap['video_mean_length']}, cosine between the "
+          f"means {gap['cosine_between_means']}; a user's best cosine to a video, median "
+          f"{gap['users_best_cosine_p50']}")  # fmt: skip
     print(f"saved {path}")
     return 0
 

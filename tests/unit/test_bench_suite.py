@@ -302,3 +302,36 @@ def test_a_strict_target_is_missed_at_its_bound():
 
     assert _meets(99.9, "< 100") and not _meets(100, "< 100") and _meets(100, "<= 100")
     assert _meets(25.1, "> 25") and not _meets(25, "> 25") and _meets(25, ">= 25")
+
+
+def _unit(rows):
+    import numpy as np
+
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_cone_statistics_tell_users_in_a_cone_of_their_own_from_users_among_the_videos():
+    import numpy as np
+
+    from tests.performance.bench_serving import cone_statistics
+
+    rng = np.random.default_rng(0)
+    axis_v, axis_u = np.eye(64)[0], np.eye(64)[1]  # orthogonal directions
+    videos = _unit(24 * axis_v + rng.normal(size=(2_000, 64)))
+    apart = cone_statistics(_unit(24 * axis_u + rng.normal(size=(50, 64))), videos)
+    assert apart["video_mean_length"] > 0.9 and apart["user_mean_length"] > 0.9
+    assert abs(apart["cosine_between_means"]) < 0.1
+    assert apart["users_best_cosine_p50"] < 0.5  # no video near any user
+    among = cone_statistics(_unit(24 * axis_v + rng.normal(size=(50, 64))), videos)
+    assert among["cosine_between_means"] > 0.99
+    assert among["users_best_cosine_p50"] > 0.9
+    spread = cone_statistics(_unit(rng.normal(size=(50, 64))), _unit(rng.normal(size=(2_000, 64))))
+    assert spread["video_mean_length"] < 0.1 and spread["user_mean_length"] < 0.25
+
+
+def test_the_hnsw_recall_of_users_vectors_is_kept_against_the_videos():
+    results = {"query_gap": {"hnsw_recall@100": {"users": 0.88, "videos": 0.99}}}
+    figure = collect({"serving": [results]}, ("serving",), 200_000)[
+        "serving: HNSW Recall@100 of users' vectors"]  # fmt: skip
+    assert figure["median"] == 0.88 and figure["baseline"]["median"] == 0.99
+    assert figure["ratio"]["median"] == round(0.88 / 0.99, 4) and figure["bounded"] is True
