@@ -310,6 +310,24 @@ def _unit(rows):
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
+def test_cone_statistics_on_vectors_worked_by_hand():
+    import numpy as np
+
+    from tests.performance.bench_serving import cone_statistics
+
+    videos = np.array([[1.0, 0, 0], [0.8, 0.6, 0]])
+    users = np.array([[0, 1.0, 0], [0, 0, 1.0], [0.6, 0.8, 0]])
+    # users' cosines to the videos: (0, 0.6), (0, 0), (0.6, 0.96); each one's best: 0.6, 0, 0.96
+    stats = cone_statistics(users, videos)
+    assert stats["video_mean_length"] == pytest.approx(np.hypot(0.9, 0.3), abs=1e-4)
+    assert stats["user_mean_length"] == pytest.approx(np.linalg.norm([0.2, 0.6, 1 / 3]), abs=1e-4)
+    means = users.mean(0) @ videos.mean(0)
+    assert stats["cosine_between_means"] == pytest.approx(
+        means / np.linalg.norm(users.mean(0)) / np.linalg.norm(videos.mean(0)), abs=1e-4
+    )
+    assert stats["users_best_cosine_p50"] == pytest.approx(0.6, abs=1e-4)
+
+
 def test_cone_statistics_tell_users_in_a_cone_of_their_own_from_users_among_the_videos():
     import numpy as np
 
