@@ -146,7 +146,6 @@ def query_gap(conn, version: str, probes: int = GAP_PROBES, ef_search: int = 100
     users /= np.linalg.norm(users, axis=1, keepdims=True)
     picked = np.random.default_rng(0).choice(len(ids), min(probes, len(ids)), replace=False)
     k = min(100, len(ids) - 1)
-    recall = {}
     with conn.cursor() as cur:
         cur.execute("set local hnsw.iterative_scan = off")
         cur.execute("set local hnsw.ef_search = %s", (ef_search,))
