@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from swiperec.features.preprocessing import user_feature_spec, video_row_spec
@@ -97,24 +96,19 @@ def load_keras_tower(path: str) -> tf.keras.Model:
 
 def serialize_raw(rows: list[dict], spec: dict) -> list[bytes]:
     """Raw feature dicts (str / float / int or lists of them) -> serialized tf.Examples of
-    `spec`, the input the SavedModel towers take."""
-    records = []
-    for row in rows:
-        feature = {}
-        for name, column in spec.items():
-            value = row[name]
-            values = value if isinstance(value, list | tuple | np.ndarray) else [value]
-            if column.dtype == tf.string:
-                encoded = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
-            elif column.dtype == tf.int64:
-                feature[name] = tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=[int(v) for v in values])
-                )
-            else:
-                feature[name] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=[float(v) for v in values])
-                )
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        records.append(example.SerializeToString())
-    return records
+    `spec`, the input the SavedModel towers take. ValueError when a row holds None.
+
+    The rows become one Arrow record batch, as the transform's inputs do (`to_record_batch`),
+    which tfx_bsl's C++ encoder turns into tf.Examples: ~5 us a video row in a batch of
+    4,096, where building each row's `tf.train.Example` in Python took ~27 (a fifth of a
+    refresh's video embedding); one row alone takes ~80 us."""
+    from tfx_bsl.coders import example_coder
+
+    from swiperec.features.raw_features import arrow_schema, to_record_batch
+
+    batch = to_record_batch(rows, arrow_schema(spec))
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if column.null_count or column.values.null_count:
+            raise ValueError(f"raw feature {name!r}: a row holds None")
+    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+

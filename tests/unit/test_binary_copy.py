@@ -84,6 +84,18 @@ def test_chunking_does_not_change_the_payload():
     assert b"".join(_encode_stream(columns, 5, chunk_rows=2)) == whole
 
 
+def test_a_set_shards_version_as_fixed_width_text_encodes_as_one_str_a_row():
+    from swiperec.embeddings.store import _repeated_text
+
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for version in ("v7", "版-2", ""):
+        tags = _repeated_text(version, 3)
+        assert tags.dtype.kind == ("S" if version else "O")  # fixed-width unless empty
+        as_str = Column("model_version", "text", [version] * 3)
+        rest = [Column("video_id", "int8", np.array([1, 2, 3])), Column("e", "vector", vectors)]
+        assert encode([Column("model_version", "text", tags), *rest]) == encode([as_str, *rest])
+
+
 def test_fixed_width_bytes_text_must_be_exact_width():
     with pytest.raises(ValueError, match="exactly k bytes"):
         encode([Column("d", "text", np.array([b"like", b"no"]))])

@@ -1,4 +1,5 @@
-"""Raw examples on their way to TFT: Arrow columns, per-user event grouping, TFRecord shards."""
+"""Raw examples on their way to TFT and to the exported towers: Arrow columns, per-user event
+grouping, TFRecord shards, serialized tf.Examples."""
 
 import numpy as np
 import pyarrow as pa
@@ -128,3 +129,48 @@ def test_a_shard_that_never_arrived_fails_the_check(tmp_path):
     (tmp_path / "part-00000-of-00002.tfrecord").write_bytes(b"")
     with pytest.raises(SwiperecError, match="1 TFRecord shards, not the 2"):
         _check_shards(str(tmp_path))
+
+
+def _tower_spec():
+    import tensorflow as tf
+
+    fixed, var = tf.io.FixedLenFeature, tf.io.VarLenFeature
+    return {
+        "title": fixed([], tf.string),
+        "genres": var(tf.string),
+        "weights": var(tf.float32),
+        "video_id": fixed([], tf.int64),
+        "age_days": fixed([], tf.float32),
+    }
+
+
+def test_serialized_raw_rows_parse_back_as_the_rows():
+    import tensorflow as tf
+
+    from swiperec.model.export import serialize_raw
+
+    rows = [
+        {"title": "猫の動画", "genres": ["ミステリー", "b"], "weights": [0.5, 0.25],
+         "video_id": 7, "age_days": np.float64(2.5)},
+        {"title": "", "genres": [], "weights": [], "video_id": 2**40, "age_days": 0},
+        {"title": b"x", "genres": ["c"], "weights": [1], "video_id": 9, "age_days": 1e-3},
+    ]  # fmt: skip
+    spec = _tower_spec()
+    records = serialize_raw(rows, spec)
+    assert len(records) == 3 and all(isinstance(r, bytes) for r in records)
+    parsed = tf.io.parse_example(records, spec)
+    assert parsed["title"].numpy().tolist() == ["猫の動画".encode(), b"", b"x"]
+    assert parsed["video_id"].numpy().tolist() == [7, 2**40, 9]
+    np.testing.assert_array_equal(parsed["age_days"].numpy(), np.float32([2.5, 0, 1e-3]))
+    genres = tf.RaggedTensor.from_sparse(parsed["genres"]).to_list()
+    assert genres == [["ミステリー".encode(), b"b"], [], [b"c"]]
+    assert tf.RaggedTensor.from_sparse(parsed["weights"]).to_list() == [[0.5, 0.25], [], [1.0]]
+
+
+@pytest.mark.parametrize("name, value", [("age_days", None), ("weights", [1.0, None])])
+def test_serializing_a_row_holding_none_is_an_error_naming_the_feature(name, value):
+    from swiperec.model.export import serialize_raw
+
+    row = {"title": "t", "genres": [], "weights": [], "video_id": 1, "age_days": 0.0}
+    with pytest.raises(ValueError, match=f"'{name}': a row holds None"):
+        serialize_raw([row, {**row, name: value}], _tower_spec())
