@@ -111,4 +111,3 @@ def serialize_raw(rows: list[dict], spec: dict) -> list[bytes]:
         if column.null_count or column.values.null_count:
             raise ValueError(f"raw feature {name!r}: a row holds None")
     return example_coder.RecordBatchToExamplesEncoder().encode(batch)
-
