@@ -108,6 +108,6 @@ def serialize_raw(rows: list[dict], spec: dict) -> list[bytes]:
 
     batch = to_record_batch(rows, arrow_schema(spec))
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if column.null_count or column.values.null_count:
+        if column.values.null_count:
             raise ValueError(f"raw feature {name!r}: a row holds None")
     return example_coder.RecordBatchToExamplesEncoder().encode(batch)

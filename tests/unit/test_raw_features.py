@@ -152,7 +152,7 @@ def test_serialized_raw_rows_parse_back_as_the_rows():
     rows = [
         {"title": "猫の動画", "genres": ["ミステリー", "b"], "weights": [0.5, 0.25],
          "video_id": 7, "age_days": np.float64(2.5)},
-        {"title": "", "genres": [], "weights": [], "video_id": 2**40, "age_days": 0},
+        {"title": "", "genres": [], "weights": [], "video_id": 2**53 + 1, "age_days": 0},
         {"title": b"x", "genres": ["c"], "weights": [1], "video_id": 9, "age_days": 1e-3},
     ]  # fmt: skip
     spec = _tower_spec()
@@ -160,17 +160,35 @@ def test_serialized_raw_rows_parse_back_as_the_rows():
     assert len(records) == 3 and all(isinstance(r, bytes) for r in records)
     parsed = tf.io.parse_example(records, spec)
     assert parsed["title"].numpy().tolist() == ["猫の動画".encode(), b"", b"x"]
-    assert parsed["video_id"].numpy().tolist() == [7, 2**40, 9]
+    assert parsed["video_id"].numpy().tolist() == [7, 2**53 + 1, 9]
     np.testing.assert_array_equal(parsed["age_days"].numpy(), np.float32([2.5, 0, 1e-3]))
     genres = tf.RaggedTensor.from_sparse(parsed["genres"]).to_list()
     assert genres == [["ミステリー".encode(), b"b"], [], [b"c"]]
     assert tf.RaggedTensor.from_sparse(parsed["weights"]).to_list() == [[0.5, 0.25], [], [1.0]]
 
 
-@pytest.mark.parametrize("name, value", [("age_days", None), ("weights", [1.0, None])])
-def test_serializing_a_row_holding_none_is_an_error_naming_the_feature(name, value):
+def test_a_list_empty_in_every_row_is_present_and_empty():
+    import tensorflow as tf
+
     from swiperec.model.export import serialize_raw
 
     row = {"title": "t", "genres": [], "weights": [], "video_id": 1, "age_days": 0.0}
-    with pytest.raises(ValueError, match=f"'{name}': a row holds None"):
+    parsed = tf.io.parse_example(serialize_raw([row, row], _tower_spec()), _tower_spec())
+    assert tf.RaggedTensor.from_sparse(parsed["genres"]).to_list() == [[], []]
+    assert parsed["title"].numpy().tolist() == [b"t", b"t"]
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("age_days", None, "'age_days': a row holds None"),
+        ("weights", [1.0, None], "'weights': a row holds None"),
+        ("genres", ["a", None], "genres: a row holds None where text belongs"),
+    ],
+)
+def test_serializing_a_row_holding_none_is_an_error_naming_the_feature(name, value, message):
+    from swiperec.model.export import serialize_raw
+
+    row = {"title": "t", "genres": [], "weights": [], "video_id": 1, "age_days": 0.0}
+    with pytest.raises(ValueError, match=message):
         serialize_raw([row, {**row, name: value}], _tower_spec())
