@@ -2,7 +2,8 @@
 
 The figures beside their same-run baselines, ratios and targets, the comparison with the
 committed results of the same scale, each step's wall time, and cost-vs-scale curves drawn from
-every scale's results file under `results/suite/` (this run's in place of its own scale's).
+every scale's results files under `results/suite/` (each figure from this run, for its own
+scale, else from the newest file of the scale that holds it).
 Plots are matplotlib's Agg canvas inlined as PNGs, as in the evaluation report.
 """
 
@@ -47,16 +48,32 @@ def _num(value, digits: int = 4) -> str:
 
 
 def scale_reports(suite_dir: Path, report: dict) -> list[dict]:
-    """Every scale's results (this run's for its own scale), ordered by catalogue size."""
-    reports = {report["scale"]: report}
+    """Every scale's figures, ordered by catalogue size: this run's for its own scale, and for
+    each scale each figure from the newest results file under `suite_dir` that holds it (a
+    scale's partial runs, e.g. `--steps refresh`, each hold some of its figures)."""
+    runs = {}
     for path in sorted(suite_dir.glob("*.json")):
         try:
             other = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(other, dict) and "figures" in other:
-            reports.setdefault(other.get("scale", path.stem), other)
-    return sorted(reports.values(), key=lambda r: r["sizes"]["videos"])
+            runs.setdefault(other.get("scale", path.stem), []).append(other)
+    merged = []
+    for scale in {report["scale"], *runs}:
+        newest = sorted(runs.get(scale, []), key=_started, reverse=True)
+        ordered = [report, *newest] if scale == report["scale"] else newest
+        figures = {}
+        for run in ordered:
+            for name, value in (run.get("figures") or {}).items():
+                if value is not None:
+                    figures.setdefault(name, value)
+        merged.append({**ordered[0], "figures": figures})
+    return sorted(merged, key=lambda r: r["sizes"]["videos"])
+
+
+def _started(report: dict) -> str:
+    return ((report.get("machine") or {}).get("start") or {}).get("at") or ""
 
 
 def curve_plots(reports: list[dict]) -> str:

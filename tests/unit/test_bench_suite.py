@@ -11,7 +11,7 @@ import pytest
 
 from tests.performance import suite
 from tests.performance.suite import FIGURES, SCALES, collect, compare, step_command
-from tests.performance.suite_report import CURVES, write_html
+from tests.performance.suite_report import CURVES, scale_reports, write_html
 
 RESULTS = Path(__file__).parents[1] / "performance" / "results"
 
@@ -353,3 +353,30 @@ def test_the_hnsw_recall_of_users_vectors_is_kept_against_the_videos():
         "serving: HNSW Recall@100 of users' vectors"]  # fmt: skip
     assert figure["median"] == 0.88 and figure["baseline"]["median"] == 0.99
     assert figure["ratio"]["median"] == round(0.88 / 0.99, 4) and figure["bounded"] is True
+
+
+def test_the_curves_take_each_figure_from_the_newest_run_of_its_scale(tmp_path):
+    def run(scale, videos, at, **figures):
+        figures = {name: {"median": value} for name, value in figures.items()}
+        return {"scale": scale, "sizes": {"videos": videos}, "machine": {"start": {"at": at}},
+                "figures": figures}  # fmt: skip
+
+    files = {
+        "xl.partial.json": run("xl", 10**6, "2026-12-05T10:00", refresh=700, serving=50),
+        "xl.refresh.partial.json": run("xl", 10**6, "2026-12-06T09:00", refresh=440),
+        "large.json": run("large", 200_000, "2026-12-06T06:00", refresh=67, serving=36),
+        "large.refresh.partial.json": run("large", 200_000, "2026-12-06T08:00", refresh=52),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    (tmp_path / "suite.lock").write_text("not json")
+    this_run = run("default", 32_304, "2026-12-06T10:00", refresh=20)
+    reports = scale_reports(tmp_path, this_run)
+    assert [r["scale"] for r in reports] == ["default", "large", "xl"]
+    medians = [{k: v["median"] for k, v in r["figures"].items()} for r in reports]
+    assert medians == [{"refresh": 20}, {"refresh": 52, "serving": 36},
+                       {"refresh": 440, "serving": 50}]  # fmt: skip
+    # This run's own scale: its figures first, the newest file of the scale fills the rest.
+    large_now = run("large", 200_000, "2026-12-07T00:00", serving=30)
+    large = next(r for r in scale_reports(tmp_path, large_now) if r["scale"] == "large")
+    assert large["figures"] == {"serving": {"median": 30}, "refresh": {"median": 52}}
