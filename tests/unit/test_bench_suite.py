@@ -357,13 +357,17 @@ def test_the_hnsw_recall_of_users_vectors_is_kept_against_the_videos():
 
 def test_the_curves_take_each_figure_from_the_newest_run_of_its_scale(tmp_path):
     def run(scale, videos, at, **figures):
-        figures = {name: {"median": value} for name, value in figures.items()}
+        figures = {name: None if value is None else {"median": value}
+                   for name, value in figures.items()}  # fmt: skip
         return {"scale": scale, "sizes": {"videos": videos}, "machine": {"start": {"at": at}},
                 "figures": figures}  # fmt: skip
 
+    # The newest xl file sorts neither first nor last by name: the order is by time. One
+    # without a start time counts as the oldest.
     files = {
-        "xl.partial.json": run("xl", 10**6, "2026-12-05T10:00", refresh=700, serving=50),
-        "xl.refresh.partial.json": run("xl", 10**6, "2026-12-06T09:00", refresh=440),
+        "xl.a.json": run("xl", 10**6, "2026-12-05T10:00", refresh=700, serving=50),
+        "xl.b.json": run("xl", 10**6, "2026-12-06T09:00", refresh=440, serving=None),
+        "xl.c.json": {**run("xl", 10**6, "", refresh=999, serving=1, memory=5), "machine": {}},
         "large.json": run("large", 200_000, "2026-12-06T06:00", refresh=67, serving=36),
         "large.refresh.partial.json": run("large", 200_000, "2026-12-06T08:00", refresh=52),
     }
@@ -375,7 +379,7 @@ def test_the_curves_take_each_figure_from_the_newest_run_of_its_scale(tmp_path):
     assert [r["scale"] for r in reports] == ["default", "large", "xl"]
     medians = [{k: v["median"] for k, v in r["figures"].items()} for r in reports]
     assert medians == [{"refresh": 20}, {"refresh": 52, "serving": 36},
-                       {"refresh": 440, "serving": 50}]  # fmt: skip
+                       {"refresh": 440, "serving": 50, "memory": 5}]  # fmt: skip
     # This run's own scale: its figures first, the newest file of the scale fills the rest.
     large_now = run("large", 200_000, "2026-12-07T00:00", serving=30)
     large = next(r for r in scale_reports(tmp_path, large_now) if r["scale"] == "large")
