@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -61,9 +64,29 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def server_home():
+    """`server_home(name)`: a new folder for an embedded server's SWIPEREC_HOME that lasts the
+    session, outside pytest's base temp folder; removed after the session.
+
+    Every pytest session takes group and other access off `/tmp/pytest-of-<user>`, and the
+    embedded server runs as a user of its own when the tests run as root: a server whose data
+    folder lay under it would lose it mid-run (a PANIC on pg_control) whenever a second pytest
+    session started on the machine."""
+    homes = []
+
+    def make(name: str) -> Path:
+        homes.append(Path(tempfile.mkdtemp(prefix=f"swiperec-{name}-")))
+        return homes[-1]
+
+    yield make
+    for home in homes:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(server_home):
     """The embedded server, started in a temporary home and stopped after the session."""
-    server = EmbeddedServer(tmp_path_factory.mktemp("swiperec-home"))
+    server = EmbeddedServer(server_home("test-server"))
     status = server.start()
     admin = psycopg2.connect(status.url)
     admin.autocommit = True

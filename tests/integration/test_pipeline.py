@@ -43,9 +43,9 @@ def run(installed):
 
 
 @pytest.fixture(scope="module")
-def demo(installed, run, tmp_path_factory):
+def demo(installed, run, server_home):
     """(env, completed demo process, first version, connection) of one demo run."""
-    home = tmp_path_factory.mktemp("pipeline-home")
+    home = server_home("pipeline-home")
     env = installed.env(home)
     migrated = run(env, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
