@@ -83,6 +83,15 @@ def server_home():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture
+def own_home():
+    """A SWIPEREC_HOME (not yet made) for a test that starts an embedded server of its own,
+    outside pytest's base temp folder as `server_home`'s are; removed after the test."""
+    parent = Path(tempfile.mkdtemp(prefix="swiperec-test-"))
+    yield parent / "home"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server(server_home):
     """The embedded server, started in a temporary home and stopped after the session."""

@@ -166,9 +166,9 @@ def test_import_of_missing_file_fails_clearly(db_url, tmp_path):
     assert result.returncode != 0 and "nope.csv" in result.stderr
 
 
-def test_embedded_server_commands_without_database_url(tmp_path):
+def test_embedded_server_commands_without_database_url(own_home):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["SWIPEREC_HOME"] = str(tmp_path / "home")
+    env["SWIPEREC_HOME"] = str(own_home)
 
     def run(*args):
         result = subprocess.run(
@@ -194,9 +194,9 @@ def test_embedded_server_commands_without_database_url(tmp_path):
         assert "stopped" in run("db", "stop")
 
 
-def test_demo_prints_url_counts_and_like_rate(tmp_path):
+def test_demo_prints_url_counts_and_like_rate(own_home):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["SWIPEREC_HOME"] = str(tmp_path / "home")
+    env["SWIPEREC_HOME"] = str(own_home)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "swiperec.cli", "demo", "--data-only", *SMALL],

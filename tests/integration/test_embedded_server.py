@@ -10,14 +10,14 @@ from swiperec.db.embedded import EmbeddedServer
 pytestmark = pytest.mark.integration
 
 
-def test_start_is_reused_stop_and_restart_keep_data(tmp_path):
-    server = EmbeddedServer(tmp_path / "home")
+def test_start_is_reused_stop_and_restart_keep_data(own_home):
+    server = EmbeddedServer(own_home)
     assert not server.status().running
     first = server.start()
     try:
         assert first.running and first.url.startswith("postgresql://postgres:")
         # No trust: without the password (kept in home/password, owner only) nobody connects.
-        assert oct((tmp_path / "home" / "password").stat().st_mode & 0o777) == "0o600"
+        assert oct((own_home / "password").stat().st_mode & 0o777) == "0o600"
         with pytest.raises(psycopg2.OperationalError, match="password"):
             psycopg2.connect(f"postgresql://postgres@127.0.0.1:{first.port}/postgres")
         with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
@@ -60,10 +60,10 @@ def test_stale_pid_file_reads_as_stopped(tmp_path):
     assert not server.status().running
 
 
-def test_a_folder_that_trusted_local_connections_is_switched_to_passwords(tmp_path):
+def test_a_folder_that_trusted_local_connections_is_switched_to_passwords(own_home):
     """A data folder made before passwords (pg_hba.conf `trust`, no password file): its next
     start gives the superuser a password and stops trusting anyone."""
-    server = EmbeddedServer(tmp_path / "home")
+    server = EmbeddedServer(own_home)
     first = server.start()
     try:
         hba = server.pgdata / "pg_hba.conf"
