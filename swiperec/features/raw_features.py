@@ -70,7 +70,9 @@ def to_record_batch(rows: list[dict], schema):
 
     Column by column: every row's values in one flat array plus the rows' offsets into it,
     so Arrow converts each column in one call (str goes to binary as UTF-8). A column of
-    scalars needs no flattening: its offsets are 0, 1, 2, ..."""
+    scalars needs no flattening: its offsets are 0, 1, 2, ... ValueError when a row holds
+    None (alone or in a list): the graphs have no missing value, and Arrow would pass it on
+    as a null."""
     import pyarrow as pa
 
     columns = []
@@ -85,8 +87,8 @@ def to_record_batch(rows: list[dict], schema):
             offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]))
             flat = list(itertools.chain.from_iterable(lists))
         flat = pa.array(flat, type=field.type.value_type)
-        if flat.null_count and pa.types.is_large_binary(field.type.value_type):
-            raise ValueError(f"{field.name}: a row holds None where text belongs")
+        if flat.null_count:
+            raise ValueError(f"raw feature {field.name!r}: a row holds None")
         columns.append(pa.LargeListArray.from_arrays(offsets, flat))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 

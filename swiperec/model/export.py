@@ -107,7 +107,4 @@ def serialize_raw(rows: list[dict], spec: dict) -> list[bytes]:
     from swiperec.features.raw_features import arrow_schema, to_record_batch
 
     batch = to_record_batch(rows, arrow_schema(spec))
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if column.values.null_count:
-            raise ValueError(f"raw feature {name!r}: a row holds None")
     return example_coder.RecordBatchToExamplesEncoder().encode(batch)

@@ -43,11 +43,14 @@ def test_no_rows_make_an_empty_batch():
     [
         {"title": None, "performers": [], "weights": [], "video_id": 1},
         {"title": "t", "performers": ["a", None], "weights": [], "video_id": 1},
+        {"title": "t", "performers": [], "weights": [1.0, None], "video_id": 1},
+        {"title": "t", "performers": [], "weights": [], "video_id": None},
     ],
 )
-def test_none_where_text_belongs_is_an_error_naming_the_feature(row):
+def test_a_row_holding_none_is_an_error_naming_the_feature(row):
     good = {"title": "t", "performers": ["a"], "weights": [1.0], "video_id": 2}
-    with pytest.raises(ValueError, match="None where text belongs"):
+    name = next(k for k, v in row.items() if v is None or (type(v) is list and None in v))
+    with pytest.raises(ValueError, match=f"raw feature '{name}': a row holds None"):
         to_record_batch([good, row], _schema())
 
 
@@ -183,7 +186,7 @@ def test_a_list_empty_in_every_row_is_present_and_empty():
     [
         ("age_days", None, "'age_days': a row holds None"),
         ("weights", [1.0, None], "'weights': a row holds None"),
-        ("genres", ["a", None], "genres: a row holds None where text belongs"),
+        ("genres", ["a", None], "'genres': a row holds None"),
     ],
 )
 def test_serializing_a_row_holding_none_is_an_error_naming_the_feature(name, value, message):
