@@ -173,13 +173,17 @@ def test_a_small_embedding_bag_multiplies_as_the_lookup_combines(combiner, weigh
     np.testing.assert_array_equal(dense_out[3], 0.0)  # as is one whose ids were all dropped
 
 
-def test_a_small_embedding_bag_refuses_an_id_outside_its_table():
+@pytest.mark.parametrize("dense_rows", [EmbeddingBag.DENSE_ROWS, 0])
+def test_an_embedding_bag_refuses_an_id_outside_its_table(dense_rows):
     bag = EmbeddingBag(3, 2, combiner="sum")
+    bag.DENSE_ROWS = dense_rows
     bag.build(None)
     ids, weights = sparse([[0, 3]], tf.int64), sparse([[1.0, 1.0]], tf.float32)
     with tf.GradientTape() as tape:
         out = bag([sparse([[0, 2]], tf.int64), weights])
-    assert not isinstance(tape.gradient(out, bag.table), tf.IndexedSlices)  # the product ran
+    # the product ran (a dense gradient), or the gathered rows (a sparse one)
+    sparse_gradient = isinstance(tape.gradient(out, bag.table), tf.IndexedSlices)
+    assert sparse_gradient == (dense_rows == 0)
     with pytest.raises(tf.errors.InvalidArgumentError):
         bag([ids, weights])
 
