@@ -86,7 +86,8 @@ def server_home():
 @pytest.fixture
 def own_home():
     """A SWIPEREC_HOME (not yet made) for a test that starts an embedded server of its own,
-    outside pytest's base temp folder as `server_home`'s are; removed after the test."""
+    outside pytest's base temp folder, which a second pytest session would lock the server's
+    user out of (see `server_home`); removed after the test."""
     parent = Path(tempfile.mkdtemp(prefix="swiperec-test-"))
     yield parent / "home"
     shutil.rmtree(parent, ignore_errors=True)
