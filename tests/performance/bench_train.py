@@ -4,6 +4,7 @@
     python -m tests.performance.bench_train --work DIR       # keep the prepared data in DIR
     python -m tests.performance.bench_train --work DIR --mixes   # the loss-weight study
     python -m tests.performance.bench_train --videos 2000 --users 200 --pseudo-users 400 --epochs 2
+    python -m tests.performance.bench_train --work DIR --batch-size 2048 --out F   # another batch
 
 Prepares the default synthetic data, or the one --videos/--users/--pseudo-users ask for
 (generated, written as a snapshot, transformed; reused from --work when already there), then
@@ -344,6 +345,7 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=defaults.users)
     parser.add_argument("--pseudo-users", type=int, default=defaults.pseudo_users)
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the trainer's)")
+    parser.add_argument("--batch-size", type=int, help="examples a batch (default: the trainer's)")
     add_out_argument(parser, "train_default.json")
     args = parser.parse_args(argv)
     data = SyntheticConfig(videos=args.videos, users=args.users, pseudo_users=args.pseudo_users)
@@ -354,7 +356,8 @@ def main(argv=None) -> int:
         truth = work / "ground_truth.npz"
         if args.mixes:
             return run_mixes(work, transform, examples, truth)
-        overrides = {"--epochs": args.epochs} if args.epochs else {}
+        flags = {"--epochs": args.epochs, "--batch-size": args.batch_size}
+        overrides = {flag: value for flag, value in flags.items() if value}
         name = "default" if data == SyntheticConfig() else str(data.videos)
         out = args.out or RESULTS / f"train_{name}.json"
         return run_default(work, transform, examples, truth, data, overrides, out)
