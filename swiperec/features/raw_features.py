@@ -70,9 +70,10 @@ def to_record_batch(rows: list[dict], schema):
 
     Column by column: every row's values in one flat array plus the rows' offsets into it,
     so Arrow converts each column in one call (str goes to binary as UTF-8). A column of
-    scalars needs no flattening: its offsets are 0, 1, 2, ... ValueError when a row holds
-    None (alone or in a list): the graphs have no missing value, and Arrow would pass it on
-    as a null."""
+    scalars needs no flattening: its offsets are 0, 1, 2 and so on.
+
+    ValueError when a row holds None (alone or in a list): the graphs have no missing value,
+    and Arrow would pass it on as a null."""
     import pyarrow as pa
 
     columns = []
