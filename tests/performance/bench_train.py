@@ -359,6 +359,7 @@ def main(argv=None) -> int:
         flags = {"--epochs": args.epochs, "--batch-size": args.batch_size}
         overrides = {flag: value for flag, value in flags.items() if value}
         name = "default" if data == SyntheticConfig() else str(data.videos)
+        name += f"_batch_{args.batch_size}" if args.batch_size else ""
         out = args.out or RESULTS / f"train_{name}.json"
         return run_default(work, transform, examples, truth, data, overrides, out)
 
