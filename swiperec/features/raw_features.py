@@ -8,6 +8,7 @@ format (TFXIO): one list column per feature, a scalar feature being a list of on
 from __future__ import annotations
 
 import itertools
+import operator
 
 import numpy as np
 
@@ -22,6 +23,17 @@ def video_age_days(catalogue, position: int, at_us: int) -> float:
         return 0.0
     release_us = release.astype("datetime64[us]").astype(np.int64)
     return max(0.0, (at_us - release_us) / DAY_US)
+
+
+def video_ages_days(catalogue, positions, at_us) -> np.ndarray:
+    """`video_age_days` of the videos at `positions` (int array), each as of its own `at_us`
+    (an array of the same shape) or all as of one: float64, the same values one call at a
+    time gives."""
+    release = catalogue.release_date[np.asarray(positions, dtype=np.int64)]
+    at_us = np.broadcast_to(np.asarray(at_us, dtype=np.int64), release.shape)
+    missing = np.isnat(release)
+    release_us = np.where(missing, at_us, release.astype("datetime64[us]").astype(np.int64))
+    return np.maximum((at_us - release_us) / DAY_US, 0.0)
 
 
 def video_raw_features(catalogue, position: int, at_us: int) -> dict:
@@ -70,7 +82,9 @@ def to_record_batch(rows: list[dict], schema):
 
     Column by column: every row's values in one flat array plus the rows' offsets into it,
     so Arrow converts each column in one call (str goes to binary as UTF-8). A column of
-    scalars needs no flattening: its offsets are 0, 1, 2 and so on.
+    scalars needs no flattening: its offsets are 0, 1, 2 and so on. A list equal to the row
+    before's is converted once and repeated (Arrow's `take`): a user's examples at one time
+    share their lists, and a nope leaves the liked lists as they were.
 
     ValueError when a row holds None (alone or in a list): the graphs have no missing value,
     and Arrow would pass it on as a null."""
@@ -79,18 +93,26 @@ def to_record_batch(rows: list[dict], schema):
     columns = []
     scalar_offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int64))
     for field in schema:
-        values = [row[field.name] for row in rows]
-        if not any(type(value) is list for value in values):
+        name = field.name  # pyarrow makes a new str at every call
+        values = [row[name] for row in rows]
+        repeat = None
+        types = set(map(type, values))
+        if list not in types:
             flat, offsets = values, scalar_offsets
         else:
-            lists = [value if type(value) is list else [value] for value in values]
+            lists = values if len(types) == 1 else [v if type(v) is list else [v] for v in values]
+            new = [True, *map(operator.ne, lists[1:], lists)]
+            if not all(new):
+                repeat = pa.array(np.cumsum(new, dtype=np.int64) - 1)
+                lists = list(itertools.compress(lists, new))
             counts = np.fromiter(map(len, lists), np.int64, len(lists))
             offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]))
             flat = list(itertools.chain.from_iterable(lists))
         flat = pa.array(flat, type=field.type.value_type)
         if flat.null_count:
-            raise ValueError(f"raw feature {field.name!r}: a row holds None")
-        columns.append(pa.LargeListArray.from_arrays(offsets, flat))
+            raise ValueError(f"raw feature {name!r}: a row holds None")
+        column = pa.LargeListArray.from_arrays(offsets, flat)
+        columns.append(column if repeat is None else column.take(repeat))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -45,6 +45,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ from swiperec.features.raw_features import (
     catalogue_record_batches,
     tensor_adapter_config,
     to_record_batch,
-    video_age_days,
+    video_ages_days,
 )
 from swiperec.features.video_evidence import (
     VIDEO_EVIDENCE_NAMES,
@@ -203,12 +204,13 @@ def _build_examples_fn(config: FeatureConfig):
         def start_bundle(self):
             self.rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
             self.batches: dict[str, list] = {split: [] for split in SPLITS}
+            self.counts: Counter[str] = Counter()  # Beam's counters, added once a bundle
 
         def process(self, keyed, catalogue, sampler, swipe_counts, boundaries):
             for example in _user_examples(
                 keyed, catalogue, sampler, swipe_counts, boundaries, config
             ):
-                _count(example)
+                self.counts.update(_counter_names(example))
                 self.rows[example["split"]].append(example)
             for split in SPLITS:
                 if len(self.rows[split]) >= _BATCH_ROWS:
@@ -217,6 +219,10 @@ def _build_examples_fn(config: FeatureConfig):
                     yield beam.pvalue.TaggedOutput(split, self._to_table(split))
 
         def finish_bundle(self):
+            from apache_beam.metrics import Metrics
+
+            for name, count in self.counts.items():
+                Metrics.counter("examples", name).inc(count)
             # What is left goes out in the global window, where all of this pipeline runs.
             for split in SPLITS:
                 self._to_batch(split)
@@ -256,14 +262,17 @@ def _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config: 
         boundaries,
         config,
     )
+    if not examples:
+        return examples
     positions = catalogue.index_of(np.array([e["video_id"] for e in examples], np.int64))
-    for example, position in zip(examples, positions, strict=True):
-        # The video's age when the user saw it; the catalogue's own age is as of the cutoff.
-        at_us = example["example_time_us"]
-        example["video_age_days"] = video_age_days(catalogue, position, at_us)
-        evidence = swipe_counts.evidence_at(position, at_us)
-        example.update(zip(VIDEO_EVIDENCE_NAMES, evidence, strict=True))
-        yield example
+    times = np.array([e["example_time_us"] for e in examples], np.int64)
+    # The video's age when the user saw it; the catalogue's own age is as of the cutoff.
+    ages = video_ages_days(catalogue, positions, times).tolist()
+    evidence = swipe_counts.evidence(positions, times).tolist()
+    for example, age, values in zip(examples, ages, evidence, strict=True):
+        example["video_age_days"] = age
+        example.update(zip(VIDEO_EVIDENCE_NAMES, values, strict=True))
+    return examples
 
 
 def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
@@ -351,9 +360,82 @@ def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
     ).with_outputs(*SPLITS)  # fmt: skip
     schema = arrow_schema(example_spec())
     for split in SPLITS:
-        _ = raw[split] | f"Write raw {split}" >> beam.io.WriteToParquetBatched(
-            os.path.join(raw_dir, split, "part"), schema, file_name_suffix=".parquet"
+        _ = raw[split] | f"Write raw {split}" >> _write_arrow_files(
+            os.path.join(raw_dir, split), os.path.join(raw_dir, "_temp", split), schema
         )
+
+
+def _write_arrow_files(folder: str, temp_dir: str, schema):
+    """Arrow tables -> files `folder/part-i-of-N.arrows` in Arrow's IPC stream format,
+    LZ4-compressed, written under `temp_dir` and moved into `folder` when all are written
+    (`_check_shards` checks they arrived): the raw examples between the two pipelines, which
+    live only as long as the run, written and read back at several times Parquet's speed."""
+    from apache_beam.io import fileio
+    from apache_beam.options.value_provider import StaticValueProvider
+
+    return fileio.WriteToFiles(
+        folder,
+        file_naming=fileio.default_file_naming("part", ".arrows"),
+        temp_directory=StaticValueProvider(str, temp_dir),
+        sink=lambda _: _ArrowStreamSink(schema),
+    )
+
+
+def _read_arrow_files(folder: str):
+    """The files `_write_arrow_files` wrote into `folder` -> their record batches. No file
+    (a split without examples) reads as none; nothing is checked when the pipeline is built,
+    so `job_graph_bytes` can build it before the files exist."""
+    import apache_beam as beam
+    from apache_beam.io import fileio
+
+    @beam.ptransform_fn
+    def read(pipeline):
+        return (
+            pipeline
+            | "Match" >> fileio.MatchFiles(os.path.join(folder, "part-*.arrows"))
+            | "Spread" >> beam.Reshuffle()  # the files across the workers
+            | "Open" >> fileio.ReadMatches()
+            | "Batches" >> beam.FlatMap(_read_arrow_stream)
+        )
+
+    return read()
+
+
+class _ArrowStreamSink:
+    """Arrow tables -> one Arrow IPC stream (a `fileio.FileSink`). Beam flushes a sink once,
+    before it closes the file, and the stream ends there."""
+
+    def __init__(self, schema):
+        self._schema = schema
+        self._writer = None
+
+    def open(self, fh):
+        import pyarrow as pa
+
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        self._writer = pa.ipc.new_stream(fh, self._schema, options=options)
+
+    def write(self, table):
+        self._writer.write_table(table)
+
+    def flush(self):
+        if self._writer is not None:
+            self._writer.close()  # writes the end-of-stream marker; the file stays open
+            self._writer = None
+
+    def create_metadata(self, destination, full_file_name):
+        from apache_beam.io.fileio import FileMetadata
+        from apache_beam.io.filesystem import CompressionTypes
+
+        return FileMetadata("application/vnd.apache.arrow.stream", CompressionTypes.UNCOMPRESSED)
+
+
+def _read_arrow_stream(readable_file):
+    """One file `_ArrowStreamSink` wrote (a `fileio.ReadableFile`) -> its record batches."""
+    import pyarrow as pa
+
+    with readable_file.open() as handle:
+        yield from pa.ipc.open_stream(handle)
 
 
 def _catalogue_rows_fn(snapshot: str, cutoff_us: int):
@@ -418,14 +500,8 @@ def _build_transform_pipeline(
 
     def read_raw(split: str, purpose: str):
         # Each consumer reads the files itself: nothing is held in memory for a second one.
-        return (
-            pipeline
-            | f"Read raw {split} for {purpose}"
-            # Not checked when built: `job_graph_bytes` builds this before pipeline 1 has run.
-            >> beam.io.ReadFromParquetBatched(
-                os.path.join(raw_dir, split, "part-*.parquet"), validate=False
-            )
-            | f"To batches {split} for {purpose}" >> beam.FlatMap(lambda table: table.to_batches())
+        return pipeline | f"Read raw {split} for {purpose}" >> _read_arrow_files(
+            os.path.join(raw_dir, split)
         )
 
     # Validation and test statistics must not leak into the analysis.
@@ -469,25 +545,28 @@ def _write_tfrecords(folder: str, temp_dir: str):
     )
 
 
-def _check_shards(folder: str) -> None:
-    """Every shard `WriteToFiles` named (`part-i-of-N.tfrecord`) is in `folder`, or raise: it
-    logs a failed move into place and goes on. A split with no examples gets one empty shard,
-    as Beam's TFRecord sink wrote, so readers find the split empty rather than missing."""
+def _check_shards(folder: str, suffix: str = ".tfrecord", empty_shard: bool = True) -> None:
+    """Every shard `WriteToFiles` named (`part-i-of-N<suffix>`) is in `folder`, or raise: it
+    logs a failed move into place and goes on. A split with no examples gets one empty shard
+    (`empty_shard`), as Beam's TFRecord sink wrote, so readers find the split empty rather
+    than missing."""
     import re
 
     import tensorflow as tf
 
-    files = tf.io.gfile.glob(os.path.join(folder, "part-*.tfrecord"))
+    files = tf.io.gfile.glob(os.path.join(folder, f"part-*{suffix}"))
     if not files:
-        tf.io.gfile.makedirs(folder)
-        with tf.io.gfile.GFile(os.path.join(folder, "part-00000-of-00001.tfrecord"), "wb") as f:
-            f.write(b"")  # a GFile nothing is written to is never created
+        if empty_shard:
+            tf.io.gfile.makedirs(folder)
+            with tf.io.gfile.GFile(os.path.join(folder, f"part-00000-of-00001{suffix}"), "wb") as f:
+                f.write(b"")  # a GFile nothing is written to is never created
         return
-    totals = sorted({int(re.search(r"-of-(\d+)\.tfrecord$", path).group(1)) for path in files})
+    totals = sorted({int(re.search(rf"-of-(\d+){re.escape(suffix)}$", path).group(1))
+                     for path in files})  # fmt: skip
     if totals != [len(files)]:
         raise SwiperecError(
-            f"{folder}: {len(files)} TFRecord shards, not the {' or '.join(map(str, totals))} "
-            "written: moving them into place failed; run the transform again"
+            f"{folder}: {len(files)} of {' or '.join(map(str, totals))} shards in place: "
+            "moving them there failed; run the transform again"
         )
 
 
@@ -547,6 +626,9 @@ def run_transform(
     examples_pipeline = new_pipeline(pipeline_args)
     _build_examples_pipeline(examples_pipeline, snapshot, raw_dir, config)
     counts = _run(examples_pipeline, _read_counts)
+    for split in SPLITS:
+        _check_shards(os.path.join(raw_dir, split), ".arrows", empty_shard=False)
+    examples_done = time.time()
     with tf.io.gfile.GFile(os.path.join(raw_dir, "summary.json")) as handle:
         summary = json.load(handle)
     boundaries = SplitBoundaries(summary["val_start_us"], summary["test_start_us"])
@@ -569,6 +651,7 @@ def run_transform(
                                   examples_dir, config, summary["videos"], cutoff_us)  # fmt: skip
     try:
         _run(transform_pipeline)
+        tft_done = time.time()
     finally:
         if remote:
             if tf.io.gfile.exists(temp_dir):
@@ -603,6 +686,12 @@ def run_transform(
             tower: sorted(output.transformed_feature_spec()) for tower, output in outputs.items()
         },
         "seconds": round(time.time() - started, 2),
+        # pipeline 1 (grouping and building the raw examples) and pipeline 2 (the two TFT
+        # graphs analysed and applied, the TFRecords written), each with its own set-up
+        "seconds_by_pipeline": {
+            "examples": round(examples_done - started, 2),
+            "tft": round(tft_done - examples_done, 2),
+        },
     }
     for folder in (transform_dir, examples_dir):
         with tf.io.gfile.GFile(os.path.join(folder, "metadata.json"), "w") as handle:
@@ -647,14 +736,14 @@ def _run(pipeline, read=None):
         gc.collect()
 
 
-def _count(example: dict) -> None:
-    from apache_beam.metrics import Metrics
-
+def _counter_names(example: dict) -> tuple[str, ...]:
+    """The "examples" counters `example` adds one to: "<split>/<positive, nope or sampled>",
+    and "<split>/pseudo" for a pseudo-user's."""
     split = example["split"]
     kind = "positive" if example["label"] == 1 else example["negative_source"]
-    Metrics.counter("examples", f"{split}/{kind}").inc()
     if example["user_source"] == "pseudo":
-        Metrics.counter("examples", f"{split}/pseudo").inc()
+        return f"{split}/{kind}", f"{split}/pseudo"
+    return (f"{split}/{kind}",)
 
 
 def _read_counts(result) -> dict:

@@ -75,6 +75,13 @@ class VideoSwipeCounts:
         self._likes = np.concatenate([[0], np.cumsum(d_likes[order])])
         self._nopes = np.concatenate([[0], np.cumsum(d_nopes[order])])
         self._start = np.searchsorted(position[order], np.arange(videos + 1))
+        # One sorted int64 key per change, (position, rank of its time among the distinct
+        # times), so a whole array of (position, time) queries is one `searchsorted`: a
+        # change is before a time exactly when its time's rank is below the time's.
+        self._times = np.unique(time_us)
+        self._key = position[order] * (len(self._times) + 1) + np.searchsorted(
+            self._times, self._time_us
+        )
 
     def counts_before(self, positions, at_us) -> tuple[np.ndarray, np.ndarray]:
         """(likes, nopes), int64 arrays shaped like `positions`: the real users' votes (their
@@ -82,12 +89,11 @@ class VideoSwipeCounts:
         `at_us` (one time, or one per position)."""
         positions = np.asarray(positions, dtype=np.int64)
         at = np.broadcast_to(np.asarray(at_us, dtype=np.int64), positions.shape)
-        start, end = self._start[positions], self._start[positions + 1]
-        before = np.empty(positions.shape, dtype=np.int64)
-        for i, (s, e, t) in enumerate(zip(start.flat, end.flat, at.flat, strict=True)):
-            before.flat[i] = np.searchsorted(self._time_us[s:e], t, side="left")
-        likes = self._likes[start + before] - self._likes[start]
-        return likes, self._nopes[start + before] - self._nopes[start]
+        start = self._start[positions]
+        query = positions * (len(self._times) + 1) + np.searchsorted(self._times, at)
+        before = np.searchsorted(self._key, query, side="left")  # start + changes before
+        likes = self._likes[before] - self._likes[start]
+        return likes, self._nopes[before] - self._nopes[start]
 
     def evidence_at(self, position: int, at_us: int) -> tuple[float, float]:
         """`VIDEO_EVIDENCE_NAMES` of the video at catalogue `position` as of `at_us` (the

@@ -54,6 +54,10 @@ def test_counts_ratio_and_metadata(transformed, snapshot_dir):
         assert counts["nope"] + counts["sampled"] == 2 * counts["positive"]
         assert counts["sampled"] > 0  # nopes alone do not reach 1:2 at a ~38% like rate
     assert meta["split_boundaries"]["validation_start"] < meta["split_boundaries"]["test_start"]
+    # the two pipelines' times: each part of the whole run's
+    stages = meta["seconds_by_pipeline"]
+    assert set(stages) == {"examples", "tft"} and min(stages.values()) > 0
+    assert sum(stages.values()) <= meta["seconds"]
     sizes = meta["vocabulary_sizes"]
     assert sizes["text_ngrams"] == 1000  # the top-1000 of many more character n-grams
     assert 5 <= sizes["genres"] <= 18 and sizes["makers"] > 1 and sizes["performers"] > 10

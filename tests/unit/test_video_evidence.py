@@ -65,7 +65,10 @@ def test_counts_match_a_brute_force_count_on_generated_data():
     real = ~events.is_pseudo
     rng = np.random.default_rng(0)
     positions = rng.integers(0, len(catalogue), 300)
-    times = rng.choice(events.time_us[real], 300)
+    # swipes' own instants (a swipe never counts at its own time) and instants between,
+    # before and after them all
+    span = events.time_us.min() - 10, events.time_us.max() + 10
+    times = np.concatenate([rng.choice(events.time_us[real], 200), rng.integers(*span, 100)])
     likes, nopes = counts.counts_before(positions, times)
     for p, t, likes_p, nopes_p in zip(positions, times, likes, nopes, strict=True):
         on = np.flatnonzero(
@@ -76,6 +79,9 @@ def test_counts_match_a_brute_force_count_on_generated_data():
             latest[events.user_key[i]] = int(events.label[i])
         assert (likes_p, nopes_p) == (sum(latest.values()), len(latest) - sum(latest.values()))
     assert (likes + nopes).sum() > 0
+    # the per-example call gives the same evidence
+    for p, t, both in zip(positions, times, counts.evidence(positions, times), strict=True):
+        assert counts.evidence_at(int(p), int(t)) == pytest.approx(tuple(both), abs=1e-12)
 
 
 def generate_small():
