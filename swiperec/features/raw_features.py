@@ -83,8 +83,9 @@ def to_record_batch(rows: list[dict], schema):
     Column by column: every row's values in one flat array plus the rows' offsets into it,
     so Arrow converts each column in one call (str goes to binary as UTF-8). A column of
     scalars needs no flattening: its offsets are 0, 1, 2 and so on. A list equal to the row
-    before's is converted once and repeated (Arrow's `take`): a user's examples at one time
-    share their lists, and a nope leaves the liked lists as they were.
+    before's is converted once and repeated (Arrow's `take`): one user's consecutive examples
+    often hold the same history lists (the examples at one time share them all, and a nope
+    leaves the lists of liked genres, makers and performers as they were).
 
     ValueError when a row holds None (alone or in a list): the graphs have no missing value,
     and Arrow would pass it on as a null."""

@@ -12,10 +12,10 @@ Two TensorFlow Transform graphs, one per tower:
 Two Beam pipelines. The first reads the snapshot's decisions and reviews, groups them per user,
 and walks each user's history in time order (`build_user_examples`): every example carries the
 user's features as of its own time, so no feature sees a decision at or after it. It writes the
-raw examples as Parquet (`examples_dir/_raw/`, removed at the end), so the second pipeline, the
-two TFT graphs, reads each split from disk for each use and no stage holds every example. An
-example names its video by id; the trainer joins it to the transformed catalogue. Rows travel
-as Arrow record batches, TFT's efficient input format.
+raw examples as Arrow IPC streams (`examples_dir/_raw/`, removed at the end), so the second
+pipeline, the two TFT graphs, reads each split from disk for each use and no stage holds every
+example. An example names its video by id; the trainer joins it to the transformed catalogue.
+Rows travel as Arrow record batches, TFT's efficient input format.
 
 Outputs:
     transform_dir/video/, transform_dir/user/     the two TFT outputs (graphs, vocabularies)
@@ -204,7 +204,8 @@ def _build_examples_fn(config: FeatureConfig):
         def start_bundle(self):
             self.rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
             self.batches: dict[str, list] = {split: [] for split in SPLITS}
-            self.counts: Counter[str] = Counter()  # Beam's counters, added once a bundle
+            # summed here, added to Beam's counters once a bundle (`finish_bundle`)
+            self.counts: Counter[str] = Counter()
 
         def process(self, keyed, catalogue, sampler, swipe_counts, boundaries):
             for example in _user_examples(
@@ -276,7 +277,7 @@ def _user_examples(keyed, catalogue, sampler, swipe_counts, boundaries, config: 
 
 
 def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
-    """Pipeline 1: events -> per-user examples -> raw example Parquet files per split.
+    """Pipeline 1: events -> per-user examples -> raw example files per split (Arrow IPC).
 
     The workers read everything from the snapshot: the catalogue (one worker loads
     videos.parquet; the runner hands it to the others as a side input), the events (parsed
@@ -382,9 +383,9 @@ def _write_arrow_files(folder: str, temp_dir: str, schema):
 
 
 def _read_arrow_files(folder: str):
-    """The files `_write_arrow_files` wrote into `folder` -> their record batches. No file
-    (a split without examples) reads as none; nothing is checked when the pipeline is built,
-    so `job_graph_bytes` can build it before the files exist."""
+    """The files `_write_arrow_files` wrote into `folder` -> their record batches. A folder
+    without files (a split without examples) yields none; nothing is checked when the pipeline
+    is built, so `job_graph_bytes` can build it before the files exist."""
     import apache_beam as beam
     from apache_beam.io import fileio
 
@@ -402,8 +403,9 @@ def _read_arrow_files(folder: str):
 
 
 class _ArrowStreamSink:
-    """Arrow tables -> one Arrow IPC stream (a `fileio.FileSink`). Beam flushes a sink once,
-    before it closes the file, and the stream ends there."""
+    """Arrow tables -> one Arrow IPC stream (a `fileio.FileSink`). Beam's `WriteToFiles`
+    makes a sink per file and flushes it once, just before closing the file: the stream ends
+    there, and a write after it is an error."""
 
     def __init__(self, schema):
         self._schema = schema
@@ -416,6 +418,8 @@ class _ArrowStreamSink:
         self._writer = pa.ipc.new_stream(fh, self._schema, options=options)
 
     def write(self, table):
+        if self._writer is None:
+            raise RuntimeError("a raw examples file written after its stream ended (flush)")
         self._writer.write_table(table)
 
     def flush(self):
@@ -545,17 +549,25 @@ def _write_tfrecords(folder: str, temp_dir: str):
     )
 
 
-def _check_shards(folder: str, suffix: str = ".tfrecord", empty_shard: bool = True) -> None:
-    """Every shard `WriteToFiles` named (`part-i-of-N<suffix>`) is in `folder`, or raise: it
-    logs a failed move into place and goes on. A split with no examples gets one empty shard
-    (`empty_shard`), as Beam's TFRecord sink wrote, so readers find the split empty rather
-    than missing."""
+def _check_shards(
+    folder: str, written: bool, suffix: str = ".tfrecord", empty_shard: bool = True
+) -> None:
+    """Every shard `fileio.WriteToFiles` named (`part-i-of-N<suffix>`) is in `folder`, or
+    raise: `WriteToFiles` logs a failed move into place and goes on. `written` says whether
+    anything was written (a split with examples): then a folder without shards is an error
+    too. A split with no examples gets one empty shard when `empty_shard` (as Beam's TFRecord
+    sink wrote, so readers find the split empty rather than missing), else nothing."""
     import re
 
     import tensorflow as tf
 
     files = tf.io.gfile.glob(os.path.join(folder, f"part-*{suffix}"))
     if not files:
+        if written:
+            raise SwiperecError(
+                f"{folder}: no shards in place, where some were written: moving them there "
+                "failed; run the transform again"
+            )
         if empty_shard:
             tf.io.gfile.makedirs(folder)
             with tf.io.gfile.GFile(os.path.join(folder, f"part-00000-of-00001{suffix}"), "wb") as f:
@@ -627,7 +639,8 @@ def run_transform(
     _build_examples_pipeline(examples_pipeline, snapshot, raw_dir, config)
     counts = _run(examples_pipeline, _read_counts)
     for split in SPLITS:
-        _check_shards(os.path.join(raw_dir, split), ".arrows", empty_shard=False)
+        written = counts[split]["examples"] > 0
+        _check_shards(os.path.join(raw_dir, split), written, ".arrows", empty_shard=False)
     examples_done = time.time()
     with tf.io.gfile.GFile(os.path.join(raw_dir, "summary.json")) as handle:
         summary = json.load(handle)
@@ -661,7 +674,8 @@ def run_transform(
     del examples_pipeline, transform_pipeline
     gc.collect()
     for folder in (*SPLITS, "videos"):
-        _check_shards(os.path.join(examples_dir, folder))
+        written = summary["videos"] if folder == "videos" else counts[folder]["examples"]
+        _check_shards(os.path.join(examples_dir, folder), written > 0)
     tf.io.gfile.rmtree(raw_dir)
 
     outputs = {
@@ -686,8 +700,10 @@ def run_transform(
             tower: sorted(output.transformed_feature_spec()) for tower, output in outputs.items()
         },
         "seconds": round(time.time() - started, 2),
-        # pipeline 1 (grouping and building the raw examples) and pipeline 2 (the two TFT
-        # graphs analysed and applied, the TFRecords written), each with its own set-up
+        # pipeline 1 (grouping and building the raw examples), from the start of the run;
+        # pipeline 2 (the two TFT graphs analysed and applied, the TFRecords written), from
+        # the end of pipeline 1 (its graphs traced while it is built); what follows (checking
+        # the shards, reading the TFT outputs back) is in neither
         "seconds_by_pipeline": {
             "examples": round(examples_done - started, 2),
             "tft": round(tft_done - examples_done, 2),

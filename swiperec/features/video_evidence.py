@@ -48,8 +48,9 @@ class VideoSwipeCounts:
     A user's vote on a video is their latest swipe on it: a repeat swipe replaces the earlier
     vote rather than adding one, so no account can move a video's evidence by swiping it
     again and again. Holds (E,) arrays of the votes' changes sorted by (catalogue position,
-    time) and each video's slice of them, so a query is a binary search in one video's times.
-    Picklable; a side input of the example builder, like the negative sampler.
+    time): their running sums, each video's slice of them and one sorted key per change, so
+    any number of (video, time) queries are one `searchsorted`. Picklable; a side input of the
+    example builder, like the negative sampler.
     """
 
     def __init__(self, catalogue: Catalogue, events: Events):
@@ -70,7 +71,6 @@ class VideoSwipeCounts:
     def _build(self, videos: int, changes: tuple[np.ndarray, ...]) -> None:
         position, time_us, d_likes, d_nopes = changes
         order = np.lexsort((time_us, position))
-        self._time_us = time_us[order]
         # the change of likes over each video's first k swipes: _likes[start + k] - _likes[start]
         self._likes = np.concatenate([[0], np.cumsum(d_likes[order])])
         self._nopes = np.concatenate([[0], np.cumsum(d_nopes[order])])
@@ -80,7 +80,7 @@ class VideoSwipeCounts:
         # change is before a time exactly when its time's rank is below the time's.
         self._times = np.unique(time_us)
         self._key = position[order] * (len(self._times) + 1) + np.searchsorted(
-            self._times, self._time_us
+            self._times, time_us[order]
         )
 
     def counts_before(self, positions, at_us) -> tuple[np.ndarray, np.ndarray]:
@@ -96,12 +96,9 @@ class VideoSwipeCounts:
         return likes, self._nopes[before] - self._nopes[start]
 
     def evidence_at(self, position: int, at_us: int) -> tuple[float, float]:
-        """`VIDEO_EVIDENCE_NAMES` of the video at catalogue `position` as of `at_us` (the
-        example builder's per-example call: no arrays)."""
-        start, end = int(self._start[position]), int(self._start[position + 1])
-        before = start + int(np.searchsorted(self._time_us[start:end], at_us, side="left"))
-        likes = int(self._likes[before] - self._likes[start])
-        nopes = int(self._nopes[before] - self._nopes[start])
+        """`VIDEO_EVIDENCE_NAMES` of the video at catalogue `position` as of `at_us`, for one
+        video: plain floats."""
+        likes, nopes = (int(count[0]) for count in self.counts_before([position], at_us))
         return math.log((likes + 1.0) / (nopes + 1.0)), math.log1p(likes + nopes)
 
     def evidence(self, positions, at_us) -> np.ndarray:

@@ -11,7 +11,7 @@ examples per second and peak RSS (this process and, with workers, its children).
 in the same run is the bare work without Beam or TFT: building every user's examples in a
 plain Python loop; the ratio says what the pipeline (grouping, TFT analysis and transform,
 TFRecord writing) costs on top of it, and each of its two Beam pipelines (the examples built
-and written as Parquet; the TFT graphs analysed and applied, the TFRecords written) is timed
+and written for the second; the TFT graphs analysed and applied, the TFRecords written) is timed
 against it too. Writes tests/performance/results/transform_<scale>.json.
 `--keep DIR` leaves the data set's snapshot, ground truth and transform outputs in DIR as
 `bench_train --work DIR` reads them, so the suite transforms the default data once.
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         "baseline_plain_python_examples": baseline_examples,
         "baseline_plain_python_seconds": round(baseline_s, 1),
         "pipeline_vs_baseline": round(transform_s / baseline_s, 2),
-        # the two Beam pipelines apart: the examples built and written as Parquet, then the
+        # the two Beam pipelines apart: the examples built and written for the second, then the
         # TFT graphs analysed and applied and the TFRecords written
         "examples_pipeline_seconds": stages["examples"],
         "tft_pipeline_seconds": stages["tft"],

@@ -163,7 +163,7 @@ def test_record_lists_become_tfrecord_shards_and_an_empty_split_one_empty_shard(
         with beam.Pipeline() as pipeline:
             records = pipeline | beam.Create(lists)
             _ = records | _write_tfrecords(str(out / split), str(tmp_path / "temp" / split))
-        _check_shards(str(out / split))
+        _check_shards(str(out / split), bool(lists))
     train = [bytes(r.numpy()) for r in _records(tfrecord_files(str(out), "train"))]
     assert sorted(train) == [b"a", b"b", b"c"]
     assert list(_records(tfrecord_files(str(out), "test"))) == []
@@ -188,7 +188,7 @@ def test_raw_tables_written_as_arrow_files_read_back_as_their_rows(tmp_path):
             _ = (pipeline | beam.Create(written, reshuffle=False)
                  | _write_arrow_files(str(tmp_path / split), str(tmp_path / "temp" / split),
                                       _schema()))  # fmt: skip
-        _check_shards(str(tmp_path / split), ".arrows", empty_shard=False)
+        _check_shards(str(tmp_path / split), bool(written), ".arrows", empty_shard=False)
 
     def as_text(row):
         return repr(sorted(row.items()))
@@ -210,7 +210,12 @@ def test_a_shard_that_never_arrived_fails_the_check(tmp_path):
 
     (tmp_path / "part-00000-of-00002.tfrecord").write_bytes(b"")
     with pytest.raises(SwiperecError, match="1 of 2 shards in place"):
-        _check_shards(str(tmp_path))
+        _check_shards(str(tmp_path), written=True)
+    # none arrived of a split that had examples: not mistaken for an empty split
+    for suffix, empty_shard in ((".tfrecord", True), (".arrows", False)):
+        with pytest.raises(SwiperecError, match="no shards in place, where some were written"):
+            _check_shards(str(tmp_path / "none"), True, suffix, empty_shard)
+        assert not (tmp_path / "none").exists()
 
 
 def _tower_spec():

@@ -56,6 +56,18 @@ def test_counts_are_real_users_votes_from_the_swipes_strictly_before_the_time_as
     # A side input of the Beam pipeline: the same answers after pickling.
     again = pickle.loads(pickle.dumps(counts))
     assert again.evidence_at(four, T0 + 100) == counts.evidence_at(four, T0 + 100)
+    queries = [two, three, four, two], [T0 + 11, T0 + 6, T0 + 100, T0 + 1]
+    for ours, theirs in zip(again.counts_before(*queries), counts.counts_before(*queries),
+                            strict=True):  # fmt: skip
+        assert ours.tolist() == theirs.tolist()
+    np.testing.assert_array_equal(again.evidence(*queries), counts.evidence(*queries))
+
+
+def test_a_catalogue_nobody_swiped_has_no_votes_at_any_time():
+    counts = VideoSwipeCounts.from_changes(3, tuple(np.zeros(0, np.int64) for _ in range(4)))
+    likes, nopes = counts.counts_before([0, 1, 2, 2], [T0, T0 + 1, 0, np.iinfo(np.int64).max])
+    assert likes.tolist() == nopes.tolist() == [0, 0, 0, 0]
+    assert counts.evidence_at(1, T0) == (0.0, 0.0)
 
 
 def test_counts_match_a_brute_force_count_on_generated_data():
