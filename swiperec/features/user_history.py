@@ -95,8 +95,12 @@ class UserHistory:
         # a nope leaves the liked lists alone.
         self._shares: list[tuple[list[str], list[float]] | None] = [None] * 6
         self._totals: list[float | None] = [None] * 6  # the same dicts' weight sums
+        # The same dicts' `history_profile_size` largest names, kept up to date one added
+        # event at a time (None: found again by sorting the whole dict, when next asked).
+        self._largest: list[_Largest | None] = [None] * 6
         # Most recent first; each entry is one liked title's n-gram list.
         self._title_ngrams: deque[list[str]] = deque(maxlen=config.history_titles)
+        self._title_counts: Counter[str] = Counter()  # the n-grams of `_title_ngrams`
         self._liked_videos: deque[str] = deque(maxlen=config.history_videos)
         self._title_profile: tuple[list[str], list[float]] | None = ([], [])  # None: stale
         self._first_us: int | None = None
@@ -136,28 +140,43 @@ class UserHistory:
         weight = math.exp2(exponent)
 
         label = int(label)
-        shares, totals = self._shares, self._totals
+        shares, totals, largest = self._shares, self._totals, self._largest
         shares[label] = shares[2 + label] = shares[4 + label] = None
         totals[label] = totals[2 + label] = totals[4 + label] = None
         self._counts[label] += 1
         self._scaled[label] += weight
-        genres = self._genres[label]
+        genres, top = self._genres[label], largest[label]
         for genre in self._catalogue.genres[position]:
             genres[genre] = genres.get(genre, 0.0) + weight
+            if top is not None:
+                top.grew(genre)
         maker = self._catalogue.maker[position]
         if maker:  # '' is a NULL maker: no maker to like or dislike
-            makers = self._makers[label]
+            makers, top = self._makers[label], largest[2 + label]
             makers[maker] = makers.get(maker, 0.0) + weight
-        performers = self._performers[label]
+            if top is not None:
+                top.grew(maker)
+        performers, top = self._performers[label], largest[4 + label]
         for performer in self._catalogue.performers[position]:
             performers[performer] = performers.get(performer, 0.0) + weight
+            if top is not None:
+                top.grew(performer)
         if label == 1:
             config = self._config
             self._title_profile = None
             if config.history_titles:
-                self._title_ngrams.appendleft(
-                    char_ngrams(self._catalogue.title[position], config.ngram_min, config.ngram_max)
+                titles, counts = self._title_ngrams, self._title_counts
+                if len(titles) == titles.maxlen:  # the oldest title leaves the profile
+                    for ngram in titles[-1]:
+                        if counts[ngram] == 1:
+                            del counts[ngram]
+                        else:
+                            counts[ngram] -= 1
+                ngrams = char_ngrams(
+                    self._catalogue.title[position], config.ngram_min, config.ngram_max
                 )
+                titles.appendleft(ngrams)
+                counts.update(ngrams)
             self._liked_videos.appendleft(self._catalogue.external_id[position])
 
     def extend_at_positions(self, positions, labels, times_us) -> None:
@@ -226,7 +245,7 @@ class UserHistory:
             if label == 1:
                 liked.append(position)
         self._last_us = times_us[-1]
-        self._shares, self._totals = [None] * 6, [None] * 6
+        self._shares, self._totals, self._largest = [None] * 6, [None] * 6, [None] * 6
         if liked:
             config = self._config
             self._title_profile = None
@@ -235,6 +254,7 @@ class UserHistory:
                     self._title_ngrams.appendleft(
                         char_ngrams(catalogue.title[position], config.ngram_min, config.ngram_max)
                     )
+                self._title_counts = Counter(chain.from_iterable(self._title_ngrams))
             for position in liked[-config.history_videos :] if config.history_videos else ():
                 self._liked_videos.appendleft(catalogue.external_id[position])
 
@@ -273,7 +293,8 @@ class UserHistory:
         """Move the anchor to `time_us`, multiplying every stored weight by the same factor."""
         factor = math.exp2(-(time_us - self._anchor_us) / self._half_life_us)
         self._anchor_us = time_us
-        self._shares, self._totals = [None] * 6, [None] * 6
+        # Rounding may tie weights that differed, and an underflow drops names: rank afresh.
+        self._shares, self._totals, self._largest = [None] * 6, [None] * 6, [None] * 6
         self._scaled = [value * factor for value in self._scaled]
         for weights in (*self._genres, *self._makers, *self._performers):
             for key, value in list(weights.items()):
@@ -318,10 +339,12 @@ class UserHistory:
         size = self._config.history_profile_size
         for k, weights in enumerate((*self._genres, *self._makers, *self._performers)):
             if self._shares[k] is None:
-                self._shares[k] = _shares(weights, size)
+                if self._largest[k] is None:
+                    self._largest[k] = _Largest(weights, size)
+                self._shares[k] = _shares(weights, self._largest[k].names)
         if self._title_profile is None:
             self._title_profile = _title_profile(
-                self._title_ngrams, self._config.title_profile_size
+                self._title_counts, self._config.title_profile_size
             )
         shares = [(list(names), list(values)) for names, values in self._shares]
         (noped_genres, noped_genre_weights), (liked_genres, liked_genre_weights) = shares[:2]
@@ -358,24 +381,29 @@ class UserHistory:
         }
 
 
-def _title_profile(titles, size: int) -> tuple[list[str], list[float]]:
-    """The `size` most frequent n-grams over the liked titles' n-gram lists, with their shares.
+def _title_profile(counts: Counter[str], size: int) -> tuple[list[str], list[float]]:
+    """The `size` most frequent n-grams of `counts` (the liked titles' n-grams), by count, then
+    n-gram, with their shares of those n-grams' counts.
 
     A fixed-size profile, not the titles' n-grams themselves: 20 titles make ~800 n-grams,
     and carrying those on every training example costs gigabytes at the catalogue's size.
     """
-    counts = Counter(chain.from_iterable(titles))
-    # By n-gram, then stably by count descending: as `_shares` sorts.
-    top = sorted(counts)
+    if size and len(counts) > size:
+        # Only n-grams as frequent as the size-th largest count can be among the top.
+        floor = sorted(counts.values(), reverse=True)[size - 1]
+        top = sorted([ngram for ngram, count in counts.items() if count >= floor])
+    else:
+        top = sorted(counts)
+    # By n-gram, then stably by count descending: as `_Largest` ranks.
     top.sort(key=counts.__getitem__, reverse=True)
     del top[size:]
     total = sum(counts[ngram] for ngram in top)
     return top, [counts[ngram] / total for ngram in top]
 
 
-def _shares(weights: dict[str, float], size: int = 0) -> tuple[list[str], list[float]]:
-    """The `size` (0: all) names of the largest weights, sorted by weight (descending, then
-    name), and their shares of the total.
+def _shares(weights: dict[str, float], names) -> tuple[list[str], list[float]]:
+    """`names` (keys of `weights`) sorted by weight (descending, then name), and their shares
+    of the whole dict's total.
 
     The shares need no decay factor: every stored weight carries the same one, so it cancels.
     """
@@ -384,8 +412,48 @@ def _shares(weights: dict[str, float], size: int = 0) -> tuple[list[str], list[f
     total = sum(weights.values())
     # By name, then stably by weight descending (`reverse` keeps ties in name order): two
     # sorts with C-level keys, no (weight, name) tuple per entry.
-    names = sorted(weights)
+    names = sorted(names)
     names.sort(key=weights.__getitem__, reverse=True)
-    if size:
-        del names[size:]
     return names, [weights[name] / total for name in names]
+
+
+class _Largest:
+    """The `size` (0: all) names of a weight dict ranked first by weight (descending, then
+    name), kept as the dict's weights grow: one added event moves a few names, so the dict is
+    sorted once, not once per query (a long history's performers number in the hundreds).
+
+    Exact while weights only grow: a name outside the set can only enter it, by beating the
+    set's lowest-ranked name when its own weight grows. A change that lowers or ties weights
+    (`UserHistory._rescale`) drops the set instead.
+    """
+
+    __slots__ = ("_lowest", "_weights", "names", "size")
+
+    def __init__(self, weights: dict[str, float], size: int):
+        self._weights, self.size = weights, size
+        ranked = sorted(weights)
+        ranked.sort(key=weights.__getitem__, reverse=True)
+        self.names = set(ranked[:size] if size else ranked)
+        self._lowest: str | None = None  # the set's lowest-ranked name; None: not known
+
+    def grew(self, name: str) -> None:
+        """`name`'s weight has grown, or it has just been added to the dict."""
+        names = self.names
+        if name in names:
+            if name == self._lowest:
+                self._lowest = None
+            return
+        if not self.size or len(names) < self.size:  # the set holds every name
+            names.add(name)
+            self._lowest = None
+            return
+        weights = self._weights
+        lowest = self._lowest
+        if lowest is None:
+            low = min(map(weights.__getitem__, names))
+            lowest = self._lowest = max(n for n in names if weights[n] == low)
+        weight, low = weights[name], weights[lowest]
+        if weight > low or (weight == low and name < lowest):
+            names.remove(lowest)
+            names.add(name)
+            self._lowest = None

@@ -375,6 +375,49 @@ def test_a_whole_history_at_once_gives_the_same_features_to_the_last_bit(catalog
     assert len(at_once) == 300
 
 
+def test_profiles_kept_event_by_event_match_a_fresh_ranking_at_every_step():
+    """The profiles a history keeps up to date one event at a time (the few largest names of
+    each list, the last liked titles' n-gram counts) against the same events ranked afresh
+    (`extend_at_positions` sorts each list whole) after every event: with small caps, so names
+    enter and leave the profiles and titles leave the n-gram counts, with equal weights (events
+    at one time) ordered by name, and across a rescale of the weights."""
+    import random
+
+    rng = random.Random(7)
+    pool = "海夏祭り初恋花火雪月"
+    videos = 40
+    catalogue = catalogue_from_table(
+        pa.table(
+            {
+                "id": list(range(1, videos + 1)),
+                "external_id": [f"v{i}" for i in range(1, videos + 1)],
+                "title": ["".join(rng.choices(pool, k=rng.randrange(0, 5))) for _ in range(videos)],
+                "genres": [rng.sample("ABCDEFGH", rng.randrange(0, 3)) for _ in range(videos)],
+                "maker": [rng.choice(["m1", "m2", "m3", "m4", None]) for _ in range(videos)],
+                "performers": [
+                    [f"p{k}" for k in rng.sample(range(12), rng.randrange(0, 4))]
+                    for _ in range(videos)
+                ],
+            }
+        )
+    )
+    config = replace(CONFIG, history_profile_size=3, history_titles=3, title_profile_size=4)
+    positions = [rng.randrange(videos) for _ in range(400)]
+    labels = [rng.randrange(2) for _ in range(400)]
+    times = sorted(T0 + rng.randrange(0, 60) * 3_600_000_000 for _ in range(400))
+    times = times[:200] + [t + 600 * DAY_US for t in times[200:]]  # the weights rescale
+    kept = UserHistory(catalogue, config, is_pseudo=False)
+    entered = set()
+    for n, (position, label, time_us) in enumerate(zip(positions, labels, times, strict=True)):
+        kept.add_at_position(position, label, time_us)
+        fresh = UserHistory(catalogue, config, is_pseudo=False)
+        fresh.extend_at_positions(positions[: n + 1], labels[: n + 1], times[: n + 1])
+        features = kept.features(time_us)
+        assert features == fresh.features(time_us), n  # floats equal, not approximately
+        entered.update(features["liked_performers"])
+    assert len(entered) > 3 * 2  # the profile's names changed, beyond its first three
+
+
 def test_a_whole_history_with_a_bad_event_adds_nothing(catalogue):
     history = UserHistory(catalogue, CONFIG, is_pseudo=False)
     history.add(1, 1, T0 + DAY_US)
