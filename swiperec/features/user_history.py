@@ -394,7 +394,7 @@ def _title_profile(counts: Counter[str], size: int) -> tuple[list[str], list[flo
         top = sorted([ngram for ngram, count in counts.items() if count >= floor])
     else:
         top = sorted(counts)
-    # By n-gram, then stably by count descending: as `_Largest` ranks.
+    # By n-gram, then stably by count descending: the order `_shares` sorts names in.
     top.sort(key=counts.__getitem__, reverse=True)
     del top[size:]
     total = sum(counts[ngram] for ngram in top)
@@ -423,11 +423,12 @@ class _Largest:
     sorted once, not once per query (a long history's performers number in the hundreds).
 
     Exact while weights only grow: a name outside the set can only enter it, by beating the
-    set's lowest-ranked name when its own weight grows. A change that lowers or ties weights
-    (`UserHistory._rescale`) drops the set instead.
+    set's lowest-ranked name when its own weight grows. So the owner must call `grew` after
+    every increase (and for every new name), and must discard this object (the next query
+    builds a new one, sorting the dict whole) when the dict changes any other way: a
+    rescale, whose rounding may tie weights and whose underflow drops names, or events added
+    without `grew`, as `UserHistory.extend_at_positions` adds them.
     """
-
-    __slots__ = ("_lowest", "_weights", "names", "size")
 
     def __init__(self, weights: dict[str, float], size: int):
         self._weights, self.size = weights, size

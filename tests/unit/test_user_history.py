@@ -352,6 +352,19 @@ def test_history_pickles(catalogue):
     history.add(4, 0, T0 + DAY_US)
     restored = pickle.loads(pickle.dumps(history))
     assert restored.features(T0 + 2 * DAY_US) == history.features(T0 + 2 * DAY_US)
+    # Pickled after a query, the kept profiles travel with the weights they rank: events
+    # added to both afterwards move both alike.
+    copies = [
+        pickle.loads(pickle.dumps(history, protocol=protocol))
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1)
+    ]
+    for each in (history, *copies):
+        each.add(2, 1, T0 + 3 * DAY_US)
+        each.add(1, 0, T0 + 3 * DAY_US)
+    expected = history.features(T0 + 4 * DAY_US)
+    assert expected["liked_performers"] == ["Q", "P"]  # Q's second like moved it first
+    for each in copies:
+        assert each.features(T0 + 4 * DAY_US) == expected
 
 
 def test_a_whole_history_at_once_gives_the_same_features_to_the_last_bit(catalogue):
@@ -378,10 +391,13 @@ def test_a_whole_history_at_once_gives_the_same_features_to_the_last_bit(catalog
 def test_profiles_kept_event_by_event_match_a_fresh_ranking_at_every_step():
     """The profiles a history keeps up to date one event at a time (the few largest names of
     each list, the last liked titles' n-gram counts) against the same events ranked afresh
-    (`extend_at_positions` sorts each list whole) after every event: with small caps, so names
-    enter and leave the profiles and titles leave the n-gram counts, with equal weights (events
-    at one time) ordered by name, and across a rescale of the weights."""
+    (a history given the events at once by `extend_at_positions`, whose next query sorts each
+    list whole) after every event, and the title n-grams against a plain count of the last
+    liked titles: with small caps, so names enter and leave the profiles and titles leave the
+    n-gram counts, with equal weights (events at one time) ordered by name, and across a
+    rescale of the weights."""
     import random
+    from collections import Counter
 
     rng = random.Random(7)
     pool = "海夏祭り初恋花火雪月"
@@ -415,7 +431,16 @@ def test_profiles_kept_event_by_event_match_a_fresh_ranking_at_every_step():
         features = kept.features(time_us)
         assert features == fresh.features(time_us), n  # floats equal, not approximately
         entered.update(features["liked_performers"])
+        liked = [p for p, label in zip(positions[: n + 1], labels, strict=False) if label]
+        counts = Counter(
+            g
+            for p in liked[-config.history_titles :]
+            for g in char_ngrams(catalogue.title[p], 1, 2)
+        )
+        ranked = sorted(counts, key=lambda g: (-counts[g], g))[: config.title_profile_size]
+        assert features["liked_title_ngrams"] == ranked, n
     assert len(entered) > 3 * 2  # the profile's names changed, beyond its first three
+    assert kept._anchor_us > times[0]  # the weights were rescaled on the way
 
 
 def test_a_whole_history_with_a_bad_event_adds_nothing(catalogue):
