@@ -48,7 +48,7 @@ class FeatureConfig:
     # and the examples grow with the square of a user's history.
     history_profile_size: int = 32
     seed: int = 42
-    title_vocab_size: int = 1000  # character n-gram vocabulary (TF-IDF of titles)
+    title_vocab_size: int = 1000  # the most frequent character n-grams kept (TF-IDF of the text)
     # Cap of the user-side vocabularies (genres, makers, title n-grams, videos). Above the
     # number of distinct values, the Misra-Gries analysis is exact and so deterministic;
     # 200,000 is TFT's limit for it, and the catalogue size this is built for.

@@ -8,7 +8,8 @@ so serving tokenises and scales exactly as training did.
 Japanese titles have no spaces, so text is split into characters and turned into character
 n-grams inside the graph (`tf.strings.unicode_split` + `tf.strings.ngrams`), then TF-IDF over a
 top-k vocabulary. Vocabularies are named (`vocab_filename=`) so the trainer can size embedding
-tables by name; each has OOV buckets for values first seen after training.
+tables by name (`vocabulary_size`: the text n-grams' file lists more than the top k); each has
+OOV buckets for values first seen after training.
 
 Video graph outputs (B = batch; "sparse" = `SparseTensor` [B, None]):
   video_text_ids / video_text_weights   sparse int64 / float32: TF-IDF of title + description
@@ -73,6 +74,7 @@ OOV_BUCKETS = {
     USER_TITLE_VOCAB: 1,
     RECENT_VIDEO_VOCAB: 4,
 }
+TEXT_VOCAB_CAPACITY = 200_000  # n-grams counted for TEXT_VOCAB, of which the graph keeps the top
 NO_MAKER = "__no_maker__"
 AGE_SCALE_DAYS = 3652.5
 
@@ -154,6 +156,13 @@ def example_spec() -> dict:
     return {**user_feature_spec(), **passthrough}
 
 
+def vocabulary_size(output, name: str, config: FeatureConfig) -> int:
+    """The values vocabulary `name` of a `tft.TFTransformOutput` gives ids to, OOV buckets
+    aside: the text n-grams' file may list more than the graph keeps."""
+    size = output.vocabulary_size_by_name(name)
+    return min(size, config.title_vocab_size) if name == TEXT_VOCAB else size
+
+
 def char_ngram_tokens(text: tf.Tensor, ngram_min: int, ngram_max: int) -> tf.RaggedTensor:
     """[B] strings -> [B, None] character n-grams (all `ngram_min`-grams first, then longer).
 
@@ -194,8 +203,16 @@ def make_video_preprocessing_fn(config: FeatureConfig):
             ],
             axis=1,
         ).to_sparse()  # tft.tfidf needs a SparseTensor; a RaggedTensor fails
-        text_ids = tft.compute_and_apply_vocabulary(
-            text, top_k=config.title_vocab_size, num_oov_buckets=1, vocab_filename=TEXT_VOCAB
+        # The n-grams' counts by Misra-Gries (approximate_vocabulary), which keeps them in one
+        # bounded accumulator per bundle where the exact vocabulary makes each batch's distinct
+        # n-grams Beam elements and sorts them all. Below its capacity (TFT's largest, 200,000)
+        # the counts are exact, and so the order: the file lists every n-gram, most frequent
+        # first, ties by bytes descending, as the exact vocabulary does. The graph keeps the
+        # first `title_vocab_size` and maps the rest, with n-grams never seen, to one OOV id.
+        counts = approximate_vocabulary(text, top_k=TEXT_VOCAB_CAPACITY, vocab_filename=TEXT_VOCAB)
+        ids = tft.apply_vocabulary(text, counts, num_oov_buckets=1)
+        text_ids = tf.SparseTensor(
+            ids.indices, tf.minimum(ids.values, config.title_vocab_size), ids.dense_shape
         )
         outputs = {}
         outputs["video_text_ids"], outputs["video_text_weights"] = tft.tfidf(

@@ -695,7 +695,7 @@ def run_transform(
         },
         "counts": counts,
         "catalogue": {"videos": summary["videos"], "as_of": _iso(cutoff_us)},
-        "vocabulary_sizes": _vocabulary_sizes(outputs),
+        "vocabulary_sizes": _vocabulary_sizes(outputs, config),
         "transformed_features": {
             tower: sorted(output.transformed_feature_spec()) for tower, output in outputs.items()
         },
@@ -775,12 +775,16 @@ def _read_counts(result) -> dict:
     return counts
 
 
-def _vocabulary_sizes(outputs: dict) -> dict[str, int]:
-    from swiperec.features.preprocessing import USER_VOCABULARIES, VIDEO_VOCABULARIES
+def _vocabulary_sizes(outputs: dict, config: FeatureConfig) -> dict[str, int]:
+    from swiperec.features.preprocessing import (
+        USER_VOCABULARIES,
+        VIDEO_VOCABULARIES,
+        vocabulary_size,
+    )
 
     names = {"video": VIDEO_VOCABULARIES, "user": USER_VOCABULARIES}
     return {
-        name: outputs[tower].vocabulary_size_by_name(name)
+        name: vocabulary_size(outputs[tower], name, config)
         for tower, vocabularies in names.items()
         for name in vocabularies
     }

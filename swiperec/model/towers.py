@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from swiperec.features.config import FeatureConfig
 from swiperec.features.preprocessing import (
     GENRE_VOCAB,
     MAKER_VOCAB,
@@ -36,6 +37,7 @@ from swiperec.features.preprocessing import (
     USER_TITLE_VOCAB,
     USER_VOCABULARIES,
     VIDEO_VOCABULARIES,
+    vocabulary_size,
 )
 from swiperec.model.config import TrainConfig
 from swiperec.model.layers import (
@@ -71,7 +73,7 @@ USER_SCALARS = (
     *(f"user_{name}_z" for name in USER_COUNTS),
     *(f"user_{name}" for name in USER_RATIOS),
 )
-_TEXT_OOV_BUCKETS = 1  # compute_and_apply_vocabulary(num_oov_buckets=1) in the video graph
+_TEXT_OOV_BUCKETS = 1  # apply_vocabulary(num_oov_buckets=1) in the video graph
 
 
 def _bag_inputs(bags: dict) -> list[str]:
@@ -82,14 +84,14 @@ VIDEO_TOWER_INPUTS = (*_bag_inputs(VIDEO_BAGS), "video_maker_id", "video_id", *V
 USER_TOWER_INPUTS = (*_bag_inputs(USER_BAGS), *USER_SCALARS)
 
 
-def table_sizes(video_output, user_output) -> dict[str, int]:
+def table_sizes(video_output, user_output, config: FeatureConfig) -> dict[str, int]:
     """Rows of each embedding table: vocabulary size plus its OOV buckets, read by name from
-    the two `tft.TFTransformOutput`s."""
+    the two `tft.TFTransformOutput`s that `config` made."""
     sizes = {}
     for output, names in ((video_output, VIDEO_VOCABULARIES), (user_output, USER_VOCABULARIES)):
         for name in names:
             oov = OOV_BUCKETS.get(name, _TEXT_OOV_BUCKETS)
-            sizes[name] = output.vocabulary_size_by_name(name) + oov
+            sizes[name] = vocabulary_size(output, name, config) + oov
     return sizes
 
 

@@ -51,6 +51,7 @@ def train(
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from swiperec.features.config import stored_feature_config
     from swiperec.features.transform import read_transform_metadata
     from swiperec.model.data import (
         Catalogue,
@@ -87,7 +88,9 @@ def train(
     )
     if config.video_id_min_count == 0:
         known = np.empty(0, dtype=np.int64)  # 0 turns id embeddings off: content only
-    sizes = table_sizes(outputs["video"], outputs["user"])
+    sizes = table_sizes(
+        outputs["video"], outputs["user"], stored_feature_config(transform_meta["config"])
+    )
     n_train = counts["train"]["examples"]
     spec = outputs["user"].transformed_feature_spec()
     match_start = None

@@ -56,7 +56,7 @@ def test_fit_smoke_on_ten_rows(transformed):
     catalogue = Catalogue.load(
         transformed.examples_dir, graphs["video"].transformed_feature_spec(), row_counts
     )
-    sizes = table_sizes(graphs["video"], graphs["user"])
+    sizes = table_sizes(graphs["video"], graphs["user"], FeatureConfig())
     model = TwoTowerModel(
         build_user_tower(sizes, SMALL),
         build_video_tower(sizes, np.array([1, 2]), SMALL),

@@ -99,8 +99,9 @@ class VideoGraphTest(TransformTestCase):
 
         # Counts: 告 白 告白 twice; 恋 の 恋の の告 once. TFT orders a vocabulary by count,
         # then by the token's bytes, descending: 白 (e7..) 告白 (e5 91 8a e7) 告 (e5 91 8a),
-        # then 恋の (e6 81 8b e3) 恋 (e6 81 8b) の告 (e3 81 ae e5) の (e3 81 ae). top_k = 5
-        # keeps 白 告白 告 恋の 恋 (ids 0-4); の and の告 fall in the one OOV bucket (id 5).
+        # then 恋の (e6 81 8b e3) 恋 (e6 81 8b) の告 (e3 81 ae e5) の (e3 81 ae).
+        # The file lists all seven; title_vocab_size = 5 keeps 白 告白 告 恋の 恋 (ids 0-4),
+        # and の告 and の share the one OOV id (5) with n-grams never seen.
         # tfidf = (count / tokens in the title) * (1 + log((N + 1) / (df + 1))), N = 2 videos:
         # ids 0-2 appear in both titles (idf 1), ids 3-5 only in the first (idf 1 + log 1.5).
         rare = 1 + math.log(3 / 2)
@@ -130,7 +131,9 @@ class VideoGraphTest(TransformTestCase):
             lambda inputs: {k: v for k, v in full(inputs).items() if k in checked},
             expected,
             expected_vocab_file_contents={
-                "text_ngrams": [x.encode() for x in ("白", "告白", "告", "恋の", "恋")],
+                "text_ngrams": [
+                    t.encode() for t in ("白", "告白", "告", "恋の", "恋", "の告", "の")
+                ],
                 "genres": ["恋愛".encode(), "ドラマ".encode()],
                 "makers": ["メーカーA".encode(), b"__no_maker__"],
             },
