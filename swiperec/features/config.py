@@ -97,8 +97,9 @@ class FeatureConfig:
         for name in ("title_vocab_size", "user_vocab_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.user_vocab_size > 200_000:
-            problems.append(f"user_vocab_size is at most 200000, got {self.user_vocab_size}")
+        for name in ("title_vocab_size", "user_vocab_size"):  # Misra-Gries: TFT's largest
+            if getattr(self, name) > 200_000:
+                problems.append(f"{name} is at most 200000, got {getattr(self, name)}")
         if not 1 <= self.ngram_min <= self.ngram_max:
             problems.append(
                 "n-gram widths must satisfy 1 <= ngram_min <= ngram_max, got "

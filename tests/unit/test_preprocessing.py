@@ -170,6 +170,35 @@ class VideoGraphUnseenValuesTest(TransformTestCase):
         )
 
 
+class VideoGraphSmallerVocabularyTest(TransformTestCase):
+    def test_fewer_ngrams_than_kept_put_the_oov_id_after_the_last(self):
+        # Seven n-grams (ids 0-6, as above) under title_vocab_size = 10: the one OOV id is 7,
+        # the file's length, and the text's table has 8 rows, as the exact top-k vocabulary
+        # gave. 恋雪 -> 恋 (id 4), 雪 and 恋雪 (never seen: id 7 twice). tfidf over N = 2
+        # analysed videos: 恋 has df 1 (idf 1 + log 1.5); the OOV id df 0 (idf 1 + log 3).
+        config = FeatureConfig(title_vocab_size=10, ngram_min=1, ngram_max=2)
+        analysed = [
+            video_row(1, "恋の告白", ["恋愛"], "メーカーA"),
+            video_row(2, "告白", ["恋愛"], ""),
+        ]
+        expected = [
+            {
+                "video_id": 3,
+                "video_text_ids": [4, 7],
+                "video_text_weights": [(1 + math.log(3 / 2)) / 3, 2 * (1 + math.log(3)) / 3],
+            }
+        ]
+        full = make_video_preprocessing_fn(config)
+        checked = set(expected[0])
+        self.assertAnalyzeAndTransformResults(
+            analysed,
+            metadata(video_row_spec()),
+            lambda inputs: {k: v for k, v in full(inputs).items() if k in checked},
+            expected,
+            test_data=[video_row(3, "恋雪", ["恋愛"], "メーカーA")],
+        )
+
+
 class UserGraphTest(TransformTestCase):
     def test_counts_vocabularies_and_an_unseen_genre(self):
         config = FeatureConfig(title_vocab_size=5)

@@ -96,6 +96,8 @@ def test_config_reads_naive_datetimes_as_utc():
         ({"history_profile_size": -1}, "history_profile_size must not be negative"),
         ({"seed": True}, "seed must be an int"),
         ({"ngram_min": 3, "ngram_max": 2}, "ngram_min <= ngram_max"),
+        ({"title_vocab_size": 200_001}, "title_vocab_size is at most 200000"),
+        ({"user_vocab_size": 0}, "user_vocab_size must be at least 1"),
         ({"val_start": datetime(2026, 3, 1)}, "give both val_start and test_start"),
         (
             {"val_start": datetime(2026, 4, 1), "test_start": datetime(2026, 3, 1)},
