@@ -43,7 +43,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.experimental import approximate_vocabulary
 
-from swiperec.features.config import FeatureConfig
+from swiperec.features.config import VOCABULARY_CAPACITY, FeatureConfig
 from swiperec.features.video_evidence import RANKING_FEATURE_NAMES
 
 # Vocabulary file names: contracts with the trainer.
@@ -74,7 +74,6 @@ OOV_BUCKETS = {
     USER_TITLE_VOCAB: 1,
     RECENT_VIDEO_VOCAB: 4,
 }
-TEXT_VOCAB_CAPACITY = 200_000  # n-grams counted for TEXT_VOCAB, of which the graph keeps the top
 NO_MAKER = "__no_maker__"
 AGE_SCALE_DAYS = 3652.5
 
@@ -209,7 +208,7 @@ def make_video_preprocessing_fn(config: FeatureConfig):
         # the counts are exact, and so the order: the file lists every n-gram, most frequent
         # first, ties by bytes descending, as the exact vocabulary does. The graph keeps the
         # first `title_vocab_size` and maps the rest, with n-grams never seen, to one OOV id.
-        counts = approximate_vocabulary(text, top_k=TEXT_VOCAB_CAPACITY, vocab_filename=TEXT_VOCAB)
+        counts = approximate_vocabulary(text, top_k=VOCABULARY_CAPACITY, vocab_filename=TEXT_VOCAB)
         ids = tft.apply_vocabulary(text, counts, num_oov_buckets=1)
         text_ids = tf.SparseTensor(
             ids.indices, tf.minimum(ids.values, config.title_vocab_size), ids.dense_shape

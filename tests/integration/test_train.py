@@ -17,7 +17,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from swiperec.features.config import FeatureConfig, datetime_to_us
+from swiperec.features.config import FeatureConfig, datetime_to_us, stored_feature_config
 from swiperec.features.events import load_snapshot
 from swiperec.features.preprocessing import example_spec, user_feature_spec, video_row_spec
 from swiperec.features.raw_features import video_raw_features
@@ -56,7 +56,8 @@ def test_fit_smoke_on_ten_rows(transformed):
     catalogue = Catalogue.load(
         transformed.examples_dir, graphs["video"].transformed_feature_spec(), row_counts
     )
-    sizes = table_sizes(graphs["video"], graphs["user"], FeatureConfig())
+    config = stored_feature_config(transformed.metadata["config"])
+    sizes = table_sizes(graphs["video"], graphs["user"], config)
     model = TwoTowerModel(
         build_user_tower(sizes, SMALL),
         build_video_tower(sizes, np.array([1, 2]), SMALL),
