@@ -5,13 +5,18 @@ artifacts it declares, and deletes the folder when the step ends, like a Kubeflo
 A step that opens a path recorded inside an earlier artifact passes under KFP's local runner
 (one shared filesystem) but fails here, as it would on a cluster.
 
-The tiny synthetic data set and a one-epoch tiny model keep the whole run to about 90 s on 2
-cores (feature transform and training ~35 s each, mostly TensorFlow and Beam starting up); the
-toy pipeline that checks the harness itself takes about a second.
+A second run goes at the same moment on the same database: the installed `swiperec pipeline
+run --local`, with a blessing no model passes. Both complete; the blessed one serves, the other
+changes nothing that serves.
+
+The tiny synthetic data set and one-epoch tiny models keep the two runs to about 100 s on 2
+cores (mostly TensorFlow and Beam starting up in every step); the toy pipeline that checks the
+harness itself takes about a second.
 """
 
 import json
 import re
+import threading
 
 import pytest
 from kfp import compiler, dsl
@@ -43,10 +48,15 @@ PERMISSIVE = {
 }
 
 
+NOT_BLESSED = "v-not-blessed"
+
+
 @pytest.fixture(scope="module")
-def isolated(pg_server, tmp_path_factory):
-    """(run, connection, version) of one isolated run of the committed pipeline on the tiny
-    data set, in a database of its own."""
+def isolated(pg_server, installed, tmp_path_factory):
+    """(run, connection, version, the other run's process) of one isolated run of the committed
+    pipeline on the tiny data set, in a database of its own, and of the installed command's run
+    of it (`NOT_BLESSED`, a blessing no model passes) started at the same moment on the same
+    database."""
     from swiperec.data.load import load_synthetic
     from swiperec.data.synthetic import generate
     from swiperec.db import connect
@@ -56,17 +66,32 @@ def isolated(pg_server, tmp_path_factory):
     conn = connect(url)
     load_synthetic(conn, generate(TINY_DATA))
     version = "v-isolated"
+    tiny = {"epochs": 1, "train_config_json": json.dumps(SMALL_TRAIN.to_dict())}
     arguments = check_arguments({
+        **tiny,
         "model_version": version,
-        "epochs": 1,
-        "train_config_json": json.dumps(SMALL_TRAIN.to_dict()),
         "thresholds_json": json.dumps(PERMISSIVE),
         "activate": True,
         "database_url": url,
     })  # fmt: skip
     root = tmp_path_factory.mktemp("isolated")
-    run = run_isolated(COMPILED, arguments, root / "store", root / "work", STEP_ENV)
-    yield run, conn, version, url
+    env = {**installed.env(root / "home"), "DATABASE_URL": url}
+    other = {}
+
+    def run_other():
+        parameters = {**tiny, "thresholds_json": '{"min_auc": 0.99}', "model_version": NOT_BLESSED}
+        other["run"] = installed.run(
+            env, "pipeline", "run", "--local", "--root", str(root / "other"),
+            *(arg for name, value in parameters.items() for arg in ("--param", f"{name}={value}")),
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    try:
+        run = run_isolated(COMPILED, arguments, root / "store", root / "work", STEP_ENV)
+    finally:
+        thread.join(900)
+    yield run, conn, version, other.get("run")
     conn.close()
 
 
@@ -125,57 +150,37 @@ def test_the_lineage_records_every_artifact_each_step_opened(isolated):
     assert parameters["feature_transform"]["negatives_per_positive"] == 2.0
 
 
-def test_two_runs_at_once_the_blessed_one_serves_the_other_changes_nothing(
-    isolated, installed, tmp_path
-):
-    """Two runs of the installed `swiperec pipeline run --local` on the same database at the
-    same moment: one with a blessing any model passes, one with a blessing no model passes.
-    Both complete and record their own version and lineage; the blessed one serves, the one
-    that is not blessed has only its evaluation recorded and changed nothing that serves."""
-    import threading
-
+def test_two_runs_at_once_the_blessed_one_serves_the_other_changes_nothing(isolated):
+    """The fixture's two runs, on one database at the same moment: the isolated run, with a
+    blessing any model passes, and the installed command's, with one no model passes. Both
+    complete and record their own version and lineage; the blessed one serves, the one that is
+    not blessed has only its evaluation recorded and changed nothing that serves."""
     from swiperec.registry.lineage import lineage, show_version
 
-    _, conn, first, url = isolated
-    env = {**installed.env(tmp_path / "home"), "DATABASE_URL": url}
-    tiny = ["--param", "epochs=1", "--param",
-            f"train_config_json={json.dumps(SMALL_TRAIN.to_dict())}"]  # fmt: skip
-    runs = {
-        "v-blessed": f"thresholds_json={json.dumps(PERMISSIVE)}",
-        "v-not-blessed": 'thresholds_json={"min_auc": 0.99}',
-    }
-    results = {}
-
-    def run(version, thresholds):
-        results[version] = installed.run(
-            env, "pipeline", "run", "--local", "--root", str(tmp_path / version), *tiny,
-            "--param", thresholds, "--param", f"model_version={version}",
-        )  # fmt: skip
-
-    threads = [threading.Thread(target=run, args=item) for item in runs.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(900)
-    for version, result in results.items():
-        assert result.returncode == 0, version + result.stdout[-3000:] + result.stderr[-3000:]
-    assert "not blessed: AUC" in results["v-not-blessed"].stdout
-    assert not re.search(r"^  write-embeddings", results["v-not-blessed"].stdout, re.M)
-    stages = {v: show_version(conn, v)["stage"] for v in (first, "v-blessed", "v-not-blessed")}
-    assert stages == {first: "archived", "v-blessed": "production", "v-not-blessed": "candidate"}
+    _, conn, blessed, other = isolated
+    assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
+    assert "not blessed: AUC" in other.stdout
+    assert not re.search(r"^  write-embeddings", other.stdout, re.M)
+    stages = {v: show_version(conn, v)["stage"] for v in (blessed, NOT_BLESSED)}
+    assert stages == {blessed: "production", NOT_BLESSED: "candidate"}
     with conn.cursor() as cur:
         cur.execute("select model_version from serving_state")
-        assert cur.fetchone()[0] == "v-blessed"
-        cur.execute("select count(*) from embedding_sets where model_version = 'v-not-blessed'")
+        assert cur.fetchone()[0] == blessed
+        cur.execute("select count(*) from embedding_sets where model_version = %s",
+                    (NOT_BLESSED,))  # fmt: skip
         assert cur.fetchone()[0] == 0
     conn.rollback()
-    found = {v: lineage(conn, v) for v in runs}
-    assert found["v-blessed"]["run_id"] != found["v-not-blessed"]["run_id"]
+    found = {v: lineage(conn, v) for v in (blessed, NOT_BLESSED)}
+    assert found[blessed]["run_id"] != found[NOT_BLESSED]["run_id"]
     unblessed_steps = [s for s in STEPS if s != "write-embeddings"]
-    for version, steps in (("v-blessed", STEPS), ("v-not-blessed", unblessed_steps)):
+    for version, steps in ((blessed, STEPS), (NOT_BLESSED, unblessed_steps)):
         executions = found[version]["executions"]
         assert [e["step"] for e in executions] == [s.replace("-", "_") for s in steps]
         assert {e["run_id"] for e in executions} == {found[version]["run_id"]}
+    # They did run at once: their spans overlap.
+    starts = [min(e["started_at"] for e in f["executions"]) for f in found.values()]
+    ends = [max(e["finished_at"] for e in f["executions"]) for f in found.values()]
+    assert max(starts) < min(ends)
 
 
 # -- the harness itself: a toy pipeline whose second step either reads the artifact it declares
