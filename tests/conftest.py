@@ -7,8 +7,10 @@ takes ~50 ms, so tests are isolated without re-running migrations.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -156,9 +158,58 @@ TINY_DATA = SyntheticConfig(
 )
 
 
+def _once_for_all_workers(tmp_path_factory, name: str, make):
+    """`make()` once for all of pytest-xdist's worker processes: the first to get here makes it
+    and pickles what it returns beside the workers' temp folders; the others wait for it and
+    unpickle it. For set-up whose result is files and plain data (each worker's own embedded
+    server holds nothing of it). Without xdist, `make()`."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make()
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per session, every worker's
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on an error
+        made = shared / f"{name}.pickle"
+        if made.exists():
+            return pickle.loads(made.read_bytes())
+        result = make()
+        made.write_bytes(pickle.dumps(result))
+        return result
+
+
 @pytest.fixture(scope="session")
-def snapshot_dir(pg_server, tmp_path_factory):
+def snapshot_and_transform(pg_server, tmp_path_factory):
+    """(`snapshot_dir`, `transform_component`): made once per session for all the test
+    workers, the feature transform being the slowest set-up many test files share."""
+    return _once_for_all_workers(
+        tmp_path_factory, "snapshot_and_transform",
+        lambda: _snapshot_and_transform(pg_server, tmp_path_factory),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def snapshot_dir(snapshot_and_transform):
     """A snapshot folder of `TINY_DATA`, taken from a real database."""
+    return snapshot_and_transform[0]
+
+
+@pytest.fixture(scope="session")
+def transform_component(snapshot_and_transform):
+    """The feature transform of `snapshot_dir`, run through the KFP component's `python_func`
+    (as a pipeline step runs it) with its defaults, i.e. `run_transform(..., FeatureConfig())`.
+    A SimpleNamespace: `result`, the `TransformResult` that `run_transform` returned inside the
+    component; `transform_graph` and `examples`, the component's output artifacts (their
+    metadata as the component stamped it)."""
+    return snapshot_and_transform[1]
+
+
+def _snapshot_and_transform(pg_server, tmp_path_factory):
+    from types import SimpleNamespace
+
+    from kfp import dsl
+
+    import swiperec.features.transform as transform_module
+    from components.feature_transform import feature_transform
+
     root = pg_server.status().url
     admin = psycopg2.connect(root)
     admin.autocommit = True
@@ -167,38 +218,23 @@ def snapshot_dir(pg_server, tmp_path_factory):
         cur.execute(f"create database tiny_data template {TEMPLATE}")
     conn = connect(_with_database(root, "tiny_data"))
     load_synthetic(conn, generate(TINY_DATA))
-    folder = tmp_path_factory.mktemp("snapshot") / "s"
-    take_snapshot(conn, folder)
+    snapshot = str(tmp_path_factory.mktemp("snapshot") / "s")
+    take_snapshot(conn, snapshot)
     conn.close()
     with admin.cursor() as cur:
         cur.execute("drop database tiny_data with (force)")
     admin.close()
-    return str(folder)
-
-
-@pytest.fixture(scope="session")
-def transform_component(snapshot_dir, tmp_path_factory):
-    """The feature transform of `snapshot_dir`, run once per session through the KFP
-    component's `python_func` (as a pipeline step runs it) with its defaults, i.e.
-    `run_transform(..., FeatureConfig())`. A SimpleNamespace: `result`, the `TransformResult`
-    that `run_transform` returned inside the component; `transform_graph` and `examples`, the
-    component's output artifacts (their metadata as the component stamped it)."""
-    from types import SimpleNamespace
-
-    from kfp import dsl
-
-    import swiperec.features.transform as transform_module
-    from components.feature_transform import feature_transform
 
     out = tmp_path_factory.mktemp("transform")
     transform_graph = dsl.Artifact(uri=str(out / "transform"))
     examples = dsl.Dataset(uri=str(out / "examples"))
     result = _component_keeping(
         transform_module, "run_transform", feature_transform,
-        snapshot=dsl.Dataset(uri=snapshot_dir), transform_graph=transform_graph,
-        examples=examples,
+        snapshot=dsl.Dataset(uri=snapshot), transform_graph=transform_graph, examples=examples,
     )  # fmt: skip
-    return SimpleNamespace(result=result, transform_graph=transform_graph, examples=examples)
+    return snapshot, SimpleNamespace(
+        result=result, transform_graph=transform_graph, examples=examples
+    )
 
 
 def _component_keeping(module, name: str, component, **kwargs):
