@@ -145,7 +145,7 @@ def conn(db_url):
     connection.close()
 
 
-# -- one small synthetic data set, snapshotted and transformed once per session ----------------
+# -- one small synthetic data set, snapshotted and transformed once for all test workers -------
 # Shared by the transform, training and later steps' tests: each step's tests start from the
 # real output of the steps before it.
 TINY_DATA = SyntheticConfig(
@@ -165,14 +165,17 @@ def _once_for_all_workers(tmp_path_factory, name: str, make):
     server holds nothing of it). Without xdist, `make()`."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return make()
-    shared = tmp_path_factory.getbasetemp().parent  # one folder per session, every worker's
+    shared = tmp_path_factory.getbasetemp().parent  # the folder of every worker's temp folder
+    name = f"{name}-{os.environ['PYTEST_XDIST_TESTRUNUID']}"  # this session's
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on an error
         made = shared / f"{name}.pickle"
         if made.exists():
             return pickle.loads(made.read_bytes())
         result = make()
-        made.write_bytes(pickle.dumps(result))
+        partial = made.with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(result))
+        partial.replace(made)  # whole or not at all, should this worker die mid-write
         return result
 
 
@@ -182,7 +185,7 @@ def snapshot_and_transform(pg_server, tmp_path_factory):
     workers, the feature transform being the slowest set-up many test files share."""
     return _once_for_all_workers(
         tmp_path_factory, "snapshot_and_transform",
-        lambda: _snapshot_and_transform(pg_server, tmp_path_factory),
+        lambda: _make_snapshot_and_transform(pg_server, tmp_path_factory),
     )  # fmt: skip
 
 
@@ -202,7 +205,7 @@ def transform_component(snapshot_and_transform):
     return snapshot_and_transform[1]
 
 
-def _snapshot_and_transform(pg_server, tmp_path_factory):
+def _make_snapshot_and_transform(pg_server, tmp_path_factory):
     from types import SimpleNamespace
 
     from kfp import dsl

@@ -35,7 +35,8 @@ TOWER_INPUTS = {"user_tower": USER_TOWER_INPUTS, "video_tower": VIDEO_TOWER_INPU
 
 @dataclass(frozen=True)
 class _Models:
-    """A tower and its ranker, held where TensorFlow's object tracking does not look."""
+    """A tower and its ranker, held where TensorFlow's object tracking does not look: a module
+    attribute that is a Keras model, or a list, tuple or dict holding one, would be tracked."""
 
     tower: tf.keras.Model
     ranker: tf.keras.Model
@@ -59,12 +60,13 @@ class ServingTower(tf.Module):
 
     def __init__(self, tower, ranker, tft_output, raw_spec: dict, inputs: tuple):
         super().__init__(name=tower.name)
-        # The SavedModel holds the signature and the state it reads, not the Keras models: saved
-        # as Keras objects they would have every layer's call traced again (a small training
-        # run's export took 3.7x as long, its files were twice the size, and loading took 2x),
-        # for objects no caller loads. The `.keras` files keep the models.
+        # The SavedModel holds the signature and the state it reads, not the tower and ranker as
+        # Keras objects: saved as such they would have every layer's call traced again (a small
+        # training run's export took 3.7x as long, its files were twice the size, and loading
+        # took 2x), for objects no caller loads. The `.keras` files keep the models. (TFT's
+        # layer is a Keras model too, saved as one: it tracks the transform graph's assets.)
         self._models = _Models(tower, ranker)
-        self.state = _state(tower, ranker)
+        self.variables_and_tables = _state(tower, ranker)
         self.tft_layer = tft_output.transform_features_layer()
         self._raw_spec = raw_spec
         self._inputs = inputs

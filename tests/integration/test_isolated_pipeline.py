@@ -35,8 +35,7 @@ STEP_ENV = {
 }
 STEPS = ["ingest-snapshot", "feature-transform", "train", "evaluate", "write-embeddings",
          "register"]  # fmt: skip
-# A one-epoch tiny model is no good: bless it anyway, so that every step runs (also when a
-# second such model, no better than the first, is compared with the one in production).
+# A one-epoch tiny model is no good: bless it anyway, so that every step runs.
 PERMISSIVE = {
     "min_auc": 0.0,
     "min_share_of_achievable_auc": 0.0,
@@ -53,10 +52,13 @@ NOT_BLESSED = "v-not-blessed"
 
 @pytest.fixture(scope="module")
 def isolated(pg_server, installed, tmp_path_factory):
-    """(run, connection, version, the other run's process) of one isolated run of the committed
-    pipeline on the tiny data set, in a database of its own, and of the installed command's run
-    of it (`NOT_BLESSED`, a blessing no model passes) started at the same moment on the same
-    database."""
+    """(run, connection, version, the other run) of one isolated run of the committed pipeline
+    on the tiny data set, in a database of its own, and of the installed command's run of it
+    (`NOT_BLESSED`, a blessing no model passes; its `CompletedProcess`) started at the same
+    moment on the same database.
+
+    (That a blessed run archives the version it replaces is checked in test_registry.py and
+    test_embedding_store.py; here the database serves nothing before the runs.)"""
     from swiperec.data.load import load_synthetic
     from swiperec.data.synthetic import generate
     from swiperec.db import connect
@@ -80,10 +82,14 @@ def isolated(pg_server, installed, tmp_path_factory):
 
     def run_other():
         parameters = {**tiny, "thresholds_json": '{"min_auc": 0.99}', "model_version": NOT_BLESSED}
-        other["run"] = installed.run(
-            env, "pipeline", "run", "--local", "--root", str(root / "other"),
-            *(arg for name, value in parameters.items() for arg in ("--param", f"{name}={value}")),
-        )  # fmt: skip
+        try:
+            other["run"] = installed.run(
+                env, "pipeline", "run", "--local", "--root", str(root / "other"),
+                *(arg for name, value in parameters.items()
+                  for arg in ("--param", f"{name}={value}")),
+            )  # fmt: skip
+        except BaseException as error:  # e.g. its timeout: the test says so
+            other["error"] = error
 
     thread = threading.Thread(target=run_other)
     thread.start()
@@ -91,7 +97,9 @@ def isolated(pg_server, installed, tmp_path_factory):
         run = run_isolated(COMPILED, arguments, root / "store", root / "work", STEP_ENV)
     finally:
         thread.join(900)
-    yield run, conn, version, other.get("run")
+    assert not thread.is_alive(), "the installed command's run did not end"
+    assert "run" in other, f"the installed command's run failed: {other.get('error')!r}"
+    yield run, conn, version, other["run"]
     conn.close()
 
 
