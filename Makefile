@@ -63,9 +63,9 @@ format: setup
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time, so a
 # module's shared set-up (the demo run in test_pipeline.py) happens once; each worker starts its
 # own embedded server and session fixtures (the tiny data set's snapshot and transform are made
-# once for both: `_once_for_all_workers`); the slowest files start first (SLOW_FILES_FIRST in
-# tests/conftest.py); the 15 slowest are listed at the end. `make test TEST_WORKERS=0` runs them
-# in this process.
+# once for all of them: `_once_for_all_workers` in tests/conftest.py); the slowest files start
+# first (SLOW_FILES_FIRST there); the 15 slowest are listed at the end. `make test
+# TEST_WORKERS=0` runs them in this process.
 TEST_WORKERS ?= 2
 # A marker expression narrows the run: `make test MARKERS="not integration"`. The cluster
 # rehearsal stays out of `make test` whatever it says (a `-m` in PYTEST_ARGS would replace the
