@@ -26,6 +26,8 @@ def write_embeddings(
     from swiperec.pipeline import steps
     from swiperec.pipeline.kfp_artifacts import location, stamp
 
+    if database_url:  # the step's own process: Beam workers it starts here inherit the URL
+        os.environ["DATABASE_URL"] = database_url  # (the job carries no password)
     result = steps.write_embeddings(
         location(model), location(snapshot), model_version=model_version,
         database_url=database_url, beam_pipeline_args=list(beam_pipeline_args),

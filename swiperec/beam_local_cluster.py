@@ -84,10 +84,16 @@ JOB_SERVER_TIMEOUT_S = 7 * 86_400
 
 @contextlib.contextmanager
 def local_portable_cluster(
-    workers: int = 2, work_dir: str | os.PathLike | None = None, timeout: float = 60.0
+    workers: int = 2,
+    work_dir: str | os.PathLike | None = None,
+    timeout: float = 60.0,
+    worker_env: dict[str, str] | None = None,
 ) -> Iterator[list[str]]:
     """Start a job service and a worker pool; yield the pipeline options that run a pipeline
     on them in `workers` SDK worker processes. Both services are stopped on exit.
+
+    The workers inherit this process's environment, and `worker_env` on top (as a Flink task
+    manager's pod spec gives its worker pool, e.g. the database's credentials).
 
     `work_dir` holds the logs, the staged artifacts and one folder per worker (see the module
     docstring); by default a temporary folder, deleted on exit (a given one is kept). Raises
@@ -117,7 +123,7 @@ def local_portable_cluster(
         services.append(_Service.start("worker pool", root, pool_port, [
             "-m", "apache_beam.runners.worker.worker_pool_main",
             "--service_port", str(pool_port), "--container_executable", str(boot),
-        ]))  # fmt: skip
+        ], worker_env))  # fmt: skip
         deadline = time.monotonic() + timeout
         for service in services:
             service.wait_until_listening(deadline)
@@ -156,7 +162,9 @@ class _Service:
     log: Path
 
     @classmethod
-    def start(cls, name: str, root: Path, port: int, args: list[str]) -> _Service:
+    def start(
+        cls, name: str, root: Path, port: int, args: list[str], env: dict | None = None
+    ) -> _Service:
         log = root / f"{name.replace(' ', '_')}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
@@ -166,7 +174,7 @@ class _Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a process group: the service and the workers it starts
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
             )
         return cls(name, process, port, log)
 

@@ -21,7 +21,9 @@ def add_commands(commands) -> None:
         "write",
         help="embed every video and real user with a trained model into a new set (Beam)",
         epilog="Beam options go after --, e.g. `-- --runner=DataflowRunner --project=P ...`; "
-        "the workers must reach DATABASE_URL.",
+        "the workers must reach DATABASE_URL. The job carries no password: the workers take "
+        "it from --database-url-secret or from their own environment (DATABASE_URL, "
+        "PGPASSWORD, PGPASSFILE).",
     )
     write.add_argument("--model", required=True, help="the model folder (`swiperec train`)")
     write.add_argument("--version", required=True, help="the model version the set belongs to")
@@ -36,6 +38,13 @@ def add_commands(commands) -> None:
     write.add_argument(
         "--nice", type=int, default=10,
         help="lower this process's CPU priority by N while it embeds (default 10; 0 keeps it)",
+    )  # fmt: skip
+    write.add_argument(
+        "--database-url-secret", default=os.environ.get("DATABASE_URL_SECRET", ""),
+        metavar="SPEC",
+        help="a Beam secret holding DATABASE_URL, which the workers read, e.g. "
+        "'type:GcpSecret;version_name:projects/P/secrets/S/versions/latest' "
+        "(default: $DATABASE_URL_SECRET)",
     )  # fmt: skip
     write.add_argument("beam_args", nargs="*", help="Beam options, after --", metavar="BEAM_OPTION")
     write.set_defaults(func=write_command)
@@ -81,7 +90,7 @@ def write_command(args) -> int:
             steps.ingest_snapshot(snapshot, database_url=url)
         result = steps.write_embeddings(
             args.model, snapshot, model_version=args.version, database_url=url,
-            beam_pipeline_args=args.beam_args,
+            database_secret=args.database_url_secret, beam_pipeline_args=args.beam_args,
         )  # fmt: skip
     for kind in ("video", "user"):
         if kind in result["skipped"]:

@@ -23,11 +23,13 @@ Beam, into a new pgvector set; then index, attach and (optionally) switch it liv
    (`swiperec.registry.versions.promote`), which switches serving to it.
 
 Beyond one machine: pass Beam options (`--runner=DataflowRunner ...` or Flink) and a database
-URL the workers can reach. Each worker COPYs its own shards into the same loading set, in
-parallel; nothing serves from it until the driver has finished it and the version is
-promoted. The workers read the catalogue and the decisions from the snapshot (it must be on
-storage they all see, e.g. gs://): the job graph holds the snapshot's path, row ranges and
-shard numbers, whatever the number of users.
+URL the workers can reach. The job carries the database's address but not its password, which
+the workers find themselves (`swiperec.db.connection.WorkerDatabase`: a Beam secret on
+Dataflow, their own environment elsewhere). Each worker COPYs its own shards into the same
+loading set, in parallel; nothing serves from it until the driver has finished it and the
+version is promoted. The workers read the catalogue and the decisions from the snapshot (it
+must be on storage they all see, e.g. gs://): the job graph holds the snapshot's path, row
+ranges and shard numbers, whatever the number of users.
 """
 
 from __future__ import annotations
@@ -131,21 +133,21 @@ def user_chunk(keyed, shards: int):
 class EmbedAndCopy:
     """Beam DoFn body: one chunk -> raw features -> tower -> one COPY'd shard."""
 
-    def __init__(self, model_dir, version, database_url, snapshot, config, as_of_us, dimension):
-        self.model_dir, self.version, self.database_url = model_dir, version, database_url
+    def __init__(self, model_dir, version, database, snapshot, config, as_of_us, dimension):
+        self.model_dir, self.version = model_dir, version
+        self.database = database  # a WorkerDatabase: the job's graph holds no password
         self.snapshot, self.config, self.as_of_us = snapshot, config, as_of_us
         self.dimension = dimension
 
     def setup(self):
-        from swiperec.db import connect
         from swiperec.embeddings.towers import shared_towers
         from swiperec.features.events import load_catalogue
 
+        self.conn = self.database.connect()  # first: a worker with no password fails at once
         # Each worker reads the catalogue from the snapshot: shipping it inside the DoFn costs
         # a compressed pickle of every title (~15 s at 200k videos) and a large job graph.
         self.catalogue = load_catalogue(self.snapshot)
         self.towers = shared_towers(self.model_dir)  # one load for the videos' and users' pipelines
-        self.conn = connect(self.database_url)
 
     def teardown(self):
         self.conn.close()
@@ -176,6 +178,7 @@ def write_embeddings(
     snapshot: str,
     *,
     database_url: str | None = None,
+    database_secret: str | None = None,
     pipeline_args: list[str] | None = None,
     rows_per_chunk: int = 4096,
     decisions_per_shard: int = 16_384,
@@ -183,11 +186,14 @@ def write_embeddings(
 ) -> WriteResult:
     """Embed every video and every real user of `snapshot` as set `version` (see above): the
     videos `rows_per_chunk` to a shard, the users in ceil(decisions / `decisions_per_shard`)
-    shards."""
+    shards. The workers connect to the same database with no password in the job
+    (`WorkerDatabase`); `database_secret`, a Beam `Secret` spec holding the whole URL, is
+    where workers on other machines may read it."""
     import apache_beam as beam
 
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
+    from swiperec.db.connection import WorkerDatabase
     from swiperec.features.config import datetime_to_us, stored_feature_config
     from swiperec.model.data import served_new_release_bonus
     from swiperec.model.train import read_model_card
@@ -221,7 +227,9 @@ def write_embeddings(
             fault_point("writer.before_first_shard")
 
             if kinds:
-                fn = EmbedAndCopy(model_dir, version, url, snapshot, config, as_of_us, dimension)
+                workers = WorkerDatabase.of(url, database_secret)
+                fn = EmbedAndCopy(model_dir, version, workers, snapshot, config, as_of_us,
+                                  dimension)  # fmt: skip
                 if "video" in kinds:
                     videos = lambda p: p | "Video chunks" >> beam.Create(video_chunks)  # noqa: E731
                     _load(result, started, "video", videos, fn, pipeline_args,

@@ -353,17 +353,22 @@ def write_embeddings(
     *,
     model_version: str,
     database_url: str = "",
+    database_secret: str = "",
     beam_pipeline_args: list[str] | None = None,
 ) -> dict:
     """A model -> its embedding set in pgvector: every video and real user of the snapshot,
-    written, indexed and attached, ready but not serving (`register` or `promote` switches)."""
+    written, indexed and attached, ready but not serving (`register` or `promote` switches).
+    `database_secret` ("" = the step's DATABASE_URL_SECRET): a Beam secret spec holding the
+    database URL, for workers on other machines (the job itself carries no password)."""
     from swiperec.db.connection import redact
     from swiperec.embeddings.writer import write_embeddings as write
 
     started = time.time()
     url = step_database_url(database_url)
     args = list(beam_pipeline_args or [])
-    result = write(model, model_version, snapshot, database_url=url, pipeline_args=args)
+    secret = database_secret or os.environ.get("DATABASE_URL_SECRET") or None
+    result = write(model, model_version, snapshot, database_url=url, database_secret=secret,
+                   pipeline_args=args)  # fmt: skip
     described = {
         "model_version": model_version,
         "database": redact(url),

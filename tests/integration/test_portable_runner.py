@@ -34,6 +34,7 @@ from swiperec.beam_local_cluster import (
     tag_with_process,
 )
 from swiperec.beam_pipeline import new_pipeline
+from swiperec.db.connection import write_password_file
 from swiperec.features.config import FeatureConfig
 from swiperec.features.transform import run_transform
 from tests.integration.test_transform import _assert_same_examples
@@ -44,11 +45,16 @@ WORKERS = 2
 
 
 @pytest.fixture(scope="session")
-def portable_cluster(tmp_path_factory):
+def portable_cluster(tmp_path_factory, pg_server):
     """The session's job service and worker pool: `args`, the pipeline options that run a
-    pipeline on them; `work_dir`, their logs, staged artifacts and one folder per worker."""
+    pipeline on them; `work_dir`, their logs, staged artifacts and one folder per worker.
+
+    The jobs carry no database password: the workers read the test server's superuser's from
+    a password file their environment names, as a task manager reads a mounted secret."""
     work_dir = tmp_path_factory.mktemp("beam-cluster")
-    with local_portable_cluster(workers=WORKERS, work_dir=work_dir) as args:
+    write_password_file(pg_server.status().url, work_dir / "pgpass")
+    env = {"PGPASSFILE": str(work_dir / "pgpass")}
+    with local_portable_cluster(workers=WORKERS, work_dir=work_dir, worker_env=env) as args:
         yield SimpleNamespace(args=args, work_dir=work_dir)
 
 
@@ -177,6 +183,37 @@ def test_the_embedding_writer_writes_the_same_vectors_as_in_process(
         keys_there, there_vectors = vectors(table, key, "portable")
         assert keys_there == keys_here
         np.testing.assert_allclose(there_vectors, here_vectors, rtol=0, atol=1e-6)
+
+
+def test_workers_without_the_password_fail_saying_so_and_load_nothing(
+    portable_cluster, trained, snapshot_dir, db_url, conn
+):
+    """The workers' password file holds the superuser's password alone: a refresh as another
+    role fails in the workers, saying where its password goes, and loads no row."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    from swiperec.embeddings.store import IndexParams, status
+    from swiperec.embeddings.writer import write_embeddings
+
+    role, password = f"refresh_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    with conn.cursor() as cur:  # roles are the server's: this one is this test's alone
+        cur.execute(f"create role {role} login superuser password %s", (password,))
+    conn.commit()
+    parts = urlsplit(db_url)
+    url = urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port}"))
+    try:
+        with pytest.raises(Exception, match="carries no password"):
+            write_embeddings(trained.model_dir, "no-password", snapshot_dir, database_url=url,
+                             pipeline_args=portable_cluster.args, rows_per_chunk=64,
+                             index=IndexParams(maintenance_work_mem="64MB"))  # fmt: skip
+        sets = {(s["kind"], s["state"], s["rows"]) for s in status(conn)
+                if s["version"] == "no-password"}  # fmt: skip
+        assert sets == {("video", "loading", None), ("user", "loading", None)}
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"drop owned by {role}; drop role {role}")
+        conn.commit()
 
 
 def test_the_services_are_stopped_when_the_body_raises(tmp_path):

@@ -311,6 +311,7 @@ def halfvec_comparison(
 def main(argv=None) -> int:
     from swiperec.data.synthetic import SyntheticConfig, generate
     from swiperec.db import connect
+    from swiperec.db.connection import write_password_file
     from swiperec.db.embedded import SERVER_SETTINGS, EmbeddedServer
     from swiperec.db.migrate import migrate
     from swiperec.embeddings.store import IndexParams
@@ -377,6 +378,9 @@ def main(argv=None) -> int:
             if args.beam_workers > 1:
                 beam_args = [f"--direct_num_workers={args.beam_workers}",
                              "--direct_running_mode=multi_processing"]  # fmt: skip
+                # Worker processes: the job carries no password, they read it from a file.
+                write_password_file(url, Path(tmp) / "pgpass")
+                os.environ["PGPASSFILE"] = str(Path(tmp) / "pgpass")
 
             # Alone, with the measured refresh's settings: the floor's comparison.
             first = write_embeddings(args.model, "bench-v1", str(snapshot), database_url=url,

@@ -251,11 +251,16 @@ def main(argv=None) -> int:
 
 def refresh_figures(model: str, snapshot: Path, tmp: Path, counts: list[int]) -> dict:
     from swiperec.db import connect
+    from swiperec.db.connection import write_password_file
     from swiperec.db.embedded import EmbeddedServer
     from swiperec.db.migrate import migrate
 
     server = EmbeddedServer(tmp / "home")
     url = server.start().url
+    # The job carries no password: the workers, which inherit this environment, read it from
+    # a password file, as a task manager reads a mounted secret.
+    write_password_file(url, tmp / "pgpass")
+    os.environ["PGPASSFILE"] = str(tmp / "pgpass")
     try:
         conn = connect(url)
         migrate(conn, local_bootstrap=True)

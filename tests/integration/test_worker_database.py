@@ -1,0 +1,137 @@
+"""The refresh's Beam job carries the database's address, never its password; a worker finds
+the password itself (`swiperec.db.connection.WorkerDatabase`), or fails saying where to put it.
+
+Each test builds its handle with `WorkerDatabase(address(url))`, as a worker unpickles it in a
+process of its own: not through `WorkerDatabase.of`, which leaves the URL in this process for
+the in-process runner's workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from apache_beam.utils.secret import Secret
+from psycopg2.extensions import parse_dsn
+
+from swiperec.db.connection import (
+    WorkerDatabase,
+    WorkerPasswordError,
+    address,
+    write_password_file,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class MountedSecret(Secret):
+    """A Beam secret read from a file, as a secret mounted into the workers' pods."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def get_secret_bytes(self) -> bytes:
+        return Path(self.path).read_bytes()
+
+
+@pytest.fixture
+def bare_worker(monkeypatch, tmp_path):
+    """A worker's environment with no password anywhere: no DATABASE_URL, no PGPASSWORD, no
+    password file, no embedded server under its SWIPEREC_HOME."""
+    for name in ("DATABASE_URL", "PGPASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-such-passfile"))
+    monkeypatch.setenv("SWIPEREC_HOME", str(tmp_path / "no-server"))
+    return monkeypatch
+
+
+def logs_in(handle: WorkerDatabase) -> str:
+    conn = handle.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select current_database()")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def pickled_dofns(pipeline) -> list[bytes]:
+    """Every ParDo's DoFn in `pipeline`'s job graph (its runner API proto, what a runner stages
+    and shows), as the pickle Beam wrote: base64 of a bz2 or zlib compressed stream."""
+    import base64
+    import bz2
+    import zlib
+
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    found = []
+    for transform in pipeline.to_runner_api().components.transforms.values():
+        if transform.spec.urn == common_urns.primitives.PAR_DO.urn:
+            payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
+            packed = base64.b64decode(payload.do_fn.payload)
+            unpack = bz2.decompress if packed[:3] == b"BZh" else zlib.decompress
+            found.append(unpack(packed))
+    return found
+
+
+def test_the_refresh_job_graph_holds_the_address_and_no_password(db_url):
+    import apache_beam as beam
+
+    from swiperec.beam_pipeline import new_pipeline
+    from swiperec.embeddings.writer import EmbedAndCopy, _as_dofn
+
+    params = parse_dsn(db_url)
+    fn = EmbedAndCopy("model", "v1", WorkerDatabase.of(db_url), "snapshot", None, 0, 8)
+    pipeline = new_pipeline([])
+    _ = pipeline | beam.Create([("video", "s", (0, 1))]) | beam.ParDo(_as_dofn(fn))
+    writer = [p for p in pickled_dofns(pipeline) if b"EmbedAndCopy" in p]
+    assert len(writer) == 1 and params["dbname"].encode() in writer[0]  # the address is there
+    assert all(params["password"].encode() not in p for p in pickled_dofns(pipeline))
+    # A worker in this process (the in-process runner's) logs in with the driver's URL.
+    assert logs_in(fn.database) == params["dbname"]
+
+
+def test_a_worker_with_no_password_fails_saying_where_to_put_one(db_url, bare_worker):
+    with pytest.raises(WorkerPasswordError, match=r"carries no password.*PGPASSFILE"):
+        logs_in(WorkerDatabase(address(db_url)))
+
+
+def test_a_worker_logs_in_with_libpqs_password_file_or_variable(db_url, bare_worker, tmp_path):
+    handle = WorkerDatabase(address(db_url))
+    write_password_file(db_url, tmp_path / "pgpass")  # a mounted secret, every database
+    bare_worker.setenv("PGPASSFILE", str(tmp_path / "pgpass"))
+    assert logs_in(handle) == parse_dsn(db_url)["dbname"]
+    bare_worker.setenv("PGPASSFILE", str(tmp_path / "no-such-passfile"))
+    bare_worker.setenv("PGPASSWORD", parse_dsn(db_url)["password"])
+    assert logs_in(handle) == parse_dsn(db_url)["dbname"]
+
+
+def test_a_worker_takes_its_own_database_url_only_for_the_same_database(db_url, bare_worker):
+    handle = WorkerDatabase(address(db_url))
+    other = db_url.rsplit("/", 1)[0] + "/postgres"  # the same server, another database
+    bare_worker.setenv("DATABASE_URL", other)
+    with pytest.raises(WorkerPasswordError):
+        logs_in(handle)
+    bare_worker.setenv("DATABASE_URL", db_url)
+    assert logs_in(handle) == parse_dsn(db_url)["dbname"]
+
+
+def test_a_worker_reads_the_url_from_a_beam_secret_of_the_same_database(
+    db_url, bare_worker, tmp_path
+):
+    secret_file = tmp_path / "database-url"
+    secret_file.write_text(db_url + "\n")
+    handle = WorkerDatabase(address(db_url), MountedSecret(str(secret_file)))
+    assert logs_in(handle) == parse_dsn(db_url)["dbname"]
+    # A secret naming another database is refused rather than written to.
+    secret_file.write_text(db_url.rsplit("/", 1)[0] + "/postgres\n")
+    with pytest.raises(WorkerPasswordError, match="another database"):
+        logs_in(WorkerDatabase(address(db_url), MountedSecret(str(secret_file))))
+
+
+def test_a_password_file_escapes_what_libpq_reads_as_separators(tmp_path):
+    url = "postgresql://writer:a%3Ab%5Cc@db.example:6543/app"  # the password a:b\c
+    write_password_file(url, tmp_path / "pgpass")
+    assert (tmp_path / "pgpass").read_text() == "db.example:6543:*:writer:a\\:b\\\\c\n"
+    assert (tmp_path / "pgpass").stat().st_mode & 0o077 == 0  # libpq ignores it otherwise
