@@ -64,6 +64,7 @@ def two_tower_training(
     keep: int = 3,
     beam_pipeline_args: list = [],  # noqa: B006 - KFP parameters take literal defaults
     database_url: str = "",
+    database_url_secret: str = "",
 ) -> str:
     """cutoff: ISO 8601 time of the snapshot ("" = now). model_version: the new version's name
     ("" = v<run start time>). negatives_per_positive: the sampling ratio (2.0 = 1:2).
@@ -82,7 +83,10 @@ def two_tower_training(
     (A/B arms' sets are never removed).
     beam_pipeline_args: Beam options, e.g. ["--runner=DataflowRunner", "--project=P", ...].
     database_url: "" = DATABASE_URL in the steps' environment (on a cluster, from a secret);
-    a step with neither fails rather than use a throwaway database.
+    a step with neither fails rather than use a throwaway database. database_url_secret: a Beam
+    secret holding that URL, which the refresh's workers on other machines read (Dataflow:
+    "type:GcpSecret;version_name:projects/P/secrets/S/versions/latest"; "" = the step's
+    DATABASE_URL_SECRET): its job carries no password.
     Returns the model version."""
     ingest = _sized(
         ingest_snapshot(
@@ -151,6 +155,7 @@ def two_tower_training(
                 snapshot=snapshot,
                 model_version=version,
                 database_url=database_url,
+                database_url_secret=database_url_secret,
                 beam_pipeline_args=beam_pipeline_args,
             ),
             "write-embeddings",

@@ -45,25 +45,73 @@ def connect(url: str | None = None, *, application_name: str = "swiperec"):
     return conn
 
 
+# Keys of a libpq connection string that let one in: never printed, never sent to workers.
+_SECRET_KEYS = ("password", "sslpassword")
+# What names a database: where it is and as whom. Two connection strings that agree on these
+# reach the same database as the same user, whatever else they set (sslmode, timeouts, ...).
+_WHERE = ("host", "hostaddr", "port", "dbname", "user")
+
+
+def _params(url: str, what: str = "the database URL") -> dict:
+    """`parse_dsn(url)`, with an error that does not repeat the URL (it may hold a password)."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        return parse_dsn(url)
+    except ProgrammingError:
+        raise SwiperecError(f"{what} is not a PostgreSQL URL or keyword string") from None
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by `***`, for printing."""
-    from urllib.parse import urlsplit, urlunsplit
+    """`url` (a URL or a libpq keyword string) with any password replaced by `***`, for
+    printing."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-    parts = urlsplit(url)
-    if parts.password is None:
+    from psycopg2.extensions import make_dsn
+
+    try:
+        params = _params(url)
+    except SwiperecError:
+        return "<not a database URL>"
+    if not any(key in params for key in _SECRET_KEYS):
         return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+    if "://" not in url:
+        return make_dsn(**{k: "***" if k in _SECRET_KEYS else v for k, v in params.items()})
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = [(k, "***" if k in _SECRET_KEYS else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]  # fmt: skip
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
-def address(url: str) -> str:
+def address(url: str, resolved: dict | None = None) -> str:
     """`url` (a URL or a libpq keyword string) without its password, as a libpq keyword
-    string: where a connection goes and as whom, and nothing that lets one in."""
-    from psycopg2.extensions import make_dsn, parse_dsn
+    string: where a connection goes, as whom and how, and nothing that lets one in. `resolved`
+    (an open connection's `get_dsn_parameters()`) fills in the host, port, database and user
+    that `url` leaves to libpq's defaults, which another machine's would fill differently."""
+    from psycopg2.extensions import make_dsn
 
-    params = parse_dsn(url)
-    params.pop("password", None)
+    params = {k: v for k, v in _params(url).items() if k not in _SECRET_KEYS}
+    for key in _WHERE:
+        if key not in params and (resolved or {}).get(key):
+            params[key] = resolved[key]
     return make_dsn(**dict(sorted(params.items())))  # one spelling for each address
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether connection strings `a` and `b` name the same database as the same user (libpq's
+    default port and database filled in)."""
+
+    def where(params: dict) -> tuple:
+        user = params.get("user", "")
+        return (params.get("host", ""), params.get("hostaddr", ""),
+                str(params.get("port") or "5432"), params.get("dbname") or user, user)  # fmt: skip
+
+    return where(_params(a)) == where(_params(b))
 
 
 # The full URLs this process gave Beam workers, by their address (`WorkerDatabase.of`). A
@@ -82,48 +130,61 @@ class WorkerDatabase:
     and show to whoever can read the job. A worker finds the password, in this order:
 
     1. in this process, when the driver runs here too (Beam's in-process runner);
-    2. in `secret`, a Beam `Secret` whose value is the whole URL, or its spec (on Dataflow,
+    2. in `secret`, a Beam `Secret` whose value is the whole URL (on Dataflow, the spec
        "type:GcpSecret;version_name:projects/P/secrets/S/versions/latest", read with the
        workers' service account);
-    3. in the worker's `DATABASE_URL`, when it points at the same address (Flink task
-       managers and Kubernetes pods, from a secret);
-    4. in the embedded server's password file, when the address is that server's (a local
-       multi-process runner, whose workers share the driver's machine and home);
+    3. in the worker's `DATABASE_URL`, when it names the same database;
+    4. in the embedded server's password file, when the address is that server's own
+       database (`postgres`) under the worker's `$SWIPEREC_HOME` (a local multi-process
+       runner, whose workers share the driver's machine and home);
     5. from libpq itself: `PGPASSWORD`, or the password file `PGPASSFILE` (default
        `~/.pgpass`), e.g. a mounted secret.
     """
 
     address: str
-    secret: object = None  # an apache_beam.utils.secret.Secret, its spec, or None
+    secret: object = None  # an apache_beam.utils.secret.Secret, or None
 
     @classmethod
-    def of(cls, url: str, secret: object = None) -> WorkerDatabase:
+    def of(cls, url: str, secret=None, resolved: dict | None = None) -> WorkerDatabase:
         """The workers' handle on `url` (the driver's, with its password): kept here for
-        workers in this process, the password left out of the handle."""
-        handle = cls(address(url), secret or None)
+        workers in this process, the password left out of the handle. `secret`: a Beam
+        `Secret` or its spec, checked here rather than on every worker; `resolved`: see
+        `address`."""
+        if isinstance(secret, str) and secret:
+            from apache_beam.utils.secret import Secret
+
+            try:
+                secret = Secret.parse_secret_option(secret)
+            except ValueError as err:
+                raise SwiperecError(f"the database URL's secret {secret!r}: {err}") from None
+        handle = cls(address(url, resolved), secret or None)
         _GIVEN_TO_WORKERS[handle.address] = url
         return handle
 
     def url(self) -> str:
-        """The URL to connect with, from the first source above that has this address."""
+        """The URL to connect with, from the first source above that has this database."""
         if self.address in _GIVEN_TO_WORKERS:
             return _GIVEN_TO_WORKERS[self.address]
-        if self.secret:
-            from apache_beam.utils.secret import Secret
-
-            secret = self.secret
-            if isinstance(secret, str):
-                secret = Secret.parse_secret_option(secret)
-            url = secret.get_str().strip()
-            if address(url) != self.address:
+        if self.secret is not None:
+            try:
+                url = self.secret.get_str().strip()
+            except Exception as err:  # the secret manager's own error, naming no value
+                raise WorkerPasswordError(
+                    f"a Beam worker could not read the database URL's secret {self.secret}: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            if not same_database(url, self.address):
                 raise WorkerPasswordError(
                     f"the secret {self.secret} holds a URL for {address(url)}, not for "
                     f"{self.address}: the workers would write to another database"
                 )
             return url
         for url in (os.environ.get("DATABASE_URL"), _embedded_server_url()):
-            if url and address(url) == self.address:
-                return url
+            try:
+                if url and same_database(url, self.address):
+                    return url
+            except SwiperecError:  # a malformed DATABASE_URL is not this database's
+                continue
         return self.address
 
     def connect(self, **kwargs):
@@ -134,13 +195,24 @@ class WorkerDatabase:
         except psycopg2.OperationalError as err:
             if "password" not in str(err):
                 raise
-            raise WorkerPasswordError(
-                f"a Beam worker cannot log in to {self.address}: {str(err).strip()}. The job "
-                "carries no password; give the workers one: DATABASE_URL (the same database) "
-                "or PGPASSWORD / PGPASSFILE in their environment, or the URL in a secret "
-                "(--database-url-secret / DATABASE_URL_SECRET, e.g. "
-                "'type:GcpSecret;version_name:projects/P/secrets/S/versions/latest')"
-            ) from err
+            raise self.no_password(str(err).strip()) from err
+
+    def no_password(self, detail: str = "") -> WorkerPasswordError:
+        """The error of a worker that cannot log in: what it tried and where a password goes."""
+        other = os.environ.get("DATABASE_URL")
+        try:
+            elsewhere = bool(other) and not same_database(other, self.address)
+        except SwiperecError:
+            elsewhere = True
+        return WorkerPasswordError(
+            f"a Beam worker cannot log in to {self.address}"
+            + (f" ({detail})" if detail else "")
+            + ". The job carries no password; give the workers one: DATABASE_URL (the same "
+            "database) or PGPASSWORD / PGPASSFILE in their environment, or the URL in a secret "
+            "(--database-url-secret / DATABASE_URL_SECRET, e.g. "
+            "'type:GcpSecret;version_name:projects/P/secrets/S/versions/latest')"
+            + (". The workers' DATABASE_URL names another database" if elsewhere else "")
+        )
 
 
 def write_password_file(url: str, path: str | os.PathLike) -> None:

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from swiperec.db.connection import WorkerPasswordError
 from swiperec.embeddings import store
 from swiperec.faults import fault_point
 
@@ -227,7 +228,7 @@ def write_embeddings(
             fault_point("writer.before_first_shard")
 
             if kinds:
-                workers = WorkerDatabase.of(url, database_secret)
+                workers = WorkerDatabase.of(url, database_secret, conn.get_dsn_parameters())
                 fn = EmbedAndCopy(model_dir, version, workers, snapshot, config, as_of_us,
                                   dimension)  # fmt: skip
                 if "video" in kinds:
@@ -267,8 +268,14 @@ def _load(result, started, kind: str, chunks, fn, pipeline_args, loaded_point: s
     start = time.perf_counter()
     pipeline = new_pipeline(pipeline_args)
     _ = chunks(pipeline) | "Embed and copy" >> beam.ParDo(_as_dofn(fn))
-    outcome = pipeline.run()
-    outcome.wait_until_finish()
+    try:
+        outcome = pipeline.run()
+        outcome.wait_until_finish()
+    except Exception as err:
+        # A worker's error reaches here as the runner's, its type in the text: said plainly.
+        if WorkerPasswordError.__name__ in str(err):
+            raise fn.database.no_password() from err
+        raise
     del pipeline, outcome
     gc.collect()
     result.stage(f"embed_{kind}s", started, start)

@@ -367,6 +367,7 @@ def test_retiring_behind_a_long_reader_never_holds_up_serving_reads(conn, db_url
     for _ in range(50):  # ... and every serving read meanwhile takes no lock it must wait for
         with reader.cursor() as cur:
             cur.execute("set local lock_timeout = '1s'")
+            cur.execute("set local statement_timeout = '30s'")  # a stall for any other reason
             cur.execute(query)
             assert len(cur.fetchall()) == 5
         reader.rollback()

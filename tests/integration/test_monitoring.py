@@ -187,7 +187,7 @@ def test_a_pass_analyzes_the_day_partitions_it_reads_once_they_changed(conn):
     assert summary.buckets[-1] == floor_to_bucket(now, HOUR)
     assert changed_since_analyze() == {today[0]: 0, today[1]: 0}
     # Nothing changed since: the next pass, reading from the same bucket, samples nothing again
-    # (yesterday's partition is outside the buckets it reads: no pass samples it).
+    # (and nothing of yesterday's, never analyzed, unless its buckets are the pass's own).
     assert analyze_changed_partitions(conn, summary.buckets[0], now) == []
 
 

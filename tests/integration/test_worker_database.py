@@ -17,8 +17,11 @@ from swiperec.db.connection import (
     WorkerDatabase,
     WorkerPasswordError,
     address,
+    redact,
+    same_database,
     write_password_file,
 )
+from swiperec.errors import SwiperecError
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,48 @@ def test_a_password_file_escapes_what_libpq_reads_as_separators(tmp_path):
     write_password_file(url, tmp_path / "pgpass")
     assert (tmp_path / "pgpass").read_text() == "db.example:6543:*:writer:a\\:b\\\\c\n"
     assert (tmp_path / "pgpass").stat().st_mode & 0o077 == 0  # libpq ignores it otherwise
+
+
+def test_the_address_names_the_database_and_drops_every_password():
+    url = "postgresql://writer:pw@db.example/app?sslmode=require&sslpassword=keypw"
+    assert address(url) == "dbname=app host=db.example sslmode=require user=writer"
+    # Left to libpq's defaults, the driver's own connection says where it went.
+    resolved = {"host": "10.0.0.5", "port": "6543", "dbname": "app", "user": "writer"}
+    assert address("dbname=app", resolved) == "dbname=app host=10.0.0.5 port=6543 user=writer"
+    assert same_database("postgresql://writer@db.example/app", url)
+    assert same_database("postgresql://writer@db.example:5432/app?connect_timeout=5", url)
+    assert not same_database("postgresql://writer@db.example:6543/app", url)
+    assert not same_database("postgresql://reader@db.example/app", url)
+
+
+def test_redact_hides_the_password_in_every_spelling():
+    assert redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db?sslmode=require&password=pw") == (
+        "postgresql://u@h/db?sslmode=require&password=***"
+    )
+    keywords = redact("host=h dbname=db user=u password=pw")
+    assert "pw" not in keywords and "password=***" in keywords
+    assert redact("postgresql://u:se%zzcret@h/db") == "<not a database URL>"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_a_malformed_url_is_refused_without_repeating_it(bare_worker, tmp_path):
+    secret_file = tmp_path / "database-url"
+    secret_file.write_text("postgresql://u:se%zzcret@h/db\n")  # not a URL: a bad escape
+    handle = WorkerDatabase(address("postgresql://u@h/db"), MountedSecret(str(secret_file)))
+    with pytest.raises(SwiperecError) as refused:
+        handle.url()
+    assert "se%zzcret" not in str(refused.value)
+
+
+def test_a_secret_spec_is_checked_by_the_driver():
+    with pytest.raises(SwiperecError, match="secret 'type:NoSuchSecret"):
+        WorkerDatabase.of("postgresql://u:pw@h/db", "type:NoSuchSecret;version_name:x")
+
+
+def test_a_worker_reads_the_embedded_servers_password_file(pg_server, bare_worker):
+    # The embedded server's own database, under the worker's SWIPEREC_HOME: a local
+    # multi-process runner's worker, on the driver's machine.
+    bare_worker.setenv("SWIPEREC_HOME", str(pg_server.home))
+    url = pg_server.status().url
+    assert logs_in(WorkerDatabase(address(url))) == "postgres"
