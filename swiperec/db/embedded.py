@@ -34,7 +34,10 @@ SERVER_USER = "embedded_postgres"
 # Tuned for bulk loads and index builds on a 2-core, 24 GB machine. `wal_level=minimal` lets
 # COPY into a table created in the same transaction skip WAL; `synchronous_commit=off` trades
 # the last few hundred ms of commits on an OS crash (not a process kill) for load speed.
+# `timezone=UTC` as on Supabase: `current_date` (serving's new releases) then falls on the
+# same UTC days as the logs' partitions and the snapshots, whatever the host's zone.
 SERVER_SETTINGS = {
+    "timezone": "UTC",
     "shared_buffers": "1GB",
     "maintenance_work_mem": "2GB",
     "work_mem": "64MB",

@@ -82,3 +82,14 @@ def test_a_folder_that_trusted_local_connections_is_switched_to_passwords(own_ho
         conn.close()
     finally:
         server.stop()
+
+
+def test_the_server_counts_days_in_utc_as_supabase_does(conn):
+    # Whatever the host's zone, which initdb would write into the server's configuration:
+    # serving's `current_date` falls on the UTC days of the logs' partitions and snapshots.
+    with conn.cursor() as cur:
+        cur.execute("show timezone")
+        assert cur.fetchone()[0] == "UTC"
+        cur.execute("select current_date = (now() at time zone 'UTC')::date")
+        assert cur.fetchone()[0]
+    conn.rollback()
