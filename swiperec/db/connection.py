@@ -52,7 +52,7 @@ _SECRET_KEYS = ("password", "sslpassword")
 _WHERE = ("host", "hostaddr", "port", "dbname", "user")
 
 
-def _params(url: str, what: str = "the database URL") -> dict:
+def _params(url: str) -> dict:
     """`parse_dsn(url)`, with an error that does not repeat the URL (it may hold a password)."""
     from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn
@@ -60,7 +60,7 @@ def _params(url: str, what: str = "the database URL") -> dict:
     try:
         return parse_dsn(url)
     except ProgrammingError:
-        raise SwiperecError(f"{what} is not a PostgreSQL URL or keyword string") from None
+        raise SwiperecError("a database URL is not a PostgreSQL URL or keyword string") from None
 
 
 def redact(url: str) -> str:
@@ -218,9 +218,7 @@ class WorkerDatabase:
 def write_password_file(url: str, path: str | os.PathLike) -> None:
     """A libpq password file at `path` (owner-only, as libpq requires) holding `url`'s password
     for its host, port and user, in every database: what `PGPASSFILE` points workers at."""
-    from psycopg2.extensions import parse_dsn
-
-    params = parse_dsn(url)
+    params = _params(url)
     fields = [params.get("host", "localhost"), params.get("port", "5432"), "*",
               params.get("user", "*"), params.get("password", "")]  # fmt: skip
     line = ":".join(f.replace("\\", "\\\\").replace(":", "\\:") for f in map(str, fields))
