@@ -107,9 +107,8 @@ def same_database(a: str, b: str) -> bool:
     default port and database filled in)."""
 
     def where(params: dict) -> tuple:
-        user = params.get("user", "")
-        return (params.get("host", ""), params.get("hostaddr", ""),
-                str(params.get("port") or "5432"), params.get("dbname") or user, user)  # fmt: skip
+        defaults = {"port": "5432", "dbname": params.get("user", "")}
+        return tuple(str(params.get(key) or defaults.get(key, "")) for key in _WHERE)
 
     return where(_params(a)) == where(_params(b))
 
