@@ -122,6 +122,22 @@ class WorkerPasswordError(SwiperecError):
     """A Beam worker found no password for the database it was given."""
 
 
+def parse_secret(secret):
+    """A Beam `Secret` from its spec ("type:GcpSecret;version_name:..."), or `secret` itself
+    when it is one already; None for none. A spec Beam cannot read is a `SwiperecError`: the
+    driver checks it before any work, rather than every worker after it."""
+    if not isinstance(secret, str):
+        return secret
+    if not secret:
+        return None
+    from apache_beam.utils.secret import Secret
+
+    try:
+        return Secret.parse_secret_option(secret)
+    except ValueError as err:
+        raise SwiperecError(f"the database URL's secret {secret!r}: {err}") from None
+
+
 @dataclass(frozen=True)
 class WorkerDatabase:
     """The database a Beam worker connects to, with no password in it: a DoFn holding the
@@ -149,14 +165,7 @@ class WorkerDatabase:
         workers in this process, the password left out of the handle. `secret`: a Beam
         `Secret` or its spec, checked here rather than on every worker; `resolved`: see
         `address`."""
-        if isinstance(secret, str) and secret:
-            from apache_beam.utils.secret import Secret
-
-            try:
-                secret = Secret.parse_secret_option(secret)
-            except ValueError as err:
-                raise SwiperecError(f"the database URL's secret {secret!r}: {err}") from None
-        handle = cls(address(url, resolved), secret or None)
+        handle = cls(address(url, resolved), parse_secret(secret))
         _GIVEN_TO_WORKERS[handle.address] = url
         return handle
 

@@ -177,6 +177,30 @@ def test_a_secret_spec_is_checked_by_the_driver():
         WorkerDatabase.of("postgresql://u:pw@h/db", "type:NoSuchSecret;version_name:x")
 
 
+@pytest.mark.parametrize("given", ["flag", "environment"])
+def test_the_commands_secret_reaches_the_writer_before_any_set_is_begun(
+    given, trained, snapshot_dir, conn, db_url, monkeypatch, capsys
+):
+    """`swiperec embeddings write --database-url-secret SPEC` (or DATABASE_URL_SECRET) hands
+    the spec through the pipeline step to the writer, which refuses one Beam cannot read
+    before it begins a set, so nothing is left half-begun."""
+    from swiperec.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    spec = "type:NoSuchSecret;version_name:projects/p/secrets/s/versions/1"
+    command = ["embeddings", "write", "--model", trained.model_dir, "--version", "secret-v1",
+               "--snapshot", snapshot_dir, "--nice", "0"]  # fmt: skip
+    if given == "flag":
+        command += ["--database-url-secret", spec]
+    else:
+        monkeypatch.setenv("DATABASE_URL_SECRET", spec)
+    assert main(command) == 2
+    assert f"the database URL's secret '{spec}'" in capsys.readouterr().err
+    with conn.cursor() as cur:
+        cur.execute("select count(*) from embedding_sets where model_version = 'secret-v1'")
+        assert cur.fetchone()[0] == 0
+
+
 def test_a_worker_reads_the_embedded_servers_password_file(pg_server, bare_worker):
     # The embedded server's own database, under the worker's SWIPEREC_HOME: a local
     # multi-process runner's worker, on the driver's machine.
