@@ -18,6 +18,7 @@ create or replace function swiperec_private.ensure_day_partitions(
 )
 returns integer
 language plpgsql
+set timezone = 'UTC'  -- generate_series over dates runs as timestamptz, in the session's zone
 as $$
 declare
     v_base     text := (select relname from pg_class where oid = p_table);
@@ -136,7 +137,8 @@ declare
     v_first date;
 begin
     if to_regclass('public.served_recommendations_unpartitioned') is not null then
-        select min(created_at)::date into v_first from public.served_recommendations_unpartitioned;
+        select (min(created_at) at time zone 'UTC')::date into v_first
+        from public.served_recommendations_unpartitioned;
         if v_first is not null then
             perform swiperec_private.ensure_day_partitions(
                 'public.served_recommendations', v_first, (now() at time zone 'UTC')::date);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 from swiperec.cli.common import ready_connection
 
@@ -88,7 +89,8 @@ def alerts_command(args) -> int:
         print("no alerts")
     for row in rows:
         delivered = "delivered" if row["delivered_at"] else (row["delivery_error"] or "not sent")
-        print(f"{row['fired_at']:%Y-%m-%d %H:%M:%S}  {row['message']}  [{delivered}]")
+        fired = row["fired_at"].astimezone(UTC)
+        print(f"{fired:%Y-%m-%d %H:%M:%S} UTC  {row['message']}  [{delivered}]")
     return 0
 
 

@@ -309,7 +309,7 @@ def simulate_and_monitor(seconds: float) -> None:
     finally:
         conn.close()
     print()
-    print(f"monitoring (swiperec monitor run), the bucket of {bucket:%H:%M} UTC:")
+    print(f"monitoring (swiperec monitor run), the bucket of {bucket.astimezone(UTC):%H:%M} UTC:")
     for metric, label, form in DEMO_METRICS:
         if values.get(metric) is not None:
             print(f"  {label:<27} {form.format(values[metric])}")

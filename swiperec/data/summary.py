@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC
 
 
 @dataclass
@@ -31,8 +32,8 @@ class DataSummary:
             lines.append(f"releases                    {self.first_release} .. {self.last_release}")
         if self.first_decision:
             lines.append(
-                f"decisions                   {self.first_decision:%Y-%m-%d} .. "
-                f"{self.last_decision:%Y-%m-%d}"
+                f"decisions                   {self.first_decision.astimezone(UTC):%Y-%m-%d} .. "
+                f"{self.last_decision.astimezone(UTC):%Y-%m-%d} (UTC)"
             )
         return "\n".join(lines)
 

@@ -92,7 +92,7 @@ pre as (
 select r.user_id::text, r.arm,
        case when (select min(d.created_at) from public.user_video_decisions d
                   where d.user_id = r.user_id)
-                 >= %(experiment_start)s - %(new_user_days)s * interval '1 day'
+                 >= %(experiment_start)s - %(new_user_days)s * interval '24 hours'
                  or not exists (select 1 from public.user_video_decisions d
                                 where d.user_id = r.user_id)
             then 'new' else 'returning' end as segment,

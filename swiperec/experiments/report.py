@@ -12,6 +12,7 @@ adds, per metric, the effect and its confidence sequence over time (matplotlib, 
 from __future__ import annotations
 
 import math
+from datetime import UTC
 
 from swiperec.evaluation.report import CSS, _figure, _fmt, _image, _table, _text
 
@@ -118,7 +119,7 @@ def render_text(result: dict, experiment: dict, events: list[dict]) -> str:
         out.append("\ndecisions")
         for e in events:
             out.append(
-                f"  {e['at']:%Y-%m-%d %H:%M:%S} {e['event']:<12} "
+                f"  {e['at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC {e['event']:<12} "
                 f"{e['decided_by']}: {e['reason'] or ''}"
             )
     return "\n".join(out)
@@ -279,7 +280,7 @@ def render_html(result: dict, experiment: dict, events: list[dict], looks: list[
                 ["at", "event", "stage", "decided by", "reason"],
                 [
                     [
-                        _text(f"{e['at']:%Y-%m-%d %H:%M:%S}"),
+                        _text(f"{e['at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"),
                         _text(e["event"]),
                         _fmt(e["stage"]),
                         _text(e["decided_by"]),

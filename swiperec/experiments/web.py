@@ -12,6 +12,7 @@ connection.
 from __future__ import annotations
 
 import html
+from datetime import UTC
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -39,7 +40,7 @@ def routes(database_url: str, *, looks: int = 6) -> list[Route]:
             return (
                 f'<tr><td><a href="/experiments/{name}">{name}</a></td><td>{e["kind"]}</td>'
                 f"<td>{e['state']}</td><td>{html.escape(arms)}</td>"
-                f"<td>{e['started_at']:%Y-%m-%d %H:%M}</td></tr>"
+                f"<td>{e['started_at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC</td></tr>"
             )
 
         rows = "".join(row(e) for e in reversed(experiments))

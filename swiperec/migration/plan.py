@@ -272,7 +272,7 @@ def real_data(conn, window_days: int) -> dict:
     with conn.cursor() as cur:
         cur.execute(
             "select count(distinct user_id), count(*) from user_video_decisions"
-            " where created_at >= now() - %s * interval '1 day'",
+            " where created_at >= now() - %s * interval '24 hours'",
             (window_days,),
         )
         users, swipes = cur.fetchone()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+from datetime import UTC
 
 
 def render_text(plan: dict) -> str:
@@ -13,7 +14,7 @@ def render_text(plan: dict) -> str:
     live = plan["live_stage"]
     out = [
         f"migration plan {plan['name']} ({plan['state']}), created by {plan['created_by']} "
-        f"{plan['created_at']:%Y-%m-%d %H:%M}",
+        f"{plan['created_at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC",
         f"ratings (unless a stage sets its own): like >= {config.like_rating}, nope <= "
         f"{config.nope_rating}; entry counted over the last {config.window_days} days",
         f"training uses stage {plan['stage']}; live (the version serving, {plan['serving']}, "
@@ -38,7 +39,8 @@ def render_text(plan: dict) -> str:
     for e in plan["events"]:
         version = f" {e['model_version']}" if e["model_version"] else ""
         out.append(
-            f"  {e['at']:%Y-%m-%d %H:%M:%S}  {e['event']:<11} stage {e['stage']}{version}  "
+            f"  {e['at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC  {e['event']:<11} "
+            f"stage {e['stage']}{version}  "
             f"{e['decided_by']}: {e['reason'] or ''}"
         )
         comparison = (e["evidence"] or {}).get("comparison")
@@ -77,7 +79,8 @@ def render_html(plan: dict | None, css: str = "") -> str:
         for i, s in enumerate(config.stages)
     )
     events = "".join(
-        f"<tr><td>{e['at']:%Y-%m-%d %H:%M:%S}</td><td>{e['event']}</td><td>{e['stage']}</td>"
+        f"<tr><td>{e['at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</td><td>{e['event']}</td>"
+        f"<td>{e['stage']}</td>"
         f"<td>{html.escape(e['model_version'] or '')}</td><td>{html.escape(e['decided_by'])}"
         f"</td><td>{html.escape(e['reason'] or '')}</td><td>{_gate_figures(e)}</td></tr>"
         for e in reversed(plan["events"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from swiperec.monitoring.config import AlertRule, MonitoringConfig
 
@@ -101,7 +101,7 @@ def _cooling_down(conn, rule: AlertRule, size: int, bucket: datetime) -> bool:
 
 def _message(rule: AlertRule, bucket: datetime, value: float, baseline: float | None) -> str:
     series = f"{rule.metric} ({rule.segment}; version {rule.model_version}, route {rule.route})"
-    when = bucket.strftime("%Y-%m-%d %H:%M UTC")
+    when = bucket.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if baseline is None:
         return (f"[{rule.severity}] {rule.name}: {series} is {value:.4g} in the bucket of {when}"
                 f" ({rule.kind} {rule.threshold:g})")  # fmt: skip

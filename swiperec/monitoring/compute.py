@@ -107,14 +107,15 @@ def maintain_partitions(conn, config: MonitoringConfig, now: datetime, summary) 
 
 
 def ensure_baselines(conn) -> None:
-    """Each version in use gets its training week's swipe statistics once."""
+    """Each version in use gets its training week's swipe statistics once: 168 hours and
+    UTC hours, whatever the session's time zone (see metrics.sql)."""
     with conn, conn.cursor() as cur:
         cur.execute(
             """
             insert into swiperec_private.monitoring_baselines
                 (model_version, window_start, window_end, swipes, like_rate, swipes_per_user,
                  genre_mix)
-            select v.model_version, w.window_end - interval '7 days', w.window_end, s.swipes,
+            select v.model_version, w.window_end - interval '168 hours', w.window_end, s.swipes,
                    s.like_rate, s.swipes_per_user, coalesce(g.mix, '{}')
             from (select distinct model_version from swiperec_private.versions_in_use) u
             join public.model_versions v using (model_version)
@@ -131,9 +132,9 @@ def ensure_baselines(conn) -> None:
                     select count(*) as swipes, count(*) filter (where d.decision = 'like')
                            as likes, count(distinct d.user_id) as users
                     from public.user_video_decisions d
-                    where d.created_at > w.window_end - interval '7 days'
+                    where d.created_at > w.window_end - interval '168 hours'
                       and d.created_at <= w.window_end
-                    group by date_trunc('hour', d.created_at)
+                    group by date_trunc('hour', d.created_at, 'UTC')
                 ) h
             ) s
             cross join lateral (
@@ -143,7 +144,7 @@ def ensure_baselines(conn) -> None:
                     join public.videos vid on vid.id = d.video_id
                     cross join lateral unnest(vid.genres) as g(genre)
                     where d.decision = 'like'
-                      and d.created_at > w.window_end - interval '7 days'
+                      and d.created_at > w.window_end - interval '168 hours'
                       and d.created_at <= w.window_end
                     group by g.genre
                 ) t

@@ -22,7 +22,7 @@ import contextlib
 import queue
 import threading
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -80,7 +80,8 @@ class _Connections:
 
 
 def _iso(value):
-    return value.isoformat() if isinstance(value, datetime) else value
+    # In UTC, whatever the session's zone: plotly.js reads a time's wall clock, not its offset.
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
 
 
 class QualityCollector:
@@ -102,7 +103,7 @@ class QualityCollector:
                 "select distinct on (bucket_seconds, model_version, route, segment, metric)"
                 " metric, model_version, route, segment, bucket_seconds, value, samples,"
                 " extract(epoch from bucket_start) from public.monitoring_metrics"
-                " where bucket_start >= now() - interval '2 days'"
+                " where bucket_start >= now() - interval '48 hours'"
                 " order by bucket_seconds, model_version, route, segment, metric,"
                 " bucket_start desc"
             )

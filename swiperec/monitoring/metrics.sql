@@ -27,6 +27,9 @@
 -- with hourly buckets).
 -- Segments: all; user:new / user:returning; source:<source>; video:new / video:old (item
 -- metrics only).
+-- Times are compared in hours and days in UTC (24 hours, never `interval '1 day'`, which in
+-- a session zone with daylight saving is 23 or 25 hours across a change), whatever the
+-- session's TimeZone.
 
 with served as (
     select s.request_id, s.user_id, s.video_id, s.position, s.model_version, s.route, s.source,
@@ -43,10 +46,10 @@ served_users as (
 items as (
     select s.*, o.decision, v.genres, v.maker,
            case when su.first_swipe_at is null
-                     or su.first_swipe_at > s.created_at - %(new_user_days)s * interval '1 day'
+                     or su.first_swipe_at > s.created_at - %(new_user_days)s * interval '24 hours'
                 then 'new' else 'returning' end as user_segment,
            case when coalesce(v.release_date::timestamp at time zone 'UTC', v.created_at)
-                     > s.created_at - %(new_video_days)s * interval '1 day'
+                     > s.created_at - %(new_video_days)s * interval '24 hours'
                 then 'new' else 'old' end as video_segment
     from served s
     join public.videos v on v.id = s.video_id

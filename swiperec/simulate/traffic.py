@@ -57,7 +57,7 @@ NEW_VIDEO_SQL = """
 insert into public.videos (external_id, title, description, genres, maker, label, series,
                            performers, release_date, duration_sec, thumbnail_url)
 select %(external_id)s, title || ' 続編', description, genres, maker, label, series,
-       performers, current_date, duration_sec, thumbnail_url
+       performers, (now() at time zone 'UTC')::date, duration_sec, thumbnail_url
 from public.videos where external_id = %(original)s
 on conflict (external_id) do nothing
 returning id

@@ -217,6 +217,68 @@ def test_partitions_ahead_and_retention(conn):
                     f"swiperec_private.serving_requests_{now:%Y%m%d}": 1}  # fmt: skip
 
 
+def test_day_partitions_are_utc_days_in_any_session_zone(conn):
+    # Chile's daylight saving starts at midnight (2026-09-06 has no 00:00 there): stepping from
+    # day to day in that zone put the days after the change at 01:00, past the range's end.
+    with conn, conn.cursor() as cur:
+        cur.execute("set timezone = 'America/Santiago'")
+        cur.execute("select '2026-09-06 00:00'::timestamptz::time")
+        assert str(cur.fetchone()[0]) == "01:00:00"  # the zone's rules as this test knows them
+        cur.execute("select swiperec_private.ensure_day_partitions('public.served_recommendations',"
+                    " date '2026-09-05', date '2026-09-07')")  # fmt: skip
+        assert cur.fetchone()[0] == 3
+        serve(cur, str(uuid.uuid4()), datetime(2026, 9, 7, 12, tzinfo=UTC), [1])
+        cur.execute("select tableoid::regclass::text from served_recommendations")
+        assert cur.fetchall() == [("swiperec_private.served_recommendations_20260907",)]
+
+
+def test_serving_logs_from_before_partitioning_move_into_their_utc_days(pg_server, tmp_path):
+    """A database migrated before the logs were partitioned: the monitoring migration moves its
+    rows into day partitions made from their UTC days, whatever the session's time zone."""
+    import psycopg2
+
+    from swiperec.db import connect
+    from swiperec.db.migrate import list_migrations, migrate
+
+    earlier = tmp_path / "migrations"
+    earlier.mkdir()
+    for migration in list_migrations():
+        if migration.version < "20261203010000":  # the monitoring migration
+            (earlier / migration.path.name).symlink_to(migration.path)
+    admin = psycopg2.connect(pg_server.status().url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("drop database if exists before_partitions with (force)")
+        cur.execute("create database before_partitions")
+    old = None
+    try:
+        old = connect(pg_server.status().url.rsplit("/", 1)[0] + "/before_partitions")
+        with old.cursor() as cur:
+            cur.execute("set timezone = 'Asia/Tokyo'")  # UTC+9: 20:00 UTC is the next day there
+        old.commit()
+        migrate(old, earlier, local_bootstrap=True)
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        late_evening = datetime.combine(yesterday, datetime.min.time(), UTC) + timedelta(hours=20)
+        with old, old.cursor() as cur:
+            cur.execute(
+                "insert into served_recommendations (request_id, user_id, video_id, position,"
+                " score, model_version, source, reason, created_at)"
+                " values (gen_random_uuid(), gen_random_uuid(), 1, 1, 0.5, 'v1', 'embedding',"
+                " 'popular', %s)", (late_evening,))  # fmt: skip
+        migrate(old, local_bootstrap=True)
+        with old.cursor() as cur:
+            cur.execute("select tableoid::regclass::text, created_at from served_recommendations")
+            assert cur.fetchall() == [
+                (f"swiperec_private.served_recommendations_{yesterday:%Y%m%d}", late_evening)
+            ]
+    finally:
+        if old is not None:
+            old.close()
+        with admin.cursor() as cur:
+            cur.execute("drop database before_partitions with (force)")
+        admin.close()
+
+
 class Webhook(BaseHTTPRequestHandler):
     received: ClassVar[list] = []
 
@@ -231,6 +293,8 @@ class Webhook(BaseHTTPRequestHandler):
 
 def test_alert_rules_fire_once_with_enough_samples_and_reach_the_webhook(conn, monkeypatch):
     now = datetime.now(UTC)
+    with conn, conn.cursor() as cur:  # a session zone half an hour off UTC's hours
+        cur.execute("set timezone = 'Asia/Kolkata'")
     start, _ = build_history(conn, now)
     rule = AlertRule(name="like-rate drop", metric="like_rate", kind="relative_drop",
                      threshold=0.25, min_samples=10, baseline_buckets=6, min_baseline_buckets=3,
@@ -253,6 +317,10 @@ def test_alert_rules_fire_once_with_enough_samples_and_reach_the_webhook(conn, m
     assert summary.alerts[0]["baseline"] == pytest.approx(0.5)
     assert again.alerts == []
     assert len(Webhook.received) == 1 and "like-rate drop" in Webhook.received[0]["text"]
+    assert (
+        f"the bucket of {start + timedelta(hours=7):%Y-%m-%d %H:%M} UTC"
+        in (Webhook.received[0]["text"])
+    )
     listed = alerts.list_alerts(conn)
     assert len(listed) == 1 and listed[0]["delivered_at"] is not None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import psycopg2
@@ -149,6 +150,27 @@ def test_new_releases_join_the_candidates_with_an_exploration_bonus(catalogue):
     with catalogue, catalogue.cursor() as cur:
         cur.execute("update videos set release_date = current_date + 30 where id = 5")
     assert 5 not in dict(recommend(catalogue, 3))
+
+
+def test_new_releases_are_counted_in_utc_days_whatever_the_sessions_time_zone(catalogue):
+    serve(catalogue, "v1", np.array(TERMS, np.float32))
+    with catalogue.cursor() as cur:  # one transaction: now() holds still
+        cur.execute("select (now() at time zone 'UTC')::date,"
+                    " extract(hour from now() at time zone 'UTC')")  # fmt: skip
+        today, hour = cur.fetchone()
+        # A zone whose day is not UTC's at this hour: UTC+14 from 10:00 UTC, else UTC-11.
+        zone = "Pacific/Kiritimati" if hour >= 10 else "Pacific/Pago_Pago"
+        cur.execute("set local timezone = %s", (zone,))
+        cur.execute("select current_date")
+        assert cur.fetchone()[0] == today + timedelta(days=1 if hour >= 10 else -1)
+        # Video 4 came out today and video 5 comes out tomorrow, in UTC days: the day ahead's
+        # session would count 5 as out, the day behind's would not count 4 as out yet.
+        cur.execute("update videos set release_date = case id when 4 then %s when 5 then %s"
+                    " else date '2020-01-01' end", (today, today + timedelta(days=1)))  # fmt: skip
+        cur.execute("select video_id from enhanced_two_tower_recommendations(%s, 3)", (USER,))
+        served = {int(v) for (v,) in cur.fetchall()}
+    catalogue.rollback()
+    assert served == {1, 2, 3, 4}  # the three nearest, and today's release
 
 
 def test_the_exploration_bonus_is_the_video_sets(catalogue):

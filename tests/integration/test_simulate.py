@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,12 @@ def server_now(url: str):
 
 
 @pytest.mark.slow
-def test_simulated_users_swipe_through_the_real_serving_path(prepared, deno_env):
+def test_simulated_users_swipe_through_the_real_serving_path(prepared, deno_env, monkeypatch):
     url, truth, _ = prepared
+    # The simulator's sessions in a zone whose day is not UTC's at this hour (libpq's PGTZ):
+    # UTC+14 from 10:00 UTC, else UTC-11. Days are UTC's whatever the zone.
+    zone = "Pacific/Kiritimati" if datetime.now(UTC).hour >= 10 else "Pacific/Pago_Pago"
+    monkeypatch.setenv("PGTZ", zone)
     options = SimulationOptions(
         rate=3, duration=12, users=40, organic=0.2, new_videos_per_minute=15,
         new_users_per_minute=10, seed=7,
@@ -110,8 +115,8 @@ def test_simulated_users_swipe_through_the_real_serving_path(prepared, deno_env)
         )
         served = {(user, source): n for user, source, n in cur.fetchall()}
         cur.execute(
-            "select external_id, title, release_date = created_at::date from videos"
-            " where external_id = any(%s)",
+            "select external_id, title, release_date = (created_at at time zone 'UTC')::date"
+            " from videos where external_id = any(%s)",
             (list(report.new_video_truth),),
         )
         new_videos = cur.fetchall()
