@@ -13,6 +13,10 @@
 --   midnight (America/Santiago), the days after the change fall at 01:00 and the range's last
 --   day was not made.
 --
+-- The monitoring migration (20261203010000) now makes the function with this setting and splits
+-- an unpartitioned log by UTC days; a database that applied it before shows it as changed since
+-- in `swiperec db status`, and this migration brings its function to the same setting.
+--
 -- Each function's setting holds for its own statements only: what it returns reaches the
 -- caller unchanged. A later `create or replace function` of either must repeat
 -- `set timezone = 'UTC'` among its settings (it replaces them all).

@@ -74,11 +74,13 @@ def write_command(args) -> int:
     import tensorflow as tf
 
     from swiperec.db import database_url
+    from swiperec.db.connection import parse_secret
     from swiperec.pipeline import steps
 
     if not tf.io.gfile.exists(os.path.join(args.model, "model_card.json")):  # local or gs://
         raise UserError(f"{args.model} is not a trained model (no model_card.json)")
     ready_connection().close()  # the schema is up to date (or a clear error)
+    parse_secret(args.database_url_secret)  # a bad spec fails before the snapshot is taken
     url = database_url()
     if args.nice:
         # Inference saturates the CPU; on a machine that also serves queries, they come first.

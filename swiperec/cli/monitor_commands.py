@@ -53,16 +53,17 @@ def run_command(args) -> int:
         return 0
     if args.json:
         print(json.dumps({
-            "buckets": [b.isoformat() for b in summary.buckets], "rows": summary.rows,
-            "final_through": summary.final_through.isoformat() if summary.final_through else None,
+            "buckets": [_utc(b) for b in summary.buckets], "rows": summary.rows,
+            "final_through": _utc(summary.final_through) if summary.final_through else None,
             "partitions_created": summary.partitions_created,
             "partitions_dropped": summary.partitions_dropped,
             "alerts": [a["message"] for a in summary.alerts], "seconds": summary.seconds,
         }, indent=2))  # fmt: skip
         return 0
-    first = summary.buckets[0].isoformat() if summary.buckets else "-"
+    first = _utc(summary.buckets[0]) if summary.buckets else "-"
+    final = _utc(summary.final_through) if summary.final_through else "-"
     print(f"buckets   {len(summary.buckets)} computed from {first} ({summary.rows} metric rows);"
-          f" final through {summary.final_through}")  # fmt: skip
+          f" final through {final}")  # fmt: skip
     print(
         f"logs      {summary.partitions_created} day partitions created, "
         f"{len(summary.partitions_dropped)} dropped (retention)"
@@ -92,6 +93,10 @@ def alerts_command(args) -> int:
         fired = row["fired_at"].astimezone(UTC)
         print(f"{fired:%Y-%m-%d %H:%M:%S} UTC  {row['message']}  [{delivered}]")
     return 0
+
+
+def _utc(value) -> str:
+    return value.astimezone(UTC).isoformat()
 
 
 def serve_command(args) -> int:

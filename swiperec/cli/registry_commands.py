@@ -56,7 +56,7 @@ def _yes_no(value) -> str:
 
 
 def _when(value) -> str:
-    return value.isoformat(sep=" ", timespec="seconds") if value else "-"
+    return value.astimezone(UTC).isoformat(sep=" ", timespec="seconds") if value else "-"
 
 
 def _day(value) -> str:

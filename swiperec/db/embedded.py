@@ -34,8 +34,8 @@ SERVER_USER = "embedded_postgres"
 # Tuned for bulk loads and index builds on a 2-core, 24 GB machine. `wal_level=minimal` lets
 # COPY into a table created in the same transaction skip WAL; `synchronous_commit=off` trades
 # the last few hundred ms of commits on an OS crash (not a process kill) for load speed.
-# `timezone=UTC` as on Supabase: `current_date` (serving's new releases) then falls on the
-# same UTC days as the logs' partitions and the snapshots, whatever the host's zone.
+# `timezone=UTC` as on Supabase, whatever the host's zone: a session's own days and times (psql,
+# `now()::date`) are then the UTC ones the schema's functions and the snapshots use.
 SERVER_SETTINGS = {
     "timezone": "UTC",
     "shared_buffers": "1GB",

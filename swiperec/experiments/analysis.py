@@ -26,7 +26,7 @@ the candidate.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 
@@ -211,7 +211,7 @@ def analyse(conn, name: str, *, at: datetime | None = None) -> dict:
         "kind": experiment["kind"],
         "state": experiment["state"],
         "stage": experiment["stage"],
-        "window": [start.isoformat(), end.isoformat()],
+        "window": [start.astimezone(UTC).isoformat(), end.astimezone(UTC).isoformat()],
         "users": {a: int(users.get(a, 0)) for a in arms},
         "totals": {
             a: {k: int(v) for k, v in sums.loc[a].items()} if a in sums.index else {} for a in arms

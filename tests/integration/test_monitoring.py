@@ -232,6 +232,28 @@ def test_day_partitions_are_utc_days_in_any_session_zone(conn):
         assert cur.fetchall() == [("swiperec_private.served_recommendations_20260907",)]
 
 
+def test_a_versions_baseline_counts_swipes_per_user_in_utc_hours(conn):
+    from swiperec.monitoring.compute import ensure_baselines
+
+    setup_catalogue(conn)  # v1 serving, made now
+    with conn, conn.cursor() as cur:
+        # Asia/Kolkata is UTC+05:30: its hours begin at half past UTC's.
+        cur.execute("set timezone = 'Asia/Kolkata'")
+        user = str(uuid.uuid4())
+        hour = floor_to_bucket(datetime.now(UTC), HOUR) - timedelta(hours=3)
+        # One user's swipes at 0:50 and 1:10 past a UTC hour: two UTC hours, one Kolkata hour.
+        swipe(cur, user, 1, "like", hour + timedelta(minutes=50))
+        swipe(cur, user, 2, "nope", hour + timedelta(minutes=70))
+    ensure_baselines(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "select swipes, like_rate, swipes_per_user from swiperec_private.monitoring_baselines"
+            " where model_version = 'v1'"
+        )
+        assert cur.fetchone() == (2, 0.5, 1.0)  # one swipe per active user in each UTC hour
+    conn.rollback()
+
+
 def test_serving_logs_from_before_partitioning_move_into_their_utc_days(pg_server, tmp_path):
     """A database migrated before the logs were partitioned: the monitoring migration moves its
     rows into day partitions made from their UTC days, whatever the session's time zone."""
