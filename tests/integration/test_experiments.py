@@ -388,6 +388,51 @@ def test_the_analysis_finds_a_real_difference_and_no_srm(db):
         assert segments[segment]["status"] == "ok" and segments[segment]["effect"] > 0
 
 
+def test_the_new_user_segment_is_24_hour_days_back_across_a_dst_change(db):
+    """A user is 'new' when their first swipe is within new_user_days x 24 hours before the
+    experiment's start, whatever the session's zone. An experiment started in Berlin half an
+    hour after its change to summer time: `interval '7 days'` back from the start is 167 hours,
+    so a first swipe 167.5 hours before it would read as a returning user's."""
+    from swiperec.experiments.analysis import per_user
+
+    started = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 CEST; 02:00 CET became 03:00
+    with db, db.cursor() as cur:
+        cur.execute("set timezone = 'Europe/Berlin'")
+        # The zone's rule as this test knows it: 7 calendar days back are 167 hours.
+        cur.execute(
+            "select extract(epoch from %(t)s - (%(t)s - interval '7 days'))::int", {"t": started}
+        )
+        assert cur.fetchone()[0] == 167 * 3600
+    design.start(db, "dst", control="v1", arms={"treatment": "v2"}, shares={"treatment": 50})
+    assert ExperimentConfig.from_dict(design.get(db, "dst")["config"]).new_user_days == 7
+    with db, db.cursor() as cur:
+        cur.execute(
+            "update experiments set started_at = %s, stage_started_at = %s where name = 'dst'",
+            (started, started),
+        )
+    newcomer, regular = users(2, seed=9)
+    arms = {user: route_of(db, user) for user in (newcomer, regular)}  # (route, version)
+    with db, db.cursor() as cur:
+        for user, hours_before in ((newcomer, 7 * 24 - 0.5), (regular, 7 * 24 + 0.5)):
+            cur.execute(
+                "insert into user_video_decisions (user_id, video_id, decision, created_at)"
+                " values (%s, 1, 'like', %s)",
+                (user, started - timedelta(hours=hours_before)),
+            )
+            route, version = arms[user]
+            cur.execute(
+                "insert into serving_requests (request_id, user_id, status, duration_ms,"
+                " model_version, route, source, items, created_at) values (gen_random_uuid(),"
+                " %s, 200, 20, %s, %s, 'embedding', 0, %s)",
+                (user, version, route, started + timedelta(minutes=5)),
+            )
+    frame, _ = per_user(db, design.get(db, "dst"), started, started + timedelta(hours=1))
+    assert dict(zip(frame["user_id"], frame["segment"], strict=True)) == {
+        newcomer: "new",
+        regular: "returning",
+    }
+
+
 def test_an_injected_assignment_imbalance_is_an_srm(db):
     design.start(
         db, "srm", control="v1", arms={"treatment": "v2"}, shares={"treatment": 50}, config=SMALL

@@ -110,6 +110,54 @@ def test_a_plan_advances_only_when_live_and_entered_and_completes(db):
     ]  # fmt: skip
 
 
+def test_the_entry_window_is_24_hour_days_back_across_a_dst_change(db):
+    """The entry condition counts the real swipes of the last window_days x 24 hours before
+    now(), whatever the session's zone: across a change to daylight saving, `interval '7 days'`
+    back from now() is 167 hours, and a swipe 167.5 hours old would be left out.
+
+    A real zone changes twice a year, so a window back from now() holds a change on some dates
+    only (none of the window's length, on many); the session's zone here is a POSIX one made
+    for the day the test runs: UTC+0 until 02:00 UTC three days ago, UTC+1 from then until two
+    months ahead."""
+    with db.cursor() as cur:
+        cur.execute("select now()")
+        now = cur.fetchone()[0].astimezone(UTC)
+    db.rollback()
+    begins, ends = (now - timedelta(days=3)).date(), (now + timedelta(days=60)).date()
+    # STD offset DST,start,end: offsets are hours west of UTC, DST one hour ahead of STD;
+    # a plain number is the day of its year counted from 0 (leap days counted), at 02:00.
+    zone = f"XST0XDT,{begins.timetuple().tm_yday - 1},{ends.timetuple().tm_yday - 1}"
+    with db, db.cursor() as cur:
+        cur.execute("set timezone = %s", (zone,))
+        # The zone's rule as this test means it: daylight saving now, not a week ago; so 7
+        # calendar days back from now() are 167 hours.
+        cur.execute(
+            "select extract(timezone_hour from now())::int,"
+            " extract(timezone_hour from now() - interval '168 hours')::int,"
+            " extract(epoch from now() - (now() - interval '7 days'))::int"
+        )
+        assert cur.fetchone() == (1, 0, 167 * 3600)
+    config = PlanConfig(
+        stages=(Stage(1.0), Stage(0.5, min_real_users=2, min_real_swipes=2)),
+        like_rating=3,
+        nope_rating=2,
+        window_days=7,
+    )
+    migration.create(db, "p", config, actor="ana")
+    inside, outside, recent = users(3, seed=7)
+    with db, db.cursor() as cur:
+        for user, hours_ago in ((inside, 7 * 24 - 0.5), (outside, 7 * 24 + 0.5), (recent, 1)):
+            cur.execute(
+                "insert into user_video_decisions (user_id, video_id, decision, created_at)"
+                " values (%s, 1, 'like', %s)",
+                (user, now - timedelta(hours=hours_ago)),
+            )
+    # (The swipes' ages are from the `now` read above: the later now() of the count moves the
+    # window's start by the seconds between, far less than the half hour to spare.)
+    assert migration.real_data(db, 7) == {"window_days": 7, "real_users": 2, "real_swipes": 2}
+    assert migration.advance(db, actor="ana")["result"] == "advanced"
+
+
 def test_one_active_plan_and_two_advances_at_once_move_one_stage(db, db_url, monkeypatch):
     from swiperec.db import connect
 

@@ -254,6 +254,78 @@ def test_a_versions_baseline_counts_swipes_per_user_in_utc_hours(conn):
     conn.rollback()
 
 
+# Berlin's change to summer time in 2026: at 01:00 UTC on 29 March its clocks go from 02:00 CET
+# (UTC+1) to 03:00 CEST (UTC+2). Half an hour after it, n calendar days back are n x 24 - 1
+# hours: the days the windows must not be counted in.
+AFTER_BERLIN_CHANGE = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 CEST
+
+
+def set_berlin(cur) -> None:
+    """The session's zone: Europe/Berlin, its rule checked as these tests know it (so that they
+    cannot pass for want of a change, should the zone's data change)."""
+    cur.execute("set timezone = 'Europe/Berlin'")
+    cur.execute("select extract(epoch from %(t)s - (%(t)s - interval '7 days'))::int,"
+                " extract(epoch from %(t)s - (%(t)s - interval '30 days'))::int",
+                {"t": AFTER_BERLIN_CHANGE})  # fmt: skip
+    assert cur.fetchone() == (167 * HOUR, 719 * HOUR)
+
+
+def test_new_users_and_videos_are_24_hour_days_back_across_a_dst_change(conn):
+    """The segments user:new and video:new look back new_user_days and new_video_days times 24
+    hours from the serve, whatever the session's zone: from half an hour after Berlin's change
+    to summer time, `interval '7 days'` back is 167 hours (30 days, 719), so a first swipe
+    167.5 hours before the serve would read as a returning user's, a video made 719.5 hours
+    before it as old."""
+    setup_catalogue(conn)
+    served_at = AFTER_BERLIN_CHANGE
+    newcomer, regular = str(uuid.uuid4()), str(uuid.uuid4())
+    with conn, conn.cursor() as cur:
+        set_berlin(cur)
+        cur.execute("insert into videos (external_id, title, created_at)"
+                    " values ('fresh', 'fresh', %s) returning id",
+                    (served_at - timedelta(hours=30 * 24 - 0.5),))  # fmt: skip
+        fresh = cur.fetchone()[0]  # no release date: its age is its row's
+        swipe(cur, newcomer, 3, "like", served_at - timedelta(hours=7 * 24 - 0.5))  # first swipes
+        swipe(cur, regular, 4, "like", served_at - timedelta(hours=7 * 24 + 0.5))
+        serve(cur, newcomer, served_at, [1, fresh])
+        serve(cur, regular, served_at, [2])
+    run_pass(conn, config(new_user_days=7, new_video_days=30),
+             now=served_at + timedelta(hours=1))  # fmt: skip
+    bucket = floor_to_bucket(served_at, HOUR)
+    assert metrics(conn, bucket, segment="user:new").get("served_items") == (2, 2)
+    assert metrics(conn, bucket, segment="user:returning")["served_items"] == (1, 1)
+    assert metrics(conn, bucket, segment="user:new").get("requests") == (1, 1)
+    assert metrics(conn, bucket, segment="video:new").get("served_items") == (1, 1)
+    assert metrics(conn, bucket, segment="video:old")["served_items"] == (2, 2)
+
+
+def test_a_versions_baseline_is_168_hours_back_across_a_dst_change(conn):
+    """The training week a version's baseline counts ends at its last swipe and begins 168
+    hours before it, whatever the session's zone (7 days back in Berlin from half an hour after
+    its change to summer time are 167 hours: a swipe 167.5 hours before the end would be left
+    out)."""
+    from swiperec.monitoring.compute import ensure_baselines
+
+    setup_catalogue(conn)  # v1 serving
+    end = AFTER_BERLIN_CHANGE
+    user = str(uuid.uuid4())
+    with conn, conn.cursor() as cur:
+        set_berlin(cur)
+        cur.execute("update model_versions set created_at = %s where model_version = 'v1'",
+                    (end + timedelta(minutes=20),))  # fmt: skip
+        swipe(cur, user, 1, "like", end)  # the last swipe before v1 was made: the week's end
+        swipe(cur, user, 2, "nope", end - timedelta(hours=168 - 0.5))  # in the week
+        swipe(cur, user, 3, "nope", end - timedelta(hours=168 + 0.5))  # before it
+    ensure_baselines(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "select window_start, window_end, swipes, like_rate"
+            " from swiperec_private.monitoring_baselines where model_version = 'v1'"
+        )
+        assert cur.fetchone() == (end - timedelta(hours=168), end, 2, 0.5)
+    conn.rollback()
+
+
 def test_serving_logs_from_before_partitioning_move_into_their_utc_days(pg_server, tmp_path):
     """A database migrated before the logs were partitioned: the monitoring migration moves its
     rows into day partitions made from their UTC days, whatever the session's time zone."""
