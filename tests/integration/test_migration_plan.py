@@ -115,17 +115,17 @@ def test_the_entry_window_is_24_hour_days_back_across_a_dst_change(db):
     now(), whatever the session's zone: across a change to daylight saving, `interval '7 days'`
     back from now() is 167 hours, and a swipe 167.5 hours old would be left out.
 
-    A real zone changes twice a year, so a window back from now() holds a change on some dates
-    only (none of the window's length, on many); the session's zone here is a POSIX one made
-    for the day the test runs: UTC+0 until 02:00 UTC three days ago, UTC+1 from then until two
-    months ahead."""
+    A real zone changes twice a year, so on most dates no change falls in the last 7 days; the
+    session's zone here is a POSIX one made for the day the test runs: UTC+0 until 02:00 UTC
+    three days ago, UTC+1 from then until two months ahead."""
     with db.cursor() as cur:
         cur.execute("select now()")
         now = cur.fetchone()[0].astimezone(UTC)
     db.rollback()
     begins, ends = (now - timedelta(days=3)).date(), (now + timedelta(days=60)).date()
     # STD offset DST,start,end: offsets are hours west of UTC, DST one hour ahead of STD;
-    # a plain number is the day of its year counted from 0 (leap days counted), at 02:00.
+    # a plain number is the day of its year counted from 0 (leap days counted), at 02:00 local
+    # time: the start at 02:00 UTC (XST), the end at 02:00 XDT, 01:00 UTC.
     zone = f"XST0XDT,{begins.timetuple().tm_yday - 1},{ends.timetuple().tm_yday - 1}"
     with db, db.cursor() as cur:
         cur.execute("set timezone = %s", (zone,))
