@@ -259,14 +259,16 @@ _VIDEO_VECTORS: dict = {}
 
 def video_vectors(conn, version: str):
     """(ids, unit vectors, ranking terms [n, 2] (nan: none), new release [n] bool, in the
-    exploration's pool [n] bool) of a set."""
+    exploration's pool [n] bool) of a set. New releases as the serving function counts them:
+    up to UTC's today, whatever the session's zone."""
     from swiperec.evaluation.evaluate import NEW_RELEASE
 
     if version not in _VIDEO_VECTORS:
         with conn.cursor() as cur:
             cur.execute(
                 "select e.video_id, e.embedding, e.rank_bias, e.rank_scale, coalesce("
-                "v.release_date > current_date - %s and v.release_date <= current_date, false), "
+                "v.release_date > (now() at time zone 'UTC')::date - %s"
+                " and v.release_date <= (now() at time zone 'UTC')::date, false), "
                 "coalesce(v.release_date, date '1900-01-01') from video_embeddings e join videos"
                 " v on v.id = e.video_id where e.model_version = %s order by e.video_id",
                 (NEW_RELEASE["days"], version),
