@@ -1,4 +1,4 @@
-"""What the command modules share: user errors, a ready connection, progress bars."""
+"""What the command modules share: user errors, a ready connection, log lines, progress bars."""
 
 from __future__ import annotations
 
@@ -31,6 +31,28 @@ def ready_connection():
             f"({', '.join(pending)}): run `swiperec db migrate` first"
         )
     return conn
+
+
+def utc_log_formatter(format: str):
+    """A log formatter whose `%(asctime)s` is the time in UTC, ISO 8601 to the millisecond with
+    a `Z`, as the commands print every other time, whatever the host's zone."""
+    import logging
+    import time
+
+    format = format.replace("%(asctime)s", "%(asctime)s.%(msecs)03dZ")
+    formatter = logging.Formatter(format, datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    return formatter
+
+
+def log_to_stderr(format: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> None:
+    """INFO and above to stderr, for the long-running commands (the real-time worker, the
+    rollout controller), their times in UTC."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(utc_log_formatter(format))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def stage_bar(stages: list[str], desc: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from swiperec.cli.common import UserError, ready_connection
+from swiperec.cli.common import UserError, log_to_stderr, ready_connection
 
 
 def _config_args(parser, *, rollout: bool) -> None:
@@ -316,11 +316,9 @@ def rollout_rollback_command(args) -> int:
 
 
 def rollout_tick_command(args) -> int:
-    import logging
-
     from swiperec.experiments.rollout import tick
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_stderr("%(asctime)s %(name)s %(message)s")
     conn = ready_connection()
     try:
         decisions = tick(conn)

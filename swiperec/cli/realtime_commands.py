@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 
-from swiperec.cli.common import UserError, ready_connection
+from swiperec.cli.common import UserError, log_to_stderr, ready_connection
 
 
 def add_commands(commands) -> None:
@@ -62,7 +62,7 @@ def add_commands(commands) -> None:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_to_stderr()
 
 
 def run_command(args) -> int:
