@@ -27,13 +27,13 @@ replaces the committed results.
 
 The regression check compares this run with the committed results of the same scale
 (`--against FILE` for another), each figure twice: its ratio to its same-run baseline, and its
-value (times and rates scaled by the two runs' calibrations, memory as it is; a share such as a
-recall by its miss rate). A figure worse than the committed one by more than the noise band in
-either is flagged; the band is the larger of `--band` (default 0.25: 25 %) and the spread
-(max / min - 1) of either run's repeats. A figure at the edge of the machine's capacity (the
-real-time latency at 200 swipes/s) is compared but never flagged. `--check` exits 1 on a flagged
-figure, a missing figure or a failed step; any run exits 2 while another suite run holds this
-checkout's lock.
+value (times and rates scaled by the two runs' calibrations, each the median of its run's
+readings; memory as it is; a share such as a recall by its miss rate). A figure worse than the
+committed one by more than the noise band in either is flagged; the band is the larger of
+`--band` (default 0.25: 25 %) and the spread (max / min - 1) of either run's repeats. A figure
+at the edge of the machine's capacity (the real-time latency at 200 swipes/s) is compared but
+never flagged. `--check` exits 1 on a flagged figure, a missing figure or a failed step; any
+run exits 2 while another suite run holds this checkout's lock.
 """
 
 from __future__ import annotations
@@ -370,13 +370,32 @@ def collect(runs: dict[str, list[dict]], steps: tuple[str, ...], videos: int) ->
 # --- the regression check ----------------------------------------------------------------------
 
 
+def run_calibration(report: dict) -> dict[str, float]:
+    """The machine's speed over a run: per calibration rate, the median of the run's readings
+    (at start, at end and in each step's results). One reading takes about a second, and a
+    shared machine's speed moves by 1.5x within minutes: a run whose start caught a fast or a
+    slow second would otherwise scale every figure by it."""
+    machine = report.get("machine", {})
+    readings = [machine.get("start", {}), machine.get("end", {})]
+    for entry in report.get("steps", {}).values():
+        readings += [r.get("machine", {}) for r in entry.get("results", [])
+                     if isinstance(r, dict)]  # fmt: skip
+    rates: dict[str, list[float]] = {}
+    for reading in readings:
+        for rate, value in (reading or {}).get("calibration", {}).items():
+            if value:
+                rates.setdefault(rate, []).append(value)
+    return {rate: statistics.median(values) for rate, values in rates.items()}
+
+
 def calibrated(entry: dict, now: dict, then: dict) -> float:
-    """The committed run's median `entry` in this run's machine terms: a time (lower better)
-    scales inversely with the calibration rate the figure depends on, a rate (higher better)
-    with it; other figures are returned as they are."""
+    """The committed run's median `entry` in this run's machine terms (`now` and `then`: the two
+    runs' `run_calibration`): a time (lower better) scales inversely with the calibration rate
+    the figure depends on, a rate (higher better) with it; other figures are returned as they
+    are."""
     rate = entry.get("calibrate")
-    before = then.get("calibration", {}).get(rate) if rate else None
-    after = now.get("calibration", {}).get(rate) if rate else None
+    before = then.get(rate) if rate else None
+    after = now.get(rate) if rate else None
     if not before or not after:
         return entry["median"]
     factor = before / after if entry["better"] == "lower" else after / before
@@ -408,13 +427,15 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
 
     Two things are compared: the ratio to the same-run baseline, when both runs have one
     (machine-independent), and the value itself (times and rates scaled by the two runs'
-    calibrations, see `calibrated`; memory and counts as they are): a slower baseline must not
-    hide a slower figure. `change` is how much worse (positive) the worse of the two is. Flagged
-    (`regressed`) when it exceeds the band: max(`band`, either side's spread over its repeats).
-    A figure missing now is flagged too; a figure marked `unchecked` is compared, never flagged."""
+    calibrations, see `run_calibration` and `calibrated`; memory and counts as they are): a
+    slower baseline must not hide a slower figure. `change` is how much worse (positive) the
+    worse of the two is. Flagged (`regressed`) when it exceeds the band: max(`band`, either
+    side's spread over its repeats). A figure missing now is flagged too; a figure marked
+    `unchecked` is compared, never flagged."""
     out = {}
     now_machine = current.get("machine", {}).get("start", {})
     then_machine = committed.get("machine", {}).get("start", {})
+    now_speed, then_speed = run_calibration(current), run_calibration(committed)
     note = ""
     if now_machine.get("cpu_count") != then_machine.get("cpu_count"):
         note = (f"; {now_machine.get('cpu_count')} cpus now, "
@@ -430,7 +451,7 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
         bounded = bool(entry.get("bounded"))
         pairs = [("value", entry, calibrated({**before, "better": entry["better"],
                                               "calibrate": entry.get("calibrate")},
-                                             now_machine, then_machine), before)]  # fmt: skip
+                                             now_speed, then_speed), before)]  # fmt: skip
         if "ratio" in entry and "ratio" in before:
             pairs.append(("ratio", entry["ratio"], before["ratio"]["median"], before["ratio"]))
         worst = None

@@ -184,7 +184,7 @@ model trained on {sizes["train_videos"]:,} videos; {report["repeats"]} run(s) of
 commit {html.escape(str(report.get("commit")))}.</p>
 <p>{machine_text(report)}</p>
 <p>{against_text}. Ratios are compared as measured; times scaled by the two runs'
-calibrations; a change beyond the band is flagged.</p>
+calibrations (each the median of its run's readings); a change beyond the band is flagged.</p>
 <h2>Figures</h2>
 {figures_table(report)}
 <h2>Cost against scale</h2>

@@ -73,6 +73,25 @@ def test_compare_scales_absolute_times_by_the_two_runs_calibrations():
     assert slower["training: whole run"]["regressed"] is True
 
 
+def test_compare_scales_by_the_median_of_each_runs_calibration_readings():
+    # The committed run read 100 GFLOP/s throughout; this one caught a fast second at start
+    # (200) but its steps and end read 50, half as fast: its 200 s is the committed 100 s.
+    committed = _report({"train": [{"training_seconds": 100}]})
+    current = _report(
+        {"train": [{"training_seconds": 200}]}, {"python_mops": 20.0, "matmul_gflops": 200.0}
+    )
+    slow = {"calibration": {"python_mops": 20.0, "matmul_gflops": 50.0}}
+    current["machine"]["end"] = slow
+    current["steps"]["train"]["results"] = [{"machine": slow}, {"machine": slow}]
+    assert suite.run_calibration(current) == {"python_mops": 20.0, "matmul_gflops": 50.0}
+    result = compare(current, committed, 0.25)["training: whole run"]
+    assert result["committed"] == 200.0 and result["regressed"] is False
+    # Scaled by the start readings alone, the same run would read 4x slower than committed.
+    current["steps"]["train"]["results"] = []
+    current["machine"]["end"] = current["machine"]["start"]
+    assert compare(current, committed, 0.25)["training: whole run"]["regressed"] is True
+
+
 def test_compare_widens_the_band_to_the_repeats_spread_and_flags_missing_figures():
     committed = _report({"transform": [_transform(20, 10), _transform(40, 10)]})  # ratio 2, 4
     result = compare(_report({"transform": [_transform(40, 10)]}), committed, band=0.1)
