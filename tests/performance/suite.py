@@ -609,6 +609,7 @@ def main(argv=None) -> int:
                 "file": str(against.relative_to(ROOT) if against.is_relative_to(ROOT) else against),
                 "commit": committed.get("commit"),
                 "machine": committed.get("machine", {}).get("start"),
+                "calibration": run_calibration(committed),  # what its figures are scaled by
             }
             report["comparison"] = compare(report, committed, args.band)
     failed = [s for s, e in report["steps"].items() if any(c != 0 for c in e["exit_codes"])]

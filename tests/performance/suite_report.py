@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from swiperec.evaluation.report import _figure, _image, _table
+from tests.performance.suite import run_calibration
 
 # Curves: title, y label, [(figure name, which scale size is its x)]. Training's x is the size
 # of the data the model was trained on (the default data's at large and xl).
@@ -155,6 +156,11 @@ def machine_text(report: dict) -> str:
             f"{m['memory_gb']} GB, load {m['load_average']}, matmul {c.get('matmul_gflops')} "
             f"GFLOP/s, Python loop {c.get('python_mops')} M/s"
         )
+    c = run_calibration(report)
+    parts.append(
+        f"median of the run's readings (at start, at end and in each step): matmul "
+        f"{c.get('matmul_gflops')} GFLOP/s, Python loop {c.get('python_mops')} M/s"
+    )
     return "<br>".join(parts)
 
 
@@ -166,7 +172,7 @@ def write_html(report: dict, path: Path, suite_dir: Path) -> Path:
         m = against.get("machine") or {}
         against_text = (
             f"compared with {html.escape(against['file'])} (commit {against.get('commit')}, "
-            f"calibration {m.get('calibration')})"
+            f"calibration {against.get('calibration') or m.get('calibration')})"
         )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

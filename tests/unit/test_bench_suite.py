@@ -307,6 +307,8 @@ def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
     page = write_html(report, tmp_path / "small.html", tmp_path).read_text()
     assert "transform (TFT on Beam)" in page and "NOT met" in page
     assert page.count("<img") == 2  # time and memory: the two kinds with points
+    # what the regression check scales this run's times by
+    assert "median of the run's readings" in page and "matmul 100.0 GFLOP/s" in page
 
 
 def test_every_curve_draws_figures_the_suite_keeps():
