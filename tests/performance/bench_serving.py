@@ -295,7 +295,7 @@ def exact_scan_latency(conn, version: str, users: list[str], k: int, rounds: int
     the SQL function does, the user's decided videos are read first and each row is tested
     against them as one constant array (a hashed lookup): a `not exists` over
     user_video_decisions is planned from its statistics, and once they see users with 1,000
-    decisions that plan sorts every vector and probes every candidate's decisions, ~2.5x as
+    decisions that plan sorts every vector and probes every candidate's decisions, ~2-3x as
     slow for those users. `+ 0` makes the ORDER BY an expression no index serves (PostgreSQL
     18 still picks a disabled index scan when it is the only ordered path), so every vector
     is compared."""

@@ -385,7 +385,7 @@ def run_calibration(report: dict) -> dict[str, float]:
         for rate, value in (reading or {}).get("calibration", {}).items():
             if value:
                 rates.setdefault(rate, []).append(value)
-    return {rate: statistics.median(values) for rate, values in rates.items()}
+    return {rate: round(statistics.median(values), 2) for rate, values in rates.items()}
 
 
 def calibrated(entry: dict, now: dict, then: dict) -> float:
@@ -645,7 +645,8 @@ def _commit() -> str | None:
 def print_summary(report: dict) -> None:
     calibration = report["machine"]["start"].get("calibration", {})
     print(f"\nmachine: {report['machine']['start']['cpu_count']} cpus, "
-          f"{report['machine']['start']['cpu_model']}; calibration {calibration}")  # fmt: skip
+          f"{report['machine']['start']['cpu_model']}; calibration {calibration} at start, "
+          f"{run_calibration(report)} the median of the run's readings")  # fmt: skip
     comparison = report.get("comparison", {})
     for name, entry in report["figures"].items():
         if entry is None:

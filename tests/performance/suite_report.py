@@ -168,6 +168,9 @@ def write_html(report: dict, path: Path, suite_dir: Path) -> Path:
     sizes = report["sizes"]
     against = report.get("against")
     against_text = "no committed results of this scale to compare with"
+    # runs checked before the check took each run's median reading hold no `calibration` here
+    scaled_by = ("each the median of its run's readings" if (against or {}).get("calibration")
+                 else "their readings at start")  # fmt: skip
     if against:
         m = against.get("machine") or {}
         against_text = (
@@ -190,7 +193,7 @@ model trained on {sizes["train_videos"]:,} videos; {report["repeats"]} run(s) of
 commit {html.escape(str(report.get("commit")))}.</p>
 <p>{machine_text(report)}</p>
 <p>{against_text}. Ratios are compared as measured; times scaled by the two runs'
-calibrations (each the median of its run's readings); a change beyond the band is flagged.</p>
+calibrations ({scaled_by}); a change beyond the band is flagged.</p>
 <h2>Figures</h2>
 {figures_table(report)}
 <h2>Cost against scale</h2>

@@ -73,23 +73,33 @@ def test_compare_scales_absolute_times_by_the_two_runs_calibrations():
     assert slower["training: whole run"]["regressed"] is True
 
 
+def _readings(report: dict, start: float, rest: float) -> dict:
+    """`report` with a matmul reading of `start` at start and `rest` at end and in its step."""
+    machine = report["machine"]["start"]
+    report["machine"] = {"start": {**machine, "calibration": {"matmul_gflops": start}},
+                         "end": {**machine, "calibration": {"matmul_gflops": rest}}}  # fmt: skip
+    for entry in report["steps"].values():
+        entry["results"] = [{"machine": {"calibration": {"matmul_gflops": rest}}}]
+    return report
+
+
 def test_compare_scales_by_the_median_of_each_runs_calibration_readings():
-    # The committed run read 100 GFLOP/s throughout; this one caught a fast second at start
-    # (200) but its steps and end read 50, half as fast: its 200 s is the committed 100 s.
-    committed = _report({"train": [{"training_seconds": 100}]})
-    current = _report(
-        {"train": [{"training_seconds": 200}]}, {"python_mops": 20.0, "matmul_gflops": 200.0}
-    )
-    slow = {"calibration": {"python_mops": 20.0, "matmul_gflops": 50.0}}
-    current["machine"]["end"] = slow
-    current["steps"]["train"]["results"] = [{"machine": slow}, {"machine": slow}]
-    assert suite.run_calibration(current) == {"python_mops": 20.0, "matmul_gflops": 50.0}
+    # Each run caught a second at start unlike the rest of it: the committed run a slow one
+    # (50, then 100 throughout), this run a fast one (200, then 50, half as fast). Its 200 s
+    # is the committed 100 s.
+    committed = _readings(_report({"train": [{"training_seconds": 100}]}), 50.0, 100.0)
+    current = _readings(_report({"train": [{"training_seconds": 200}]}), 200.0, 50.0)
+    assert suite.run_calibration(committed) == {"matmul_gflops": 100.0}
+    assert suite.run_calibration(current) == {"matmul_gflops": 50.0}
     result = compare(current, committed, 0.25)["training: whole run"]
     assert result["committed"] == 200.0 and result["regressed"] is False
-    # Scaled by the start readings alone, the same run would read 4x slower than committed.
-    current["steps"]["train"]["results"] = []
-    current["machine"]["end"] = current["machine"]["start"]
-    assert compare(current, committed, 0.25)["training: whole run"]["regressed"] is True
+    # By either run's start reading alone the same two runs would read 4x or 8x apart.
+    for report, start in ((current, 200.0), (committed, 50.0)):
+        saved = report["steps"]["train"].pop("results"), report["machine"]["end"]
+        report["machine"]["end"] = report["machine"]["start"]
+        assert suite.run_calibration(report) == {"matmul_gflops": start}
+        assert compare(current, committed, 0.25)["training: whole run"]["committed"] != 200.0
+        report["steps"]["train"]["results"], report["machine"]["end"] = saved
 
 
 def test_compare_widens_the_band_to_the_repeats_spread_and_flags_missing_figures():
@@ -307,8 +317,11 @@ def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
     page = write_html(report, tmp_path / "small.html", tmp_path).read_text()
     assert "transform (TFT on Beam)" in page and "NOT met" in page
     assert page.count("<img") == 2  # time and memory: the two kinds with points
-    # what the regression check scales this run's times by
-    assert "median of the run's readings" in page and "matmul 100.0 GFLOP/s" in page
+    # what the regression check scales this run's times by: the median of its readings
+    page = write_html(_readings(report, 200.0, 50.0), tmp_path / "small.html", tmp_path)
+    assert "the run's readings (at start, at end and in each step): matmul 50.0" in (
+        page.read_text()
+    )
 
 
 def test_every_curve_draws_figures_the_suite_keeps():
