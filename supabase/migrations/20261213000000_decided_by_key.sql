@@ -4,7 +4,7 @@
 -- genres and performers. Once ANALYZE has seen users with ~1,000 decisions, the planner
 -- expects many rows per user and hashes the whole catalogue for the join (a sequential scan
 -- of public.videos per request) rather than probing its primary key once per decision: on
--- 32,304 videos, 12-21 ms of a 39-56 ms call for such a user (`auto_explain`, two runs),
+-- 32,304 videos, 12.5-21 ms of a 39-56 ms call for such a user (`auto_explain`, two runs),
 -- against ~4 ms for the 1,000 lookups. `limit 1` in a lateral lookup keeps the probe
 -- whatever the statistics say, as the candidates' lookups below already do.
 --

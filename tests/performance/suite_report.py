@@ -169,8 +169,8 @@ def write_html(report: dict, path: Path, suite_dir: Path) -> Path:
     against = report.get("against")
     against_text = "no committed results of this scale to compare with"
     # runs checked before the check took each run's median reading hold no `calibration` here
-    scaled_by = ("each the median of its run's readings" if (against or {}).get("calibration")
-                 else "their readings at start")  # fmt: skip
+    scaled_by = ("their readings at start" if against and not against.get("calibration")
+                 else "each the median of its run's readings")  # fmt: skip
     if against:
         m = against.get("machine") or {}
         against_text = (

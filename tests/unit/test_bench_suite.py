@@ -93,12 +93,13 @@ def test_compare_scales_by_the_median_of_each_runs_calibration_readings():
     assert suite.run_calibration(current) == {"matmul_gflops": 50.0}
     result = compare(current, committed, 0.25)["training: whole run"]
     assert result["committed"] == 200.0 and result["regressed"] is False
-    # By either run's start reading alone the same two runs would read 4x or 8x apart.
-    for report, start in ((current, 200.0), (committed, 50.0)):
+    # Were either run's start reading taken alone, the committed 100 s would read as 50 s (by
+    # this run's fast start: 4x slower now) or as 100 s (by the committed run's slow start).
+    for report, start, scaled in ((current, 200.0, 50.0), (committed, 50.0, 100.0)):
         saved = report["steps"]["train"].pop("results"), report["machine"]["end"]
         report["machine"]["end"] = report["machine"]["start"]
         assert suite.run_calibration(report) == {"matmul_gflops": start}
-        assert compare(current, committed, 0.25)["training: whole run"]["committed"] != 200.0
+        assert compare(current, committed, 0.25)["training: whole run"]["committed"] == scaled
         report["steps"]["train"]["results"], report["machine"]["end"] = saved
 
 
@@ -322,6 +323,16 @@ def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
     assert "the run's readings (at start, at end and in each step): matmul 50.0" in (
         page.read_text()
     )
+    # and how the comparison on the page was scaled: a run checked before the check took the
+    # median of each run's readings holds no calibration of the committed run
+    scaled = "calibrations (each the median of its run's readings)"
+    assert scaled in page.read_text()  # nothing compared: what the check would do
+    against = {"file": "default.json", "commit": "c", "machine": {}}
+    old = write_html({**report, "against": against}, tmp_path / "old.html", tmp_path)
+    assert "calibrations (their readings at start)" in old.read_text()
+    against["calibration"] = {"matmul_gflops": 70.0}
+    new = write_html({**report, "against": against}, tmp_path / "new.html", tmp_path)
+    assert scaled in new.read_text() and "matmul_gflops': 70.0" in new.read_text()
 
 
 def test_every_curve_draws_figures_the_suite_keeps():
