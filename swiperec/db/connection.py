@@ -102,15 +102,35 @@ def address(url: str, resolved: dict | None = None) -> str:
     return make_dsn(**dict(sorted(params.items())))  # one spelling for each address
 
 
+def _where(params: dict) -> dict:
+    """`_WHERE` of a parsed connection string, what it leaves out filled in as libpq fills it:
+    from `PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGUSER` and `PGDATABASE`, else port 5432, the
+    operating-system user and a database named after the user. A host still empty is libpq's
+    own default, a Unix socket in the directory compiled into it."""
+    import getpass
+
+    env = os.environ
+    user = params.get("user") or env.get("PGUSER") or getpass.getuser()
+    return {
+        "host": params.get("host") or env.get("PGHOST", ""),
+        "hostaddr": params.get("hostaddr") or env.get("PGHOSTADDR", ""),
+        "port": str(params.get("port") or env.get("PGPORT") or "5432"),
+        "dbname": params.get("dbname") or env.get("PGDATABASE") or user,
+        "user": user,
+    }
+
+
 def same_database(a: str, b: str) -> bool:
-    """Whether connection strings `a` and `b` name the same database as the same user (libpq's
-    default port and database filled in)."""
-
-    def where(params: dict) -> tuple:
-        defaults = {"port": "5432", "dbname": params.get("user", "")}
-        return tuple(str(params.get(key) or defaults.get(key, "")) for key in _WHERE)
-
-    return where(_params(a)) == where(_params(b))
+    """Whether connection strings `a` and `b` name the same database as the same user, what
+    either leaves out read as libpq reads it (`_where`). A string without a host goes to
+    libpq's default socket directory, which no setting names: it matches one that names a
+    socket directory (a host starting with '/', as an open connection reports it) and agrees
+    on the rest, never a network host."""
+    x, y = _where(_params(a)), _where(_params(b))
+    hosts = {x.pop("host"), y.pop("host")}
+    if len(hosts) > 1 and not ("" in hosts and all(h.startswith("/") for h in hosts - {""})):
+        return False
+    return x == y
 
 
 # The full URLs this process gave Beam workers, by their address (`WorkerDatabase.of`). A

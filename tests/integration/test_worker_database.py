@@ -152,6 +152,35 @@ def test_the_address_names_the_database_and_drops_every_password():
     assert not same_database("postgresql://reader@db.example/app", url)
 
 
+def test_a_url_left_to_libpqs_socket_is_the_database_its_connection_reports(bare_worker):
+    """A driver's `postgresql://writer:pw@/app` goes to libpq's default Unix socket; its
+    handle names the socket directory its open connection reports as the host. A worker whose
+    own DATABASE_URL is that URL takes it for the handle's database, and only for it."""
+    for name in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE"):
+        bare_worker.delenv(name, raising=False)
+    url = "postgresql://writer:pw@/app"
+    resolved = {"host": "/var/run/postgresql", "port": "5432", "dbname": "app", "user": "writer"}
+    handle = WorkerDatabase(address(url, resolved))
+    assert handle.address == "dbname=app host=/var/run/postgresql port=5432 user=writer"
+    bare_worker.setenv("DATABASE_URL", url)
+    assert handle.url() == url
+    assert same_database("dbname=app user=writer", handle.address)
+    # Not a network host, another socket directory, another database or another user.
+    for other in ("postgresql://writer@localhost/app", "host=/tmp dbname=app user=writer",
+                  "postgresql://writer@/other", "postgresql://reader@/app"):  # fmt: skip
+        assert not same_database(other, handle.address), other
+        bare_worker.setenv("DATABASE_URL", other)
+        assert handle.url() == handle.address  # the worker's URL is not this database's
+    # What libpq reads from the environment counts as written: PGHOST sends the same URL to a
+    # network host, PGUSER and PGDATABASE fill in whom and which.
+    bare_worker.setenv("PGHOST", "db.example")
+    assert not same_database(url, handle.address)
+    assert same_database(url, "host=db.example dbname=app user=writer")
+    bare_worker.setenv("PGUSER", "writer")
+    bare_worker.setenv("PGDATABASE", "app")
+    assert same_database("postgresql://", "host=db.example port=5432 dbname=app user=writer")
+
+
 def test_redact_hides_the_password_in_every_spelling():
     assert redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact("postgresql://u@h/db?sslmode=require&password=pw") == (
