@@ -102,15 +102,38 @@ def address(url: str, resolved: dict | None = None) -> str:
     return make_dsn(**dict(sorted(params.items())))  # one spelling for each address
 
 
-def _where(params: dict) -> dict:
+def where_connected(conn) -> dict:
+    """Where an open connection went, for `address(url, resolved)`: its connection parameters
+    (`get_dsn_parameters()`), with the host libpq chose when the URL named none (`PQhost`: the
+    socket directory of a Unix-socket connection, which another machine's libpq may place
+    elsewhere)."""
+    params = conn.get_dsn_parameters()
+    if not params.get("host") and not params.get("hostaddr") and conn.info.host:
+        params["host"] = conn.info.host
+    return params
+
+
+def _os_user() -> str | None:
+    """The operating-system user libpq connects as by default (the effective user id's name);
+    None when there is none to find (a container's user id with no passwd entry)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return None
+
+
+def _where(params: dict) -> dict | None:
     """`_WHERE` of a parsed connection string, what it leaves out filled in as libpq fills it:
     from `PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGUSER` and `PGDATABASE`, else port 5432, the
     operating-system user and a database named after the user. A host still empty is libpq's
-    own default, a Unix socket in the directory compiled into it."""
-    import getpass
-
+    own default, a Unix socket in the directory compiled into it. None when the user is
+    nowhere to be found (libpq could not connect either)."""
     env = os.environ
-    user = params.get("user") or env.get("PGUSER") or getpass.getuser()
+    user = params.get("user") or env.get("PGUSER") or _os_user()
+    if not user:
+        return None
     return {
         "host": params.get("host") or env.get("PGHOST", ""),
         "hostaddr": params.get("hostaddr") or env.get("PGHOSTADDR", ""),
@@ -124,12 +147,20 @@ def same_database(a: str, b: str) -> bool:
     """Whether connection strings `a` and `b` name the same database as the same user, what
     either leaves out read as libpq reads it (`_where`). A string without a host goes to
     libpq's default socket directory, which no setting names: it matches one that names a
-    socket directory (a host starting with '/', as an open connection reports it) and agrees
-    on the rest, never a network host."""
-    x, y = _where(_params(a)), _where(_params(b))
-    hosts = {x.pop("host"), y.pop("host")}
-    if len(hosts) > 1 and not ("" in hosts and all(h.startswith("/") for h in hosts - {""})):
+    single socket directory (a host starting with '/', as `where_connected` reports it) and
+    agrees on the rest, never a network host or a list of hosts. Strings that use a service
+    file (`service`, `PGSERVICE`), whose entries this does not read, match only themselves."""
+    params = _params(a), _params(b)
+    if os.environ.get("PGSERVICE") or any("service" in p for p in params):
+        return params[0] == params[1]
+    x, y = _where(params[0]), _where(params[1])
+    if x is None or y is None:
         return False
+    hosts = {x.pop("host"), y.pop("host")}
+    if len(hosts) > 1:  # two hosts: only none beside a single socket directory match
+        named = (hosts - {""}).pop() if "" in hosts else ""
+        if not (named.startswith("/") and "," not in named):
+            return False
     return x == y
 
 

@@ -194,7 +194,7 @@ def write_embeddings(
 
     from swiperec.db import connect
     from swiperec.db import database_url as default_url
-    from swiperec.db.connection import WorkerDatabase, parse_secret
+    from swiperec.db.connection import WorkerDatabase, parse_secret, where_connected
     from swiperec.features.config import datetime_to_us, stored_feature_config
     from swiperec.model.data import served_new_release_bonus
     from swiperec.model.train import read_model_card
@@ -229,7 +229,7 @@ def write_embeddings(
             fault_point("writer.before_first_shard")
 
             if kinds:
-                workers = WorkerDatabase.of(url, secret, conn.get_dsn_parameters())
+                workers = WorkerDatabase.of(url, secret, where_connected(conn))
                 fn = EmbedAndCopy(model_dir, version, workers, snapshot, config, as_of_us,
                                   dimension)  # fmt: skip
                 if "video" in kinds:

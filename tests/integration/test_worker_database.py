@@ -7,18 +7,21 @@ the in-process runner's workers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from apache_beam.utils.secret import Secret
 from psycopg2.extensions import parse_dsn
 
+from swiperec.db import connect
 from swiperec.db.connection import (
     WorkerDatabase,
     WorkerPasswordError,
     address,
     redact,
     same_database,
+    where_connected,
     write_password_file,
 )
 from swiperec.errors import SwiperecError
@@ -35,6 +38,13 @@ class MountedSecret(Secret):
 
     def get_secret_bytes(self) -> bytes:
         return Path(self.path).read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _no_libpq_environment(monkeypatch):
+    """What a URL leaves out comes from PGHOST, PGPORT, ...: none of the runner's here."""
+    for name in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -154,10 +164,10 @@ def test_the_address_names_the_database_and_drops_every_password():
 
 def test_a_url_left_to_libpqs_socket_is_the_database_its_connection_reports(bare_worker):
     """A driver's `postgresql://writer:pw@/app` goes to libpq's default Unix socket; its
-    handle names the socket directory its open connection reports as the host. A worker whose
-    own DATABASE_URL is that URL takes it for the handle's database, and only for it."""
-    for name in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE"):
-        bare_worker.delenv(name, raising=False)
+    handle names the socket directory as `where_connected` reads it from the open connection
+    (libpq's `PQhost`; this machine's test server listens on TCP only, so the directory is
+    given here as libpq reports it). A worker whose own DATABASE_URL is that URL takes it for
+    the handle's database, and only for it."""
     url = "postgresql://writer:pw@/app"
     resolved = {"host": "/var/run/postgresql", "port": "5432", "dbname": "app", "user": "writer"}
     handle = WorkerDatabase(address(url, resolved))
@@ -165,8 +175,10 @@ def test_a_url_left_to_libpqs_socket_is_the_database_its_connection_reports(bare
     bare_worker.setenv("DATABASE_URL", url)
     assert handle.url() == url
     assert same_database("dbname=app user=writer", handle.address)
-    # Not a network host, another socket directory, another database or another user.
+    # Not a network host, another socket directory, a list of hosts, another database or
+    # another user.
     for other in ("postgresql://writer@localhost/app", "host=/tmp dbname=app user=writer",
+                  "host=/var/run/postgresql,db.example dbname=app user=writer",
                   "postgresql://writer@/other", "postgresql://reader@/app"):  # fmt: skip
         assert not same_database(other, handle.address), other
         bare_worker.setenv("DATABASE_URL", other)
@@ -179,6 +191,33 @@ def test_a_url_left_to_libpqs_socket_is_the_database_its_connection_reports(bare
     bare_worker.setenv("PGUSER", "writer")
     bare_worker.setenv("PGDATABASE", "app")
     assert same_database("postgresql://", "host=db.example port=5432 dbname=app user=writer")
+
+
+def test_what_a_url_leaves_out_is_filled_in_as_libpq_fills_it(bare_worker):
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    # No user: the operating system's; no database: the user's name; no port: 5432.
+    assert same_database("host=db.example", f"host=db.example port=5432 dbname={me} user={me}")
+    assert not same_database("host=db.example", "host=db.example dbname=app user=someone-else")
+    bare_worker.setenv("PGPORT", "6543")
+    assert same_database("host=db.example user=w", "host=db.example port=6543 user=w")
+    # No user anywhere (a user id without a passwd entry): libpq cannot connect, nothing matches.
+    bare_worker.setattr("swiperec.db.connection._os_user", lambda: None)
+    assert not same_database("host=db.example", "host=db.example")
+    # A service file's entries are not read: such a string matches only itself.
+    assert same_database("service=app", "service=app")
+    assert not same_database("service=app", "host=db.example dbname=app user=w")
+
+
+def test_the_handle_names_the_host_the_connection_went_to(db_url):
+    conn = connect(db_url)
+    try:
+        where = where_connected(conn)
+        assert where["host"] == conn.info.host and where["dbname"] == parse_dsn(db_url)["dbname"]
+        assert same_database(db_url, address(db_url, where))
+    finally:
+        conn.close()
 
 
 def test_redact_hides_the_password_in_every_spelling():
