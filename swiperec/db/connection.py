@@ -50,6 +50,8 @@ _SECRET_KEYS = ("password", "sslpassword")
 # What names a database: where it is and as whom. Two connection strings that agree on these
 # reach the same database as the same user, whatever else they set (sslmode, timeouts, ...).
 _WHERE = ("host", "hostaddr", "port", "dbname", "user")
+# What a service file fills in when a connection string leaves it out.
+_NAMED = ("host", "port", "dbname", "user")
 
 
 def _params(url: str) -> dict:
@@ -108,8 +110,10 @@ def where_connected(conn) -> dict:
     socket directory of a Unix-socket connection, which another machine's libpq may place
     elsewhere)."""
     params = conn.get_dsn_parameters()
-    if not params.get("host") and not params.get("hostaddr") and conn.info.host:
-        params["host"] = conn.info.host
+    chosen = conn.info.host or ""
+    # (a libpq without Unix sockets, e.g. on Windows, reports "localhost": left out, as the URL)
+    if not params.get("host") and not params.get("hostaddr") and chosen.startswith("/"):
+        params["host"] = chosen
     return params
 
 
@@ -149,10 +153,13 @@ def same_database(a: str, b: str) -> bool:
     libpq's default socket directory, which no setting names: it matches one that names a
     single socket directory (a host starting with '/', as `where_connected` reports it) and
     agrees on the rest, never a network host or a list of hosts. Strings that use a service
-    file (`service`, `PGSERVICE`), whose entries this does not read, match only themselves."""
+    file (`service`, `PGSERVICE`) and leave any of host, port, database and user to it, whose
+    entries this does not read, match only the same string (passwords aside)."""
     params = _params(a), _params(b)
-    if os.environ.get("PGSERVICE") or any("service" in p for p in params):
-        return params[0] == params[1]
+    uses_service = os.environ.get("PGSERVICE") or any("service" in p for p in params)
+    if uses_service and not all(p.get(k) for p in params for k in _NAMED):
+        visible = [{k: v for k, v in p.items() if k not in _SECRET_KEYS} for p in params]
+        return visible[0] == visible[1]
     x, y = _where(params[0]), _where(params[1])
     if x is None or y is None:
         return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from apache_beam.utils.secret import Secret
@@ -196,28 +197,63 @@ def test_a_url_left_to_libpqs_socket_is_the_database_its_connection_reports(bare
 def test_what_a_url_leaves_out_is_filled_in_as_libpq_fills_it(bare_worker):
     import pwd
 
-    me = pwd.getpwuid(os.geteuid()).pw_name
+    from swiperec.db.connection import _os_user
+
+    try:  # libpq's default user: the effective user id's name, none without a passwd entry
+        assert _os_user() == pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        assert _os_user() is None
+    bare_worker.setattr("swiperec.db.connection._os_user", lambda: "me")
     # No user: the operating system's; no database: the user's name; no port: 5432.
-    assert same_database("host=db.example", f"host=db.example port=5432 dbname={me} user={me}")
+    assert same_database("host=db.example", "host=db.example port=5432 dbname=me user=me")
     assert not same_database("host=db.example", "host=db.example dbname=app user=someone-else")
     bare_worker.setenv("PGPORT", "6543")
     assert same_database("host=db.example user=w", "host=db.example port=6543 user=w")
+    bare_worker.delenv("PGPORT")
+    # A service file, whose entries are not read, fills what a string leaves out: such a string
+    # matches only itself, passwords aside; one that names host, port, database and user
+    # does not depend on it, and matches its handle whatever PGSERVICE says.
+    assert same_database("service=app password=pw", "service=app")
+    assert not same_database("service=app", "dbname=me user=me")  # the defaults would match
+    url = "postgresql://writer:pw@db.example:5432/app"
+    resolved = {"host": "db.example", "port": "5432", "dbname": "app", "user": "writer"}
+    bare_worker.setenv("PGSERVICE", "app")
+    assert same_database(url, address(url, resolved))
+    assert not same_database("postgresql://writer:pw@db.example/app", address(url, resolved))
+    bare_worker.delenv("PGSERVICE")
+    assert same_database("postgresql://writer:pw@db.example/app", address(url, resolved))
     # No user anywhere (a user id without a passwd entry): libpq cannot connect, nothing matches.
     bare_worker.setattr("swiperec.db.connection._os_user", lambda: None)
     assert not same_database("host=db.example", "host=db.example")
-    # A service file's entries are not read: such a string matches only itself.
-    assert same_database("service=app", "service=app")
-    assert not same_database("service=app", "host=db.example dbname=app user=w")
+
+
+class ReportedConnection:
+    """What an open psycopg2 connection reports of where it went (`get_dsn_parameters()` and
+    `info.host`, libpq's PQconninfo and PQhost), as given: a connection over libpq's default
+    Unix socket, which this machine's test server (TCP only) cannot make."""
+
+    def __init__(self, parameters: dict, host: str):
+        self.parameters, self.info = parameters, SimpleNamespace(host=host)
+
+    def get_dsn_parameters(self) -> dict:
+        return dict(self.parameters)
 
 
 def test_the_handle_names_the_host_the_connection_went_to(db_url):
-    conn = connect(db_url)
+    conn = connect(db_url)  # over TCP: the URL's host, which the parameters hold already
     try:
         where = where_connected(conn)
-        assert where["host"] == conn.info.host and where["dbname"] == parse_dsn(db_url)["dbname"]
+        assert where == conn.get_dsn_parameters() and where["host"] == conn.info.host
         assert same_database(db_url, address(db_url, where))
     finally:
         conn.close()
+    # Over the default socket the parameters hold no host: PQhost's socket directory is added.
+    socket = ReportedConnection({"port": "5432", "dbname": "app", "user": "w"}, "/run/pg")
+    assert where_connected(socket)["host"] == "/run/pg"
+    # Not when the URL named a hostaddr (PQhost reports that), nor a libpq without sockets.
+    for parameters, host in (({"hostaddr": "10.0.0.5", "dbname": "app"}, "10.0.0.5"),
+                             ({"dbname": "app"}, "localhost")):  # fmt: skip
+        assert "host" not in where_connected(ReportedConnection(parameters, host))
 
 
 def test_redact_hides_the_password_in_every_spelling():
