@@ -93,7 +93,7 @@ def redact(url: str) -> str:
 def address(url: str, resolved: dict | None = None) -> str:
     """`url` (a URL or a libpq keyword string) without its password, as a libpq keyword
     string: where a connection goes, as whom and how, and nothing that lets one in. `resolved`
-    (an open connection's `get_dsn_parameters()`) fills in the host, port, database and user
+    (`where_connected` of an open connection) fills in the host, port, database and user
     that `url` leaves to libpq's defaults, which another machine's would fill differently."""
     from psycopg2.extensions import make_dsn
 
