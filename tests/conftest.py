@@ -46,12 +46,12 @@ SLOW_FILES_FIRST = (
 def pytest_report_header(config):
     """The machine's calibration (tests/performance/record.py), so a suite's wall time can be
     compared across machines: these differ 3-4x from one day or host to the next."""
-    from tests.performance.record import calibration
+    from tests.performance.record import calibration, vector_isa
 
     rates = calibration()
     return (
         f"machine calibration: numpy matmul {rates['matmul_gflops']} GFLOP/s, Python loop "
-        f"{rates['python_mops']} M iterations/s, {os.cpu_count()} cpus"
+        f"{rates['python_mops']} M iterations/s, {os.cpu_count()} cpus, {vector_isa()}"
     )
 
 

@@ -11,6 +11,12 @@ beside its figures, two fixed CPU reference workloads timed in the same run:
 
 A time from another machine is compared after scaling by the ratio of the relevant reference
 (`tests.performance.suite.calibrated`), never raw.
+
+Each also records the widest vector instructions the host offers (`vector_isa`) and its caches
+(`cpu_caches`): TensorFlow's oneDNN kernels choose their code by the first and block their
+products by the second, and round differently with each, so the same seeded training on the
+same data can give another model on another host (and every figure that depends on the model's
+vectors with it).
 """
 
 from __future__ import annotations
@@ -70,6 +76,46 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+# The vector extensions the compiled kernels dispatch on, widest first.
+_VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+
+
+def vector_isa(cpu_flags: str | None = None, onednn_cap: str | None = None) -> str:
+    """The widest vector instructions of `cpu_flags` (a `flags` line of /proc/cpuinfo; default:
+    this host's), e.g. "AVX-512", with oneDNN's cap when `ONEDNN_MAX_CPU_ISA` sets one (default:
+    this process's environment), e.g. "AVX-512, oneDNN capped at AVX2"; "unknown" without
+    /proc/cpuinfo."""
+    if cpu_flags is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu_flags = next((line for line in f if line.startswith("flags")), "")
+        except OSError:
+            cpu_flags = ""
+    if onednn_cap is None:
+        onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    flags = set(cpu_flags.partition(":")[2].split())
+    widest = next((name for flag, name in _VECTOR_ISAS if flag in flags), None)
+    if widest is None:
+        widest = "SSE" if flags else "unknown"
+    return f"{widest}, oneDNN capped at {onednn_cap}" if onednn_cap else widest
+
+
+def cpu_caches(folder: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
+    """The first CPU's caches as Linux lists them, e.g. "L1d 48K, L1i 64K, L2 2048K, L3 30720K";
+    "unknown" where it does not."""
+    caches = []
+    for index in sorted(folder.glob("index*")):
+        try:
+            level, kind, size = (
+                (index / name).read_text().strip() for name in ("level", "type", "size")
+            )
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        caches.append(f"L{level}{suffix} {size}")
+    return ", ".join(caches) or "unknown"
+
+
 def machine() -> dict:
     """The host, its load and its calibration, now."""
     import psutil
@@ -77,6 +123,8 @@ def machine() -> dict:
     figures = {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
+        "vector_isa": vector_isa(),
+        "cpu_caches": cpu_caches(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -440,6 +440,10 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
     if now_machine.get("cpu_count") != then_machine.get("cpu_count"):
         note = (f"; {now_machine.get('cpu_count')} cpus now, "
                 f"{then_machine.get('cpu_count')} then: times compare loosely")  # fmt: skip
+    isas = now_machine.get("vector_isa"), then_machine.get("vector_isa")
+    if None not in isas and isas[0] != isas[1]:
+        note += (f"; {isas[0]} now, {isas[1]} then: TensorFlow's kernels round differently, "
+                 "so the two runs trained different models")  # fmt: skip
     for name, entry in current["figures"].items():
         before = committed.get("figures", {}).get(name)
         if entry is None:
@@ -643,9 +647,11 @@ def _commit() -> str | None:
 
 
 def print_summary(report: dict) -> None:
-    calibration = report["machine"]["start"].get("calibration", {})
-    print(f"\nmachine: {report['machine']['start']['cpu_count']} cpus, "
-          f"{report['machine']['start']['cpu_model']}; calibration {calibration} at start, "
+    start = report["machine"]["start"]
+    calibration = start.get("calibration", {})
+    print(f"\nmachine: {start['cpu_count']} cpus, {start['cpu_model']}"
+          f"{', ' + start['vector_isa'] if 'vector_isa' in start else ''}; "
+          f"calibration {calibration} at start, "
           f"{run_calibration(report)} the median of the run's readings")  # fmt: skip
     comparison = report.get("comparison", {})
     for name, entry in report["figures"].items():

@@ -152,7 +152,9 @@ def machine_text(report: dict) -> str:
     for when, m in report["machine"].items():
         c = m.get("calibration", {})
         parts.append(
-            f"{when}: {m['cpu_count']} cpus ({html.escape(m['cpu_model'])}), "
+            f"{when}: {m['cpu_count']} cpus ({html.escape(m['cpu_model'])}"
+            f"{', ' + html.escape(m['vector_isa']) if 'vector_isa' in m else ''}"
+            f"{'; caches ' + html.escape(m['cpu_caches']) if 'cpu_caches' in m else ''}), "
             f"{m['memory_gb']} GB, load {m['load_average']}, matmul {c.get('matmul_gflops')} "
             f"GFLOP/s, Python loop {c.get('python_mops')} M/s"
         )
@@ -175,6 +177,7 @@ def write_html(report: dict, path: Path, suite_dir: Path) -> Path:
         m = against.get("machine") or {}
         against_text = (
             f"compared with {html.escape(against['file'])} (commit {against.get('commit')}, "
+            f"{html.escape(m['vector_isa']) + ', ' if 'vector_isa' in m else ''}"
             f"calibration {against.get('calibration') or m.get('calibration')})"
         )
     page = f"""<!doctype html>

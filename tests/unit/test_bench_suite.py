@@ -112,6 +112,50 @@ def test_compare_widens_the_band_to_the_repeats_spread_and_flags_missing_figures
     assert missing["transform (TFT on Beam)"]["regressed"] is True
 
 
+def test_the_vector_instructions_are_read_from_the_cpu_flags_and_onednns_cap():
+    from tests.performance.record import machine, vector_isa
+
+    assert vector_isa("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16", "") == "AVX-512"
+    assert vector_isa("flags\t\t: fpu sse2 avx avx2 fma", "") == "AVX2"
+    assert vector_isa("flags\t\t: fpu sse2 sse4_2", "") == "SSE"
+    assert vector_isa("", "") == "unknown"
+    capped = vector_isa("flags : avx2 avx512f", "AVX2")
+    assert capped == "AVX-512, oneDNN capped at AVX2"
+    assert machine()["vector_isa"] == vector_isa()  # every results file records it
+
+
+def test_the_caches_are_read_as_linux_lists_them(tmp_path):
+    from tests.performance.record import cpu_caches, machine
+
+    for index, (level, kind, size) in enumerate(
+        [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "2048K")]
+    ):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(value + "\n")
+    assert cpu_caches(tmp_path) == "L1d 48K, L1i 32K, L2 2048K"
+    assert cpu_caches(tmp_path / "none") == "unknown"
+    assert machine()["cpu_caches"] == cpu_caches()
+
+
+def test_compare_says_when_the_runs_vector_instructions_differ():
+    """On another vector instruction set TensorFlow's kernels round differently and the same
+    seeded training gives another model: every comparison says so; unknown on either side (runs
+    recorded before the suite kept it), nothing is said."""
+    committed = _report({"transform": [_transform(20, 10)]})
+    current = _report({"transform": [_transform(20, 10)]})
+    name = "transform (TFT on Beam)"
+    assert compare(current, committed, band=0.25)[name]["why"] == "compared"
+    for report, isa in ((committed, "AVX2"), (current, "AVX-512")):
+        report["machine"]["start"] = {**report["machine"]["start"], "vector_isa": isa}
+    why = compare(current, committed, band=0.25)[name]["why"]
+    assert why == ("compared; AVX-512 now, AVX2 then: TensorFlow's kernels round differently, "
+                   "so the two runs trained different models")  # fmt: skip
+    committed["machine"]["start"]["vector_isa"] = "AVX-512"
+    assert compare(current, committed, band=0.25)[name]["why"] == "compared"
+
+
 def test_higher_is_better_figures_regress_when_they_fall():
     def serving(ratio):
         group = {"p95_ms": 10, "recall@20_vs_exact": 0.97}
@@ -333,6 +377,11 @@ def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
     against["calibration"] = {"matmul_gflops": 70.0}
     new = write_html({**report, "against": against}, tmp_path / "new.html", tmp_path)
     assert scaled in new.read_text() and "matmul_gflops': 70.0" in new.read_text()
+    # each run's vector instructions, where it recorded them
+    against["machine"] = {"vector_isa": "AVX2"}
+    report["machine"]["start"] = {**report["machine"]["start"], "vector_isa": "AVX-512"}
+    page = write_html({**report, "against": against}, tmp_path / "isa.html", tmp_path).read_text()
+    assert "start: 2 cpus (cpu, AVX-512)" in page and "(commit c, AVX2, calibration" in page
 
 
 def test_every_curve_draws_figures_the_suite_keeps():
