@@ -131,18 +131,22 @@ def _os_user() -> str | None:
 def _where(params: dict) -> dict | None:
     """`_WHERE` of a parsed connection string, what it leaves out filled in as libpq fills it:
     from `PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGUSER` and `PGDATABASE`, else port 5432, the
-    operating-system user and a database named after the user. A host still empty is libpq's
-    own default, a Unix socket in the directory compiled into it. None when the user is
-    nowhere to be found (libpq could not connect either)."""
-    env = os.environ
-    user = params.get("user") or env.get("PGUSER") or _os_user()
+    operating-system user and a database named after the user. A keyword the string gives
+    empty (`port=''`) keeps libpq from reading its variable: libpq's own default applies. A
+    host still empty is libpq's own default, a Unix socket in the directory compiled into it.
+    None when the user is nowhere to be found (libpq could not connect either)."""
+
+    def given(keyword: str, variable: str) -> str:
+        return str(params[keyword]) if keyword in params else os.environ.get(variable, "")
+
+    user = given("user", "PGUSER") or _os_user()
     if not user:
         return None
     return {
-        "host": params.get("host") or env.get("PGHOST", ""),
-        "hostaddr": params.get("hostaddr") or env.get("PGHOSTADDR", ""),
-        "port": str(params.get("port") or env.get("PGPORT") or "5432"),
-        "dbname": params.get("dbname") or env.get("PGDATABASE") or user,
+        "host": given("host", "PGHOST"),
+        "hostaddr": given("hostaddr", "PGHOSTADDR"),
+        "port": given("port", "PGPORT") or "5432",
+        "dbname": given("dbname", "PGDATABASE") or user,
         "user": user,
     }
 
@@ -265,11 +269,6 @@ class WorkerDatabase:
 
     def no_password(self, detail: str = "") -> WorkerPasswordError:
         """The error of a worker that cannot log in: what it tried and where a password goes."""
-        other = os.environ.get("DATABASE_URL")
-        try:
-            elsewhere = bool(other) and not same_database(other, self.address)
-        except SwiperecError:
-            elsewhere = True
         return WorkerPasswordError(
             f"a Beam worker cannot log in to {self.address}"
             + (f" ({detail})" if detail else "")
@@ -277,8 +276,23 @@ class WorkerDatabase:
             "database) or PGPASSWORD / PGPASSFILE in their environment, or the URL in a secret "
             "(--database-url-secret / DATABASE_URL_SECRET, e.g. "
             "'type:GcpSecret;version_name:projects/P/secrets/S/versions/latest')"
-            + (". The workers' DATABASE_URL names another database" if elsewhere else "")
+            + self._why_not_taken(os.environ.get("DATABASE_URL"))
         )
+
+    def _why_not_taken(self, url: str | None) -> str:
+        """Why the worker's own DATABASE_URL `url` gave no password for this database ("" when
+        there is none, or it is this database's)."""
+        try:
+            params = _params(url) if url else {}
+            uses_service = "service" in params or os.environ.get("PGSERVICE")
+            if url and not uses_service and _where(params) is None:
+                return (". The workers' DATABASE_URL names no user, and neither PGUSER nor "
+                        "the operating system gives one")  # fmt: skip
+            if url and not same_database(url, self.address):
+                return ". The workers' DATABASE_URL names another database"
+        except SwiperecError:
+            return ". The workers' DATABASE_URL is not a PostgreSQL URL or keyword string"
+        return ""
 
 
 def write_password_file(url: str, path: str | os.PathLike) -> None:

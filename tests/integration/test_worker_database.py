@@ -107,8 +107,24 @@ def test_the_refresh_job_graph_holds_the_address_and_no_password(db_url):
 
 
 def test_a_worker_with_no_password_fails_saying_where_to_put_one(db_url, bare_worker):
-    with pytest.raises(WorkerPasswordError, match=r"carries no password.*PGPASSFILE"):
-        logs_in(WorkerDatabase(address(db_url)))
+    handle = WorkerDatabase(address(db_url))
+    nothing_more = r"carries no password.*PGPASSFILE.*versions/latest'\)$"
+    with pytest.raises(WorkerPasswordError, match=nothing_more):
+        logs_in(handle)
+    # and why its own DATABASE_URL gave none, when it has one
+    bare_worker.setenv("DATABASE_URL", db_url.rsplit("/", 1)[0] + "/postgres")
+    with pytest.raises(WorkerPasswordError, match=r"DATABASE_URL names another database$"):
+        logs_in(handle)
+    bare_worker.setenv("DATABASE_URL", "postgresql://u:se%zzcret@h/db")  # a bad escape
+    with pytest.raises(WorkerPasswordError, match="is not a PostgreSQL URL") as refused:
+        logs_in(handle)
+    assert "se%zzcret" not in str(refused.value)
+    bare_worker.setenv("DATABASE_URL", "host=db.example dbname=app")  # no user, nor anywhere
+    bare_worker.setattr("swiperec.db.connection._os_user", lambda: None)
+    refused = handle.no_password()  # as the writer raises it when a worker cannot connect
+    assert str(refused).endswith(
+        "DATABASE_URL names no user, and neither PGUSER nor the operating system gives one"
+    )
 
 
 def test_a_worker_logs_in_with_libpqs_password_file_or_variable(db_url, bare_worker, tmp_path):
@@ -225,6 +241,40 @@ def test_what_a_url_leaves_out_is_filled_in_as_libpq_fills_it(bare_worker):
     # No user anywhere (a user id without a passwd entry): libpq cannot connect, nothing matches.
     bare_worker.setattr("swiperec.db.connection._os_user", lambda: None)
     assert not same_database("host=db.example", "host=db.example")
+
+
+def test_a_keyword_given_empty_keeps_libpq_from_its_variable(db_url, bare_worker):
+    """libpq reads PGPORT, PGUSER, ... only for a keyword the string leaves out: one it gives
+    empty (`port=''`) takes libpq's default instead (port 5432). The real libpq and
+    `same_database` agree on it, so a worker's DATABASE_URL that gives the port empty is not
+    taken for the handle's database, though PGPORT names its port."""
+    import psycopg2
+    from psycopg2.extensions import make_dsn
+
+    params = parse_dsn(db_url)
+    assert params["port"] != "5432"  # the test server's port is a free one the OS gave it
+    bare_worker.setenv("PGPORT", params["port"])
+    left_out = make_dsn(**{k: v for k, v in params.items() if k != "port"})
+    given_empty = make_dsn(**{**params, "port": ""})
+    handle = WorkerDatabase(address(db_url))
+    connect(left_out).close()  # PGPORT leads libpq to the server
+    with pytest.raises(psycopg2.OperationalError, match="port 5432 failed"):
+        connect(given_empty)  # an empty port leads it to 5432
+    assert same_database(left_out, handle.address)
+    assert not same_database(given_empty, handle.address)
+    bare_worker.setenv("DATABASE_URL", left_out)
+    assert logs_in(handle) == params["dbname"]
+    bare_worker.setenv("DATABASE_URL", given_empty)
+    assert handle.url() == handle.address  # not this database's: its password is not taken
+    # The same for the user and the database: given empty, the operating system's user and a
+    # database named after the user, whatever PGUSER and PGDATABASE say.
+    bare_worker.delenv("PGPORT")
+    bare_worker.setattr("swiperec.db.connection._os_user", lambda: "me")
+    bare_worker.setenv("PGUSER", "writer")
+    bare_worker.setenv("PGDATABASE", "app")
+    assert same_database("host=db.example", "host=db.example port=5432 dbname=app user=writer")
+    assert same_database("host=db.example user='' dbname=''",
+                         "host=db.example port=5432 dbname=me user=me")  # fmt: skip
 
 
 class ReportedConnection:

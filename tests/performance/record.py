@@ -12,11 +12,11 @@ beside its figures, two fixed CPU reference workloads timed in the same run:
 A time from another machine is compared after scaling by the ratio of the relevant reference
 (`tests.performance.suite.calibrated`), never raw.
 
-Each also records the widest vector instructions the host offers (`vector_isa`) and its caches
-(`cpu_caches`): TensorFlow's oneDNN kernels choose their code by the first and block their
-products by the second, and round differently with each, so the same seeded training on the
-same data can give another model on another host (and every figure that depends on the model's
-vectors with it).
+Each also records the widest vector instructions TensorFlow's oneDNN kernels use there
+(`vector_isa`) and the host's caches (`cpu_caches`): oneDNN chooses its code by the first and
+blocks its products by the second, and rounds differently with each, so the same seeded
+training on the same data can give another model on another host (and every figure that
+depends on the model's vectors with it).
 """
 
 from __future__ import annotations
@@ -76,15 +76,22 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-# The vector extensions the compiled kernels dispatch on, widest first.
-_VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+# The vector instruction sets the compiled kernels dispatch on, widest first: (the
+# /proc/cpuinfo flag that offers it, its name, the oneDNN cap names that stop at it).
+_VECTOR_ISAS = (
+    ("avx512f", "AVX-512", ("AVX512", "AVX10")),
+    ("avx2", "AVX2", ("AVX2",)),
+    ("avx", "AVX", ("AVX",)),
+    ("sse4_1", "SSE4.1", ("SSE41",)),
+)
 
 
 def vector_isa(cpu_flags: str | None = None, onednn_cap: str | None = None) -> str:
-    """The widest vector instructions of `cpu_flags` (a `flags` line of /proc/cpuinfo; default:
-    this host's), e.g. "AVX-512", with oneDNN's cap when `ONEDNN_MAX_CPU_ISA` sets one (default:
-    this process's environment), e.g. "AVX-512, oneDNN capped at AVX2"; "unknown" without
-    /proc/cpuinfo."""
+    """The widest vector instructions TensorFlow's oneDNN kernels use here: the host's (the
+    `flags` line `cpu_flags` of /proc/cpuinfo; default: this host's), or the narrower set that
+    `onednn_cap` caps them at (oneDNN's `ONEDNN_MAX_CPU_ISA`, e.g. "AVX2" or
+    "AVX512_CORE_VNNI"; default: this process's, or the older `DNNL_MAX_CPU_ISA`). One of
+    "AVX-512", "AVX2", "AVX", "SSE4.1", "older"; "unknown" without /proc/cpuinfo."""
     if cpu_flags is None:
         try:
             with open("/proc/cpuinfo") as f:
@@ -92,19 +99,28 @@ def vector_isa(cpu_flags: str | None = None, onednn_cap: str | None = None) -> s
         except OSError:
             cpu_flags = ""
     if onednn_cap is None:
-        onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+        onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     flags = set(cpu_flags.partition(":")[2].split())
-    widest = next((name for flag, name in _VECTOR_ISAS if flag in flags), None)
-    if widest is None:
-        widest = "SSE" if flags else "unknown"
-    return f"{widest}, oneDNN capped at {onednn_cap}" if onednn_cap else widest
+    if not flags:
+        return "unknown"
+    offered = [i for i, (flag, _, _) in enumerate(_VECTOR_ISAS) if flag in flags]
+    widest = min(offered, default=len(_VECTOR_ISAS))
+    cap = (onednn_cap or "").strip().upper()
+    capped = [i for i, (_, _, names) in enumerate(_VECTOR_ISAS) if cap.startswith(names)]
+    widest = max(widest, min(capped, default=widest))  # "ALL" or none: no cap
+    return _VECTOR_ISAS[widest][1] if widest < len(_VECTOR_ISAS) else "older"
+
+
+def _index_number(folder: Path) -> int:
+    number = folder.name.removeprefix("index")
+    return int(number) if number.isdigit() else 0
 
 
 def cpu_caches(folder: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
     """The first CPU's caches as Linux lists them, e.g. "L1d 48K, L1i 64K, L2 2048K, L3 30720K";
     "unknown" where it does not."""
     caches = []
-    for index in sorted(folder.glob("index*")):
+    for index in sorted(folder.glob("index*"), key=_index_number):
         try:
             level, kind, size = (
                 (index / name).read_text().strip() for name in ("level", "type", "size")

@@ -440,10 +440,14 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
     if now_machine.get("cpu_count") != then_machine.get("cpu_count"):
         note = (f"; {now_machine.get('cpu_count')} cpus now, "
                 f"{then_machine.get('cpu_count')} then: times compare loosely")  # fmt: skip
+    # Another vector instruction set rounds the training's products otherwise: the figures of
+    # the steps that train or embed with the model may compare two models.
     isas = now_machine.get("vector_isa"), then_machine.get("vector_isa")
-    if None not in isas and isas[0] != isas[1]:
-        note += (f"; {isas[0]} now, {isas[1]} then: TensorFlow's kernels round differently, "
-                 "so the two runs trained different models")  # fmt: skip
+    model_note = ""
+    if not {None, "unknown"} & set(isas) and isas[0] != isas[1]:
+        model_note = (f"; {isas[0]} now, {isas[1]} then: TensorFlow's kernels round "
+                      "differently, so the two runs may have trained different models")  # fmt: skip
+    model_figures = {f.name for f in FIGURES if f.step in ("train", *MODEL_STEPS)}
     for name, entry in current["figures"].items():
         before = committed.get("figures", {}).get(name)
         if entry is None:
@@ -469,8 +473,8 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
         out[name] = {
             **worst,
             "regressed": worst["change"] > worst["band"] and "unchecked" not in entry,
-            "why": f"not checked: {entry['unchecked']}" if "unchecked" in entry else
-                   "compared" + note,
+            "why": (f"not checked: {entry['unchecked']}" if "unchecked" in entry else
+                    "compared" + note) + (model_note if name in model_figures else ""),
         }  # fmt: skip
     return out
 

@@ -112,48 +112,74 @@ def test_compare_widens_the_band_to_the_repeats_spread_and_flags_missing_figures
     assert missing["transform (TFT on Beam)"]["regressed"] is True
 
 
-def test_the_vector_instructions_are_read_from_the_cpu_flags_and_onednns_cap():
-    from tests.performance.record import machine, vector_isa
+def test_the_vector_instructions_are_the_hosts_or_onednns_narrower_cap(monkeypatch):
+    from tests.performance import record
+    from tests.performance.record import vector_isa
 
-    assert vector_isa("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16", "") == "AVX-512"
-    assert vector_isa("flags\t\t: fpu sse2 avx avx2 fma", "") == "AVX2"
-    assert vector_isa("flags\t\t: fpu sse2 sse4_2", "") == "SSE"
+    host = "flags\t\t: fpu sse2 sse4_1 avx avx2 fma avx512f avx512_bf16"
+    assert vector_isa(host, "") == "AVX-512"
+    assert vector_isa("flags\t\t: fpu sse2 sse4_1 avx avx2 fma", "") == "AVX2"
+    assert vector_isa("flags\t\t: fpu sse2", "") == "older"
     assert vector_isa("", "") == "unknown"
-    capped = vector_isa("flags : avx2 avx512f", "AVX2")
-    assert capped == "AVX-512, oneDNN capped at AVX2"
-    assert machine()["vector_isa"] == vector_isa()  # every results file records it
+    # oneDNN's cap, in any case, narrows what it uses; a cap above the host or "ALL" does not
+    assert vector_isa(host, "avx2") == vector_isa(host, "AVX2_VNNI") == "AVX2"
+    assert vector_isa(host, "AVX512_CORE_AMX") == vector_isa(host, "ALL") == "AVX-512"
+    assert vector_isa("flags : sse4_1 avx avx2", "AVX512_CORE") == "AVX2"
+    assert vector_isa(host, "SSE41") == "SSE4.1"
+    # every results file records it, the cap read from this process's environment
+    monkeypatch.setattr(record, "calibration", dict)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
+    assert record.machine()["vector_isa"] in ("AVX", "SSE4.1", "older", "unknown")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "SSE41")  # oneDNN's older name for it
+    assert record.machine()["vector_isa"] in ("SSE4.1", "older", "unknown")
 
 
-def test_the_caches_are_read_as_linux_lists_them(tmp_path):
-    from tests.performance.record import cpu_caches, machine
+def test_the_caches_are_read_as_linux_lists_them(tmp_path, monkeypatch):
+    from tests.performance import record
+    from tests.performance.record import cpu_caches
 
-    for index, (level, kind, size) in enumerate(
-        [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "2048K")]
-    ):
+    caches = [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "2048K")]
+    caches += [("3", "Unified", f"{n}K") for n in range(3, 11)]  # index10 after index9
+    for index, (level, kind, size) in enumerate(caches):
         folder = tmp_path / f"index{index}"
         folder.mkdir()
         for name, value in (("level", level), ("type", kind), ("size", size)):
             (folder / name).write_text(value + "\n")
-    assert cpu_caches(tmp_path) == "L1d 48K, L1i 32K, L2 2048K"
+    listed = cpu_caches(tmp_path)
+    assert listed.startswith("L1d 48K, L1i 32K, L2 2048K, L3 3K, L3 4K")
+    assert listed.endswith("L3 9K, L3 10K")
     assert cpu_caches(tmp_path / "none") == "unknown"
-    assert machine()["cpu_caches"] == cpu_caches()
+    monkeypatch.setattr(record, "calibration", dict)
+    assert record.machine()["cpu_caches"] == cpu_caches()
 
 
 def test_compare_says_when_the_runs_vector_instructions_differ():
     """On another vector instruction set TensorFlow's kernels round differently and the same
-    seeded training gives another model: every comparison says so; unknown on either side (runs
-    recorded before the suite kept it), nothing is said."""
-    committed = _report({"transform": [_transform(20, 10)]})
-    current = _report({"transform": [_transform(20, 10)]})
-    name = "transform (TFT on Beam)"
-    assert compare(current, committed, band=0.25)[name]["why"] == "compared"
-    for report, isa in ((committed, "AVX2"), (current, "AVX-512")):
-        report["machine"]["start"] = {**report["machine"]["start"], "vector_isa": isa}
-    why = compare(current, committed, band=0.25)[name]["why"]
-    assert why == ("compared; AVX-512 now, AVX2 then: TensorFlow's kernels round differently, "
-                   "so the two runs trained different models")  # fmt: skip
-    committed["machine"]["start"]["vector_isa"] = "AVX-512"
-    assert compare(current, committed, band=0.25)[name]["why"] == "compared"
+    seeded training may give another model: the comparisons of the figures that depend on the
+    model say so, the others do not; unknown or unrecorded on either side, nothing is said."""
+    model_free = {"transform": [_transform(20, 10)]}
+    runs = {**model_free, "train": [{"training_seconds": 100}]}
+    committed, current = _report(runs), _report(runs)
+    free, trained = "transform (TFT on Beam)", "training: whole run"
+
+    def isa(report, value):
+        report["machine"]["start"] = {**report["machine"]["start"], "vector_isa": value}
+
+    assert compare(current, committed, band=0.25)[trained]["why"] == "compared"
+    isa(current, "AVX-512")
+    assert compare(current, committed, band=0.25)[trained]["why"] == "compared"  # one side
+    isa(committed, "unknown")
+    assert compare(current, committed, band=0.25)[trained]["why"] == "compared"
+    isa(committed, "AVX2")
+    result = compare(current, committed, band=0.25)
+    assert result[trained]["why"] == (
+        "compared; AVX-512 now, AVX2 then: TensorFlow's kernels round differently, so the two "
+        "runs may have trained different models"
+    )
+    assert result[free]["why"] == "compared"
+    isa(committed, "AVX-512")
+    assert compare(current, committed, band=0.25)[trained]["why"] == "compared"
 
 
 def test_higher_is_better_figures_regress_when_they_fall():
@@ -379,9 +405,11 @@ def test_the_summary_page_holds_every_figure_and_a_curve_per_kind(tmp_path):
     assert scaled in new.read_text() and "matmul_gflops': 70.0" in new.read_text()
     # each run's vector instructions, where it recorded them
     against["machine"] = {"vector_isa": "AVX2"}
-    report["machine"]["start"] = {**report["machine"]["start"], "vector_isa": "AVX-512"}
+    report["machine"]["start"] = {**report["machine"]["start"], "vector_isa": "AVX-512",
+                                  "cpu_caches": "L2 <2048K>"}  # fmt: skip
     page = write_html({**report, "against": against}, tmp_path / "isa.html", tmp_path).read_text()
-    assert "start: 2 cpus (cpu, AVX-512)" in page and "(commit c, AVX2, calibration" in page
+    assert "start: 2 cpus (cpu, AVX-512; caches L2 &lt;2048K&gt;)" in page
+    assert "(commit c, AVX2, calibration" in page
 
 
 def test_every_curve_draws_figures_the_suite_keeps():
