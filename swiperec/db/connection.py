@@ -61,7 +61,7 @@ def _params(url: str) -> dict:
 
     try:
         return parse_dsn(url)
-    except ProgrammingError:
+    except (ProgrammingError, UnicodeError):  # (bytes that are not UTF-8: another refusal)
         raise SwiperecError("a database URL is not a PostgreSQL URL or keyword string") from None
 
 
@@ -161,7 +161,8 @@ def same_database(a: str, b: str) -> bool:
     entries this does not read, match only the same string (passwords aside)."""
     params = _params(a), _params(b)
     uses_service = os.environ.get("PGSERVICE") or any("service" in p for p in params)
-    if uses_service and not all(p.get(k) for p in params for k in _NAMED):
+    # (a keyword given, even empty, is not the service file's to fill, as in libpq)
+    if uses_service and not all(k in p for p in params for k in _NAMED):
         visible = [{k: v for k, v in p.items() if k not in _SECRET_KEYS} for p in params]
         return visible[0] == visible[1]
     x, y = _where(params[0]), _where(params[1])
@@ -280,15 +281,25 @@ class WorkerDatabase:
         )
 
     def _why_not_taken(self, url: str | None) -> str:
-        """Why the worker's own DATABASE_URL `url` gave no password for this database ("" when
-        there is none, or it is this database's)."""
+        """Why this process's DATABASE_URL `url` gave no password for this database: "" when
+        it was not asked (the URL came from this process or a secret), when there is none, or
+        when it is this database's."""
+        if not url or self.address in _GIVEN_TO_WORKERS or self.secret is not None:
+            return ""
         try:
-            params = _params(url) if url else {}
+            params = _params(url)
             uses_service = "service" in params or os.environ.get("PGSERVICE")
-            if url and not uses_service and _where(params) is None:
-                return (". The workers' DATABASE_URL names no user, and neither PGUSER nor "
-                        "the operating system gives one")  # fmt: skip
-            if url and not same_database(url, self.address):
+            if uses_service and not all(k in params for k in _NAMED):
+                if same_database(url, self.address):
+                    return ""
+                return (". The workers' DATABASE_URL leaves part of where it goes to a service "
+                        "file, whose entries are not read: it is taken only when it is the "
+                        "address itself")  # fmt: skip
+            if _where(params) is None:
+                named = "an empty user" if "user" in params else "no user, nor does PGUSER"
+                return (f". The workers' DATABASE_URL names {named}, and the operating system "
+                        "gives none")  # fmt: skip
+            if not same_database(url, self.address):
                 return ". The workers' DATABASE_URL names another database"
         except SwiperecError:
             return ". The workers' DATABASE_URL is not a PostgreSQL URL or keyword string"

@@ -123,8 +123,25 @@ def test_a_worker_with_no_password_fails_saying_where_to_put_one(db_url, bare_wo
     bare_worker.setattr("swiperec.db.connection._os_user", lambda: None)
     refused = handle.no_password()  # as the writer raises it when a worker cannot connect
     assert str(refused).endswith(
-        "DATABASE_URL names no user, and neither PGUSER nor the operating system gives one"
+        "DATABASE_URL names no user, nor does PGUSER, and the operating system gives none"
     )
+    bare_worker.setenv("DATABASE_URL", "host=db.example dbname=app user=''")
+    bare_worker.setenv("PGUSER", "writer")  # not read for a user given empty
+    assert str(handle.no_password()).endswith(
+        "DATABASE_URL names an empty user, and the operating system gives none"
+    )
+    bare_worker.delenv("PGUSER")
+    # A URL that leaves part of its address to a service file is taken only when it is the
+    # address itself: said so, not "another database".
+    bare_worker.setenv("DATABASE_URL", "service=app")
+    assert "leaves part of where it goes to a service file" in str(handle.no_password())
+    bare_worker.setenv("DATABASE_URL", "\udcff")  # not UTF-8: refused as any other non-URL
+    assert "is not a PostgreSQL URL" in str(handle.no_password())
+    # Where the URL came from this process (the in-process runner's workers) or a secret, the
+    # worker's own DATABASE_URL was not asked: nothing is said of it.
+    bare_worker.setenv("DATABASE_URL", db_url.rsplit("/", 1)[0] + "/postgres")
+    secret = WorkerDatabase(handle.address, MountedSecret("/nonexistent"))
+    assert str(secret.no_password()).endswith("versions/latest')")
 
 
 def test_a_worker_logs_in_with_libpqs_password_file_or_variable(db_url, bare_worker, tmp_path):
@@ -275,6 +292,8 @@ def test_a_keyword_given_empty_keeps_libpq_from_its_variable(db_url, bare_worker
     assert same_database("host=db.example", "host=db.example port=5432 dbname=app user=writer")
     assert same_database("host=db.example user='' dbname=''",
                          "host=db.example port=5432 dbname=me user=me")  # fmt: skip
+    assert not same_database("host=db.example user='' dbname=''",
+                             "host=db.example port=5432 dbname=app user=writer")  # fmt: skip
 
 
 class ReportedConnection:

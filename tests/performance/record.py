@@ -13,10 +13,10 @@ A time from another machine is compared after scaling by the ratio of the releva
 (`tests.performance.suite.calibrated`), never raw.
 
 Each also records the widest vector instructions TensorFlow's oneDNN kernels use there
-(`vector_isa`) and the host's caches (`cpu_caches`): oneDNN chooses its code by the first and
-blocks its products by the second, and rounds differently with each, so the same seeded
-training on the same data can give another model on another host (and every figure that
-depends on the model's vectors with it).
+(`vector_isa`): oneDNN chooses its code by them and rounds differently with each, so the same
+seeded training on the same data can give another model on another host (and every figure that
+depends on the model's vectors with it); and the host's caches (`cpu_caches`), by which oneDNN
+sizes its blocks.
 """
 
 from __future__ import annotations
@@ -76,22 +76,27 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-# The vector instruction sets the compiled kernels dispatch on, widest first: (the
-# /proc/cpuinfo flag that offers it, its name, the oneDNN cap names that stop at it).
+# The vector instruction sets TensorFlow's oneDNN kernels dispatch on, widest first: its name
+# here, the /proc/cpuinfo flags a host needs for it, and the `ONEDNN_MAX_CPU_ISA` values that
+# cap oneDNN at it (oneDNN reads only these exact names; any other value sets no cap).
 _VECTOR_ISAS = (
-    ("avx512f", "AVX-512", ("AVX512", "AVX10")),
-    ("avx2", "AVX2", ("AVX2",)),
-    ("avx", "AVX", ("AVX",)),
-    ("sse4_1", "SSE4.1", ("SSE41",)),
-)
+    ("AVX-512", {"avx512f", "avx512bw", "avx512vl", "avx512dq"},
+     {"AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16",
+      "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX",
+      "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2"}),
+    ("AVX2", {"avx2"}, {"AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}),
+    ("AVX", {"avx"}, {"AVX"}),
+    ("SSE4.1", {"sse4_1"}, {"SSE41"}),
+)  # fmt: skip
 
 
 def vector_isa(cpu_flags: str | None = None, onednn_cap: str | None = None) -> str:
     """The widest vector instructions TensorFlow's oneDNN kernels use here: the host's (the
     `flags` line `cpu_flags` of /proc/cpuinfo; default: this host's), or the narrower set that
     `onednn_cap` caps them at (oneDNN's `ONEDNN_MAX_CPU_ISA`, e.g. "AVX2" or
-    "AVX512_CORE_VNNI"; default: this process's, or the older `DNNL_MAX_CPU_ISA`). One of
-    "AVX-512", "AVX2", "AVX", "SSE4.1", "older"; "unknown" without /proc/cpuinfo."""
+    "AVX512_CORE_VNNI"; default: this process's, else the older
+    `DNNL_MAX_CPU_ISA`). One of "AVX-512", "AVX2", "AVX", "SSE4.1", "older"; "unknown" without
+    /proc/cpuinfo."""
     if cpu_flags is None:
         try:
             with open("/proc/cpuinfo") as f:
@@ -103,12 +108,11 @@ def vector_isa(cpu_flags: str | None = None, onednn_cap: str | None = None) -> s
     flags = set(cpu_flags.partition(":")[2].split())
     if not flags:
         return "unknown"
-    offered = [i for i, (flag, _, _) in enumerate(_VECTOR_ISAS) if flag in flags]
-    widest = min(offered, default=len(_VECTOR_ISAS))
-    cap = (onednn_cap or "").strip().upper()
-    capped = [i for i, (_, _, names) in enumerate(_VECTOR_ISAS) if cap.startswith(names)]
-    widest = max(widest, min(capped, default=widest))  # "ALL" or none: no cap
-    return _VECTOR_ISAS[widest][1] if widest < len(_VECTOR_ISAS) else "older"
+    offered = [i for i, (_, needs, _) in enumerate(_VECTOR_ISAS) if needs <= flags]
+    capped = [i for i, (_, _, caps) in enumerate(_VECTOR_ISAS) if (onednn_cap or "") in caps]
+    if not offered:
+        return "older"
+    return _VECTOR_ISAS[max([min(offered), *capped])][0]  # the narrower of the two
 
 
 def _index_number(folder: Path) -> int:

@@ -441,13 +441,13 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
         note = (f"; {now_machine.get('cpu_count')} cpus now, "
                 f"{then_machine.get('cpu_count')} then: times compare loosely")  # fmt: skip
     # Another vector instruction set rounds the training's products otherwise: the figures of
-    # the steps that train or embed with the model may compare two models.
+    # the steps that train (train, pipeline) or embed with the model may compare two models.
     isas = now_machine.get("vector_isa"), then_machine.get("vector_isa")
     model_note = ""
     if not {None, "unknown"} & set(isas) and isas[0] != isas[1]:
         model_note = (f"; {isas[0]} now, {isas[1]} then: TensorFlow's kernels round "
                       "differently, so the two runs may have trained different models")  # fmt: skip
-    model_figures = {f.name for f in FIGURES if f.step in ("train", *MODEL_STEPS)}
+    model_figures = {f.name for f in FIGURES if f.step in ("train", "pipeline", *MODEL_STEPS)}
     for name, entry in current["figures"].items():
         before = committed.get("figures", {}).get(name)
         if entry is None:

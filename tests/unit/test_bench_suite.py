@@ -116,23 +116,29 @@ def test_the_vector_instructions_are_the_hosts_or_onednns_narrower_cap(monkeypat
     from tests.performance import record
     from tests.performance.record import vector_isa
 
-    host = "flags\t\t: fpu sse2 sse4_1 avx avx2 fma avx512f avx512_bf16"
+    host = "flags\t\t: fpu sse2 sse4_1 avx avx2 fma avx512f avx512bw avx512vl avx512dq"
     assert vector_isa(host, "") == "AVX-512"
+    assert vector_isa("flags : sse4_1 avx avx2 fma avx512f", "") == "AVX2"  # no AVX512_CORE
     assert vector_isa("flags\t\t: fpu sse2 sse4_1 avx avx2 fma", "") == "AVX2"
     assert vector_isa("flags\t\t: fpu sse2", "") == "older"
     assert vector_isa("", "") == "unknown"
-    # oneDNN's cap, in any case, narrows what it uses; a cap above the host or "ALL" does not
-    assert vector_isa(host, "avx2") == vector_isa(host, "AVX2_VNNI") == "AVX2"
-    assert vector_isa(host, "AVX512_CORE_AMX") == vector_isa(host, "ALL") == "AVX-512"
+    # oneDNN's cap, by its exact names, narrows what it uses; a cap above the host, DEFAULT, or
+    # a name oneDNN does not know (it then sets no cap) leaves the host's
+    assert vector_isa(host, "AVX2") == vector_isa(host, "AVX2_VNNI_2") == "AVX2"
+    assert vector_isa(host, "AVX512_CORE_AMX") == vector_isa(host, "AVX10_1_512") == "AVX-512"
+    for unknown in ("DEFAULT", "avx2", "AVX_VNNI", "AVX2FOO"):
+        assert vector_isa(host, unknown) == "AVX-512", unknown
     assert vector_isa("flags : sse4_1 avx avx2", "AVX512_CORE") == "AVX2"
     assert vector_isa(host, "SSE41") == "SSE4.1"
-    # every results file records it, the cap read from this process's environment
+    # every results file records it, the cap read from this process's environment, oneDNN's
+    # name for it first
     monkeypatch.setattr(record, "calibration", dict)
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX")
-    assert record.machine()["vector_isa"] in ("AVX", "SSE4.1", "older", "unknown")
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "SSE41")  # oneDNN's older name for it
+    monkeypatch.setattr(record, "cpu_caches", lambda: "unknown")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
     assert record.machine()["vector_isa"] in ("SSE4.1", "older", "unknown")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert record.machine()["vector_isa"] in ("AVX2", "AVX", "SSE4.1", "older", "unknown")
 
 
 def test_the_caches_are_read_as_linux_lists_them(tmp_path, monkeypatch):
@@ -178,6 +184,16 @@ def test_compare_says_when_the_runs_vector_instructions_differ():
         "runs may have trained different models"
     )
     assert result[free]["why"] == "compared"
+    # the steps that embed with the model (serving here) and the pipeline, which trains one
+    serving = {"http": {"by_group": {"50": {"p95_ms": 10}}}}
+    for step, results, name in (
+        ("serving", serving, "serving p95 over HTTP, 50 decisions"),
+        ("pipeline", {"run_seconds": 100}, "pipeline: whole run"),
+    ):
+        now, then = _report({step: [results]}), _report({step: [results]})
+        isa(now, "AVX-512")
+        isa(then, "AVX2")
+        assert compare(now, then, band=0.25)[name]["why"] == result[trained]["why"], name
     isa(committed, "AVX-512")
     assert compare(current, committed, band=0.25)[trained]["why"] == "compared"
 
