@@ -74,7 +74,7 @@ from swiperec.features.video_evidence import (
     VideoSwipeCounts,
     vote_changes,
 )
-from swiperec.snapshot import read_metadata
+from swiperec.snapshot import read_metadata, read_table_groups
 
 SPLITS = ("train", "validation", "test")
 _CATALOGUE_ROWS = 10_000  # videos per record batch of the catalogue's raw features
@@ -90,9 +90,17 @@ class TransformResult:
     metadata: dict
 
 
-def _parse_batch(batch, kind: str, catalogue, config: FeatureConfig):
-    """One Parquet record batch of decisions or reviews -> `Events`, by the snapshot's one
+def _kind_and_groups(kind: str, snapshot: str):
+    """ "decisions" or "reviews" -> (kind, one Parquet row group of the snapshot's table), in
+    the file's order."""
+    for group in read_table_groups(snapshot, kind):
+        yield kind, group
+
+
+def _parse_batch(kind_and_batch: tuple, catalogue, config: FeatureConfig):
+    """(kind, one Parquet row group of decisions or reviews) -> `Events`, by the snapshot's one
     parser (`parse_events`); what it rejects is counted under Beam's "snapshot" metrics."""
+    kind, batch = kind_and_batch
     from apache_beam.metrics import Metrics
 
     events = parse_events(catalogue, batch if kind == "decisions" else None,
@@ -281,10 +289,10 @@ def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
 
     The workers read everything from the snapshot: the catalogue (one worker loads
     videos.parquet; the runner hands it to the others as a side input), the events (parsed
-    per Parquet record batch), and from those the side inputs the example builder needs (the
-    split boundaries, the negative sampler's popularity, the videos' swipe counts). The job
-    graph holds the snapshot's path, not its contents. The boundaries and the catalogue's
-    size go to `raw_dir/summary.json` for the driver.
+    per Parquet row group, the decisions first), and from those the side inputs the example
+    builder needs (the split boundaries, the negative sampler's popularity, the videos' swipe
+    counts). The job graph holds the snapshot's path, not its contents. The boundaries and
+    the catalogue's size go to `raw_dir/summary.json` for the driver.
 
     Raw examples go to disk between the two pipelines so that no stage has to hold them all:
     Beam's local runner keeps a PCollection that feeds two consumers (TFT's analysis and its
@@ -299,13 +307,18 @@ def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
     catalogue = AsSingleton(
         pipeline | "Snapshot" >> beam.Create([snapshot]) | "Catalogue" >> beam.Map(load_catalogue)
     )
-    events = [
+    # Both tables in one stage, the decisions first: the grouping by user below then meets the
+    # users in the same order on every run of Beam's local runner, which keeps the order in
+    # which keys arrive. (Two read stages ran in an order of the runner's choosing: the
+    # pseudo-users' examples came first in some runs, the real users' in others, and the same
+    # snapshot trained another model.) The heavy work, building the examples, follows the
+    # grouping and is spread across the workers as before.
+    events = (
         pipeline
-        | f"Read {kind}"
-        >> beam.io.ReadFromParquetBatched(os.path.join(snapshot, f"{kind}.parquet"))
-        | f"Parse {kind}" >> beam.Map(_parse_batch, kind, catalogue, config)
-        for kind in ("decisions", "reviews")
-    ] | "All events" >> beam.Flatten()
+        | "Event tables" >> beam.Create(["decisions", "reviews"], reshuffle=False)
+        | "Read events" >> beam.FlatMap(_kind_and_groups, snapshot)
+        | "Parse events" >> beam.Map(_parse_batch, catalogue, config)
+    )
     per_user = (
         events | "Key by user" >> beam.FlatMap(_keyed_events) | "Per user" >> beam.GroupByKey()
     )

@@ -17,7 +17,7 @@ from swiperec.snapshot.format import (
     SnapshotExistsError,
     SnapshotMetadata,
 )
-from swiperec.snapshot.read import read_metadata, read_tables
+from swiperec.snapshot.read import read_metadata, read_table_groups, read_tables
 from swiperec.snapshot.write import TABLES, take_snapshot, write_tables
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "SnapshotExistsError",
     "SnapshotMetadata",
     "read_metadata",
+    "read_table_groups",
     "read_tables",
     "take_snapshot",
     "write_tables",

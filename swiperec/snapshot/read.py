@@ -2,6 +2,7 @@
 
     meta = read_metadata("gs://bucket/runs/42/snapshot")    # SnapshotMetadata; cutoff etc.
     tables = read_tables("gs://bucket/runs/42/snapshot")    # {"videos": pa.Table, ...}
+    for group in read_table_groups(folder, "decisions"): ...  # a large table in parts
 
 A folder without metadata.json is not a snapshot (or one whose writer did not finish): reading
 it raises `IncompleteSnapshotError` with what to do.
@@ -10,6 +11,7 @@ it raises `IncompleteSnapshotError` with what to do.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,3 +56,13 @@ def read_tables(folder: str | Path, names: tuple[str, ...] = TABLE_NAMES) -> dic
     catalogue alone, which is what a worker embedding videos needs)."""
     fs, root, _ = resolve(folder)
     return {name: pq.read_table(f"{root}/{name}.parquet", filesystem=fs) for name in names}
+
+
+def read_table_groups(folder: str | Path, name: str) -> Iterator[pa.Table]:
+    """The snapshot's table `name`, one Parquet row group at a time, in the file's order (what
+    Beam's `ReadFromParquetBatched` yields, but always in that order)."""
+    fs, root, _ = resolve(folder)
+    with fs.open_input_file(f"{root}/{name}.parquet") as handle:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            yield parquet.read_row_group(group)

@@ -3,8 +3,9 @@
 The small synthetic data set of tests/conftest.py is loaded, snapshotted and transformed once
 per session (`snapshot_dir`, `transformed`), through the KFP component's `.python_func`
 (`transform_component`); the CLI runs it again through its command, in a process of its own,
-and the two runs double as the determinism check. (The pipeline tests run the component under
-the KFP local runner and isolated, as a cluster.)
+and one more run in this process: both with the runner's stages in orders the tests choose,
+and both must give the session's examples in its order. (The pipeline tests run the component
+under the KFP local runner and isolated, as a cluster.)
 """
 
 import os
@@ -199,10 +200,27 @@ def _dense(features, order):
     return dense
 
 
+def _assert_identical_examples(examples_dir, transform_dir, reference):
+    """The same examples in the same order, every feature exactly: what Beam's local runner
+    gives for one snapshot, in any process (serialised bytes may still order a tf.Example's
+    features differently from one process to the next), so the trainer, which shuffles them
+    in a seeded order, trains the same model."""
+    for split in (*SPLITS, "videos"):
+        tower = "video" if split == "videos" else "user"
+        ours = _dense(parse(transform_dir, read_examples(examples_dir, split), tower), slice(None))
+        theirs = _dense(
+            parse(reference.transform_dir, read_examples(reference.examples_dir, split), tower),
+            slice(None),
+        )
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{split}/{name}")
+
+
 def _assert_same_examples(examples_dir, transform_dir, reference):
-    """Same examples, feature by feature (serialised bytes may order a tf.Example's features
-    differently from one process to the next): ids, labels, times and tokens exactly, floats
-    to 1e-6."""
+    """Same examples, feature by feature, in any order (a runner with several workers writes
+    them in the order its bundles finish): ids, labels, times and tokens exactly, floats to
+    1e-6."""
 
     def canonical(examples, transform, split):
         if split == "videos":
@@ -258,11 +276,14 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
     import subprocess
     import sys
 
+    # The command, with Beam's local runner running independent stages by name, descending
+    # (`tests/integration/stage_order.py`; the next test runs them ascending).
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "swiperec.cli",
+            "tests.integration.stage_order",
+            "descending",
             "transform",
             "--snapshot",
             snapshot_dir,
@@ -279,7 +300,7 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
     written = read_transform_metadata(str(tmp_path / "t" / "examples"))
     assert written["counts"] == transformed.metadata["counts"]
     # The command's run and the session's (the component's) give the same examples.
-    _assert_same_examples(
+    _assert_identical_examples(
         str(tmp_path / "t" / "examples"), str(tmp_path / "t" / "transform"), transformed
     )
     missing = subprocess.run(
@@ -298,6 +319,22 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
         timeout=120,
     )
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_the_examples_do_not_depend_on_the_order_the_runner_runs_its_stages(
+    transformed, snapshot_dir, tmp_path
+):
+    # Beam's local runner picks one of the valid orders of a pipeline's stages, not always the
+    # same one. The events were read in two stages, one per table, and the order of those two
+    # decided whether the real users' or the pseudo-users' examples came first: one snapshot
+    # gave the trainer two inputs, and it trained two models. Run here with the stages by
+    # name, ascending (descending in `test_transform_command`): the session's examples, in the
+    # session's order.
+    from tests.integration.stage_order import stages_by_name
+
+    with stages_by_name(descending=False):
+        again = run_transform(snapshot_dir, str(tmp_path / "t"), str(tmp_path / "e"))
+    _assert_identical_examples(again.examples_dir, again.transform_dir, transformed)
 
 
 def test_no_training_likes_is_a_clear_error(snapshot_dir, tmp_path):
