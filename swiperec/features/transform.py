@@ -308,10 +308,11 @@ def _build_examples_pipeline(pipeline, snapshot, raw_dir, config) -> None:
         pipeline | "Snapshot" >> beam.Create([snapshot]) | "Catalogue" >> beam.Map(load_catalogue)
     )
     # Both tables in one stage, the decisions first: the grouping by user below then meets the
-    # users in the same order on every run of Beam's local runner, which keeps the order in
-    # which keys arrive. (Two read stages ran in an order of the runner's choosing: the
+    # users in the same order on every run of Beam's in-process runner, which keeps the order
+    # in which keys arrive. (Two read stages ran in an order of the runner's choosing: the
     # pseudo-users' examples came first in some runs, the real users' in others, and the same
-    # snapshot trained another model.) The heavy work, building the examples, follows the
+    # snapshot trained another model.) On a cluster one worker now reads and parses both
+    # tables (vectorised, per row group); the heavy work, building the examples, follows the
     # grouping and is spread across the workers as before.
     events = (
         pipeline

@@ -1,9 +1,10 @@
-"""Beam's local runner made to run a pipeline's stages in an order the test chooses.
+"""Beam's local runner made to start a pipeline's stages in an order the test chooses.
 
-The runner (`FnApiRunner`) runs stages one after another in an order its `sort_stages` picks
-among the valid ones, which can differ from one process to the next. A pipeline whose output
-depends on that order gives different results on different runs of the same input: this runs
-its independent stages by name, ascending or descending, so a test can run both ways.
+The runner (`FnApiRunner`) queues the stages in the order its `sort_stages` picks among the
+valid ones, which can differ from one process to the next, and the first of two independent
+stages delivers its output first. A pipeline whose output depends on that order gives
+different results on different runs of the same input: this orders the independent stages by
+name, ascending or descending, so a test can run both ways.
 
     with stages_by_name(descending=True):
         run_transform(...)
@@ -72,5 +73,7 @@ if __name__ == "__main__":
     from swiperec.cli import main
 
     order, *args = sys.argv[1:]
+    if order not in ("ascending", "descending"):
+        sys.exit("usage: python -m tests.integration.stage_order ascending|descending ARGS...")
     with stages_by_name(descending=order == "descending"):
         sys.exit(main(args))

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from swiperec.features.config import FeatureConfig
 from swiperec.features.transform import SPLITS, read_transform_metadata, run_transform
 from tests.conftest import TINY_DATA
+from tests.installed import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -293,6 +294,7 @@ def test_transform_command(transformed, snapshot_dir, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,  # where `tests` is importable
     )
     assert result.returncode == 0, result.stderr[-2000:]
     train = transformed.metadata["counts"]["train"]
