@@ -91,8 +91,8 @@ class TransformResult:
 
 
 def _kind_and_groups(kind: str, snapshot: str):
-    """ "decisions" or "reviews" -> (kind, one Parquet row group of the snapshot's table), in
-    the file's order."""
+    """The snapshot's table `kind` ("decisions" or "reviews") -> (kind, one Parquet row group)
+    per row group, in the file's order."""
     for group in read_table_groups(snapshot, kind):
         yield kind, group
 
@@ -100,9 +100,9 @@ def _kind_and_groups(kind: str, snapshot: str):
 def _parse_batch(kind_and_batch: tuple, catalogue, config: FeatureConfig):
     """(kind, one Parquet row group of decisions or reviews) -> `Events`, by the snapshot's one
     parser (`parse_events`); what it rejects is counted under Beam's "snapshot" metrics."""
-    kind, batch = kind_and_batch
     from apache_beam.metrics import Metrics
 
+    kind, batch = kind_and_batch
     events = parse_events(catalogue, batch if kind == "decisions" else None,
                           batch if kind == "reviews" else None, config)  # fmt: skip
     for name, count in events.stats.items():
