@@ -190,7 +190,7 @@ def test_each_tower_graph_takes_its_raw_features_as_serving_sends_them(transform
     assert all(name.startswith("user_") for name in user)
 
 
-def _dense(features, order):
+def _dense(features, order=slice(None)):
     import tensorflow as tf
 
     dense = {}
@@ -208,10 +208,9 @@ def _assert_identical_examples(examples_dir, transform_dir, reference):
     in a seeded order, trains the same model."""
     for split in (*SPLITS, "videos"):
         tower = "video" if split == "videos" else "user"
-        ours = _dense(parse(transform_dir, read_examples(examples_dir, split), tower), slice(None))
+        ours = _dense(parse(transform_dir, read_examples(examples_dir, split), tower))
         theirs = _dense(
-            parse(reference.transform_dir, read_examples(reference.examples_dir, split), tower),
-            slice(None),
+            parse(reference.transform_dir, read_examples(reference.examples_dir, split), tower)
         )
         assert ours.keys() == theirs.keys()
         for name in ours:
