@@ -73,6 +73,29 @@ def test_compare_scales_absolute_times_by_the_two_runs_calibrations():
     assert slower["training: whole run"]["regressed"] is True
 
 
+def test_a_time_is_worse_only_if_worse_both_as_measured_and_scaled():
+    committed = _report({"train": [{"training_seconds": 100}]})  # matmul 100 GFLOP/s
+    # The machine read twice as fast and the run took 70 s: better than the committed 100 s
+    # as measured, 40 % worse than the 50 s the calibration scales it to. Not flagged.
+    twice_as_fast = {"python_mops": 20.0, "matmul_gflops": 200.0}
+    faster = compare(_report({"train": [{"training_seconds": 70}]}, twice_as_fast), committed,
+                     0.25)["training: whole run"]  # fmt: skip
+    assert faster["committed_scaled"] == 50.0 and faster["committed"] == 100.0
+    assert faster["change"] == -0.3 and faster["regressed"] is False
+    # 140 s is worse either way: flagged by the lesser of the two changes (40 %, as measured).
+    slow = compare(_report({"train": [{"training_seconds": 140}]}, twice_as_fast), committed,
+                   0.25)["training: whole run"]  # fmt: skip
+    assert slow["change"] == 0.4 and slow["regressed"] is True
+    # A rate (higher better) the same way: 60 requests/s where 50 were committed, at twice the
+    # loop rate (100 once scaled), is not worse as measured.
+    http = {"http": {"mixed": {"32": {"requests_per_second": 50}}}}
+    committed = _report({"serving": [http]})
+    http["http"]["mixed"]["32"]["requests_per_second"] = 60
+    now = _report({"serving": [http]}, {"python_mops": 40.0, "matmul_gflops": 100.0})
+    rate = compare(now, committed, 0.25)["HTTP requests per second, 32 clients"]
+    assert rate["committed_scaled"] == 100.0 and rate["regressed"] is False
+
+
 def _readings(report: dict, start: float, rest: float) -> dict:
     """`report` with a matmul reading of `start` at start and `rest` at end and in its step."""
     machine = report["machine"]["start"]
@@ -92,14 +115,15 @@ def test_compare_scales_by_the_median_of_each_runs_calibration_readings():
     assert suite.run_calibration(committed) == {"matmul_gflops": 100.0}
     assert suite.run_calibration(current) == {"matmul_gflops": 50.0}
     result = compare(current, committed, 0.25)["training: whole run"]
-    assert result["committed"] == 200.0 and result["regressed"] is False
+    assert result["committed_scaled"] == 200.0 and result["regressed"] is False
     # Were either run's start reading taken alone, the committed 100 s would read as 50 s (by
     # this run's fast start: 4x slower now) or as 100 s (by the committed run's slow start).
     for report, start, scaled in ((current, 200.0, 50.0), (committed, 50.0, 100.0)):
         saved = report["steps"]["train"].pop("results"), report["machine"]["end"]
         report["machine"]["end"] = report["machine"]["start"]
         assert suite.run_calibration(report) == {"matmul_gflops": start}
-        assert compare(current, committed, 0.25)["training: whole run"]["committed"] == scaled
+        check = compare(current, committed, 0.25)["training: whole run"]
+        assert check["committed_scaled"] == scaled and check["regressed"] is True
         report["steps"]["train"]["results"], report["machine"]["end"] = saved
 
 
