@@ -467,7 +467,9 @@ def compare(current: dict, committed: dict, band: float) -> dict[str, dict]:
         )
         # Worse only if worse both as measured and scaled: the calibration tells which way the
         # machine's speed moved, not by how much for every figure (one default run's loop rate
-        # read 2.1x the committed run's, its times 1.3-1.5x as fast).
+        # read 2.1x the committed run's, its times 1.3-1.5x as fast). The price: on a faster
+        # day a figure may slow by up to the speed-up unflagged; a ratio to a same-run
+        # baseline does not depend on the day.
         lenient = max if entry["better"] == "lower" else min
         pairs = [("value", entry, lenient(before["median"], scaled), before)]
         if "ratio" in entry and "ratio" in before:

@@ -195,8 +195,9 @@ img {{ margin: 0.5em; }}
 model trained on {sizes["train_videos"]:,} videos; {report["repeats"]} run(s) of each step;
 commit {html.escape(str(report.get("commit")))}.</p>
 <p>{machine_text(report)}</p>
-<p>{against_text}. Ratios are compared as measured; times scaled by the two runs'
-calibrations ({scaled_by}); a change beyond the band is flagged.</p>
+<p>{against_text}. Ratios are compared as measured; a time or a rate is worse only when worse
+both as measured and once scaled by the two runs' calibrations ({scaled_by}), and the
+committed column shows the more lenient of the two; a change beyond the band is flagged.</p>
 <h2>Figures</h2>
 {figures_table(report)}
 <h2>Cost against scale</h2>

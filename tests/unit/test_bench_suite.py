@@ -116,8 +116,9 @@ def test_compare_scales_by_the_median_of_each_runs_calibration_readings():
     assert suite.run_calibration(current) == {"matmul_gflops": 50.0}
     result = compare(current, committed, 0.25)["training: whole run"]
     assert result["committed_scaled"] == 200.0 and result["regressed"] is False
-    # Were either run's start reading taken alone, the committed 100 s would read as 50 s (by
-    # this run's fast start: 4x slower now) or as 100 s (by the committed run's slow start).
+    # Were either run's start reading taken alone, the committed 100 s would scale to 50 s (by
+    # this run's fast start) or stay 100 s (by the committed run's slow start): 200 s is then
+    # worse both as measured and scaled, and flagged.
     for report, start, scaled in ((current, 200.0, 50.0), (committed, 50.0, 100.0)):
         saved = report["steps"]["train"].pop("results"), report["machine"]["end"]
         report["machine"]["end"] = report["machine"]["start"]
